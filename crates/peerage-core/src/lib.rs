@@ -1,0 +1,25 @@
+//! The sans-IO core of Peerage: the peer and connection management logic, with no sockets, no
+//! async runtime, no clock reads and no OS randomness.
+//!
+//! Every time-dependent function takes `now: Instant`; every state machine with a deadline exposes
+//! it as `poll_timeout()`; every random choice draws from an RNG the caller injects. The libp2p
+//! glue (the `peerage` crate) feeds swarm events in and carries the decisions out, so every rule
+//! here is testable by stepping time.
+//!
+//! The parts:
+//!
+//! - [`peerstore`]: facts about peers (addresses with TTLs, protocols, latency), as go-libp2p
+//!   `core/peerstore`.
+//! - [`pool`]: connection lifecycle state of points and peers, with Octez's state machines and
+//!   reconnection backoff (`P2p_pool`, `P2p_point_state`, `P2p_peer_state`).
+//! - [`maintenance`]: the planner that keeps the connection count between its bounds, as Octez
+//!   `P2p_maintenance`.
+
+#![warn(missing_docs)]
+
+pub mod maintenance;
+pub mod peerstore;
+pub mod pool;
+
+pub use libp2p_identity::PeerId;
+pub use multiaddr::Multiaddr;

@@ -1,0 +1,284 @@
+//! The maintenance: keeps the number of connections between its bounds, as Octez
+//! `P2p_maintenance` (`spec/tezos_p2p.md` §7).
+//!
+//! The [`Maintenance`] is a sans-IO planner. The caller feeds it what happened (`on_*`), then
+//! calls [`Maintenance::step`], which returns a [`Plan`]: points to dial, peers to disconnect,
+//! whether to ask connected peers for more points. It wakes, as Octez's worker does, on:
+//!
+//! - activation (the first step always runs);
+//! - the idle timer (`idle_time`, 120 s by default);
+//! - the *too few* trigger, a disconnection that leaves fewer than `min` connections;
+//! - the *too many* trigger, a connection that brings the count to `max` or more;
+//! - an external [`Maintenance::trigger`];
+//! - while dialing: the end of a dial; while waiting for points: new points or the end of the
+//!   wait (`looking_for_peers`, 5 s as Octez's "empirical value").
+//!
+//! When woken with `n` active connections and `n < min_threshold`, a dialing round starts: it
+//! dials candidates (never-failed points first, then the oldest miss) until `min_target` is
+//! reached, with at most `max_target - n` dials in flight, and no point dialed twice in a round.
+//! When no candidate is left, it asks connected peers for points and waits. When woken with
+//! `n > max_threshold`, it closes `n - max_target` random untrusted peers.
+//!
+//! Differences from Octez, on purpose: dials in flight are also capped by `max_pending_dials`
+//! (Octez has no cap, #6140); the dialing loop is event-driven rather than a blocking loop over
+//! parallel dials.
+
+mod bounds;
+
+use std::time::{Duration, Instant};
+
+use multiaddr::Multiaddr;
+use rand::{Rng, seq::SliceRandom};
+
+pub use self::bounds::{Bounds, BoundsError};
+use crate::{PeerId, pool::Pool};
+
+/// Configuration of the [`Maintenance`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    bounds: Bounds,
+    idle_time: Duration,
+    looking_for_peers: Duration,
+    max_pending_dials: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bounds: Bounds::new(10, 50, 100).expect("ordered"),
+            idle_time: Duration::from_secs(120),
+            looking_for_peers: Duration::from_secs(5),
+            max_pending_dials: 16,
+        }
+    }
+}
+
+impl Config {
+    /// Octez's defaults: bounds 10/50/100, idle time 120 s, 5 s between requests for points,
+    /// and at most 16 dials in flight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Connection bounds. `10/50/100` by default (Octez `min/expected/max_connections`).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+    /// Period of the idle timer. 120 s by default (Octez `maintenance_idle_time`).
+    pub fn with_idle_time(mut self, d: Duration) -> Self {
+        self.idle_time = d;
+        self
+    }
+    /// How long to wait for new points after asking peers for some, before a new dialing round.
+    /// 5 s by default (Octez `time_between_looking_for_peers`).
+    pub fn with_looking_for_peers(mut self, d: Duration) -> Self {
+        self.looking_for_peers = d;
+        self
+    }
+    /// Cap of dials in flight. 16 by default.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    pub fn with_max_pending_dials(mut self, n: usize) -> Self {
+        assert!(n > 0, "max_pending_dials must be positive");
+        self.max_pending_dials = n;
+        self
+    }
+    /// The connection bounds.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+}
+
+/// What the maintenance wants done, from one [`Maintenance::step`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Plan {
+    /// Points to dial, each with the peer ID to dial it with if known. The pool already has
+    /// them in `Requested`; the caller must report each dial's end to the pool.
+    pub dial: Vec<(Multiaddr, Option<PeerId>)>,
+    /// Peers to disconnect (all their connections).
+    pub close: Vec<PeerId>,
+    /// Whether to ask every connected peer for points (Octez's `Bootstrap` message).
+    pub ask_for_points: bool,
+}
+
+impl Plan {
+    /// Whether the plan asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.dial.is_empty() && self.close.is_empty() && !self.ask_for_points
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    /// Dialing until `min_target`; points that missed after `round_start` wait for a new round.
+    Dialing {
+        round_start: Instant,
+    },
+    /// No candidate left: waiting for new points until `until`.
+    Waiting {
+        until: Instant,
+    },
+}
+
+/// The maintenance planner. See the [module docs](self).
+#[derive(Debug)]
+pub struct Maintenance {
+    config: Config,
+    phase: Phase,
+    run_requested: bool,
+    new_points: bool,
+    next_tick: Option<Instant>,
+}
+
+impl Maintenance {
+    /// A maintenance that runs at its first [`step`](Maintenance::step) (Octez's activation).
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            phase: Phase::Idle,
+            run_requested: true,
+            new_points: false,
+            next_tick: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The connection bounds.
+    pub fn bounds(&self) -> Bounds {
+        self.config.bounds
+    }
+
+    /// A connection was admitted; `active` is the new count. Fires the *too many* trigger when
+    /// `active >= max` (Octez `p2p_connect_handler.ml`).
+    pub fn on_connection_established(&mut self, active: usize) {
+        if active >= self.config.bounds.max() {
+            self.run_requested = true;
+        }
+    }
+
+    /// A connection closed; `active` is the new count. Fires the *too few* trigger when
+    /// `active < min`.
+    pub fn on_connection_closed(&mut self, active: usize) {
+        if active < self.config.bounds.min() {
+            self.run_requested = true;
+        }
+    }
+
+    /// A dial planned by the maintenance ended, in success or failure.
+    pub fn on_dial_finished(&mut self) {
+        if matches!(self.phase, Phase::Dialing { .. }) {
+            self.run_requested = true;
+        }
+    }
+
+    /// New points were registered in the pool. Ends a wait for points.
+    pub fn on_new_points(&mut self) {
+        if matches!(self.phase, Phase::Waiting { .. }) {
+            self.new_points = true;
+            self.run_requested = true;
+        }
+    }
+
+    /// Asks for a check at the next step (Octez `maintain`).
+    pub fn trigger(&mut self) {
+        self.run_requested = true;
+    }
+
+    /// Whether a dialing round is under way or waiting for points.
+    pub fn is_dialing(&self) -> bool {
+        !matches!(self.phase, Phase::Idle)
+    }
+
+    /// The next instant at which [`step`](Maintenance::step) has work even if nothing is fed in:
+    /// the idle timer or the end of a wait for points. `None` before the first step.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting { until } => Some(self.next_tick.map_or(until, |t| t.min(until))),
+            _ => self.next_tick,
+        }
+    }
+
+    /// Runs the maintenance if it is due, and returns what to do. Call it after feeding events
+    /// and whenever [`poll_timeout`](Maintenance::poll_timeout) has passed; it returns an empty
+    /// plan when nothing is due. Dials in the plan are already marked `Requested` in `pool`.
+    pub fn step(&mut self, now: Instant, pool: &mut Pool, rng: &mut impl Rng) -> Plan {
+        let tick_due = self.next_tick.is_none_or(|t| now >= t);
+        let wait_over = matches!(self.phase, Phase::Waiting { until } if now >= until);
+        if !(self.run_requested || tick_due || wait_over) {
+            return Plan::default();
+        }
+        self.run_requested = false;
+        if tick_due {
+            self.next_tick = Some(now + self.config.idle_time);
+        }
+        let bounds = self.config.bounds;
+        let n = pool.active();
+
+        if n > bounds.max_threshold() {
+            self.phase = Phase::Idle;
+            return Plan {
+                close: self.victims(pool, n - bounds.max_target(), rng),
+                ..Plan::default()
+            };
+        }
+
+        let round_start = match self.phase {
+            Phase::Idle if n < bounds.min_threshold() => now,
+            Phase::Idle => return Plan::default(),
+            Phase::Waiting { until } if now < until && !self.new_points => {
+                return Plan::default();
+            }
+            // A new round: points that missed in the last one may be tried again.
+            Phase::Waiting { .. } => now,
+            Phase::Dialing { round_start } => round_start,
+        };
+        self.new_points = false;
+        if n >= bounds.min_target() {
+            self.phase = Phase::Idle;
+            return Plan::default();
+        }
+        self.phase = Phase::Dialing { round_start };
+        let pending = pool.requested();
+        let budget = (bounds.max_target() - n)
+            .saturating_sub(pending)
+            .min(self.config.max_pending_dials.saturating_sub(pending));
+        let mut plan = Plan::default();
+        for point in pool.candidates(now, round_start, budget) {
+            if let Ok(peer) = pool.set_requested(&point) {
+                plan.dial.push((point, peer));
+            }
+        }
+        if plan.dial.is_empty() && pending == 0 {
+            self.phase = Phase::Waiting {
+                until: now + self.config.looking_for_peers,
+            };
+            plan.ask_for_points = true;
+        }
+        plan
+    }
+
+    /// `count` random running peers, trusted ones excepted (Octez: `List.shuffle` of the
+    /// running connections, minus the private and trusted ones).
+    fn victims(&self, pool: &Pool, count: usize, rng: &mut impl Rng) -> Vec<PeerId> {
+        let mut running: Vec<PeerId> = pool
+            .running_peers()
+            .filter(|p| !pool.is_trusted_peer(p))
+            .collect();
+        // Sorted first so that a seeded RNG gives the same choice whatever the table's order.
+        running.sort();
+        running.shuffle(rng);
+        running.truncate(count);
+        running
+    }
+}
+
+#[cfg(test)]
+mod tests;

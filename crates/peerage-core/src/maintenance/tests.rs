@@ -1,0 +1,252 @@
+use std::collections::HashSet;
+
+use rand::{SeedableRng, rngs::StdRng};
+
+use super::*;
+use crate::pool::{self, Backoff};
+
+fn point(i: u32) -> Multiaddr {
+    format!("/ip4/10.1.{}.{}/tcp/9732", i / 256, i % 256)
+        .parse()
+        .unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+struct Fixture {
+    pool: Pool,
+    m: Maintenance,
+    rng: StdRng,
+    now: Instant,
+}
+
+impl Fixture {
+    /// Bounds 3/6/9: thresholds 4, 5, 7, 8.
+    fn new() -> Self {
+        let config = Config::new().with_bounds(Bounds::from_connections(6));
+        Self::with_config(config)
+    }
+
+    fn with_config(config: Config) -> Self {
+        let pool_config = pool::Config::new().with_backoff(Backoff::new().with_jitter(0.0));
+        Self {
+            pool: Pool::new(PeerId::random(), pool_config),
+            m: Maintenance::new(config),
+            rng: StdRng::seed_from_u64(42),
+            now: Instant::now(),
+        }
+    }
+
+    fn learn(&mut self, points: impl IntoIterator<Item = u32>) {
+        let points: Vec<Multiaddr> = points.into_iter().map(point).collect();
+        if self.pool.register_new_points(&points, true, self.now) > 0 {
+            self.m.on_new_points();
+        }
+    }
+
+    fn step(&mut self) -> Plan {
+        self.m.step(self.now, &mut self.pool, &mut self.rng)
+    }
+
+    /// The dial of `point` succeeds with a fresh peer.
+    fn connect(&mut self, point: &Multiaddr) -> PeerId {
+        let peer = PeerId::random();
+        self.pool
+            .connection_established(peer, Some(point), self.now);
+        self.m.on_connection_established(self.pool.active());
+        self.m.on_dial_finished();
+        peer
+    }
+
+    fn fail(&mut self, point: &Multiaddr) {
+        self.pool.dial_failed(point, self.now, &mut self.rng);
+        self.m.on_dial_finished();
+    }
+
+    /// An inbound connection from a fresh peer.
+    fn inbound(&mut self) -> PeerId {
+        let peer = PeerId::random();
+        self.pool.connection_established(peer, None, self.now);
+        self.m.on_connection_established(self.pool.active());
+        peer
+    }
+
+    fn close(&mut self, peer: PeerId) {
+        self.pool
+            .connection_closed(peer, None, self.now, &mut self.rng);
+        self.m.on_connection_closed(self.pool.active());
+    }
+}
+
+fn dialed(plan: &Plan) -> Vec<Multiaddr> {
+    plan.dial.iter().map(|(p, _)| p.clone()).collect()
+}
+
+#[test]
+fn activation_dials_up_to_max_target_in_flight_and_stops_at_min_target() {
+    let mut f = Fixture::new();
+    f.learn(0..20);
+    let plan = f.step();
+    // n = 0 < min_threshold 4: up to max_target - n = 7 dials in flight.
+    assert_eq!(plan.dial.len(), 7);
+    assert!(!plan.ask_for_points);
+    assert_eq!(f.pool.requested(), 7);
+    // Nothing more while they are in flight.
+    assert!(f.step().is_empty());
+    let dials = dialed(&plan);
+    for p in &dials[..4] {
+        f.connect(p);
+    }
+    // n = 4, 3 in flight: budget 7 - 4 - 3 = 0.
+    assert!(f.step().dial.is_empty());
+    f.connect(&dials[4]);
+    // n = 5 = min_target: the round ends, even with dials in flight.
+    assert!(f.step().is_empty());
+    assert!(!f.m.is_dialing());
+    f.fail(&dials[5]);
+    f.fail(&dials[6]);
+    assert!(f.step().is_empty());
+}
+
+#[test]
+fn no_candidate_asks_for_points_and_waits_for_them() {
+    let mut f = Fixture::new();
+    let plan = f.step();
+    assert!(plan.dial.is_empty());
+    assert!(plan.ask_for_points);
+    assert_eq!(f.m.poll_timeout(), Some(f.now + secs(5)));
+    f.now += secs(1);
+    assert!(f.step().is_empty(), "still waiting");
+    // New points end the wait at once.
+    f.learn([1, 2]);
+    let plan = f.step();
+    assert_eq!(dialed(&plan), vec![point(1), point(2)]);
+}
+
+#[test]
+fn wait_ends_after_looking_for_peers_and_asks_again() {
+    let mut f = Fixture::new();
+    assert!(f.step().ask_for_points);
+    f.now += secs(5);
+    let plan = f.step();
+    assert!(plan.ask_for_points, "asks again after 5 s");
+    assert_eq!(f.m.poll_timeout(), Some(f.now + secs(5)));
+}
+
+#[test]
+fn a_point_that_failed_waits_for_a_new_round_and_its_backoff() {
+    let mut f = Fixture::new();
+    f.learn([1]);
+    let plan = f.step();
+    assert_eq!(dialed(&plan), vec![point(1)]);
+    f.now += secs(10);
+    f.fail(&point(1));
+    // Failed in this round: not retried; nothing else to dial, so ask and wait.
+    let plan = f.step();
+    assert!(plan.dial.is_empty() && plan.ask_for_points);
+    // After the wait, a new round; the 1 s backoff is over, so it is dialed again.
+    f.now += secs(5);
+    assert_eq!(dialed(&f.step()), vec![point(1)]);
+}
+
+#[test]
+fn too_many_closes_random_untrusted_peers_down_to_max_target() {
+    let mut f = Fixture::new();
+    let trusted = f.pool.add_trusted_point(&point(0), f.now).unwrap();
+    assert_eq!(dialed(&f.step()), vec![trusted.clone()]);
+    let trusted_peer = f.connect(&trusted);
+    for _ in 0..11 {
+        f.inbound();
+    }
+    assert_eq!(f.pool.active(), 12);
+    let plan = f.step();
+    // 12 > max_threshold 8: close 12 - max_target 7 = 5.
+    assert_eq!(plan.close.len(), 5);
+    assert!(!plan.close.contains(&trusted_peer));
+    assert_eq!(plan.close.iter().collect::<HashSet<_>>().len(), 5);
+    for p in plan.close {
+        f.close(p);
+    }
+    assert!(f.step().is_empty());
+}
+
+#[test]
+fn too_many_trigger_fires_at_max_not_between_thresholds() {
+    let config = Config::new().with_bounds(Bounds::new(10, 50, 100).unwrap());
+    let mut f = Fixture::with_config(config);
+    for _ in 0..40 {
+        f.inbound();
+    }
+    assert!(f.step().is_empty());
+    // 90 connections: above max_threshold 84, below max 100. No trigger: only the idle timer
+    // notices (Octez).
+    for _ in 0..50 {
+        f.inbound();
+    }
+    assert!(f.step().is_empty());
+    f.now += secs(120);
+    assert_eq!(f.step().close.len(), 90 - 68);
+}
+
+#[test]
+fn too_few_trigger_fires_below_min() {
+    let mut f = Fixture::new();
+    let peers: Vec<PeerId> = (0..5).map(|_| f.inbound()).collect();
+    assert!(f.step().is_empty());
+    f.learn(10..20);
+    // 5 -> 3: not below min 3, no trigger, and between thresholds anyway.
+    f.close(peers[0]);
+    f.close(peers[1]);
+    assert!(f.step().is_empty());
+    // 3 -> 2 < min: trigger; 2 < min_threshold 4: dial up to max_target - 2 = 5.
+    f.close(peers[2]);
+    assert_eq!(f.step().dial.len(), 5);
+}
+
+/// Octez #7357: the idle timer had no test. A node at 3 connections (at min, below
+/// min_threshold 4) gets no trigger and recovers only at the next 120 s tick.
+#[test]
+fn idle_timer_catches_what_triggers_miss() {
+    let mut f = Fixture::new();
+    let peers: Vec<PeerId> = (0..4).map(|_| f.inbound()).collect();
+    assert!(f.step().is_empty());
+    assert_eq!(f.m.poll_timeout(), Some(f.now + secs(120)));
+    f.learn(10..20);
+    f.close(peers[0]);
+    f.now += secs(119);
+    assert!(f.step().is_empty());
+    f.now += secs(1);
+    let plan = f.step();
+    assert_eq!(plan.dial.len(), 7 - 3);
+    assert_eq!(f.m.poll_timeout(), Some(f.now + secs(120)));
+}
+
+#[test]
+fn pending_dials_are_capped() {
+    let config = Config::new()
+        .with_bounds(Bounds::new(10, 50, 100).unwrap())
+        .with_max_pending_dials(4);
+    let mut f = Fixture::with_config(config);
+    f.learn(0..100);
+    let plan = f.step();
+    assert_eq!(plan.dial.len(), 4);
+    f.connect(&plan.dial[0].0);
+    let plan = f.step();
+    assert_eq!(plan.dial.len(), 1, "one slot freed");
+}
+
+#[test]
+fn external_trigger_runs_a_check() {
+    let mut f = Fixture::new();
+    for _ in 0..5 {
+        f.inbound();
+    }
+    assert!(f.step().is_empty());
+    f.learn(0..3);
+    f.m.trigger();
+    // Within thresholds: a check that does nothing.
+    assert!(f.step().is_empty());
+    assert!(!f.m.is_dialing());
+}

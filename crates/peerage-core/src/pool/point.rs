@@ -1,0 +1,435 @@
+//! Points: dialable addresses, their state machine and reconnection backoff, as Octez
+//! `P2p_point_state` (`spec/tezos_p2p.md` §2).
+
+use std::time::{Duration, Instant};
+
+use multiaddr::{Multiaddr, Protocol};
+use rand::Rng;
+
+use crate::PeerId;
+
+/// Why a multiaddr cannot be a point.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PointError {
+    /// The address does not start with an IP or DNS component.
+    #[error("point {0} is not dialable: it must start with /ip4, /ip6, /dns, /dns4 or /dns6")]
+    NoHost(Multiaddr),
+    /// The address has no TCP or UDP port after its host.
+    #[error("point {0} is not dialable: it has no /tcp or /udp port")]
+    NoPort(Multiaddr),
+    /// The address names the unspecified IP (`0.0.0.0`, `::`) or port 0.
+    #[error("point {0} is not dialable: unspecified IP address or port 0")]
+    Unspecified(Multiaddr),
+}
+
+/// Splits `addr` into a point (the address without its `/p2p` suffix) and the peer ID of that
+/// suffix, checking that the point is dialable: a host (`/ip4`, `/ip6`, `/dns*`) followed by a
+/// non-zero `/tcp` or `/udp` port, and no unspecified IP.
+///
+/// # Errors
+///
+/// A [`PointError`] naming the address and what is missing.
+pub fn split(addr: &Multiaddr) -> Result<(Multiaddr, Option<PeerId>), PointError> {
+    let mut point = addr.clone();
+    let mut peer = None;
+    if let Some(Protocol::P2p(id)) = point.iter().last() {
+        peer = Some(id);
+        point.pop();
+    }
+    let mut iter = point.iter();
+    match iter.next() {
+        Some(Protocol::Ip4(ip)) if ip.is_unspecified() => {
+            return Err(PointError::Unspecified(addr.clone()));
+        }
+        Some(Protocol::Ip6(ip)) if ip.is_unspecified() => {
+            return Err(PointError::Unspecified(addr.clone()));
+        }
+        Some(
+            Protocol::Ip4(_)
+            | Protocol::Ip6(_)
+            | Protocol::Dns(_)
+            | Protocol::Dns4(_)
+            | Protocol::Dns6(_),
+        ) => {}
+        _ => return Err(PointError::NoHost(addr.clone())),
+    }
+    match iter.next() {
+        Some(Protocol::Tcp(0) | Protocol::Udp(0)) => Err(PointError::Unspecified(addr.clone())),
+        Some(Protocol::Tcp(_) | Protocol::Udp(_)) => Ok((point, peer)),
+        _ => Err(PointError::NoPort(addr.clone())),
+    }
+}
+
+/// The reconnection backoff of points, as Octez `point_reconnection_config.ml`, plus jitter.
+///
+/// After a failed dial the point waits for the current delay, then the delay is multiplied by
+/// `factor` up to `increase_cap`. After a disconnection from a running connection the delay is
+/// reset to `initial_delay` and the point waits `disconnection_delay`.
+///
+/// > **Note**: Octez has no jitter, so nodes that lost the same peer at the same time redial it
+/// > in lockstep. Each wait here is scaled by a random factor in `1 ± jitter`; the stored delay
+/// > (and so the growth sequence 1, 1.2, 1.44 … s) is Octez's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    factor: f64,
+    initial_delay: Duration,
+    disconnection_delay: Duration,
+    increase_cap: Duration,
+    jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            factor: 1.2,
+            initial_delay: Duration::from_secs(1),
+            disconnection_delay: Duration::from_secs(60),
+            increase_cap: Duration::from_secs(2 * 24 * 3600),
+            jitter: 0.1,
+        }
+    }
+}
+
+impl Backoff {
+    /// Octez's defaults plus a 10% jitter; see the setters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Growth factor of the delay after each failed dial. `1.2` by default.
+    ///
+    /// # Panics
+    ///
+    /// If `factor` is below 1 or not finite.
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        assert!(
+            factor.is_finite() && factor >= 1.0,
+            "backoff factor must be >= 1"
+        );
+        self.factor = factor;
+        self
+    }
+    /// Delay after the first failed dial. 1 s by default.
+    pub fn with_initial_delay(mut self, d: Duration) -> Self {
+        self.initial_delay = d;
+        self
+    }
+    /// Wait after a running connection to the point ends. 60 s by default.
+    pub fn with_disconnection_delay(mut self, d: Duration) -> Self {
+        self.disconnection_delay = d;
+        self
+    }
+    /// Cap of the growing delay. 2 days (172 800 s) by default.
+    pub fn with_increase_cap(mut self, d: Duration) -> Self {
+        self.increase_cap = d;
+        self
+    }
+    /// Relative jitter of each wait, in `0.0..1.0`: a wait `d` becomes a uniform draw in
+    /// `d * (1 - jitter) ..= d * (1 + jitter)`. `0.1` by default; `0.0` gives Octez's exact waits.
+    ///
+    /// # Panics
+    ///
+    /// If `jitter` is not in `0.0..1.0`.
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        assert!((0.0..1.0).contains(&jitter), "jitter must be in 0.0..1.0");
+        self.jitter = jitter;
+        self
+    }
+
+    fn jittered(&self, d: Duration, rng: &mut impl Rng) -> Duration {
+        if self.jitter == 0.0 {
+            return d;
+        }
+        d.mul_f64(rng.random_range(1.0 - self.jitter..=1.0 + self.jitter))
+    }
+}
+
+/// Reconnection state of a point (Octez `reconnection_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnection {
+    /// The delay the next failure will wait (before jitter).
+    pub delay: Duration,
+    /// The point must not be dialed by the maintenance until this instant (inclusive).
+    pub end: Instant,
+}
+
+/// State of a point (Octez `P2p_point_state.t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No connection and no dial in progress. The initial state.
+    Disconnected,
+    /// We are dialing the point.
+    Requested,
+    /// A connection to the point is established with this peer.
+    Running {
+        /// The peer at the point.
+        peer_id: PeerId,
+    },
+}
+
+impl State {
+    /// The state's name as in Octez's RPCs: `disconnected`, `requested`, `running`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Disconnected => "disconnected",
+            State::Requested => "requested",
+            State::Running { .. } => "running",
+        }
+    }
+}
+
+/// What the pool knows of a point (Octez `P2p_point_state.Info.t`).
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub(crate) state: State,
+    pub(crate) trusted: bool,
+    pub(crate) expected_peer_id: Option<PeerId>,
+    pub(crate) last_peer_id: Option<PeerId>,
+    pub(crate) known_public: bool,
+    pub(crate) last_failed_connection: Option<Instant>,
+    pub(crate) last_established_connection: Option<(PeerId, Instant)>,
+    pub(crate) last_disconnection: Option<(PeerId, Instant)>,
+    pub(crate) reconnection: Option<Reconnection>,
+}
+
+impl Info {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: State::Disconnected,
+            trusted: false,
+            expected_peer_id: None,
+            last_peer_id: None,
+            known_public: false,
+            last_failed_connection: None,
+            last_established_connection: None,
+            last_disconnection: None,
+            reconnection: None,
+        }
+    }
+
+    /// The point's state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// Whether the point is trusted (never collected; dialed in private mode).
+    pub fn is_trusted(&self) -> bool {
+        self.trusted
+    }
+    /// The peer ID the point must have, if one was set (bootstrap `/p2p/<id>`).
+    pub fn expected_peer_id(&self) -> Option<PeerId> {
+        self.expected_peer_id
+    }
+    /// The peer last seen at, or advertised for, this point.
+    pub fn last_peer_id(&self) -> Option<PeerId> {
+        self.last_peer_id
+    }
+    /// The peer ID to dial the point with: the expected one, else the last one seen.
+    pub fn dial_peer_id(&self) -> Option<PeerId> {
+        self.expected_peer_id.or(self.last_peer_id)
+    }
+    /// Whether the point may be advertised to others: we connected to it, or its peer announced
+    /// it as a listen address over a live connection (Octez `known_public`).
+    pub fn is_known_public(&self) -> bool {
+        self.known_public
+    }
+    /// When a dial of the point last failed.
+    pub fn last_failed_connection(&self) -> Option<Instant> {
+        self.last_failed_connection
+    }
+    /// The peer and time of the last established connection.
+    pub fn last_established_connection(&self) -> Option<(PeerId, Instant)> {
+        self.last_established_connection
+    }
+    /// The peer and time of the last disconnection.
+    pub fn last_disconnection(&self) -> Option<(PeerId, Instant)> {
+        self.last_disconnection
+    }
+    /// The reconnection backoff, if any.
+    pub fn reconnection(&self) -> Option<Reconnection> {
+        self.reconnection
+    }
+    /// Most recent of the last established connection and the last disconnection (Octez
+    /// `last_seen`).
+    pub fn last_seen(&self) -> Option<Instant> {
+        let est = self.last_established_connection.map(|(_, t)| t);
+        let dis = self.last_disconnection.map(|(_, t)| t);
+        est.max(dis)
+    }
+    /// Most recent of the last failed dial and the last disconnection (Octez `last_miss`).
+    pub fn last_miss(&self) -> Option<Instant> {
+        let dis = self.last_disconnection.map(|(_, t)| t);
+        self.last_failed_connection.max(dis)
+    }
+    /// Whether the backoff still forbids the maintenance to dial (Octez: `now <= end_time`).
+    pub fn cannot_reconnect_yet(&self, now: Instant) -> bool {
+        self.reconnection.is_some_and(|r| now <= r.end)
+    }
+
+    /// `Disconnected -> Requested`. Returns whether the transition happened.
+    pub(crate) fn set_requested(&mut self) -> bool {
+        if self.state != State::Disconnected {
+            return false;
+        }
+        self.state = State::Requested;
+        true
+    }
+
+    /// `Disconnected | Requested -> Running`.
+    pub(crate) fn set_running(&mut self, peer_id: PeerId, now: Instant) {
+        self.state = State::Running { peer_id };
+        self.last_peer_id = Some(peer_id);
+        self.last_established_connection = Some((peer_id, now));
+        self.known_public = true;
+    }
+
+    /// `Requested -> Disconnected` after a failed dial: records the failure and grows the backoff.
+    /// Every failure path of a dial ends here (Octez's stuck-in-`Requested` bug, §13).
+    pub(crate) fn set_failed(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
+        self.state = State::Disconnected;
+        self.last_failed_connection = Some(now);
+        let delay = self.reconnection.map_or(backoff.initial_delay, |r| r.delay);
+        let next = delay.mul_f64(backoff.factor).min(backoff.increase_cap);
+        self.reconnection = Some(Reconnection {
+            delay: next,
+            end: now + backoff.jittered(delay, rng),
+        });
+    }
+
+    /// `Requested -> Disconnected` without a failure: the dial was not attempted.
+    pub(crate) fn set_aborted(&mut self) {
+        if self.state == State::Requested {
+            self.state = State::Disconnected;
+        }
+    }
+
+    /// `Running -> Disconnected`: records the disconnection and resets the backoff.
+    pub(crate) fn set_disconnected(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
+        if let State::Running { peer_id } = self.state {
+            self.last_disconnection = Some((peer_id, now));
+        }
+        self.state = State::Disconnected;
+        self.reconnection = Some(Reconnection {
+            delay: backoff.initial_delay,
+            end: now + backoff.jittered(backoff.disconnection_delay, rng),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    fn ma(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn split_strips_p2p_and_checks_dialability() {
+        let peer = PeerId::random();
+        let (point, id) = split(&ma(&format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}"))).unwrap();
+        assert_eq!(point, ma("/ip4/127.0.0.1/tcp/4001"));
+        assert_eq!(id, Some(peer));
+        assert!(split(&ma("/ip4/1.2.3.4/udp/9/quic-v1")).is_ok());
+        assert!(split(&ma("/dns4/example.org/tcp/1")).is_ok());
+        assert_eq!(
+            split(&ma("/ip4/0.0.0.0/tcp/4001")),
+            Err(PointError::Unspecified(ma("/ip4/0.0.0.0/tcp/4001")))
+        );
+        assert!(matches!(
+            split(&ma("/ip4/1.2.3.4/tcp/0")),
+            Err(PointError::Unspecified(_))
+        ));
+        assert!(matches!(
+            split(&ma("/ip4/1.2.3.4")),
+            Err(PointError::NoPort(_))
+        ));
+        assert!(matches!(
+            split(&ma("/memory/5")),
+            Err(PointError::NoHost(_))
+        ));
+        assert!(matches!(split(&ma("")), Err(PointError::NoHost(_))));
+    }
+
+    /// Octez: "the waits run 1, 1.2, 1.44, … s" and the cap of 2 days is reached after 67
+    /// consecutive failures (§2).
+    #[test]
+    fn backoff_grows_as_octez_without_jitter() {
+        let backoff = Backoff::new().with_jitter(0.0);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut now = Instant::now();
+        let mut info = Info::new();
+        let mut waits = Vec::new();
+        for _ in 0..70 {
+            assert!(info.set_requested());
+            info.set_failed(&backoff, now, &mut rng);
+            assert_eq!(info.state(), State::Disconnected);
+            let end = info.reconnection().unwrap().end;
+            waits.push(end - now);
+            assert!(info.cannot_reconnect_yet(end), "now <= end forbids");
+            assert!(!info.cannot_reconnect_yet(end + Duration::from_nanos(1)));
+            now = end + Duration::from_millis(1);
+        }
+        assert_eq!(waits[0], Duration::from_secs(1));
+        assert_eq!(waits[1], Duration::from_secs_f64(1.2));
+        assert!((waits[2].as_secs_f64() - 1.44).abs() < 1e-9);
+        let cap = Duration::from_secs(172_800);
+        let first_capped = waits.iter().position(|w| *w == cap).unwrap();
+        assert_eq!(first_capped, 67, "cap reached after 67 failures");
+        // "about 11.7 days in total" of waiting before the first capped wait.
+        let total: Duration = waits[..first_capped].iter().sum();
+        let days = total.as_secs_f64() / 86_400.0;
+        assert!((11.6..11.8).contains(&days), "total {days} days");
+    }
+
+    #[test]
+    fn disconnection_resets_delay_and_waits_disconnection_delay() {
+        let backoff = Backoff::new().with_jitter(0.0);
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let mut info = Info::new();
+        for _ in 0..5 {
+            info.set_requested();
+            info.set_failed(&backoff, now, &mut rng);
+        }
+        info.set_requested();
+        info.set_running(peer, now);
+        assert_eq!(info.state(), State::Running { peer_id: peer });
+        assert!(info.is_known_public());
+        info.set_disconnected(&backoff, now, &mut rng);
+        let r = info.reconnection().unwrap();
+        assert_eq!(r.delay, Duration::from_secs(1));
+        assert_eq!(r.end, now + Duration::from_secs(60));
+        assert_eq!(info.last_disconnection(), Some((peer, now)));
+        assert_eq!(info.last_miss(), Some(now));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let backoff = Backoff::new().with_jitter(0.1);
+        let mut rng = StdRng::seed_from_u64(7);
+        let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut info = Info::new();
+            info.set_requested();
+            info.set_failed(&backoff, now, &mut rng);
+            let wait = info.reconnection().unwrap().end - now;
+            assert!(wait >= Duration::from_millis(900) && wait <= Duration::from_millis(1100));
+            seen.insert(wait);
+        }
+        assert!(seen.len() > 100, "waits are spread, not constant");
+    }
+
+    #[test]
+    fn requested_only_from_disconnected() {
+        let mut info = Info::new();
+        assert!(info.set_requested());
+        assert!(!info.set_requested());
+        info.set_aborted();
+        assert_eq!(info.state(), State::Disconnected);
+        assert_eq!(info.last_failed_connection(), None);
+    }
+}
