@@ -1,1 +1,51 @@
-//! placeholder
+//! Peer and connection management for rust-libp2p.
+//!
+//! Peerage brings to rust-libp2p the parts go-libp2p and Octez have: a peerstore, a pool of
+//! points and peers with Octez's state machines and backoff, and a maintenance that keeps the
+//! connection count between its bounds by dialing candidates, closing extras and asking peers for
+//! points. The logic lives in the sans-IO [`peerage_core`] (re-exported here); this crate drives
+//! it from swarm events.
+//!
+//! ## Usage
+//!
+//! Add [`Behaviour`] to a swarm. It brings its own identify, ping and peer-exchange ([`pex`])
+//! protocols, and keeps connections alive until its maintenance (or the application) closes
+//! them.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use libp2p::{noise, tcp, yamux};
+//! use peerage::maintenance::Bounds;
+//!
+//! let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+//!     .with_tokio()
+//!     .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+//!     .with_behaviour(|key| {
+//!         let config = peerage::Config::new().with_bounds(Bounds::from_connections(6));
+//!         peerage::Behaviour::new(key.public(), config)
+//!     })?
+//!     .build();
+//! swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+//! swarm
+//!     .behaviour_mut()
+//!     .add_trusted_point(&"/ip4/127.0.0.1/tcp/9732".parse()?)?;
+//! // Drive the swarm; the behaviour dials, closes and exchanges points by itself.
+//! # Ok(()) }
+//! ```
+//!
+//! ## Discrepancies with the references
+//!
+//! - Octez's `Nack` becomes a connection that is accepted, answered one request for points, and
+//!   closed: libp2p has no handshake-level refusal that can carry a list of points.
+//! - Octez advertises `(ip, port)` points; [`pex`] advertises multiaddrs, with `/p2p/<id>` when
+//!   the peer is known, so dials can check who answers.
+
+#![warn(missing_docs)]
+
+mod behaviour;
+mod keep_alive;
+pub mod pex;
+
+pub use peerage_core::{PeerId, maintenance, peerstore, pool};
+
+pub use self::behaviour::{Behaviour, Config, Event};

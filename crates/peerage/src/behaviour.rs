@@ -1,0 +1,785 @@
+//! The Peerage `NetworkBehaviour`: the sans-IO core driven by swarm events.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use futures_timer::Delay;
+use libp2p::{
+    Multiaddr, PeerId,
+    core::{Endpoint, transport::PortUse},
+    identify,
+    identity::PublicKey,
+    ping, request_response,
+    swarm::{
+        CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure,
+        FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use peerage_core::{
+    maintenance::{self, Bounds, Maintenance, Plan},
+    peerstore::{self, Peerstore, Ttl},
+    pool::{self, Pool},
+};
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::{keep_alive, pex};
+
+/// Configuration of the Peerage [`Behaviour`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    maintenance: maintenance::Config,
+    pool: pool::Config,
+    peerstore: Option<Peerstore>,
+    agent_version: String,
+    ping_interval: Duration,
+    nack_linger: Duration,
+    rng_seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            maintenance: maintenance::Config::default(),
+            pool: pool::Config::default(),
+            peerstore: None,
+            agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
+            ping_interval: Duration::from_secs(15),
+            nack_linger: Duration::from_secs(2),
+            rng_seed: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults: Octez's maintenance and pool defaults (bounds 10/50/100), a new in-memory
+    /// peerstore, agent version `peerage/<version>`, a ping every 15 s, nacked connections closed
+    /// after 2 s, an RNG seeded from the OS.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The connection bounds. `10/50/100` by default (Octez).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.maintenance = self.maintenance.with_bounds(bounds);
+        self
+    }
+    /// The whole maintenance configuration. [`maintenance::Config::default`] by default.
+    pub fn with_maintenance(mut self, config: maintenance::Config) -> Self {
+        self.maintenance = config;
+        self
+    }
+    /// The pool configuration. [`pool::Config::default`] by default.
+    pub fn with_pool(mut self, config: pool::Config) -> Self {
+        self.pool = config;
+        self
+    }
+    /// A peerstore shared with the application. A new empty one by default.
+    pub fn with_peerstore(mut self, peerstore: Peerstore) -> Self {
+        self.peerstore = Some(peerstore);
+        self
+    }
+    /// The agent version identify announces. `peerage/<crate version>` by default.
+    pub fn with_agent_version(mut self, agent: impl Into<String>) -> Self {
+        self.agent_version = agent.into();
+        self
+    }
+    /// Interval between pings on a connection. 15 s by default (libp2p ping).
+    pub fn with_ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d;
+        self
+    }
+    /// How long a refused (nacked) inbound connection stays open so that its peer can ask for
+    /// points, if it does not ask sooner. 2 s by default.
+    pub fn with_nack_linger(mut self, d: Duration) -> Self {
+        self.nack_linger = d;
+        self
+    }
+    /// Seed of the RNG behind random choices (victims, sampled points, jitter), for
+    /// reproducible runs. Seeded from the OS by default.
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+}
+
+/// Events of the Peerage [`Behaviour`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer identified itself; its addresses and protocols are in the peerstore.
+    Identified {
+        /// The peer.
+        peer_id: PeerId,
+        /// Its agent version.
+        agent_version: String,
+        /// Its protocols.
+        protocols: Vec<String>,
+    },
+    /// A peer answered our request for points.
+    PointsReceived {
+        /// The peer.
+        peer_id: PeerId,
+        /// Points in the answer.
+        received: usize,
+        /// Points that were new to the pool.
+        new: usize,
+    },
+    /// A peer's answer was refused for breaking the protocol's bounds.
+    PointsRefused {
+        /// The peer.
+        peer_id: PeerId,
+        /// Points in the answer.
+        received: usize,
+    },
+    /// An inbound connection was refused because the node has `max_threshold` connections
+    /// (Octez's `Nack`): it is answered one request for points, then closed.
+    Nacked {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// The maintenance acted.
+    Maintenance {
+        /// Connections before acting.
+        active: usize,
+        /// Points dialed.
+        dialed: Vec<Multiaddr>,
+        /// Peers disconnected.
+        closed: Vec<PeerId>,
+        /// Number of peers asked for points.
+        asked: usize,
+    },
+}
+
+/// The protocols inside [`Behaviour`]. Public only because its handler type is
+/// `Behaviour::ConnectionHandler`.
+#[doc(hidden)]
+#[allow(unreachable_pub, missing_docs)]
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub struct Inner {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    pex: pex::Behaviour,
+    keep_alive: keep_alive::Behaviour,
+}
+
+/// A connection the behaviour knows.
+#[derive(Debug)]
+struct Connection {
+    peer_id: PeerId,
+    /// The point the maintenance dialed for it.
+    point: Option<Multiaddr>,
+    /// Refused for lack of room: not counted, closed after one answer or `nack_linger`.
+    nacked: bool,
+}
+
+/// The Peerage behaviour: peerstore, pool and maintenance on a libp2p swarm, with identify,
+/// ping and the peer-exchange protocol ([`pex`]) inside.
+///
+/// - identify feeds the peerstore (listen addresses with [`Ttl::Connected`], protocols) and
+///   registers the listen addresses as points;
+/// - ping feeds the latency EWMA;
+/// - the maintenance dials points and closes connections to keep the count within its
+///   [`Bounds`], and asks peers for points when it has none to dial;
+/// - an inbound connection that finds `max_threshold` connections is nacked, as Octez: it is not
+///   counted, its request for points is answered, then it is closed.
+///
+/// Connections are counted on [`FromSwarm::ConnectionEstablished`] and uncounted on
+/// [`FromSwarm::ConnectionClosed`]; several connections to one peer count once. Connections are
+/// kept alive until the maintenance, the remote or the application closes them.
+pub struct Behaviour {
+    inner: Inner,
+    peerstore: Peerstore,
+    pool: Pool,
+    maintenance: Maintenance,
+    rng: StdRng,
+    nack_linger: Duration,
+    connections: HashMap<ConnectionId, Connection>,
+    /// Maintenance dials in flight, by the connection ID the swarm will use.
+    dials: HashMap<ConnectionId, Multiaddr>,
+    listen_addrs: HashSet<Multiaddr>,
+    /// Nacked connections and when to close them, in deadline order.
+    nack_deadlines: VecDeque<(Instant, PeerId, ConnectionId)>,
+    /// When each peer was last answered a request for points.
+    pex_answered: HashMap<PeerId, Instant>,
+    /// Requests for points waiting for their peer's cooldown, in deadline order; one per peer.
+    pex_delayed: VecDeque<(
+        Instant,
+        PeerId,
+        request_response::ResponseChannel<pex::Response>,
+    )>,
+    events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
+    timer: Option<(Instant, Delay)>,
+    waker: Option<Waker>,
+}
+
+impl Behaviour {
+    /// A behaviour for the node whose identity key is `local_key`.
+    pub fn new(local_key: PublicKey, config: Config) -> Self {
+        let local_peer_id = local_key.to_peer_id();
+        let identify = identify::Behaviour::new(
+            identify::Config::new("ipfs/0.1.0".to_owned(), local_key)
+                .with_agent_version(config.agent_version.clone()),
+        );
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
+        let rng = match config.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        Self {
+            inner: Inner {
+                identify,
+                ping,
+                pex: pex::behaviour(),
+                keep_alive: keep_alive::Behaviour,
+            },
+            peerstore: config
+                .peerstore
+                .unwrap_or_else(|| Peerstore::new(peerstore::Config::default())),
+            pool: Pool::new(local_peer_id, config.pool),
+            maintenance: Maintenance::new(config.maintenance),
+            rng,
+            nack_linger: config.nack_linger,
+            connections: HashMap::new(),
+            dials: HashMap::new(),
+            listen_addrs: HashSet::new(),
+            nack_deadlines: VecDeque::new(),
+            pex_answered: HashMap::new(),
+            pex_delayed: VecDeque::new(),
+            events: VecDeque::new(),
+            timer: None,
+            waker: None,
+        }
+    }
+
+    /// Adds a trusted point, such as a bootstrap address (with or without `/p2p/<id>`; with it,
+    /// the point must be that peer). The maintenance dials it when it needs connections.
+    ///
+    /// # Errors
+    ///
+    /// A [`pool::Error`] if the address is not a dialable point, is our own, or the point table
+    /// is full.
+    pub fn add_trusted_point(&mut self, addr: &Multiaddr) -> Result<Multiaddr, pool::Error> {
+        let point = self.pool.add_trusted_point(addr, Instant::now())?;
+        self.maintenance.trigger();
+        self.wake();
+        Ok(point)
+    }
+
+    /// Asks the maintenance for a check (Octez `maintain`).
+    pub fn maintain(&mut self) {
+        self.maintenance.trigger();
+        self.wake();
+    }
+
+    /// The peerstore.
+    pub fn peerstore(&self) -> &Peerstore {
+        &self.peerstore
+    }
+
+    /// The pool of points and peers.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The connection bounds.
+    pub fn bounds(&self) -> Bounds {
+        self.maintenance.bounds()
+    }
+
+    /// Number of connected (running) peers, as the maintenance counts them.
+    pub fn active_connections(&self) -> usize {
+        self.pool.active()
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn on_connection_established(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        other_established: usize,
+    ) {
+        let now = Instant::now();
+        let point = self.dials.remove(&connection_id);
+        let full = self.pool.active() >= self.maintenance.bounds().max_threshold();
+        if endpoint.is_listener()
+            && other_established == 0
+            && full
+            && !self.pool.is_running(&peer_id)
+            && !self.pool.is_trusted_peer(&peer_id)
+        {
+            tracing::debug!(%peer_id, active = self.pool.active(), "nack: too many connections");
+            self.pool.connection_rejected(peer_id, now);
+            self.nack_deadlines
+                .push_back((now + self.nack_linger, peer_id, connection_id));
+            self.connections.insert(
+                connection_id,
+                Connection {
+                    peer_id,
+                    point,
+                    nacked: true,
+                },
+            );
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Event::Nacked { peer_id }));
+            return;
+        }
+        if point.is_some() {
+            self.maintenance.on_dial_finished();
+        }
+        if self
+            .pool
+            .connection_established(peer_id, point.as_ref(), now)
+        {
+            self.maintenance
+                .on_connection_established(self.pool.active());
+        }
+        if let libp2p::core::ConnectedPoint::Dialer { address, .. } = endpoint {
+            self.peerstore
+                .add_addrs(peer_id, [address], Ttl::Connected, now);
+            // Ask whoever we dial for points (Octez sends `Bootstrap` when it needs points; a new
+            // outbound connection is the cheapest moment to learn them).
+            self.inner.pex.send_request(&peer_id, pex::Request {});
+        }
+        self.connections.insert(
+            connection_id,
+            Connection {
+                peer_id,
+                point,
+                nacked: false,
+            },
+        );
+    }
+
+    fn on_connection_closed(&mut self, closed: &ConnectionClosed<'_>) {
+        let now = Instant::now();
+        let Some(conn) = self.connections.remove(&closed.connection_id) else {
+            return;
+        };
+        if conn.nacked {
+            return;
+        }
+        let peer_id = closed.peer_id;
+        if self
+            .pool
+            .connection_closed(peer_id, conn.point.as_ref(), now, &mut self.rng)
+        {
+            self.maintenance.on_connection_closed(self.pool.active());
+            // As go's identify: connected addresses become recently connected.
+            self.peerstore
+                .update_addrs(peer_id, Ttl::Connected, Ttl::RECENTLY_CONNECTED, now);
+        }
+    }
+
+    fn on_dial_failure(&mut self, failure: &DialFailure<'_>) {
+        let Some(point) = self.dials.remove(&failure.connection_id) else {
+            return;
+        };
+        let now = Instant::now();
+        match failure.error {
+            DialError::DialPeerConditionFalse(_) | DialError::Aborted => {
+                self.pool.dial_aborted(&point);
+            }
+            DialError::WrongPeerId { .. } => {
+                self.pool.dial_wrong_peer(&point, now, &mut self.rng);
+            }
+            DialError::LocalPeerId { .. } => {
+                self.pool.dial_aborted(&point);
+                self.pool.add_own_point(&point);
+            }
+            _ => self.pool.dial_failed(&point, now, &mut self.rng),
+        }
+        tracing::debug!(%point, error = %failure.error, "dial failed");
+        self.maintenance.on_dial_finished();
+    }
+
+    fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
+        match event {
+            InnerEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let addrs: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .iter()
+                    .filter(|a| pool::split_point(a).is_ok())
+                    .cloned()
+                    .collect();
+                self.peerstore
+                    .add_addrs(peer_id, &addrs, Ttl::Connected, now);
+                if let Err(e) = self.peerstore.set_protocols(peer_id, &info.protocols) {
+                    tracing::debug!(%peer_id, "identify: {e}");
+                }
+                let points: Vec<Multiaddr> = addrs
+                    .into_iter()
+                    .map(|a| a.with_p2p(peer_id).unwrap_or_else(|a| a))
+                    .collect();
+                if self.pool.register_new_points(&points, true, now) > 0 {
+                    self.maintenance.on_new_points();
+                }
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::Identified {
+                        peer_id,
+                        agent_version: info.agent_version,
+                        protocols: info.protocols.iter().map(ToString::to_string).collect(),
+                    }));
+            }
+            InnerEvent::Identify(_) => {}
+            InnerEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => self.peerstore.record_latency(peer, rtt),
+            InnerEvent::Ping(ping::Event {
+                peer,
+                result: Err(e),
+                ..
+            }) => tracing::debug!(%peer, "ping failed: {e}"),
+            InnerEvent::Pex(event) => self.on_pex_event(event, now),
+            InnerEvent::KeepAlive(never) => match never {},
+        }
+    }
+
+    fn on_pex_event(
+        &mut self,
+        event: request_response::Event<pex::Request, pex::Response>,
+        now: Instant,
+    ) {
+        use request_response::{Event as E, Message};
+        match event {
+            E::Message {
+                peer,
+                message: Message::Request { channel, .. },
+                ..
+            } => {
+                let due = self
+                    .pex_answered
+                    .get(&peer)
+                    .map(|t| *t + pex::ANSWER_COOLDOWN)
+                    .filter(|due| *due > now);
+                match due {
+                    None => self.answer_pex(peer, channel, now),
+                    // One waiting request per peer; further early ones are dropped (the remote
+                    // sees its request fail).
+                    Some(_) if self.pex_delayed.iter().any(|(_, p, _)| *p == peer) => {}
+                    Some(due) => self.pex_delayed.push_back((due, peer, channel)),
+                }
+            }
+            E::Message {
+                peer,
+                message: Message::Response { response, .. },
+                ..
+            } => {
+                let received = response.points.len();
+                if received > pex::MAX_POINTS_ACCEPTED {
+                    tracing::debug!(%peer, received, "pex: too many points, refused");
+                    self.events
+                        .push_back(ToSwarm::GenerateEvent(Event::PointsRefused {
+                            peer_id: peer,
+                            received,
+                        }));
+                    return;
+                }
+                let points: Vec<Multiaddr> = response
+                    .points
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                let new = self.pool.register_new_points(&points, false, now);
+                if new > 0 {
+                    self.maintenance.on_new_points();
+                }
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::PointsReceived {
+                        peer_id: peer,
+                        received,
+                        new,
+                    }));
+            }
+            E::ResponseSent {
+                connection_id,
+                peer,
+                ..
+            } => {
+                if self
+                    .connections
+                    .get(&connection_id)
+                    .is_some_and(|c| c.nacked)
+                {
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: peer,
+                        connection: CloseConnection::One(connection_id),
+                    });
+                }
+            }
+            E::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "pex request failed: {error}");
+            }
+            E::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "pex answer failed: {error}");
+            }
+        }
+    }
+
+    fn answer_pex(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<pex::Response>,
+        now: Instant,
+    ) {
+        let points = self
+            .pool
+            .list_known_points(pex::MAX_POINTS_SENT, Some(peer), &mut self.rng)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        self.pex_answered.insert(peer, now);
+        // Fails only if the connection is gone; nothing to do then.
+        let _ = self
+            .inner
+            .pex
+            .send_response(channel, pex::Response { points });
+    }
+
+    /// Runs what is due at `now`: closes lingering nacked connections, answers delayed requests
+    /// for points, and runs the maintenance.
+    fn on_tick(&mut self, now: Instant) {
+        while let Some((due, peer_id, connection_id)) = self.nack_deadlines.front().copied() {
+            if due > now {
+                break;
+            }
+            self.nack_deadlines.pop_front();
+            if self.connections.contains_key(&connection_id) {
+                self.events.push_back(ToSwarm::CloseConnection {
+                    peer_id,
+                    connection: CloseConnection::One(connection_id),
+                });
+            }
+        }
+        while self
+            .pex_delayed
+            .front()
+            .is_some_and(|(due, ..)| *due <= now)
+        {
+            let (_, peer, channel) = self.pex_delayed.pop_front().expect("front exists");
+            self.answer_pex(peer, channel, now);
+        }
+        self.pex_answered
+            .retain(|_, t| *t + pex::ANSWER_COOLDOWN > now);
+
+        let active = self.pool.active();
+        let plan = self.maintenance.step(now, &mut self.pool, &mut self.rng);
+        if !plan.is_empty() {
+            self.execute(plan, active);
+        }
+    }
+
+    fn execute(&mut self, plan: Plan, active: usize) {
+        let mut dialed = Vec::with_capacity(plan.dial.len());
+        for (point, peer) in plan.dial {
+            let opts = match peer {
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![point.clone()])
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+                None => DialOpts::unknown_peer_id().address(point.clone()).build(),
+            };
+            self.dials.insert(opts.connection_id(), point.clone());
+            self.events.push_back(ToSwarm::Dial { opts });
+            dialed.push(point);
+        }
+        for peer_id in &plan.close {
+            self.events.push_back(ToSwarm::CloseConnection {
+                peer_id: *peer_id,
+                connection: CloseConnection::All,
+            });
+        }
+        let mut asked = 0;
+        if plan.ask_for_points {
+            let peers: HashSet<PeerId> = self
+                .connections
+                .values()
+                .filter(|c| !c.nacked)
+                .map(|c| c.peer_id)
+                .collect();
+            for peer in peers {
+                self.inner.pex.send_request(&peer, pex::Request {});
+                asked += 1;
+            }
+        }
+        tracing::debug!(
+            active,
+            dialed = dialed.len(),
+            closed = plan.close.len(),
+            asked,
+            "maintenance"
+        );
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::Maintenance {
+                active,
+                dialed,
+                closed: plan.close,
+                asked,
+            }));
+    }
+
+    /// The earliest instant at which [`Behaviour::on_tick`] has work.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.maintenance.poll_timeout(),
+            self.nack_deadlines.front().map(|d| d.0),
+            self.pex_delayed.front().map(|d| d.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<Inner>;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => self.on_connection_established(
+                e.peer_id,
+                e.connection_id,
+                e.endpoint,
+                e.other_established,
+            ),
+            FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
+            FromSwarm::DialFailure(e) => self.on_dial_failure(e),
+            FromSwarm::NewListenAddr(e) => {
+                self.listen_addrs.insert(e.addr.clone());
+                self.pool.add_own_point(e.addr);
+            }
+            FromSwarm::ExpiredListenAddr(e) => {
+                self.listen_addrs.remove(e.addr);
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+        self.wake();
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        loop {
+            // Local work first: queued events, then what is due, then the inner behaviours.
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            let now = Instant::now();
+            self.on_tick(now);
+            if !self.events.is_empty() {
+                continue;
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_inner_event(event, now);
+                    continue;
+                }
+                Poll::Ready(other) => {
+                    return Poll::Ready(
+                        other.map_out(|_: InnerEvent| {
+                            unreachable!("GenerateEvent is matched above")
+                        }),
+                    );
+                }
+                Poll::Pending => {}
+            }
+            if let Some(deadline) = self.next_deadline() {
+                let timer = match &mut self.timer {
+                    Some((at, timer)) if *at == deadline => timer,
+                    slot => {
+                        let delay = Delay::new(deadline.saturating_duration_since(now));
+                        &mut slot.insert((deadline, delay)).1
+                    }
+                };
+                if timer.poll_unpin(cx).is_ready() {
+                    self.timer = None;
+                    continue;
+                }
+            }
+            self.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Peer exchange: Octez's `Bootstrap`/`Advertise` messages as a libp2p request-response
+//! protocol (`spec/tezos_p2p.md` §8).
+//!
+//! A node asks a connected peer for points with a [`Request`] on [`PROTOCOL`]; the peer answers
+//! with a [`Response`] of at most [`MAX_POINTS_SENT`] points (Octez `list_known_points`: the 30
+//! best and 20 random known-public points), each a multiaddr ending in `/p2p/<id>` when the peer
+//! at the point is known. Messages are CBOR, and bounded: a request of at most
+//! [`MAX_REQUEST_BYTES`], a response of at most [`MAX_RESPONSE_BYTES`] and
+//! [`MAX_POINTS_ACCEPTED`] points (Octez's `Advertise` wire limit); a longer list is refused
+//! whole, as Octez fails to decode it. A peer is answered at most once per [`ANSWER_COOLDOWN`];
+//! an earlier request waits for the cooldown, as Octez delays rather than drops.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol,
+    request_response::{self, ProtocolSupport},
+};
+use serde::{Deserialize, Serialize};
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerage/pex/1.0.0");
+/// Most points sent in a response (Octez `list_known_points ~size:50`).
+pub const MAX_POINTS_SENT: usize = 50;
+/// Most points accepted in a response (Octez `Advertise`: `Variable.list ~max_length:100`).
+pub const MAX_POINTS_ACCEPTED: usize = 100;
+/// Largest request accepted, in bytes.
+pub const MAX_REQUEST_BYTES: u64 = 1024;
+/// Largest response accepted, in bytes.
+pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+/// Least time between two answers to one peer (Octez's per-connection throttle of 100 ms).
+pub const ANSWER_COOLDOWN: Duration = Duration::from_millis(100);
+/// How long a request may wait for its response.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request for points (Octez `Bootstrap`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {}
+
+/// The points a peer knows (Octez `Advertise`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Multiaddrs of points, each ending in `/p2p/<id>` when the peer at the point is known.
+    pub points: Vec<String>,
+}
+
+/// The request-response behaviour of the protocol.
+#[allow(unreachable_pub)]
+pub type Behaviour = request_response::cbor::Behaviour<Request, Response>;
+
+pub(crate) fn behaviour() -> Behaviour {
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_REQUEST_BYTES)
+        .set_response_size_maximum(MAX_RESPONSE_BYTES);
+    let config = request_response::Config::default()
+        .with_request_timeout(REQUEST_TIMEOUT)
+        .with_max_concurrent_streams(16);
+    request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config)
+}
