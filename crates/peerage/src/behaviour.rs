@@ -173,8 +173,22 @@ struct Connection {
     peer_id: PeerId,
     /// The point the maintenance dialed for it.
     point: Option<Multiaddr>,
-    /// Refused for lack of room: not counted, closed after one answer or `nack_linger`.
+    /// Refused for lack of room: not counted; its peer closes it once it has our nack answer,
+    /// or we close it after `nack_linger`.
     nacked: bool,
+    /// The peer told us it refused this connection (a `nack` answer).
+    nacked_by_remote: bool,
+}
+
+impl Connection {
+    fn new(peer_id: PeerId, point: Option<Multiaddr>, nacked: bool) -> Self {
+        Self {
+            peer_id,
+            point,
+            nacked,
+            nacked_by_remote: false,
+        }
+    }
 }
 
 /// The Peerage behaviour: peerstore, pool and maintenance on a libp2p swarm, with identify,
@@ -322,14 +336,8 @@ impl Behaviour {
             self.pool.connection_rejected(peer_id, now);
             self.nack_deadlines
                 .push_back((now + self.nack_linger, peer_id, connection_id));
-            self.connections.insert(
-                connection_id,
-                Connection {
-                    peer_id,
-                    point,
-                    nacked: true,
-                },
-            );
+            self.connections
+                .insert(connection_id, Connection::new(peer_id, point, true));
             self.events
                 .push_back(ToSwarm::GenerateEvent(Event::Nacked { peer_id }));
             return;
@@ -351,14 +359,8 @@ impl Behaviour {
             // outbound connection is the cheapest moment to learn them).
             self.inner.pex.send_request(&peer_id, pex::Request {});
         }
-        self.connections.insert(
-            connection_id,
-            Connection {
-                peer_id,
-                point,
-                nacked: false,
-            },
-        );
+        self.connections
+            .insert(connection_id, Connection::new(peer_id, point, false));
     }
 
     fn on_connection_closed(&mut self, closed: &ConnectionClosed<'_>) {
@@ -370,10 +372,15 @@ impl Behaviour {
             return;
         }
         let peer_id = closed.peer_id;
-        if self
-            .pool
-            .connection_closed(peer_id, conn.point.as_ref(), now, &mut self.rng)
-        {
+        let point = conn.point.as_ref();
+        let stopped = if conn.nacked_by_remote {
+            self.pool
+                .connection_nacked(peer_id, point, now, &mut self.rng)
+        } else {
+            self.pool
+                .connection_closed(peer_id, point, now, &mut self.rng)
+        };
+        if stopped {
             self.maintenance.on_connection_closed(self.pool.active());
             // As go's identify: connected addresses become recently connected.
             self.peerstore
@@ -456,16 +463,22 @@ impl Behaviour {
         match event {
             E::Message {
                 peer,
+                connection_id,
                 message: Message::Request { channel, .. },
-                ..
             } => {
                 let due = self
                     .pex_answered
                     .get(&peer)
                     .map(|t| *t + pex::ANSWER_COOLDOWN)
                     .filter(|due| *due > now);
+                let nack = self
+                    .connections
+                    .get(&connection_id)
+                    .is_some_and(|c| c.nacked);
                 match due {
-                    None => self.answer_pex(peer, channel, now),
+                    // A nacked connection is answered at once: it is about to close.
+                    _ if nack => self.answer_pex(peer, channel, true, now),
+                    None => self.answer_pex(peer, channel, false, now),
                     // One waiting request per peer; further early ones are dropped (the remote
                     // sees its request fail).
                     Some(_) if self.pex_delayed.iter().any(|(_, p, _)| *p == peer) => {}
@@ -474,9 +487,20 @@ impl Behaviour {
             }
             E::Message {
                 peer,
+                connection_id,
                 message: Message::Response { response, .. },
-                ..
             } => {
+                if response.nack
+                    && let Some(conn) = self.connections.get_mut(&connection_id)
+                {
+                    // Refused: close it ourselves, now that we have the points (if the refusing
+                    // side closed first, the answer could be lost in flight).
+                    conn.nacked_by_remote = true;
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: peer,
+                        connection: CloseConnection::One(connection_id),
+                    });
+                }
                 let received = response.points.len();
                 if received > pex::MAX_POINTS_ACCEPTED {
                     tracing::debug!(%peer, received, "pex: too many points, refused");
@@ -503,22 +527,7 @@ impl Behaviour {
                         new,
                     }));
             }
-            E::ResponseSent {
-                connection_id,
-                peer,
-                ..
-            } => {
-                if self
-                    .connections
-                    .get(&connection_id)
-                    .is_some_and(|c| c.nacked)
-                {
-                    self.events.push_back(ToSwarm::CloseConnection {
-                        peer_id: peer,
-                        connection: CloseConnection::One(connection_id),
-                    });
-                }
-            }
+            E::ResponseSent { .. } => {}
             E::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "pex request failed: {error}");
             }
@@ -532,6 +541,7 @@ impl Behaviour {
         &mut self,
         peer: PeerId,
         channel: request_response::ResponseChannel<pex::Response>,
+        nack: bool,
         now: Instant,
     ) {
         let points = self
@@ -545,7 +555,7 @@ impl Behaviour {
         let _ = self
             .inner
             .pex
-            .send_response(channel, pex::Response { points });
+            .send_response(channel, pex::Response { points, nack });
     }
 
     /// Runs what is due at `now`: closes lingering nacked connections, answers delayed requests
@@ -569,7 +579,7 @@ impl Behaviour {
             .is_some_and(|(due, ..)| *due <= now)
         {
             let (_, peer, channel) = self.pex_delayed.pop_front().expect("front exists");
-            self.answer_pex(peer, channel, now);
+            self.answer_pex(peer, channel, false, now);
         }
         self.pex_answered
             .retain(|_, t| *t + pex::ANSWER_COOLDOWN > now);

@@ -42,6 +42,10 @@ pub struct Request {}
 pub struct Response {
     /// Multiaddrs of points, each ending in `/p2p/<id>` when the peer at the point is known.
     pub points: Vec<String>,
+    /// The answering node is full and is about to close this connection (Octez's `Nack`): the
+    /// asker should back off from it as from a refused connection and try the points instead.
+    #[serde(default)]
+    pub nack: bool,
 }
 
 /// The request-response behaviour of the protocol.

@@ -25,7 +25,10 @@
 
 mod bounds;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use multiaddr::Multiaddr;
 use rand::{Rng, seq::SliceRandom};
@@ -132,6 +135,9 @@ pub struct Maintenance {
     run_requested: bool,
     new_points: bool,
     next_tick: Option<Instant>,
+    /// Points dialed in the current round, whatever came of the dial (Octez's `seen`): none is
+    /// dialed twice in a round, so a dial that is aborted at once cannot spin.
+    seen: HashSet<Multiaddr>,
 }
 
 impl Maintenance {
@@ -143,6 +149,7 @@ impl Maintenance {
             run_requested: true,
             new_points: false,
             next_tick: None,
+            seen: HashSet::new(),
         }
     }
 
@@ -231,14 +238,16 @@ impl Maintenance {
         }
 
         let round_start = match self.phase {
-            Phase::Idle if n < bounds.min_threshold() => now,
-            Phase::Idle => return Plan::default(),
+            Phase::Dialing { round_start } => round_start,
+            Phase::Idle if n >= bounds.min_threshold() => return Plan::default(),
             Phase::Waiting { until } if now < until && !self.new_points => {
                 return Plan::default();
             }
-            // A new round: points that missed in the last one may be tried again.
-            Phase::Waiting { .. } => now,
-            Phase::Dialing { round_start } => round_start,
+            // A new round: points seen or missed in the last one may be tried again.
+            Phase::Idle | Phase::Waiting { .. } => {
+                self.seen.clear();
+                now
+            }
         };
         self.new_points = false;
         if n >= bounds.min_target() {
@@ -251,8 +260,9 @@ impl Maintenance {
             .saturating_sub(pending)
             .min(self.config.max_pending_dials.saturating_sub(pending));
         let mut plan = Plan::default();
-        for point in pool.candidates(now, round_start, budget) {
+        for point in pool.candidates(now, round_start, budget, |p| self.seen.contains(p)) {
             if let Ok(peer) = pool.set_requested(&point) {
+                self.seen.insert(point.clone());
                 plan.dial.push((point, peer));
             }
         }

@@ -250,3 +250,21 @@ fn external_trigger_runs_a_check() {
     assert!(f.step().is_empty());
     assert!(!f.m.is_dialing());
 }
+
+/// A dial that ends at once without a failure (the peer is already connected through a
+/// connection the pool does not count) must not be planned again in the same round: that loop
+/// would spin.
+#[test]
+fn aborted_dial_is_not_retried_in_the_same_round() {
+    let mut f = Fixture::new();
+    f.learn([1]);
+    assert_eq!(dialed(&f.step()), vec![point(1)]);
+    f.pool.dial_aborted(&point(1));
+    f.m.on_dial_finished();
+    let plan = f.step();
+    assert!(plan.dial.is_empty(), "not dialed twice in a round");
+    assert!(plan.ask_for_points);
+    // The next round may try it again.
+    f.now += secs(5);
+    assert_eq!(dialed(&f.step()), vec![point(1)]);
+}

@@ -86,6 +86,17 @@ impl Config {
     }
 }
 
+/// The point `point` if it is running with `peer`.
+fn running_point<'a>(
+    points: &'a mut HashMap<Multiaddr, point::Info>,
+    peer: PeerId,
+    point: Option<&Multiaddr>,
+) -> Option<&'a mut point::Info> {
+    points
+        .get_mut(point?)
+        .filter(|info| info.state == (point::State::Running { peer_id: peer }))
+}
+
 fn check_gc_bounds(bounds: Option<(usize, usize)>) {
     if let Some((high, low)) = bounds {
         assert!(
@@ -443,12 +454,29 @@ impl Pool {
         now: Instant,
         rng: &mut impl Rng,
     ) -> bool {
-        if let Some(point) = point
-            && let Some(info) = self.points.get_mut(point)
-            && info.state == (point::State::Running { peer_id: peer })
-        {
+        if let Some(info) = running_point(&mut self.points, peer, point) {
             info.set_disconnected(&self.config.backoff, now, rng);
         }
+        self.peer_closed(peer, now, false)
+    }
+
+    /// A connection we dialed closed after the peer refused it for lack of room (nacked it):
+    /// its point backs off as after a failure (Octez: `Accepted -> Disconnected`), not for the
+    /// disconnection delay. Returns `true` if the peer stopped running.
+    pub fn connection_nacked(
+        &mut self,
+        peer: PeerId,
+        point: Option<&Multiaddr>,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> bool {
+        if let Some(info) = running_point(&mut self.points, peer, point) {
+            info.set_rejected(&self.config.backoff, now, rng);
+        }
+        self.peer_closed(peer, now, true)
+    }
+
+    fn peer_closed(&mut self, peer: PeerId, now: Instant, rejected: bool) -> bool {
         let Some(info) = self.peers.get_mut(&peer) else {
             return false;
         };
@@ -457,22 +485,33 @@ impl Pool {
             return false;
         }
         info.state = peer::State::Disconnected;
-        info.last_disconnection = Some(now);
+        if rejected {
+            info.last_rejected_connection = Some(now);
+        } else {
+            info.last_disconnection = Some(now);
+        }
         self.active -= 1;
         true
     }
 
     /// Points the maintenance may dial in a round that started at `round_start` (Octez
-    /// `connectable`), at most `max`: disconnected points, not failed since `round_start`, out of
-    /// their backoff, whose peer (if known) is not already running. Points that never missed come
-    /// first, then the oldest `last_miss`.
-    pub fn candidates(&self, now: Instant, round_start: Instant, max: usize) -> Vec<Multiaddr> {
+    /// `connectable`), at most `max`, leaving out those `skip` names: disconnected points, not
+    /// missed since `round_start`, out of their backoff, whose peer (if known) is not already
+    /// running. Points that never missed come first, then the oldest `last_miss`.
+    pub fn candidates(
+        &self,
+        now: Instant,
+        round_start: Instant,
+        max: usize,
+        skip: impl Fn(&Multiaddr) -> bool,
+    ) -> Vec<Multiaddr> {
         let mut candidates: Vec<(Option<Instant>, &Multiaddr)> = self
             .points
             .iter()
-            .filter(|(_, p)| {
-                p.state == point::State::Disconnected
-                    && !p.last_miss().is_some_and(|t| t > round_start)
+            .filter(|(a, p)| {
+                !skip(a)
+                    && p.state == point::State::Disconnected
+                    && p.last_miss().is_none_or(|t| t <= round_start)
                     && !p.cannot_reconnect_yet(now)
                     && !p
                         .dial_peer_id()

@@ -187,6 +187,7 @@ pub struct Info {
     pub(crate) last_peer_id: Option<PeerId>,
     pub(crate) known_public: bool,
     pub(crate) last_failed_connection: Option<Instant>,
+    pub(crate) last_rejected_connection: Option<(PeerId, Instant)>,
     pub(crate) last_established_connection: Option<(PeerId, Instant)>,
     pub(crate) last_disconnection: Option<(PeerId, Instant)>,
     pub(crate) reconnection: Option<Reconnection>,
@@ -201,6 +202,7 @@ impl Info {
             last_peer_id: None,
             known_public: false,
             last_failed_connection: None,
+            last_rejected_connection: None,
             last_established_connection: None,
             last_disconnection: None,
             reconnection: None,
@@ -236,6 +238,10 @@ impl Info {
     pub fn last_failed_connection(&self) -> Option<Instant> {
         self.last_failed_connection
     }
+    /// The peer and time of the last connection the peer refused (nacked).
+    pub fn last_rejected_connection(&self) -> Option<(PeerId, Instant)> {
+        self.last_rejected_connection
+    }
     /// The peer and time of the last established connection.
     pub fn last_established_connection(&self) -> Option<(PeerId, Instant)> {
         self.last_established_connection
@@ -248,17 +254,20 @@ impl Info {
     pub fn reconnection(&self) -> Option<Reconnection> {
         self.reconnection
     }
-    /// Most recent of the last established connection and the last disconnection (Octez
-    /// `last_seen`).
+    /// Most recent of the last rejected connection, the last established connection and the
+    /// last disconnection (Octez `last_seen`).
     pub fn last_seen(&self) -> Option<Instant> {
+        let rej = self.last_rejected_connection.map(|(_, t)| t);
         let est = self.last_established_connection.map(|(_, t)| t);
         let dis = self.last_disconnection.map(|(_, t)| t);
-        est.max(dis)
+        rej.max(est).max(dis)
     }
-    /// Most recent of the last failed dial and the last disconnection (Octez `last_miss`).
+    /// Most recent of the last failed dial, the last rejected connection and the last
+    /// disconnection (Octez `last_miss`).
     pub fn last_miss(&self) -> Option<Instant> {
+        let rej = self.last_rejected_connection.map(|(_, t)| t);
         let dis = self.last_disconnection.map(|(_, t)| t);
-        self.last_failed_connection.max(dis)
+        self.last_failed_connection.max(rej).max(dis)
     }
     /// Whether the backoff still forbids the maintenance to dial (Octez: `now <= end_time`).
     pub fn cannot_reconnect_yet(&self, now: Instant) -> bool {
@@ -287,6 +296,20 @@ impl Info {
     pub(crate) fn set_failed(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
         self.state = State::Disconnected;
         self.last_failed_connection = Some(now);
+        self.grow_backoff(backoff, now, rng);
+    }
+
+    /// `Running -> Disconnected` after the peer refused the connection (nacked it): records the
+    /// rejection and grows the backoff, as Octez's `Accepted -> Disconnected`.
+    pub(crate) fn set_rejected(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
+        if let State::Running { peer_id } = self.state {
+            self.last_rejected_connection = Some((peer_id, now));
+        }
+        self.state = State::Disconnected;
+        self.grow_backoff(backoff, now, rng);
+    }
+
+    fn grow_backoff(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
         let delay = self.reconnection.map_or(backoff.initial_delay, |r| r.delay);
         let next = delay.mul_f64(backoff.factor).min(backoff.increase_cap);
         self.reconnection = Some(Reconnection {
@@ -404,6 +427,28 @@ mod tests {
         assert_eq!(r.end, now + Duration::from_secs(60));
         assert_eq!(info.last_disconnection(), Some((peer, now)));
         assert_eq!(info.last_miss(), Some(now));
+    }
+
+    #[test]
+    fn rejection_grows_backoff_like_a_failure() {
+        let backoff = Backoff::new().with_jitter(0.0);
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let mut info = Info::new();
+        info.set_requested();
+        info.set_running(peer, now);
+        info.set_rejected(&backoff, now, &mut rng);
+        assert_eq!(info.state(), State::Disconnected);
+        assert_eq!(info.last_rejected_connection(), Some((peer, now)));
+        assert_eq!(info.last_miss(), Some(now));
+        let r = info.reconnection().unwrap();
+        assert_eq!(
+            r.end,
+            now + Duration::from_secs(1),
+            "1 s, not the 60 s of a disconnection"
+        );
+        assert_eq!(r.delay, Duration::from_secs_f64(1.2));
     }
 
     #[test]

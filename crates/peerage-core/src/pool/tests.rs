@@ -37,11 +37,20 @@ fn failed_dial_returns_point_to_disconnected_with_backoff() {
     assert_eq!(pool.point(&p).unwrap().state(), point::State::Disconnected);
     assert_eq!(pool.requested(), 0);
     // In its 1 s backoff (inclusive), then a candidate again in a later round.
-    assert!(pool.candidates(t0 + secs(1), t0 + secs(1), 10).is_empty());
+    assert!(
+        pool.candidates(t0 + secs(1), t0 + secs(1), 10, |_| false)
+            .is_empty()
+    );
     let later = t0 + secs(2);
-    assert_eq!(pool.candidates(later, later, 10), vec![p.clone()]);
+    assert_eq!(
+        pool.candidates(later, later, 10, |_| false),
+        vec![p.clone()]
+    );
     // A failure during the current round keeps it out of that round.
-    assert!(pool.candidates(later, t0 - secs(1), 10).is_empty());
+    assert!(
+        pool.candidates(later, t0 - secs(1), 10, |_| false)
+            .is_empty()
+    );
     // Wrong peer: the hint goes, the backoff grows.
     pool.set_requested(&p).unwrap();
     pool.dial_wrong_peer(&p, later, &mut rng);
@@ -63,7 +72,7 @@ fn dial_aborted_is_not_a_failure() {
     let info = pool.point(&p).unwrap();
     assert_eq!(info.state(), point::State::Disconnected);
     assert_eq!(info.last_failed_connection(), None);
-    assert_eq!(pool.candidates(t0, t0, 10), vec![p]);
+    assert_eq!(pool.candidates(t0, t0, 10, |_| false), vec![p]);
 }
 
 #[test]
@@ -249,10 +258,13 @@ fn candidates_prefer_never_missed_then_oldest_miss() {
     pool.connection_established(peer3, None, t0);
     let now = t0 + secs(100);
     assert_eq!(
-        pool.candidates(now, now, 10),
+        pool.candidates(now, now, 10, |_| false),
         vec![point(4), point(1), point(0)]
     );
-    assert_eq!(pool.candidates(now, now, 2), vec![point(4), point(1)]);
+    assert_eq!(
+        pool.candidates(now, now, 2, |_| false),
+        vec![point(4), point(1)]
+    );
 }
 
 #[test]
@@ -310,4 +322,27 @@ fn list_known_points_puts_connected_first_and_skips_requester() {
     let list = pool.list_known_points(50, Some(requester), &mut rng);
     let points: Vec<Multiaddr> = list.iter().map(|a| split_point(a).unwrap().0).collect();
     assert_eq!(points, vec![point(1), point(2), point(3)]);
+}
+
+#[test]
+fn nacked_connection_backs_off_as_a_failure() {
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut pool = pool(Config::new().with_backoff(Backoff::new().with_jitter(0.0)));
+    let t0 = Instant::now();
+    let p = pool.add_trusted_point(&point(1), t0).unwrap();
+    let peer = PeerId::random();
+    pool.set_requested(&p).unwrap();
+    pool.connection_established(peer, Some(&p), t0);
+    assert!(pool.connection_nacked(peer, Some(&p), t0, &mut rng));
+    assert_eq!(pool.active(), 0);
+    let info = pool.point(&p).unwrap();
+    assert_eq!(info.last_rejected_connection(), Some((peer, t0)));
+    assert_eq!(info.reconnection().unwrap().end, t0 + secs(1));
+    assert_eq!(
+        pool.peer(&peer).unwrap().last_rejected_connection(),
+        Some(t0)
+    );
+    assert_eq!(pool.peer(&peer).unwrap().last_disconnection(), None);
+    let later = t0 + secs(2);
+    assert_eq!(pool.candidates(later, later, 10, |_| false), vec![p]);
 }

@@ -1,0 +1,158 @@
+//! Command-line arguments.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+use peerage::maintenance::{Bounds, BoundsError};
+
+/// Peerage: a libp2p node with peer and connection management.
+#[derive(Debug, Parser)]
+#[command(name = "peerage", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node on the network.
+    Run(RunArgs),
+    /// Run a local network of nodes on 127.0.0.1 and report whether it converges.
+    Devnet(DevnetArgs),
+}
+
+/// Connection bounds, as Octez's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Target number of connections N, with Octez's meaning: min N/2 (1 if N = 1), expected N,
+    /// max 3N/2.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Lowest healthy connection count (overrides --connections).
+    #[arg(long, value_name = "N")]
+    pub min_connections: Option<usize>,
+    /// Target connection count (overrides --connections).
+    #[arg(long, value_name = "N")]
+    pub expected_connections: Option<usize>,
+    /// Soft ceiling of connections (overrides --connections).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+impl ConnectionArgs {
+    /// The bounds: from `--connections` (or `default_n`), then each explicit flag.
+    ///
+    /// # Errors
+    ///
+    /// If the result is not ordered `min <= expected <= max`.
+    pub fn bounds(&self, default_n: usize) -> Result<Bounds, BoundsError> {
+        let base = Bounds::from_connections(self.connections.unwrap_or(default_n));
+        Bounds::new(
+            self.min_connections.unwrap_or(base.min()),
+            self.expected_connections.unwrap_or(base.expected()),
+            self.max_connections.unwrap_or(base.max()),
+        )
+    }
+}
+
+/// `peerage run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Directory of the node's identity key (created on first start, reused after).
+    /// Default: the platform's data directory (`~/.local/share/peerage` on Linux).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (repeatable).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        default_values = ["/ip4/0.0.0.0/tcp/9732", "/ip4/0.0.0.0/udp/9732/quic-v1"]
+    )]
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap point, trusted, with or without /p2p/<peer id> (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Connection bounds (default: --connections 50, Octez's 25/50/75).
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// `peerage devnet`.
+#[derive(Debug, Clone, Args)]
+pub struct DevnetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=512))]
+    pub nodes: u16,
+    /// How long to run at most (`30s`, `2m`); it stops earlier once converged and stable.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// How long every node must stay within bounds to count as converged.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub stable: Duration,
+    /// Print one JSON object on stdout instead of the table (logs and progress go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Connection bounds of every node (default: --connections 6, i.e. 3/6/9).
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("peerage").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn connections_flag_and_overrides() {
+        let Command::Run(run) = parse(&["run", "--connections", "10"]).unwrap().command else {
+            panic!("run");
+        };
+        let b = run.connections.bounds(50).unwrap();
+        assert_eq!((b.min(), b.expected(), b.max()), (5, 10, 15));
+        let Command::Run(run) = parse(&["run", "--connections", "10", "--max-connections", "30"])
+            .unwrap()
+            .command
+        else {
+            panic!("run");
+        };
+        let b = run.connections.bounds(50).unwrap();
+        assert_eq!((b.min(), b.expected(), b.max()), (5, 10, 30));
+        let Command::Run(run) = parse(&["run", "--min-connections", "60"]).unwrap().command else {
+            panic!("run");
+        };
+        assert!(run.connections.bounds(50).is_err(), "60 > expected 50");
+    }
+
+    #[test]
+    fn devnet_defaults() {
+        let Command::Devnet(d) = parse(&["devnet"]).unwrap().command else {
+            panic!("devnet");
+        };
+        assert_eq!(d.nodes, 16);
+        assert_eq!(d.duration, Duration::from_secs(30));
+        let b = d.connections.bounds(6).unwrap();
+        assert_eq!((b.min(), b.expected(), b.max()), (3, 6, 9));
+        let Command::Devnet(d) = parse(&["devnet", "--duration", "2m"]).unwrap().command else {
+            panic!("devnet");
+        };
+        assert_eq!(d.duration, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_multiaddr_names_the_flag() {
+        let err = parse(&["run", "--listen", "not-an-addr"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not-an-addr") && msg.contains("--listen"),
+            "{msg}"
+        );
+        assert!(parse(&["run", "--bootstrap", "/ip4/1.2.3.4/tcp/x"]).is_err());
+        assert!(parse(&["devnet", "--duration", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! `peerage devnet`: a local network of real nodes on 127.0.0.1.
+//!
+//! Node 0 is the only bootstrap point of every other node, so reaching the bounds takes peer
+//! exchange and the maintenance, not just bootstrap dialing. The devnet is converged when every
+//! node has `min <= connections <= max`; it stops once that has held for `--stable`, or at
+//! `--duration`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
+use peerage::maintenance::Bounds;
+use serde::Serialize;
+
+use crate::{
+    cli::DevnetArgs,
+    node::{Handle, Node, NodeConfig, Snapshot},
+};
+
+/// Bounds as printed in the report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BoundsReport {
+    /// Lowest healthy count.
+    pub min: usize,
+    /// Target count.
+    pub expected: usize,
+    /// Soft ceiling.
+    pub max: usize,
+}
+
+/// The outcome of a devnet run, printed as JSON with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Every node's final state.
+    pub nodes: Vec<Snapshot>,
+    /// The bounds of every node.
+    pub bounds: BoundsReport,
+    /// Whether every node ended within `min..=max`.
+    pub converged: bool,
+    /// Time from start to the end of the run, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// How often the nodes are sampled.
+const SAMPLE: Duration = Duration::from_millis(200);
+
+/// Runs a devnet and returns its report. Shows a progress bar on stderr if `progress`.
+///
+/// # Errors
+///
+/// If a node cannot start (bad bounds, no port on 127.0.0.1) or stops unexpectedly.
+pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report> {
+    let bounds = args.connections.bounds(6)?;
+    let n = usize::from(args.nodes);
+    let start = Instant::now();
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("valid");
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    let first = start_node(listen.clone(), Vec::new(), bounds).await?;
+    let bootstrap = first.handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(first.handle.peer_id()));
+    nodes.push(first);
+    for _ in 1..n {
+        nodes.push(start_node(listen.clone(), vec![bootstrap.clone()], bounds).await?);
+    }
+    let handles: Vec<Handle> = nodes.iter().map(|node| node.handle.clone()).collect();
+
+    let bar = if progress {
+        ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} nodes within bounds {msg}",
+        )
+        .expect("valid template"),
+    );
+    let mut stable_since: Option<Instant> = None;
+    let deadline = start + args.duration;
+    let snapshots = loop {
+        let snapshots = snapshot_all(&handles).await?;
+        let within = snapshots
+            .iter()
+            .filter(|s| bounds.contains(s.connections))
+            .count();
+        let total: usize = snapshots.iter().map(|s| s.connections).sum();
+        bar.set_position(within as u64);
+        bar.set_message(format!(
+            "({bounds}), {total} connections, {} known points",
+            snapshots.iter().map(|s| s.known_points).sum::<usize>()
+        ));
+        let now = Instant::now();
+        if within == n {
+            let since = *stable_since.get_or_insert(now);
+            if now - since >= args.stable {
+                break snapshots;
+            }
+        } else {
+            stable_since = None;
+        }
+        if now >= deadline {
+            break snapshots;
+        }
+        tokio::time::sleep(SAMPLE).await;
+    };
+    bar.finish_and_clear();
+    let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    drop(handles);
+    for node in nodes {
+        drop(node.handle);
+        node.task.await.context("node task")?;
+    }
+    let converged = snapshots.iter().all(|s| bounds.contains(s.connections));
+    Ok(Report {
+        nodes: snapshots,
+        bounds: BoundsReport {
+            min: bounds.min(),
+            expected: bounds.expected(),
+            max: bounds.max(),
+        },
+        converged,
+        elapsed_ms,
+    })
+}
+
+async fn start_node(
+    listen: Multiaddr,
+    bootstrap: Vec<Multiaddr>,
+    bounds: Bounds,
+) -> anyhow::Result<Node> {
+    Node::start(NodeConfig {
+        keypair: Keypair::generate_ed25519(),
+        listen: vec![listen],
+        bootstrap,
+        bounds,
+    })
+    .await
+}
+
+async fn snapshot_all(handles: &[Handle]) -> anyhow::Result<Vec<Snapshot>> {
+    futures::future::try_join_all(handles.iter().map(Handle::snapshot)).await
+}
+
+/// The report as a table with a verdict, for humans.
+pub fn render_table(report: &Report) -> String {
+    use std::fmt::Write;
+    let b = report.bounds;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>4}  {:<52}  {:>11}  {:>12}  {:>11}",
+        "node", "peer id", "connections", "known points", "known peers"
+    );
+    for (i, node) in report.nodes.iter().enumerate() {
+        let mark = if (b.min..=b.max).contains(&node.connections) {
+            " "
+        } else {
+            "!"
+        };
+        let _ = writeln!(
+            out,
+            "{i:>4}  {:<52}  {:>10}{mark}  {:>12}  {:>11}",
+            node.peer_id, node.connections, node.known_points, node.known_peers
+        );
+    }
+    let within = report
+        .nodes
+        .iter()
+        .filter(|s| (b.min..=b.max).contains(&s.connections))
+        .count();
+    let _ = writeln!(
+        out,
+        "\n{}: {within}/{} nodes within bounds {}/{}/{} after {:.1} s",
+        if report.converged {
+            "converged"
+        } else {
+            "NOT converged"
+        },
+        report.nodes.len(),
+        b.min,
+        b.expected,
+        b.max,
+        report.elapsed_ms as f64 / 1000.0
+    );
+    out
+}

@@ -1,0 +1,9 @@
+//! The `peerage` node: `peerage run` and `peerage devnet`, as a library so that tests drive the
+//! same code as the binary.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod devnet;
+pub mod node;
+pub mod run;

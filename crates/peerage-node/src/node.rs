@@ -1,0 +1,333 @@
+//! A running node: the swarm with the Peerage behaviour, its event loop, and a handle to it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    identity::Keypair,
+    multiaddr::Protocol,
+    noise,
+    swarm::{SwarmEvent, dial_opts::DialOpts},
+    tcp, yamux,
+};
+use peerage::{maintenance::Bounds, peerstore::Peerstore};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a node is started with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap points (trusted), with or without `/p2p/<id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Connection bounds.
+    pub bounds: Bounds,
+}
+
+/// A node's state at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The node's peer ID.
+    pub peer_id: String,
+    /// Its listen addresses.
+    pub listen: Vec<String>,
+    /// Connected peers, as the maintenance counts them.
+    pub connections: usize,
+    /// Known points.
+    pub known_points: usize,
+    /// Known peers.
+    pub known_peers: usize,
+}
+
+enum Command {
+    Snapshot(oneshot::Sender<Snapshot>),
+    Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
+}
+
+/// A handle to a running node. Dropping every handle stops the node.
+#[derive(Clone)]
+pub struct Handle {
+    peer_id: PeerId,
+    listen: Vec<Multiaddr>,
+    peerstore: Peerstore,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    /// The node's peer ID.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses the node listens on (with their actual ports), without `/p2p`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen
+    }
+
+    /// The node's peerstore.
+    pub fn peerstore(&self) -> &Peerstore {
+        &self.peerstore
+    }
+
+    /// The node's current state.
+    ///
+    /// # Errors
+    ///
+    /// If the node has stopped.
+    pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Snapshot(tx))
+            .await
+            .context("node stopped")?;
+        rx.await.context("node stopped")
+    }
+
+    /// Dials `addr` directly.
+    ///
+    /// # Errors
+    ///
+    /// If the node has stopped or the dial cannot start.
+    pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Dial(addr, tx))
+            .await
+            .context("node stopped")?;
+        rx.await.context("node stopped")?
+    }
+}
+
+/// A started node: its handle and its event-loop task.
+pub struct Node {
+    /// The handle.
+    pub handle: Handle,
+    /// The event loop; it ends when every [`Handle`] is dropped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+fn build_swarm(keypair: Keypair, bounds: Bounds) -> anyhow::Result<Swarm<peerage::Behaviour>> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_quic()
+        .with_behaviour(|key| {
+            let config = peerage::Config::new().with_bounds(bounds);
+            peerage::Behaviour::new(key.public(), config)
+        })?
+        // The behaviour keeps connections alive itself; this only bounds connections that no
+        // handler wants, which do not occur.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// The socket address of a `/ip4|ip6/…/tcp|udp/PORT` multiaddr, with whether it is UDP.
+fn socket_addr(addr: &Multiaddr) -> Option<(SocketAddr, bool)> {
+    let mut iter = addr.iter();
+    let ip = match iter.next()? {
+        Protocol::Ip4(ip) => std::net::IpAddr::V4(ip),
+        Protocol::Ip6(ip) => std::net::IpAddr::V6(ip),
+        _ => return None,
+    };
+    match iter.next()? {
+        Protocol::Tcp(port) => Some((SocketAddr::new(ip, port), false)),
+        Protocol::Udp(port) => Some((SocketAddr::new(ip, port), true)),
+        _ => None,
+    }
+}
+
+/// Fails if a fixed port is already taken. libp2p's listeners set `SO_REUSEPORT`, so a second
+/// node on the same port would bind silently and share the incoming connections; a plain bind
+/// first catches that.
+fn check_port_free(addr: &Multiaddr) -> anyhow::Result<()> {
+    let Some((sock, udp)) = socket_addr(addr) else {
+        return Ok(());
+    };
+    if sock.port() == 0 {
+        return Ok(());
+    }
+    let result = if udp {
+        std::net::UdpSocket::bind(sock).map(drop)
+    } else {
+        std::net::TcpListener::bind(sock).map(drop)
+    };
+    result.with_context(|| format!("cannot listen on {addr}"))
+}
+
+impl Node {
+    /// Starts a node: binds every listen address (waiting until each is up), adds the bootstrap
+    /// points, and spawns the event loop on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// If a listen address cannot be bound (in use, not supported) or a bootstrap address is not
+    /// a dialable point; each error names the address.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        let peer_id = config.keypair.public().to_peer_id();
+        let mut swarm = build_swarm(config.keypair, config.bounds)?;
+        for addr in &config.bootstrap {
+            swarm
+                .behaviour_mut()
+                .add_trusted_point(addr)
+                .with_context(|| format!("invalid --bootstrap {addr}"))?;
+        }
+        let mut pending = Vec::new();
+        for addr in &config.listen {
+            check_port_free(addr)?;
+            let id = swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            pending.push((id, addr.clone()));
+        }
+        let mut listen = Vec::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        while !pending.is_empty() {
+            tokio::select! {
+                _ = &mut deadline => bail!("timed out waiting for listeners on {:?}", pending.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>()),
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        listen.push(address);
+                        pending.retain(|(id, _)| *id != listener_id);
+                    }
+                    SwarmEvent::ListenerClosed { listener_id, reason: Err(e), .. }
+                    | SwarmEvent::ListenerError { listener_id, error: e } => {
+                        if let Some((_, addr)) = pending.iter().find(|(id, _)| *id == listener_id) {
+                            bail!("cannot listen on {addr}: {e}");
+                        }
+                    }
+                    other => tracing::trace!(?other, "event during start-up"),
+                },
+            }
+        }
+        let peerstore = swarm.behaviour().peerstore().clone();
+        let (tx, rx) = mpsc::channel(16);
+        let span = tracing::info_span!("node", peer = %short(&peer_id));
+        let task = tokio::spawn(tracing::Instrument::instrument(event_loop(swarm, rx), span));
+        Ok(Node {
+            handle: Handle {
+                peer_id,
+                listen,
+                peerstore,
+                tx,
+            },
+            task,
+        })
+    }
+}
+
+async fn event_loop(mut swarm: Swarm<peerage::Behaviour>, mut rx: mpsc::Receiver<Command>) {
+    loop {
+        tokio::select! {
+            command = rx.recv() => match command {
+                None => break,
+                Some(Command::Snapshot(reply)) => {
+                    let _ = reply.send(snapshot(&swarm));
+                }
+                Some(Command::Dial(addr, reply)) => {
+                    let result = swarm
+                        .dial(DialOpts::unknown_peer_id().address(addr).build())
+                        .map_err(anyhow::Error::from);
+                    let _ = reply.send(result);
+                }
+            },
+            event = swarm.select_next_some() => log_event(event),
+        }
+    }
+    tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
+}
+
+/// The last 6 characters of a peer ID, to tell nodes apart in logs.
+fn short(peer_id: &PeerId) -> String {
+    let s = peer_id.to_string();
+    s[s.len().saturating_sub(6)..].to_owned()
+}
+
+fn snapshot(swarm: &Swarm<peerage::Behaviour>) -> Snapshot {
+    let behaviour = swarm.behaviour();
+    Snapshot {
+        peer_id: swarm.local_peer_id().to_string(),
+        listen: swarm.listeners().map(ToString::to_string).collect(),
+        connections: behaviour.active_connections(),
+        known_points: behaviour.pool().known_points(),
+        known_peers: behaviour.pool().known_peers(),
+    }
+}
+
+fn log_event(event: SwarmEvent<peerage::Event>) {
+    match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } => {
+            tracing::debug!(%peer_id, address = %endpoint.get_remote_address(), dialer = endpoint.is_dialer(), "connection established");
+        }
+        SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            tracing::debug!(%peer_id, ?cause, "connection closed");
+        }
+        SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+        SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            tracing::debug!(?peer_id, %error, "dial failed");
+        }
+        SwarmEvent::IncomingConnectionError { error, .. } => {
+            tracing::debug!(%error, "incoming connection failed");
+        }
+        SwarmEvent::Behaviour(peerage::Event::Identified {
+            peer_id,
+            agent_version,
+            protocols,
+        }) => tracing::info!(%peer_id, %agent_version, protocols = protocols.len(), "identified"),
+        SwarmEvent::Behaviour(peerage::Event::Maintenance {
+            active,
+            dialed,
+            closed,
+            asked,
+        }) => tracing::info!(
+            active,
+            dialed = dialed.len(),
+            closed = closed.len(),
+            asked,
+            "maintenance"
+        ),
+        SwarmEvent::Behaviour(event) => tracing::debug!(?event),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addr_reads_tcp_and_udp() {
+        let tcp: Multiaddr = "/ip4/127.0.0.1/tcp/5".parse().unwrap();
+        assert_eq!(
+            socket_addr(&tcp),
+            Some(("127.0.0.1:5".parse().unwrap(), false))
+        );
+        let quic: Multiaddr = "/ip6/::1/udp/7/quic-v1".parse().unwrap();
+        assert_eq!(socket_addr(&quic), Some(("[::1]:7".parse().unwrap(), true)));
+        let dns: Multiaddr = "/dns4/x.org/tcp/5".parse().unwrap();
+        assert_eq!(socket_addr(&dns), None);
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_by_name() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        let err = check_port_free(&addr).unwrap_err();
+        assert_eq!(err.to_string(), format!("cannot listen on {addr}"));
+        drop(held);
+        check_port_free(&addr).unwrap();
+    }
+}
