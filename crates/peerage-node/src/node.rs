@@ -291,13 +291,18 @@ fn log_event(event: SwarmEvent<peerage::Event>) {
             dialed,
             closed,
             asked,
-        }) => tracing::info!(
-            active,
-            dialed = dialed.len(),
-            closed = closed.len(),
-            asked,
-            "maintenance"
-        ),
+        }) => {
+            if dialed.is_empty() && closed.is_empty() {
+                tracing::debug!(active, asked, "maintenance: asked for points");
+            } else {
+                tracing::info!(
+                    active,
+                    dialed = dialed.len(),
+                    closed = closed.len(),
+                    "maintenance"
+                );
+            }
+        }
         SwarmEvent::Behaviour(event) => tracing::debug!(?event),
         _ => {}
     }

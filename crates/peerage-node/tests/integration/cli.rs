@@ -1,0 +1,144 @@
+//! `peerage run` as a user runs it: identity persistence, clean shutdown, bad input.
+
+use crate::support::{Running, output};
+
+const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
+#[test]
+fn restart_on_the_same_data_dir_keeps_the_peer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let args = ["--data-dir", data, "--listen", LOOPBACK];
+
+    let node = Running::start(&args);
+    let first = node.line("peer id: ");
+    let listening = node.line("listening on ");
+    assert!(listening.starts_with("/ip4/127.0.0.1/tcp/"), "{listening}");
+    assert!(listening.ends_with(&format!("/p2p/{first}")), "{listening}");
+    assert!(node.terminate().success(), "SIGTERM is a clean shutdown");
+    let key = std::fs::read(dir.path().join("identity.key")).unwrap();
+
+    let node = Running::start(&args);
+    assert_eq!(node.line("peer id: "), first);
+    assert!(node.terminate().success());
+    assert_eq!(std::fs::read(dir.path().join("identity.key")).unwrap(), key);
+
+    // Another data dir, another identity.
+    let other = tempfile::tempdir().unwrap();
+    let node = Running::start(&[
+        "--data-dir",
+        other.path().to_str().unwrap(),
+        "--listen",
+        LOOPBACK,
+    ]);
+    assert_ne!(node.line("peer id: "), first);
+}
+
+#[test]
+fn malformed_multiaddrs_are_refused_by_name() {
+    for (flag, value) in [
+        ("--listen", "not-a-multiaddr"),
+        ("--bootstrap", "/ip4/1.2.3.4/tcp/x"),
+    ] {
+        let (code, stdout, stderr) = output(&["run", flag, value]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stdout.is_empty());
+        let first = stderr.lines().next().unwrap();
+        assert!(first.starts_with("error: invalid value"), "{first}");
+        assert!(first.contains(value) && first.contains(flag), "{first}");
+    }
+}
+
+#[test]
+fn undialable_bootstrap_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        LOOPBACK,
+        "--bootstrap",
+        "/ip4/0.0.0.0/tcp/4001",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid --bootstrap /ip4/0.0.0.0/tcp/4001: point /ip4/0.0.0.0/tcp/4001 is not \
+         dialable: unspecified IP address or port 0"
+    );
+}
+
+#[test]
+fn corrupt_identity_key_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("identity.key");
+    std::fs::write(&key, b"garbage, not a key").unwrap();
+    let (code, _, stderr) = output(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        LOOPBACK,
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: corrupt identity key {}: ", key.display())),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), b"garbage, not a key");
+}
+
+#[test]
+fn unusable_data_dir_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    // A data dir below a regular file cannot be created, even by root.
+    let data = file.join("data");
+    let (code, _, stderr) = output(&[
+        "run",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        LOOPBACK,
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("identity key") && stderr.contains(data.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn port_in_use_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("/ip4/127.0.0.1/tcp/{}", held.local_addr().unwrap().port());
+    let (code, _, stderr) = output(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unordered_bounds_are_refused() {
+    let (code, _, stderr) = output(&["run", "--connections", "10", "--min-connections", "20"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid connection bounds: min 20, expected 10, max 15 (need min <= expected <= max)"
+    );
+}
