@@ -279,6 +279,7 @@ impl Behaviour {
     /// is full.
     pub fn add_trusted_point(&mut self, addr: &Multiaddr) -> Result<Multiaddr, pool::Error> {
         let point = self.pool.add_trusted_point(addr, Instant::now())?;
+        self.maintenance.on_new_points();
         self.maintenance.trigger();
         self.wake();
         Ok(point)

@@ -49,3 +49,8 @@ pub mod pex;
 pub use peerage_core::{PeerId, maintenance, peerstore, pool};
 
 pub use self::behaviour::{Behaviour, Config, Event};
+
+/// The README's example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,163 @@
+//! The behaviour on real swarms over TCP on 127.0.0.1: peer exchange, and Octez's nack.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux};
+use peerage::{
+    Event,
+    maintenance::{self, Bounds},
+};
+
+fn swarm(bounds: Bounds) -> Swarm<peerage::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            // Ask for points again after 500 ms instead of Octez's 5 s, to keep the test short.
+            let maintenance = maintenance::Config::new()
+                .with_bounds(bounds)
+                .with_looking_for_peers(Duration::from_millis(500));
+            peerage::Behaviour::new(
+                key.public(),
+                peerage::Config::new()
+                    .with_maintenance(maintenance)
+                    .with_rng_seed(7),
+            )
+        })
+        .unwrap()
+        .build()
+}
+
+/// Starts listening on 127.0.0.1 and returns the address with `/p2p`.
+async fn listen(swarm: &mut Swarm<peerage::Behaviour>) -> Multiaddr {
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return address.with(Protocol::P2p(*swarm.local_peer_id()));
+        }
+    }
+}
+
+/// Polls every swarm until `done` holds, collecting behaviour events; panics after 20 s.
+async fn drive(
+    swarms: &mut [&mut Swarm<peerage::Behaviour>],
+    events: &mut Vec<(PeerId, Event)>,
+    done: impl Fn(&[&mut Swarm<peerage::Behaviour>]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(swarms) {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 20 s"
+        );
+        let next = futures::future::select_all(
+            swarms
+                .iter_mut()
+                .map(|s| Box::pin(async { (*s.local_peer_id(), s.select_next_some().await) })),
+        );
+        tokio::select! {
+            ((peer, event), _, _) = next => {
+                if let SwarmEvent::Behaviour(e) = event {
+                    events.push((peer, e));
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+fn active(s: &Swarm<peerage::Behaviour>) -> usize {
+    s.behaviour().active_connections()
+}
+
+/// B and C know only A. Each wants two connections, so each must learn the other's point from
+/// A through the exchange and dial it.
+#[tokio::test]
+async fn peers_learn_each_other_through_exchange() {
+    let bounds = Bounds::new(2, 2, 4).unwrap();
+    let (mut a, mut b, mut c) = (swarm(bounds), swarm(bounds), swarm(bounds));
+    let a_addr = listen(&mut a).await;
+    listen(&mut b).await;
+    listen(&mut c).await;
+    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    c.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    let (b_id, c_id) = (*b.local_peer_id(), *c.local_peer_id());
+
+    let mut events = Vec::new();
+    drive(&mut [&mut a, &mut b, &mut c], &mut events, |s| {
+        s.iter().all(|s| active(s) == 2)
+    })
+    .await;
+
+    assert!(b.behaviour().pool().is_running(&c_id));
+    assert!(c.behaviour().pool().is_running(&b_id));
+    assert!(
+        events
+            .iter()
+            .any(|(p, e)| *p == b_id && matches!(e, Event::PointsReceived { new, .. } if *new > 0)),
+        "B learned points by exchange"
+    );
+    // Identify fed A's peerstore.
+    let protocols = a.behaviour().peerstore().protocols(b_id);
+    assert!(
+        protocols.iter().any(|p| p == "/peerage/pex/1.0.0"),
+        "{protocols:?}"
+    );
+    assert!(
+        !a.behaviour()
+            .peerstore()
+            .addrs(b_id, Instant::now())
+            .is_empty()
+    );
+}
+
+/// A holds at most one connection (max_threshold 1). B takes it; C is nacked: A answers C's
+/// request for points with B's point, C closes, backs off from A as from a refusal, and dials B.
+#[tokio::test]
+async fn a_full_node_nacks_with_points() {
+    let mut a = swarm(Bounds::new(1, 1, 1).unwrap());
+    let mut b = swarm(Bounds::new(1, 1, 2).unwrap());
+    let mut c = swarm(Bounds::new(1, 1, 2).unwrap());
+    let a_addr = listen(&mut a).await;
+    listen(&mut b).await;
+    listen(&mut c).await;
+    let (a_id, b_id, c_id) = (*a.local_peer_id(), *b.local_peer_id(), *c.local_peer_id());
+    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+
+    let mut events = Vec::new();
+    drive(&mut [&mut a, &mut b, &mut c], &mut events, |s| {
+        s[0].behaviour().pool().is_running(&b_id)
+            && !s[0].behaviour().peerstore().protocols(b_id).is_empty()
+    })
+    .await;
+
+    c.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    drive(&mut [&mut a, &mut b, &mut c], &mut events, |s| {
+        s[2].behaviour().pool().is_running(&b_id)
+    })
+    .await;
+
+    assert!(
+        events
+            .iter()
+            .any(|(p, e)| *p == a_id && matches!(e, Event::Nacked { peer_id } if *peer_id == c_id))
+    );
+    assert_eq!(active(&a), 1, "the nacked connection was never counted");
+    assert!(!c.behaviour().pool().is_running(&a_id));
+    let a_point = peerage::pool::split_point(&a_addr).unwrap().0;
+    let info = c.behaviour().pool().point(&a_point).unwrap();
+    assert_eq!(info.last_rejected_connection().map(|(p, _)| p), Some(a_id));
+    let wait = info.reconnection().unwrap().end - info.last_rejected_connection().unwrap().1;
+    assert!(
+        wait < Duration::from_secs(2),
+        "refusal backoff, not the 60 s disconnection delay"
+    );
+}
