@@ -161,3 +161,107 @@ async fn a_full_node_nacks_with_points() {
         "refusal backoff, not the 60 s disconnection delay"
     );
 }
+
+/// Denies every inbound connection once it is established.
+#[derive(Default)]
+struct Denier;
+
+impl libp2p::swarm::NetworkBehaviour for Denier {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: libp2p::swarm::ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Err(libp2p::swarm::ConnectionDenied::new(std::io::Error::other(
+            "denied by a sibling",
+        )))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: libp2p::swarm::ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: libp2p::core::Endpoint,
+        _: libp2p::core::transport::PortUse,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: libp2p::swarm::FromSwarm<'_>) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: libp2p::swarm::ConnectionId,
+        event: libp2p::swarm::THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
+    {
+        std::task::Poll::Pending
+    }
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct WithDenier {
+    peerage: peerage::Behaviour,
+    denier: Denier,
+}
+
+/// Count only what happened (rust-libp2p `connection-limits`' sibling test): a connection that
+/// another behaviour denies after ours admitted it in `handle_established_*` is never counted.
+#[tokio::test]
+async fn a_connection_denied_by_a_sibling_is_not_counted() {
+    let mut a = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| WithDenier {
+            peerage: peerage::Behaviour::new(key.public(), peerage::Config::new()),
+            denier: Denier,
+        })
+        .unwrap()
+        .build();
+    a.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let a_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = a.select_next_some().await {
+            break address.with(Protocol::P2p(*a.local_peer_id()));
+        }
+    };
+    let mut b = swarm(Bounds::new(1, 1, 2).unwrap());
+    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+
+    // Drive both until A has denied a connection, then half a second more.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut denied_at = None;
+    while denied_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(500)) {
+        assert!(Instant::now() < deadline, "A saw no denied connection");
+        tokio::select! {
+            event = a.select_next_some() => {
+                if let SwarmEvent::IncomingConnectionError { .. } = event {
+                    denied_at.get_or_insert_with(Instant::now);
+                }
+            }
+            _ = b.select_next_some() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        assert_eq!(a.behaviour().peerage.active_connections(), 0);
+        assert_eq!(a.behaviour().peerage.pool().known_peers(), 0);
+    }
+}

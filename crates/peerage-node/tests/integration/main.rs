@@ -4,4 +4,5 @@
 mod cli;
 mod devnet;
 mod js_interop;
+mod quic;
 mod support;

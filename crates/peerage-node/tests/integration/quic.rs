@@ -1,0 +1,52 @@
+//! Two nodes over QUIC on loopback: the bootstrap dial, identify and the exchange work there too.
+
+use std::time::{Duration, Instant};
+
+use libp2p::{identity::Keypair, multiaddr::Protocol};
+use peerage::maintenance::Bounds;
+use peerage_node::node::{Node, NodeConfig};
+
+async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
+    Node::start(NodeConfig {
+        keypair: Keypair::generate_ed25519(),
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        bootstrap,
+        bounds: Bounds::new(1, 1, 2).unwrap(),
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connect_over_quic() {
+    let a = start(Vec::new()).await;
+    let a_addr = a.handle.listen_addrs()[0].clone();
+    assert!(a_addr.iter().any(|p| p == Protocol::QuicV1), "{a_addr}");
+    let b = start(vec![a_addr.with(Protocol::P2p(a.handle.peer_id()))]).await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (sa, sb) = (
+            a.handle.snapshot().await.unwrap(),
+            b.handle.snapshot().await.unwrap(),
+        );
+        let identified = !a
+            .handle
+            .peerstore()
+            .protocols(b.handle.peer_id())
+            .is_empty();
+        if sa.connections == 1 && sb.connections == 1 && identified {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no QUIC connection: {sa:?} {sb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let protocols = a.handle.peerstore().protocols(b.handle.peer_id());
+    assert!(
+        protocols.iter().any(|p| p == "/peerage/pex/1.0.0"),
+        "{protocols:?}"
+    );
+}
