@@ -72,7 +72,7 @@ pub struct RunArgs {
         default_values = ["/ip4/0.0.0.0/tcp/9732", "/ip4/0.0.0.0/udp/9732/quic-v1"]
     )]
     pub listen: Vec<Multiaddr>,
-    /// Bootstrap point, trusted, with or without /p2p/<peer id> (repeatable).
+    /// Bootstrap point, trusted, with or without /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
     /// Connection bounds (default: --connections 50, Octez's 25/50/75).

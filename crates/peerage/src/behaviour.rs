@@ -215,7 +215,6 @@ pub struct Behaviour {
     connections: HashMap<ConnectionId, Connection>,
     /// Maintenance dials in flight, by the connection ID the swarm will use.
     dials: HashMap<ConnectionId, Multiaddr>,
-    listen_addrs: HashSet<Multiaddr>,
     /// Nacked connections and when to close them, in deadline order.
     nack_deadlines: VecDeque<(Instant, PeerId, ConnectionId)>,
     /// When each peer was last answered a request for points.
@@ -260,7 +259,6 @@ impl Behaviour {
             nack_linger: config.nack_linger,
             connections: HashMap::new(),
             dials: HashMap::new(),
-            listen_addrs: HashSet::new(),
             nack_deadlines: VecDeque::new(),
             pex_answered: HashMap::new(),
             pex_delayed: VecDeque::new(),
@@ -725,13 +723,8 @@ impl NetworkBehaviour for Behaviour {
             ),
             FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
             FromSwarm::DialFailure(e) => self.on_dial_failure(e),
-            FromSwarm::NewListenAddr(e) => {
-                self.listen_addrs.insert(e.addr.clone());
-                self.pool.add_own_point(e.addr);
-            }
-            FromSwarm::ExpiredListenAddr(e) => {
-                self.listen_addrs.remove(e.addr);
-            }
+            // Our own addresses are never points (Octez `my_id_points`), even once expired.
+            FromSwarm::NewListenAddr(e) => self.pool.add_own_point(e.addr),
             _ => {}
         }
         self.inner.on_swarm_event(event);
