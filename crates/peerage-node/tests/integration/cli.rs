@@ -4,6 +4,14 @@ use crate::support::{Running, output};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
+/// `peerage run --data-dir DATA --listen LOOPBACK EXTRA...` to completion.
+fn run_once(data: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let data = data.to_str().unwrap();
+    let mut args = vec!["run", "--data-dir", data, "--listen", LOOPBACK];
+    args.extend_from_slice(extra);
+    output(&args)
+}
+
 #[test]
 fn restart_on_the_same_data_dir_keeps_the_peer_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,15 +60,7 @@ fn malformed_multiaddrs_are_refused_by_name() {
 #[test]
 fn undialable_bootstrap_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, stderr) = output(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-        "--bootstrap",
-        "/ip4/0.0.0.0/tcp/4001",
-    ]);
+    let (code, _, stderr) = run_once(dir.path(), &["--bootstrap", "/ip4/0.0.0.0/tcp/4001"]);
     assert_eq!(code, 1);
     assert_eq!(
         stderr.trim(),
@@ -74,13 +74,7 @@ fn corrupt_identity_key_is_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("identity.key");
     std::fs::write(&key, b"garbage, not a key").unwrap();
-    let (code, _, stderr) = output(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-    ]);
+    let (code, _, stderr) = run_once(dir.path(), &[]);
     assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -97,13 +91,7 @@ fn unusable_data_dir_is_reported() {
     std::fs::write(&file, b"x").unwrap();
     // A data dir below a regular file cannot be created, even by root.
     let data = file.join("data");
-    let (code, _, stderr) = output(&[
-        "run",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-    ]);
+    let (code, _, stderr) = run_once(&data, &[]);
     assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -118,13 +106,8 @@ fn port_in_use_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("/ip4/127.0.0.1/tcp/{}", held.local_addr().unwrap().port());
-    let (code, _, stderr) = output(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        &addr,
-    ]);
+    // A second --listen: the taken port must be refused even with a free one beside it.
+    let (code, _, stderr) = run_once(dir.path(), &["--listen", &addr]);
     assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
