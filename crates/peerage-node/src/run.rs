@@ -23,6 +23,9 @@ pub fn default_data_dir() -> Option<PathBuf> {
 /// Bad bounds, an unreadable, corrupt or unwritable identity key, a listen address that cannot
 /// be bound, a bootstrap address that is not a point.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Installed before anything is printed: a signal that arrives as soon as the addresses are
+    // out must find the handler in place, not the default action.
+    let shutdown = ShutdownSignal::install()?;
     let bounds = args.connections.bounds(50)?;
     let data_dir = match args.data_dir {
         Some(dir) => dir,
@@ -43,26 +46,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for addr in handle.listen_addrs() {
         println!("listening on {}", addr.clone().with(Protocol::P2p(peer_id)));
     }
-    shutdown_signal().await?;
+    shutdown.recv().await;
     tracing::info!("shutting down");
     drop(handle);
     node.task.await.context("node task")?;
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// SIGINT or SIGTERM (Ctrl-C elsewhere).
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-            _ = term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
 }
