@@ -77,6 +77,7 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         )
         .expect("valid template"),
     );
+    bar.enable_steady_tick(Duration::from_millis(100));
     let mut stable_since: Option<Instant> = None;
     let deadline = start + args.duration;
     let snapshots = loop {
@@ -88,7 +89,7 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         let total: usize = snapshots.iter().map(|s| s.connections).sum();
         bar.set_position(within as u64);
         bar.set_message(format!(
-            "({bounds}), {total} connections, {} known points",
+            "({bounds}), {total} connections summed over nodes, {} known points",
             snapshots.iter().map(|s| s.known_points).sum::<usize>()
         ));
         let now = Instant::now();

@@ -4,5 +4,5 @@
 mod cli;
 mod devnet;
 mod js_interop;
-mod quic;
 mod support;
+mod transports;

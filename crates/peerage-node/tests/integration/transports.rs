@@ -1,4 +1,4 @@
-//! Two nodes over QUIC on loopback: the bootstrap dial, identify and the exchange work there too.
+//! Two nodes on loopback, over QUIC and over TCP: bootstrap dials, identify and the exchange.
 
 use std::time::{Duration, Instant};
 
@@ -49,4 +49,36 @@ async fn nodes_connect_over_quic() {
         protocols.iter().any(|p| p == "/peerage/pex/1.0.0"),
         "{protocols:?}"
     );
+}
+
+/// `--bootstrap` without `/p2p/<id>`: the node dials the address and learns who is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_without_peer_id_over_tcp() {
+    let tcp = || vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let a = Node::start(NodeConfig {
+        keypair: Keypair::generate_ed25519(),
+        listen: tcp(),
+        bootstrap: Vec::new(),
+        bounds: Bounds::new(1, 1, 2).unwrap(),
+    })
+    .await
+    .unwrap();
+    let b = Node::start(NodeConfig {
+        keypair: Keypair::generate_ed25519(),
+        listen: tcp(),
+        bootstrap: vec![a.handle.listen_addrs()[0].clone()],
+        bounds: Bounds::new(1, 1, 2).unwrap(),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.handle.snapshot().await.unwrap().connections != 1 {
+        assert!(Instant::now() < deadline, "B never connected to A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addrs = b
+        .handle
+        .peerstore()
+        .addrs(a.handle.peer_id(), Instant::now());
+    assert_eq!(addrs, vec![a.handle.listen_addrs()[0].clone()]);
 }
