@@ -29,6 +29,16 @@ use rand::{SeedableRng, rngs::StdRng};
 
 use crate::{keep_alive, pex};
 
+/// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
+const MAX_IDENTIFY_ADDRS: usize = 500;
+/// Most addresses kept, recently connected, after the last disconnection (go
+/// `recentlyConnectedPeerMaxAddrs`).
+const MAX_RECENTLY_CONNECTED_ADDRS: usize = 20;
+/// Peerstore metadata key of a peer's identify agent version (as go).
+pub const AGENT_VERSION: &str = "AgentVersion";
+/// Peerstore metadata key of a peer's identify protocol version (as go).
+pub const PROTOCOL_VERSION: &str = "ProtocolVersion";
+
 /// Configuration of the Peerage [`Behaviour`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -252,7 +262,7 @@ impl Behaviour {
             },
             peerstore: config
                 .peerstore
-                .unwrap_or_else(|| Peerstore::new(peerstore::Config::default())),
+                .unwrap_or_else(|| Peerstore::memory(peerstore::Config::default())),
             pool: Pool::new(local_peer_id, config.pool),
             maintenance: Maintenance::new(config.maintenance),
             rng,
@@ -353,7 +363,7 @@ impl Behaviour {
         }
         if let libp2p::core::ConnectedPoint::Dialer { address, .. } = endpoint {
             self.peerstore
-                .add_addrs(peer_id, [address], Ttl::Connected, now);
+                .add_addrs(&peer_id, std::slice::from_ref(address), Ttl::Connected, now);
             // Ask whoever we dial for points (Octez sends `Bootstrap` when it needs points; a new
             // outbound connection is the cheapest moment to learn them).
             self.inner.pex.send_request(&peer_id, pex::Request {});
@@ -364,13 +374,16 @@ impl Behaviour {
 
     fn on_connection_closed(&mut self, closed: &ConnectionClosed<'_>) {
         let now = Instant::now();
+        let peer_id = closed.peer_id;
+        if closed.remaining_established == 0 {
+            self.demote_addrs(&peer_id, now);
+        }
         let Some(conn) = self.connections.remove(&closed.connection_id) else {
             return;
         };
         if conn.nacked {
             return;
         }
-        let peer_id = closed.peer_id;
         let point = conn.point.as_ref();
         let stopped = if conn.nacked_by_remote {
             self.pool
@@ -381,9 +394,6 @@ impl Behaviour {
         };
         if stopped {
             self.maintenance.on_connection_closed(self.pool.active());
-            // As go's identify: connected addresses become recently connected.
-            self.peerstore
-                .update_addrs(peer_id, Ttl::Connected, Ttl::RECENTLY_CONNECTED, now);
         }
     }
 
@@ -409,6 +419,32 @@ impl Behaviour {
         self.maintenance.on_dial_finished();
     }
 
+    /// go identify's "TTL dance" on an identify message: the addresses it lists replace the
+    /// peer's connected and recently connected ones (`id.go`): both are moved to the temporary
+    /// TTL, the listed ones are added with the connected TTL, and what was not re-confirmed goes.
+    fn replace_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], now: Instant) {
+        let store = &self.peerstore;
+        store.update_addrs(peer, Ttl::RECENTLY_CONNECTED, Ttl::TEMP, now);
+        store.update_addrs(peer, Ttl::Connected, Ttl::TEMP, now);
+        store.add_addrs(peer, addrs, Ttl::Connected, now);
+        store.update_addrs(peer, Ttl::TEMP, Ttl::ZERO, now);
+    }
+
+    /// go identify on the last disconnection: at most 20 of the peer's addresses stay, with the
+    /// recently connected TTL; the rest of its connected ones go.
+    fn demote_addrs(&self, peer: &PeerId, now: Instant) {
+        let store = &self.peerstore;
+        let kept: Vec<Multiaddr> = self
+            .peerstore
+            .addrs(peer, now)
+            .into_iter()
+            .take(MAX_RECENTLY_CONNECTED_ADDRS)
+            .collect();
+        store.update_addrs(peer, Ttl::Connected, Ttl::TEMP, now);
+        store.add_addrs(peer, &kept, Ttl::RECENTLY_CONNECTED, now);
+        store.update_addrs(peer, Ttl::TEMP, Ttl::ZERO, now);
+    }
+
     fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
         match event {
             InnerEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
@@ -416,11 +452,23 @@ impl Behaviour {
                     .listen_addrs
                     .iter()
                     .filter(|a| pool::split_point(a).is_ok())
+                    .take(MAX_IDENTIFY_ADDRS)
                     .cloned()
                     .collect();
-                self.peerstore
-                    .add_addrs(peer_id, &addrs, Ttl::Connected, now);
-                if let Err(e) = self.peerstore.set_protocols(peer_id, &info.protocols) {
+                self.replace_addrs(&peer_id, &addrs, now);
+                let protocols: Vec<String> =
+                    info.protocols.iter().map(ToString::to_string).collect();
+                if let Err(e) = self.peerstore.set_protocols(&peer_id, &protocols) {
+                    tracing::debug!(%peer_id, "identify: {e}");
+                }
+                if let Err(e) = self
+                    .peerstore
+                    .put(&peer_id, AGENT_VERSION, &info.agent_version)
+                    .and_then(|()| {
+                        self.peerstore
+                            .put(&peer_id, PROTOCOL_VERSION, &info.protocol_version)
+                    })
+                {
                     tracing::debug!(%peer_id, "identify: {e}");
                 }
                 let points: Vec<Multiaddr> = addrs
@@ -434,7 +482,7 @@ impl Behaviour {
                     .push_back(ToSwarm::GenerateEvent(Event::Identified {
                         peer_id,
                         agent_version: info.agent_version,
-                        protocols: info.protocols.iter().map(ToString::to_string).collect(),
+                        protocols,
                     }));
             }
             InnerEvent::Identify(_) => {}
@@ -442,7 +490,7 @@ impl Behaviour {
                 peer,
                 result: Ok(rtt),
                 ..
-            }) => self.peerstore.record_latency(peer, rtt),
+            }) => self.peerstore.record_latency(&peer, rtt),
             InnerEvent::Ping(ping::Event {
                 peer,
                 result: Err(e),

@@ -48,7 +48,7 @@ pub mod pex;
 
 pub use peerage_core::{PeerId, maintenance, peerstore, pool};
 
-pub use self::behaviour::{Behaviour, Config, Event};
+pub use self::behaviour::{AGENT_VERSION, Behaviour, Config, Event, PROTOCOL_VERSION};
 
 /// The README's example, compiled as a doc test.
 #[cfg(doctest)]

@@ -7,6 +7,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, noise, swarm::SwarmE
 use peerage::{
     Event,
     maintenance::{self, Bounds},
+    peerstore::Ttl,
 };
 
 fn swarm(bounds: Bounds) -> Swarm<peerage::Behaviour> {
@@ -106,7 +107,7 @@ async fn peers_learn_each_other_through_exchange() {
         "B learned points by exchange"
     );
     // Identify fed A's peerstore.
-    let protocols = a.behaviour().peerstore().protocols(b_id);
+    let protocols = a.behaviour().peerstore().protocols(&b_id);
     assert!(
         protocols.iter().any(|p| p == "/peerage/pex/1.0.0"),
         "{protocols:?}"
@@ -114,7 +115,7 @@ async fn peers_learn_each_other_through_exchange() {
     assert!(
         !a.behaviour()
             .peerstore()
-            .addrs(b_id, Instant::now())
+            .addrs(&b_id, Instant::now())
             .is_empty()
     );
 }
@@ -135,7 +136,7 @@ async fn a_full_node_nacks_with_points() {
     let mut events = Vec::new();
     drive(&mut [&mut a, &mut b, &mut c], &mut events, |s| {
         s[0].behaviour().pool().is_running(&b_id)
-            && !s[0].behaviour().peerstore().protocols(b_id).is_empty()
+            && !s[0].behaviour().peerstore().protocols(&b_id).is_empty()
     })
     .await;
 
@@ -151,6 +152,28 @@ async fn a_full_node_nacks_with_points() {
             .any(|(p, e)| *p == a_id && matches!(e, Event::Nacked { peer_id } if *peer_id == c_id))
     );
     assert_eq!(active(&a), 1, "the nacked connection was never counted");
+    // A identified C on the nacked connection; once it closed, C's addresses were demoted.
+    let now = Instant::now();
+    let c_addrs = a.behaviour().peerstore().addrs_with_ttl(&c_id, now);
+    assert!(!c_addrs.is_empty());
+    assert!(
+        c_addrs.iter().all(|e| e.ttl == Ttl::RECENTLY_CONNECTED),
+        "{c_addrs:?}"
+    );
+    // B is still connected to A: its addresses are connected.
+    let b_addrs = a.behaviour().peerstore().addrs_with_ttl(&b_id, now);
+    assert!(!b_addrs.is_empty());
+    assert!(
+        b_addrs.iter().all(|e| e.ttl == Ttl::Connected),
+        "{b_addrs:?}"
+    );
+    assert_eq!(
+        a.behaviour()
+            .peerstore()
+            .get::<String>(&b_id, peerage::AGENT_VERSION)
+            .unwrap(),
+        format!("peerage/{}", env!("CARGO_PKG_VERSION"))
+    );
     assert!(!c.behaviour().pool().is_running(&a_id));
     let a_point = peerage::pool::split_point(&a_addr).unwrap().0;
     let info = c.behaviour().pool().point(&a_point).unwrap();

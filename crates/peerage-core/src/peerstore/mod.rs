@@ -1,29 +1,60 @@
-//! The peerstore: facts about peers, as go-libp2p `core/peerstore` (`pstoremem`).
+//! The peerstore: facts about peers, as go-libp2p `core/peerstore` (`spec/peerstore.md`).
 //!
-//! - **Address book**: addresses with a [`Ttl`]. `add_addrs` never shortens a TTL or an expiry;
-//!   `set_addrs` overrides, and a zero TTL deletes; `update_addrs` moves addresses from one TTL
-//!   to another; an address is expired when `now >= expiry` and is then hidden.
-//! - **Protocol book**: the protocols a peer supports, at most 128 per peer by default.
+//! - **Address book**: addresses with a [`Ttl`]. `add_addrs` never shortens a TTL or an expiry
+//!   (each is raised independently); `set_addrs` overrides, and a zero TTL deletes;
+//!   `update_addrs` moves the addresses whose TTL is exactly `old` to `new`; an address is
+//!   expired when `now >= expiry`, and is then hidden from every read. A trailing `/p2p/<id>` is
+//!   stripped; an address whose `/p2p` names another peer is skipped.
+//! - **GC**: every finite expiry is indexed, and every transition into a finite TTL (including a
+//!   connected address downgraded by `set_addrs` or `update_addrs`) enters the index, so
+//!   [`Store::gc`] collects everything that expired (go's downgrade hole, spec §2.2, does not
+//!   exist here). [`Store::next_expiry`] is the GC's `poll_timeout`.
+//! - **Caps** ([`Config`]): 64 unconnected addresses per peer (a new one evicts the peer's
+//!   nearest expiry; connected addresses are exempt), 1,000,000 unconnected addresses in total
+//!   (checked per address, where go checks per batch), 100,000 signed peer records.
+//! - **Certified addresses**: [`Store::consume_peer_record`] takes a libp2p signed envelope
+//!   holding a peer record (domain `libp2p-peer-record`, payload type `0x0301`) and verifies it
+//!   itself: the signature, and that the signer is the record's peer (go trusts its caller). A
+//!   lower sequence number is ignored, an equal one refreshes the TTLs, a newer record replaces the
+//!   previous record's addresses (connected ones stay). Unsigned addresses that were never in a
+//!   record survive a newer record, as go (js drops them); certified and unsigned addresses are
+//!   one set, as go. The record goes with the peer's last address.
+//! - **Key book**: a public key must match the peer ID; Ed25519 keys are derived from the ID.
+//! - **Protocol book**: at most 128 protocols per peer by default ("too many protocols").
 //! - **Metrics**: the latency EWMA (smoothing 0.1, the first sample taken as is).
+//! - **Metadata**: JSON values by key; [`Peerstore::get`] and [`Peerstore::put`] are typed.
 //!
-//! [`Peerstore`] is a `Send + Sync` handle (an `Arc` inside, short critical sections), callable
-//! from anywhere, as go's. Addresses are stored without their `/p2p` suffix.
+//! [`Peerstore`] is a `Send + Sync` handle over a [`Store`] backend: [`MemoryStore`] here, a
+//! persistent one in `peerage-store`. Every time-dependent call takes `now`.
+
+mod memory;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    fmt,
+    ops::Deref,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use multiaddr::{Multiaddr, Protocol};
+use libp2p_core::SignedEnvelope;
+use libp2p_identity::{Keypair, PublicKey};
+use multiaddr::Multiaddr;
+use serde::{Serialize, de::DeserializeOwned};
 
+pub use self::memory::MemoryStore;
 use crate::PeerId;
 
 /// How long an address is kept.
 ///
 /// `Connected` and `Permanent` are variants, not sentinel durations (go uses `MaxInt64 - 1` and
 /// `MaxInt64`). The order is `Finite(_) < Connected < Permanent`, so "never shorten" compares
-/// them as go compares its durations.
+/// them as go compares its durations. Both `Connected` and `Permanent` count as *connected* for
+/// the caps and the GC, as in go (`ttl >= ConnectedAddrTTL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Ttl {
     /// Kept for this long after it was written.
@@ -41,18 +72,45 @@ impl Ttl {
     pub const TEMP: Ttl = Ttl::Finite(Duration::from_secs(120));
     /// go `RecentlyConnectedAddrTTL`: 15 minutes.
     pub const RECENTLY_CONNECTED: Ttl = Ttl::Finite(Duration::from_secs(15 * 60));
-    /// A zero TTL: deletes in `set_addrs` and `update_addrs`.
+    /// A zero TTL: a no-op in `add_addrs`, a deletion in `set_addrs` and `update_addrs`.
     pub const ZERO: Ttl = Ttl::Finite(Duration::ZERO);
 
-    fn expiry(self, now: Instant) -> Option<Instant> {
+    /// Whether this is `Connected` or `Permanent` (go: `ttl >= ConnectedAddrTTL`).
+    pub fn is_connected(self) -> bool {
+        !matches!(self, Ttl::Finite(_))
+    }
+
+    /// The expiry of an address written at `now`; `None` for connected and permanent TTLs, and
+    /// for a finite TTL too long to represent (which then never expires).
+    pub fn expiry(self, now: Instant) -> Option<Instant> {
         match self {
-            Ttl::Finite(d) => Some(now + d),
+            Ttl::Finite(d) => now.checked_add(d),
             Ttl::Connected | Ttl::Permanent => None,
         }
     }
 }
 
-/// Errors of the [`Peerstore`].
+/// An address with its TTL and expiry, as [`Store::addrs_with_ttl`] returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrEntry {
+    /// The address, without `/p2p`.
+    pub addr: Multiaddr,
+    /// Its TTL.
+    pub ttl: Ttl,
+    /// When it expires; `None` for connected and permanent addresses.
+    pub expiry: Option<Instant>,
+}
+
+/// A peer and its unexpired addresses (go `peer.AddrInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Its unexpired addresses.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// Errors of the peerstore.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -64,18 +122,61 @@ pub enum Error {
         /// The per-peer cap.
         limit: usize,
     },
+    /// A key does not belong to the peer it was given for (go: "ID does not match PublicKey").
+    #[error("key does not match peer {peer}")]
+    KeyMismatch {
+        /// The peer the key was given for.
+        peer: PeerId,
+    },
+    /// A signed envelope is not a valid peer record: bad signature, wrong domain or payload
+    /// type, a signer that is not the record's peer, or an undecodable payload.
+    #[error("invalid signed peer record: {0}")]
+    InvalidPeerRecord(String),
+    /// The store holds the maximum number of signed peer records.
+    #[error("too many signed peer records (limit {limit})")]
+    TooManyPeerRecords {
+        /// The cap.
+        limit: usize,
+    },
+    /// No metadata under this key (go `ErrNotFound`).
+    #[error("no metadata {key:?} for peer {peer}")]
+    NotFound {
+        /// The peer.
+        peer: PeerId,
+        /// The key.
+        key: String,
+    },
+    /// A metadata value could not be converted to or from the requested type.
+    #[error("metadata {key:?}: {reason}")]
+    Metadata {
+        /// The key.
+        key: String,
+        /// Why the conversion failed.
+        reason: String,
+    },
+    /// The persistent backend failed.
+    #[error("peerstore storage: {0}")]
+    Storage(String),
 }
 
-/// Configuration of the [`Peerstore`].
+/// Configuration of a peerstore backend. The defaults are go's.
 #[derive(Debug, Clone)]
 pub struct Config {
     max_protocols_per_peer: usize,
+    max_addrs_per_peer: usize,
+    max_unconnected_addrs: usize,
+    max_peer_records: usize,
+    addr_stream_buffer: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             max_protocols_per_peer: 128,
+            max_addrs_per_peer: 64,
+            max_unconnected_addrs: 1_000_000,
+            max_peer_records: 100_000,
+            addr_stream_buffer: 256,
         }
     }
 }
@@ -90,293 +191,274 @@ impl Config {
         self.max_protocols_per_peer = n;
         self
     }
-}
-
-/// An address and its TTL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    ttl: Ttl,
-    /// `None` for `Connected` and `Permanent`.
-    expiry: Option<Instant>,
-}
-
-impl Entry {
-    fn is_expired(&self, now: Instant) -> bool {
-        self.expiry.is_some_and(|e| now >= e)
+    /// Cap of unconnected (finite-TTL) addresses per peer; a new address beyond it evicts the
+    /// peer's address with the nearest expiry. 0 disables it. 64 by default (go).
+    pub fn with_max_addrs_per_peer(mut self, n: usize) -> Self {
+        self.max_addrs_per_peer = n;
+        self
+    }
+    /// Cap of unconnected addresses in the whole store; a new address beyond it is dropped.
+    /// 1,000,000 by default (go `WithMaxAddresses`).
+    pub fn with_max_unconnected_addrs(mut self, n: usize) -> Self {
+        self.max_unconnected_addrs = n;
+        self
+    }
+    /// Cap of peers with a signed peer record. 100,000 by default (go).
+    pub fn with_max_peer_records(mut self, n: usize) -> Self {
+        self.max_peer_records = n;
+        self
+    }
+    /// Addresses an [`AddrStream`] buffers for a slow reader before it drops new ones.
+    /// 256 by default.
+    pub fn with_addr_stream_buffer(mut self, n: usize) -> Self {
+        self.addr_stream_buffer = n.max(1);
+        self
     }
 }
 
-#[derive(Debug, Default)]
-struct PeerData {
-    addrs: HashMap<Multiaddr, Entry>,
-    protocols: BTreeSet<String>,
-    latency: Option<Duration>,
+/// A stream of a peer's addresses: those stored when it was opened, then each new one, each
+/// address at most once (go `AddrStream`). Removals and expiries are not signalled. It is
+/// bounded: a reader more than the configured buffer behind loses the new addresses past it.
+/// Dropping it unsubscribes.
+pub struct AddrStream {
+    rx: futures_channel::mpsc::Receiver<Multiaddr>,
 }
 
-#[derive(Debug, Default)]
-struct Books {
-    peers: HashMap<PeerId, PeerData>,
+impl fmt::Debug for AddrStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddrStream").finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for AddrStream {
+    type Item = Multiaddr;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Multiaddr>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+/// A peerstore backend: go's `Peerstore` interface, with `now` passed in.
+///
+/// Every method takes `&self`: backends are `Send + Sync` and lock internally, briefly. The
+/// conformance suite (feature `conformance`) checks a backend against go's shared suites.
+pub trait Store: Send + Sync + fmt::Debug {
+    // Address book.
+
+    /// Adds addresses of `peer` with `ttl` (go `AddAddrs`); never shortens a TTL or an expiry.
+    /// A zero TTL adds nothing.
+    fn add_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant);
+    /// Sets addresses of `peer` to `ttl` (go `SetAddrs`); a zero TTL deletes them.
+    fn set_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant);
+    /// Moves every address of `peer` whose TTL is exactly `old` to `new`, expiring `new` from
+    /// `now` (go `UpdateAddrs`); a zero `new` deletes them.
+    fn update_addrs(&self, peer: &PeerId, old: Ttl, new: Ttl, now: Instant);
+    /// Removes every address of `peer`, and its signed record (go `ClearAddrs`).
+    fn clear_addrs(&self, peer: &PeerId);
+    /// The unexpired addresses of `peer`, with TTL and expiry, sorted by address.
+    fn addrs_with_ttl(&self, peer: &PeerId, now: Instant) -> Vec<AddrEntry>;
+    /// Peers with at least one unexpired address. (go also lists peers whose addresses expired
+    /// but were not collected yet; this does not.)
+    fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId>;
+    /// Removes every address that expired at `now`, and records left without addresses.
+    /// Returns the number of addresses removed.
+    fn gc(&self, now: Instant) -> usize;
+    /// The earliest expiry of any stored address: when [`Store::gc`] next has work.
+    fn next_expiry(&self) -> Option<Instant>;
+    /// Number of unconnected (finite-TTL) addresses stored, expired or not.
+    fn unconnected_addrs(&self) -> usize;
+    /// A stream of the addresses of `peer`: those stored now, then each new one.
+    fn addr_stream(&self, peer: &PeerId) -> AddrStream;
+
+    // Certified address book.
+
+    /// Verifies and stores a signed peer record, and adds its addresses with `ttl`. Returns
+    /// `false` if a record with a greater sequence number is stored (the envelope is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPeerRecord`] for a bad envelope, [`Error::TooManyPeerRecords`] if the
+    /// store is full of records. The store is unchanged on error.
+    fn consume_peer_record(
+        &self,
+        envelope: &SignedEnvelope,
+        ttl: Ttl,
+        now: Instant,
+    ) -> Result<bool, Error>;
+    /// The signed record of `peer`, if it has one and an unexpired address.
+    fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope>;
+
+    // Key book.
+
+    /// The public key of `peer`: the stored one, else the one its ID inlines (Ed25519).
+    fn pub_key(&self, peer: &PeerId) -> Option<PublicKey>;
+    /// Stores the public key of `peer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyMismatch`] if the key is not `peer`'s.
+    fn add_pub_key(&self, peer: &PeerId, key: &PublicKey) -> Result<(), Error>;
+    /// The private key of `peer` (in practice, our own).
+    fn priv_key(&self, peer: &PeerId) -> Option<Keypair>;
+    /// Stores the private key of `peer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyMismatch`] if the key is not `peer`'s.
+    fn add_priv_key(&self, peer: &PeerId, key: &Keypair) -> Result<(), Error>;
+    /// Peers with a stored public or private key.
+    fn peers_with_keys(&self) -> Vec<PeerId>;
+
+    // Protocol book.
+
+    /// The protocols of `peer`, sorted.
+    fn protocols(&self, peer: &PeerId) -> Vec<String>;
+    /// Adds protocols to `peer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyProtocols`] if the stored and given protocols (duplicates counted, as go)
+    /// exceed the cap; nothing is added.
+    fn add_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error>;
+    /// Replaces the protocols of `peer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyProtocols`] if more than the cap are given; the old set stays.
+    fn set_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error>;
+    /// Removes protocols from `peer`.
+    fn remove_protocols(&self, peer: &PeerId, protocols: &[String]);
+    /// Which of `protocols` `peer` supports, in the order given.
+    fn supports_protocols(&self, peer: &PeerId, protocols: &[&str]) -> Vec<String>;
+    /// The first of `protocols` that `peer` supports.
+    fn first_supported_protocol(&self, peer: &PeerId, protocols: &[&str]) -> Option<String>;
+
+    // Metrics.
+
+    /// Records a round-trip time to `peer`: the first sample is taken as is, then
+    /// `ewma = 0.1 * sample + 0.9 * ewma`.
+    fn record_latency(&self, peer: &PeerId, rtt: Duration);
+    /// The latency EWMA of `peer`, if any sample was recorded (go returns 0 instead).
+    fn latency_ewma(&self, peer: &PeerId) -> Option<Duration>;
+
+    // Metadata.
+
+    /// Stores a metadata value.
+    fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value);
+    /// A metadata value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the peer has no value under `key`.
+    fn get_value(&self, peer: &PeerId, key: &str) -> Result<serde_json::Value, Error>;
+
+    // The whole peer.
+
+    /// Peers with keys or addresses (go `Peers`: peers with only protocols or metadata are not
+    /// listed).
+    fn peers(&self, now: Instant) -> Vec<PeerId>;
+    /// Removes everything about `peer` but its addresses and record (go `RemovePeer`).
+    fn remove_peer(&self, peer: &PeerId);
 }
 
 /// The smoothing factor of the latency EWMA (go `LatencyEWMASmoothing`).
 pub const LATENCY_EWMA_SMOOTHING: f64 = 0.1;
 
-/// A shared, in-memory peerstore. Cloning gives another handle to the same store.
-#[derive(Debug, Clone, Default)]
+/// A shared peerstore: a cheap-to-clone handle over a [`Store`]. It dereferences to the store,
+/// and adds the typed metadata accessors.
+#[derive(Debug, Clone)]
 pub struct Peerstore {
-    config: Arc<Config>,
-    books: Arc<Mutex<Books>>,
+    store: Arc<dyn Store>,
 }
 
-fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
-    let mut a = addr.clone();
-    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
-        a.pop();
+impl Default for Peerstore {
+    fn default() -> Self {
+        Self::memory(Config::default())
     }
-    a
+}
+
+impl Deref for Peerstore {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
 }
 
 impl Peerstore {
-    /// An empty peerstore.
-    pub fn new(config: Config) -> Self {
+    /// A handle over `store`.
+    pub fn new(store: impl Store + 'static) -> Self {
         Self {
-            config: Arc::new(config),
-            books: Arc::default(),
+            store: Arc::new(store),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Books> {
-        // A panic in another thread cannot leave the books half-updated in a way that matters
-        // more than losing the store, so a poisoned lock is taken over.
-        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A handle over a new [`MemoryStore`].
+    pub fn memory(config: Config) -> Self {
+        Self::new(MemoryStore::new(config))
     }
 
-    /// Adds addresses of `peer` with `ttl` (go `AddAddrs`). For an address already known, the
-    /// TTL and the expiry are each raised to the later of the old and new, never shortened. A zero
-    /// TTL adds nothing.
-    pub fn add_addrs<'a>(
-        &self,
-        peer: PeerId,
-        addrs: impl IntoIterator<Item = &'a Multiaddr>,
-        ttl: Ttl,
-        now: Instant,
-    ) {
-        if ttl == Ttl::ZERO {
-            return;
-        }
-        let mut books = self.lock();
-        let data = books.peers.entry(peer).or_default();
-        let expiry = ttl.expiry(now);
-        for addr in addrs {
-            let entry = data
-                .addrs
-                .entry(strip_p2p(addr))
-                .or_insert(Entry { ttl, expiry });
-            entry.ttl = entry.ttl.max(ttl);
-            entry.expiry = match (entry.expiry, expiry) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
-        }
-    }
-
-    /// Sets addresses of `peer` to `ttl`, overriding what was there (go `SetAddrs`); a zero TTL
-    /// deletes them.
-    pub fn set_addrs<'a>(
-        &self,
-        peer: PeerId,
-        addrs: impl IntoIterator<Item = &'a Multiaddr>,
-        ttl: Ttl,
-        now: Instant,
-    ) {
-        let mut books = self.lock();
-        let data = books.peers.entry(peer).or_default();
-        for addr in addrs {
-            let addr = strip_p2p(addr);
-            if ttl == Ttl::ZERO {
-                data.addrs.remove(&addr);
-            } else {
-                data.addrs.insert(
-                    addr,
-                    Entry {
-                        ttl,
-                        expiry: ttl.expiry(now),
-                    },
-                );
-            }
-        }
-    }
-
-    /// Moves every address of `peer` whose TTL is exactly `old` to `new` (go `UpdateAddrs`); a
-    /// zero `new` deletes them.
-    pub fn update_addrs(&self, peer: PeerId, old: Ttl, new: Ttl, now: Instant) {
-        let mut books = self.lock();
-        let Some(data) = books.peers.get_mut(&peer) else {
-            return;
-        };
-        let expiry = new.expiry(now);
-        data.addrs.retain(|_, e| {
-            if e.ttl != old {
-                return true;
-            }
-            *e = Entry { ttl: new, expiry };
-            new != Ttl::ZERO
-        });
-    }
-
-    /// Removes every address of `peer` (go `ClearAddrs`).
-    pub fn clear_addrs(&self, peer: PeerId) {
-        if let Some(data) = self.lock().peers.get_mut(&peer) {
-            data.addrs.clear();
-        }
-    }
-
-    /// The unexpired addresses of `peer`, sorted.
-    pub fn addrs(&self, peer: PeerId, now: Instant) -> Vec<Multiaddr> {
-        self.addrs_with_ttl(peer, now)
+    /// The unexpired addresses of `peer`, sorted (go `Addrs`).
+    pub fn addrs(&self, peer: &PeerId, now: Instant) -> Vec<Multiaddr> {
+        self.store
+            .addrs_with_ttl(peer, now)
             .into_iter()
-            .map(|(a, _)| a)
+            .map(|e| e.addr)
             .collect()
     }
 
-    /// The unexpired addresses of `peer` with their TTLs, sorted by address.
-    pub fn addrs_with_ttl(&self, peer: PeerId, now: Instant) -> Vec<(Multiaddr, Ttl)> {
-        let books = self.lock();
-        let mut addrs: Vec<(Multiaddr, Ttl)> = books
-            .peers
-            .get(&peer)
-            .map(|d| {
-                d.addrs
-                    .iter()
-                    .filter(|(_, e)| !e.is_expired(now))
-                    .map(|(a, e)| (a.clone(), e.ttl))
-                    .collect()
-            })
-            .unwrap_or_default();
-        addrs.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-        addrs
+    /// `peer` and its unexpired addresses (go `PeerInfo`).
+    pub fn peer_info(&self, peer: &PeerId, now: Instant) -> PeerInfo {
+        PeerInfo {
+            peer_id: *peer,
+            addrs: self.addrs(peer, now),
+        }
     }
 
-    /// Peers with at least one unexpired address (go `PeersWithAddrs`).
-    pub fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId> {
-        self.lock()
-            .peers
-            .iter()
-            .filter(|(_, d)| d.addrs.values().any(|e| !e.is_expired(now)))
-            .map(|(p, _)| *p)
-            .collect()
-    }
-
-    /// Every peer the store holds anything about (go `Peers`).
-    pub fn peers(&self) -> Vec<PeerId> {
-        self.lock().peers.keys().copied().collect()
-    }
-
-    /// Drops expired addresses, and peers left with nothing.
-    pub fn gc(&self, now: Instant) {
-        let mut books = self.lock();
-        books.peers.retain(|_, d| {
-            d.addrs.retain(|_, e| !e.is_expired(now));
-            !(d.addrs.is_empty() && d.protocols.is_empty() && d.latency.is_none())
-        });
-    }
-
-    /// Adds protocols to `peer` (go `AddProtocols`).
+    /// Stores `value` under `key` for `peer` (go `Put`).
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyProtocols`] if the peer would have more than the cap; nothing is added.
-    pub fn add_protocols<S: AsRef<str>>(
+    /// [`Error::Metadata`] if the value does not serialize to JSON.
+    pub fn put<T: Serialize + ?Sized>(
         &self,
-        peer: PeerId,
-        protocols: impl IntoIterator<Item = S>,
+        peer: &PeerId,
+        key: &str,
+        value: &T,
     ) -> Result<(), Error> {
-        let limit = self.config.max_protocols_per_peer;
-        let mut books = self.lock();
-        let data = books.peers.entry(peer).or_default();
-        let mut merged = data.protocols.clone();
-        merged.extend(protocols.into_iter().map(|p| p.as_ref().to_owned()));
-        if merged.len() > limit {
-            return Err(Error::TooManyProtocols { peer, limit });
-        }
-        data.protocols = merged;
+        let value = serde_json::to_value(value).map_err(|e| Error::Metadata {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.store.put_value(peer, key, value);
         Ok(())
     }
 
-    /// Replaces the protocols of `peer` (go `SetProtocols`).
+    /// The value under `key` for `peer`, as a `T` (go `Get`).
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyProtocols`] if there are more than the cap; the old set stays.
-    pub fn set_protocols<S: AsRef<str>>(
-        &self,
-        peer: PeerId,
-        protocols: impl IntoIterator<Item = S>,
-    ) -> Result<(), Error> {
-        let limit = self.config.max_protocols_per_peer;
-        let set: BTreeSet<String> = protocols
-            .into_iter()
-            .map(|p| p.as_ref().to_owned())
-            .collect();
-        if set.len() > limit {
-            return Err(Error::TooManyProtocols { peer, limit });
+    /// [`Error::NotFound`] if there is none, [`Error::Metadata`] if it is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, peer: &PeerId, key: &str) -> Result<T, Error> {
+        let value = self.store.get_value(peer, key)?;
+        serde_json::from_value(value).map_err(|e| Error::Metadata {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Splits a trailing `/p2p/<id>` off `addr`: `Some(addr)` without it if it named `peer` or was
+/// absent, `None` if it names another peer (go skips such addresses).
+pub(crate) fn own_addr(peer: &PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
+    let mut a = addr.clone();
+    match a.iter().last() {
+        Some(multiaddr::Protocol::P2p(id)) if id != *peer => None,
+        Some(multiaddr::Protocol::P2p(_)) => {
+            a.pop();
+            Some(a)
         }
-        self.lock().peers.entry(peer).or_default().protocols = set;
-        Ok(())
-    }
-
-    /// The protocols of `peer`, sorted (go `GetProtocols`).
-    pub fn protocols(&self, peer: PeerId) -> Vec<String> {
-        self.lock()
-            .peers
-            .get(&peer)
-            .map(|d| d.protocols.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Which of `protocols` `peer` supports, in the order given (go `SupportsProtocols`).
-    pub fn supports_protocols<'a>(&self, peer: PeerId, protocols: &[&'a str]) -> Vec<&'a str> {
-        let books = self.lock();
-        let Some(data) = books.peers.get(&peer) else {
-            return Vec::new();
-        };
-        protocols
-            .iter()
-            .copied()
-            .filter(|p| data.protocols.contains(*p))
-            .collect()
-    }
-
-    /// Records a round-trip time to `peer` in the latency EWMA (go `RecordLatency`): the first
-    /// sample is taken as is, then `ewma = 0.1 * sample + 0.9 * ewma`.
-    pub fn record_latency(&self, peer: PeerId, rtt: Duration) {
-        let mut books = self.lock();
-        let data = books.peers.entry(peer).or_default();
-        data.latency = Some(match data.latency {
-            None => rtt,
-            Some(prev) => Duration::from_secs_f64(
-                LATENCY_EWMA_SMOOTHING * rtt.as_secs_f64()
-                    + (1.0 - LATENCY_EWMA_SMOOTHING) * prev.as_secs_f64(),
-            ),
-        });
-    }
-
-    /// The latency EWMA of `peer`, if any sample was recorded (go `LatencyEWMA`, which returns 0
-    /// instead of `None`).
-    pub fn latency_ewma(&self, peer: PeerId) -> Option<Duration> {
-        self.lock().peers.get(&peer).and_then(|d| d.latency)
-    }
-
-    /// Removes everything about `peer` but its addresses (go `RemovePeer`).
-    pub fn remove_peer(&self, peer: PeerId) {
-        let mut books = self.lock();
-        if let Some(data) = books.peers.get_mut(&peer) {
-            data.protocols.clear();
-            data.latency = None;
-            if data.addrs.is_empty() {
-                books.peers.remove(&peer);
-            }
-        }
+        _ => Some(a),
     }
 }
 

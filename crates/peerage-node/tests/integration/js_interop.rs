@@ -74,20 +74,22 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
     // and the js node lingered 1.5 s; allow a little more for the events to land.
     let store = handle.peerstore();
     let mut waited = Duration::ZERO;
-    while (store.protocols(js_peer).is_empty() || store.latency_ewma(js_peer).is_none())
+    while (store.protocols(&js_peer).is_empty() || store.latency_ewma(&js_peer).is_none())
         && waited < Duration::from_secs(5)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
-    let protocols = store.protocols(js_peer);
+    let protocols = store.protocols(&js_peer);
     for p in ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0"] {
         assert!(
             protocols.iter().any(|q| q == p),
             "{p} missing from {protocols:?}"
         );
     }
-    let latency = store.latency_ewma(js_peer).expect("a latency sample");
+    let agent: String = store.get(&js_peer, peerage::AGENT_VERSION).unwrap();
+    assert!(agent.starts_with("js-libp2p/"), "{agent}");
+    let latency = store.latency_ewma(&js_peer).expect("a latency sample");
     assert!(
         latency > Duration::ZERO && latency < Duration::from_secs(5),
         "{latency:?}"

@@ -33,7 +33,7 @@ async fn nodes_connect_over_quic() {
         let identified = !a
             .handle
             .peerstore()
-            .protocols(b.handle.peer_id())
+            .protocols(&b.handle.peer_id())
             .is_empty();
         if sa.connections == 1 && sb.connections == 1 && identified {
             break;
@@ -44,7 +44,7 @@ async fn nodes_connect_over_quic() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let protocols = a.handle.peerstore().protocols(b.handle.peer_id());
+    let protocols = a.handle.peerstore().protocols(&b.handle.peer_id());
     assert!(
         protocols.iter().any(|p| p == "/peerage/pex/1.0.0"),
         "{protocols:?}"
@@ -79,6 +79,6 @@ async fn bootstrap_without_peer_id_over_tcp() {
     let addrs = b
         .handle
         .peerstore()
-        .addrs(a.handle.peer_id(), Instant::now());
+        .addrs(&a.handle.peer_id(), Instant::now());
     assert_eq!(addrs, vec![a.handle.listen_addrs()[0].clone()]);
 }

@@ -1,0 +1,651 @@
+//! The in-memory backend, as go-libp2p `pstoremem`.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use libp2p_core::{PeerRecord, SignedEnvelope};
+use libp2p_identity::{Keypair, PublicKey};
+use multiaddr::Multiaddr;
+
+use super::{AddrEntry, AddrStream, Config, Error, LATENCY_EWMA_SMOOTHING, Store, Ttl, own_addr};
+use crate::PeerId;
+
+/// The multihash code of an identity hash, used by peer IDs that inline their key (Ed25519).
+const IDENTITY_MULTIHASH: u64 = 0x00;
+
+/// An in-memory [`Store`]: one mutex over plain maps, and an ordered index of finite expiries
+/// for the GC.
+#[derive(Debug)]
+pub struct MemoryStore {
+    config: Config,
+    inner: Mutex<Inner>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    book: AddrBook,
+    keys: HashMap<PeerId, Keys>,
+    protocols: HashMap<PeerId, BTreeSet<String>>,
+    latency: HashMap<PeerId, Duration>,
+    metadata: HashMap<PeerId, HashMap<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    public: Option<PublicKey>,
+    private: Option<Keypair>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    ttl: Ttl,
+    expiry: Option<Instant>,
+}
+
+impl Entry {
+    fn new(ttl: Ttl, now: Instant) -> Self {
+        Self {
+            ttl,
+            expiry: ttl.expiry(now),
+        }
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expiry.is_some_and(|e| now >= e)
+    }
+}
+
+#[derive(Debug)]
+struct Record {
+    envelope: SignedEnvelope,
+    seq: u64,
+    addrs: HashSet<Multiaddr>,
+}
+
+#[derive(Debug, Default)]
+struct PeerAddrs {
+    addrs: HashMap<Multiaddr, Entry>,
+    /// Entries with a finite TTL.
+    unconnected: usize,
+    record: Option<Record>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    tx: futures_channel::mpsc::Sender<Multiaddr>,
+    sent: HashSet<Multiaddr>,
+}
+
+impl Subscriber {
+    /// Sends `addr` unless already sent; returns `false` once the reader is gone.
+    fn offer(&mut self, addr: &Multiaddr) -> bool {
+        if self.sent.contains(addr) {
+            return true;
+        }
+        match self.tx.try_send(addr.clone()) {
+            Ok(()) => {
+                self.sent.insert(addr.clone());
+                true
+            }
+            // A full buffer drops the address (not marked sent: a later write may resend it).
+            Err(e) => !e.is_disconnected(),
+        }
+    }
+}
+
+/// The address book. Invariant: `expiries` holds exactly the entries with a finite expiry, and
+/// `unconnected` counts the entries with a finite TTL; every change goes through `put` and
+/// `remove`, which keep both.
+#[derive(Debug, Default)]
+struct AddrBook {
+    peers: HashMap<PeerId, PeerAddrs>,
+    expiries: BTreeSet<(Instant, PeerId, Multiaddr)>,
+    unconnected: usize,
+    records: usize,
+    subscribers: HashMap<PeerId, Vec<Subscriber>>,
+}
+
+impl AddrBook {
+    fn put(&mut self, peer: &PeerId, addr: Multiaddr, entry: Entry) {
+        let addrs = self.peers.entry(*peer).or_default();
+        if let Some(old) = addrs.addrs.insert(addr.clone(), entry) {
+            if !old.ttl.is_connected() {
+                addrs.unconnected -= 1;
+                self.unconnected -= 1;
+            }
+            if let Some(e) = old.expiry {
+                self.expiries.remove(&(e, *peer, addr.clone()));
+            }
+        }
+        if !entry.ttl.is_connected() {
+            addrs.unconnected += 1;
+            self.unconnected += 1;
+        }
+        if let Some(e) = entry.expiry {
+            self.expiries.insert((e, *peer, addr));
+        }
+    }
+
+    fn remove(&mut self, peer: &PeerId, addr: &Multiaddr) -> Option<Entry> {
+        let addrs = self.peers.get_mut(peer)?;
+        let old = addrs.addrs.remove(addr)?;
+        if !old.ttl.is_connected() {
+            addrs.unconnected -= 1;
+            self.unconnected -= 1;
+        }
+        if let Some(e) = old.expiry {
+            self.expiries.remove(&(e, *peer, addr.clone()));
+        }
+        Some(old)
+    }
+
+    fn get(&self, peer: &PeerId, addr: &Multiaddr) -> Option<Entry> {
+        self.peers.get(peer)?.addrs.get(addr).copied()
+    }
+
+    /// Drops the record of a peer left without addresses, and the peer's entry with it (go
+    /// `maybeDeleteSignedPeerRecordUnlocked`).
+    fn tidy(&mut self, peer: &PeerId) {
+        if self.peers.get(peer).is_some_and(|a| a.addrs.is_empty())
+            && let Some(addrs) = self.peers.remove(peer)
+            && addrs.record.is_some()
+        {
+            self.records -= 1;
+        }
+    }
+
+    /// Whether a new unconnected address of `peer` may be stored: under the global cap, and,
+    /// past the per-peer cap, once the peer's address with the nearest expiry is evicted.
+    fn make_room(&mut self, peer: &PeerId, config: &Config) -> bool {
+        if self.unconnected >= config.max_unconnected_addrs {
+            return false;
+        }
+        let cap = config.max_addrs_per_peer;
+        let Some(addrs) = self.peers.get(peer) else {
+            return true;
+        };
+        if cap == 0 || addrs.unconnected < cap {
+            return true;
+        }
+        let nearest = addrs
+            .addrs
+            .iter()
+            .filter(|(_, e)| !e.ttl.is_connected())
+            .min_by_key(|(a, e)| (e.expiry.is_none(), e.expiry, a.as_ref().to_vec()))
+            .map(|(a, _)| a.clone());
+        match nearest {
+            Some(addr) => {
+                self.remove(peer, &addr);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn broadcast(&mut self, peer: &PeerId, addr: &Multiaddr) {
+        if let Some(subs) = self.subscribers.get_mut(peer) {
+            subs.retain_mut(|s| s.offer(addr));
+            if subs.is_empty() {
+                self.subscribers.remove(peer);
+            }
+        }
+    }
+
+    fn add(&mut self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant, config: &Config) {
+        if ttl == Ttl::ZERO {
+            return;
+        }
+        let new = Entry::new(ttl, now);
+        for addr in addrs {
+            let Some(addr) = own_addr(peer, addr) else {
+                continue;
+            };
+            match self.get(peer, &addr) {
+                Some(old) => {
+                    // TTL and expiry are each raised, never lowered; `None` is "never".
+                    let expiry = match (old.expiry, new.expiry) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                    let merged = Entry {
+                        ttl: old.ttl.max(ttl),
+                        expiry,
+                    };
+                    if merged != old {
+                        self.put(peer, addr, merged);
+                    }
+                }
+                None => {
+                    if !ttl.is_connected() && !self.make_room(peer, config) {
+                        continue;
+                    }
+                    self.put(peer, addr.clone(), new);
+                    self.broadcast(peer, &addr);
+                }
+            }
+        }
+        self.tidy(peer);
+    }
+
+    fn set(&mut self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant, config: &Config) {
+        let new = Entry::new(ttl, now);
+        for addr in addrs {
+            let Some(addr) = own_addr(peer, addr) else {
+                continue;
+            };
+            if ttl == Ttl::ZERO {
+                self.remove(peer, &addr);
+                continue;
+            }
+            match self.get(peer, &addr) {
+                Some(old) => {
+                    if old.ttl.is_connected()
+                        && !ttl.is_connected()
+                        && self.unconnected >= config.max_unconnected_addrs
+                    {
+                        self.remove(peer, &addr);
+                        continue;
+                    }
+                }
+                None => {
+                    if !ttl.is_connected() && !self.make_room(peer, config) {
+                        continue;
+                    }
+                }
+            }
+            self.put(peer, addr.clone(), new);
+            self.broadcast(peer, &addr);
+        }
+        self.tidy(peer);
+    }
+
+    fn update(&mut self, peer: &PeerId, old: Ttl, new: Ttl, now: Instant, config: &Config) {
+        let Some(addrs) = self.peers.get(peer) else {
+            return;
+        };
+        let matching: Vec<Multiaddr> = addrs
+            .addrs
+            .iter()
+            .filter(|(_, e)| e.ttl == old)
+            .map(|(a, _)| a.clone())
+            .collect();
+        let entry = Entry::new(new, now);
+        for addr in matching {
+            let to_unconnected = old.is_connected() && !new.is_connected();
+            if new == Ttl::ZERO
+                || (to_unconnected && self.unconnected >= config.max_unconnected_addrs)
+            {
+                self.remove(peer, &addr);
+            } else {
+                self.put(peer, addr, entry);
+            }
+        }
+        self.tidy(peer);
+    }
+
+    fn unexpired(&self, peer: &PeerId, now: Instant) -> impl Iterator<Item = (&Multiaddr, &Entry)> {
+        self.peers
+            .get(peer)
+            .into_iter()
+            .flat_map(|a| a.addrs.iter())
+            .filter(move |(_, e)| !e.is_expired(now))
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update leaves the maps consistent before any call that could panic, so a
+        // poisoned lock holds usable data.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn derived_key(peer: &PeerId) -> Option<PublicKey> {
+    let multihash: &multiaddr::multihash::Multihash<64> = peer.as_ref();
+    if multihash.code() != IDENTITY_MULTIHASH {
+        return None;
+    }
+    PublicKey::try_decode_protobuf(multihash.digest()).ok()
+}
+
+fn check_key(peer: &PeerId, key: &PublicKey) -> Result<(), Error> {
+    if key.to_peer_id() != *peer {
+        return Err(Error::KeyMismatch { peer: *peer });
+    }
+    Ok(())
+}
+
+impl Store for MemoryStore {
+    fn add_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant) {
+        self.lock().book.add(peer, addrs, ttl, now, &self.config);
+    }
+
+    fn set_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant) {
+        self.lock().book.set(peer, addrs, ttl, now, &self.config);
+    }
+
+    fn update_addrs(&self, peer: &PeerId, old: Ttl, new: Ttl, now: Instant) {
+        self.lock().book.update(peer, old, new, now, &self.config);
+    }
+
+    fn clear_addrs(&self, peer: &PeerId) {
+        let mut inner = self.lock();
+        let book = &mut inner.book;
+        let addrs: Vec<Multiaddr> = book
+            .peers
+            .get(peer)
+            .map(|a| a.addrs.keys().cloned().collect())
+            .unwrap_or_default();
+        for addr in addrs {
+            book.remove(peer, &addr);
+        }
+        book.tidy(peer);
+    }
+
+    fn addrs_with_ttl(&self, peer: &PeerId, now: Instant) -> Vec<AddrEntry> {
+        let inner = self.lock();
+        let mut entries: Vec<AddrEntry> = inner
+            .book
+            .unexpired(peer, now)
+            .map(|(addr, e)| AddrEntry {
+                addr: addr.clone(),
+                ttl: e.ttl,
+                expiry: e.expiry,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.addr.cmp(&b.addr));
+        entries
+    }
+
+    fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId> {
+        let inner = self.lock();
+        let mut peers: Vec<PeerId> = inner
+            .book
+            .peers
+            .keys()
+            .filter(|p| inner.book.unexpired(p, now).next().is_some())
+            .copied()
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    fn gc(&self, now: Instant) -> usize {
+        let mut inner = self.lock();
+        let book = &mut inner.book;
+        let mut removed = 0;
+        let mut touched = HashSet::new();
+        while let Some((expiry, peer, addr)) = book.expiries.first().cloned() {
+            if expiry > now {
+                break;
+            }
+            book.remove(&peer, &addr);
+            touched.insert(peer);
+            removed += 1;
+        }
+        for peer in touched {
+            book.tidy(&peer);
+        }
+        removed
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.lock().book.expiries.first().map(|(e, ..)| *e)
+    }
+
+    fn unconnected_addrs(&self) -> usize {
+        self.lock().book.unconnected
+    }
+
+    fn addr_stream(&self, peer: &PeerId) -> AddrStream {
+        let (tx, rx) = futures_channel::mpsc::channel(self.config.addr_stream_buffer);
+        let mut sub = Subscriber {
+            tx,
+            sent: HashSet::new(),
+        };
+        let mut inner = self.lock();
+        let mut current: Vec<&Multiaddr> = inner
+            .book
+            .peers
+            .get(peer)
+            .map(|a| a.addrs.keys().collect())
+            .unwrap_or_default();
+        current.sort();
+        for addr in current {
+            sub.offer(addr);
+        }
+        inner.book.subscribers.entry(*peer).or_default().push(sub);
+        AddrStream { rx }
+    }
+
+    fn consume_peer_record(
+        &self,
+        envelope: &SignedEnvelope,
+        ttl: Ttl,
+        now: Instant,
+    ) -> Result<bool, Error> {
+        let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
+            .map_err(|e| Error::InvalidPeerRecord(e.to_string()))?;
+        let peer = record.peer_id();
+        let seq = record.seq();
+        let mut inner = self.lock();
+        let book = &mut inner.book;
+        let previous = book.peers.get_mut(&peer).and_then(|a| a.record.take());
+        match &previous {
+            Some(stored) if stored.seq > seq => {
+                book.peers.get_mut(&peer).expect("had a record").record = previous;
+                return Ok(false);
+            }
+            None if book.records >= self.config.max_peer_records => {
+                return Err(Error::TooManyPeerRecords {
+                    limit: self.config.max_peer_records,
+                });
+            }
+            None => book.records += 1,
+            Some(_) => {}
+        }
+        let addrs: Vec<Multiaddr> = record
+            .addresses()
+            .iter()
+            .filter_map(|a| own_addr(&peer, a))
+            .collect();
+        let current: HashSet<Multiaddr> = addrs.iter().cloned().collect();
+        // A newer record replaces the previous record's addresses; connected ones stay.
+        if let Some(previous) = previous {
+            for addr in previous.addrs.difference(&current) {
+                if book.get(&peer, addr).is_some_and(|e| !e.ttl.is_connected()) {
+                    book.remove(&peer, addr);
+                }
+            }
+        }
+        book.peers.entry(peer).or_default().record = Some(Record {
+            envelope: envelope.clone(),
+            seq,
+            addrs: current,
+        });
+        // `add` tidies: with no address left (say, a zero TTL), the record goes again.
+        book.add(&peer, &addrs, ttl, now, &self.config);
+        Ok(true)
+    }
+
+    fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope> {
+        let inner = self.lock();
+        inner.book.unexpired(peer, now).next()?;
+        let record = inner.book.peers.get(peer)?.record.as_ref()?;
+        Some(record.envelope.clone())
+    }
+
+    fn pub_key(&self, peer: &PeerId) -> Option<PublicKey> {
+        let stored = self.lock().keys.get(peer).and_then(|k| {
+            k.public
+                .clone()
+                .or_else(|| k.private.as_ref().map(Keypair::public))
+        });
+        stored.or_else(|| derived_key(peer))
+    }
+
+    fn add_pub_key(&self, peer: &PeerId, key: &PublicKey) -> Result<(), Error> {
+        check_key(peer, key)?;
+        self.lock().keys.entry(*peer).or_default().public = Some(key.clone());
+        Ok(())
+    }
+
+    fn priv_key(&self, peer: &PeerId) -> Option<Keypair> {
+        self.lock().keys.get(peer).and_then(|k| k.private.clone())
+    }
+
+    fn add_priv_key(&self, peer: &PeerId, key: &Keypair) -> Result<(), Error> {
+        check_key(peer, &key.public())?;
+        self.lock().keys.entry(*peer).or_default().private = Some(key.clone());
+        Ok(())
+    }
+
+    fn peers_with_keys(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self.lock().keys.keys().copied().collect();
+        peers.sort();
+        peers
+    }
+
+    fn protocols(&self, peer: &PeerId) -> Vec<String> {
+        self.lock()
+            .protocols
+            .get(peer)
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn add_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error> {
+        let limit = self.config.max_protocols_per_peer;
+        let mut inner = self.lock();
+        let existing = inner.protocols.get(peer).map_or(0, BTreeSet::len);
+        if existing + protocols.len() > limit {
+            return Err(Error::TooManyProtocols { peer: *peer, limit });
+        }
+        if !protocols.is_empty() {
+            inner
+                .protocols
+                .entry(*peer)
+                .or_default()
+                .extend(protocols.iter().cloned());
+        }
+        Ok(())
+    }
+
+    fn set_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error> {
+        let limit = self.config.max_protocols_per_peer;
+        if protocols.len() > limit {
+            return Err(Error::TooManyProtocols { peer: *peer, limit });
+        }
+        let mut inner = self.lock();
+        if protocols.is_empty() {
+            inner.protocols.remove(peer);
+        } else {
+            inner
+                .protocols
+                .insert(*peer, protocols.iter().cloned().collect());
+        }
+        Ok(())
+    }
+
+    fn remove_protocols(&self, peer: &PeerId, protocols: &[String]) {
+        let mut inner = self.lock();
+        if let Some(set) = inner.protocols.get_mut(peer) {
+            for p in protocols {
+                set.remove(p);
+            }
+            if set.is_empty() {
+                inner.protocols.remove(peer);
+            }
+        }
+    }
+
+    fn supports_protocols(&self, peer: &PeerId, protocols: &[&str]) -> Vec<String> {
+        let inner = self.lock();
+        let Some(set) = inner.protocols.get(peer) else {
+            return Vec::new();
+        };
+        protocols
+            .iter()
+            .filter(|p| set.contains(**p))
+            .map(|p| (*p).to_owned())
+            .collect()
+    }
+
+    fn first_supported_protocol(&self, peer: &PeerId, protocols: &[&str]) -> Option<String> {
+        let inner = self.lock();
+        let set = inner.protocols.get(peer)?;
+        protocols
+            .iter()
+            .find(|p| set.contains(**p))
+            .map(|p| (*p).to_owned())
+    }
+
+    fn record_latency(&self, peer: &PeerId, rtt: Duration) {
+        let mut inner = self.lock();
+        let ewma = match inner.latency.get(peer) {
+            None => rtt,
+            Some(prev) => Duration::from_secs_f64(
+                LATENCY_EWMA_SMOOTHING * rtt.as_secs_f64()
+                    + (1.0 - LATENCY_EWMA_SMOOTHING) * prev.as_secs_f64(),
+            ),
+        };
+        inner.latency.insert(*peer, ewma);
+    }
+
+    fn latency_ewma(&self, peer: &PeerId) -> Option<Duration> {
+        self.lock().latency.get(peer).copied()
+    }
+
+    fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value) {
+        self.lock()
+            .metadata
+            .entry(*peer)
+            .or_default()
+            .insert(key.to_owned(), value);
+    }
+
+    fn get_value(&self, peer: &PeerId, key: &str) -> Result<serde_json::Value, Error> {
+        self.lock()
+            .metadata
+            .get(peer)
+            .and_then(|m| m.get(key))
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                peer: *peer,
+                key: key.to_owned(),
+            })
+    }
+
+    fn peers(&self, now: Instant) -> Vec<PeerId> {
+        let mut peers = self.peers_with_addrs(now);
+        peers.extend(self.peers_with_keys());
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    fn remove_peer(&self, peer: &PeerId) {
+        let mut inner = self.lock();
+        inner.keys.remove(peer);
+        inner.protocols.remove(peer);
+        inner.latency.remove(peer);
+        inner.metadata.remove(peer);
+    }
+}
