@@ -37,6 +37,8 @@ struct Inner {
     protocols: HashMap<PeerId, BTreeSet<String>>,
     latency: HashMap<PeerId, Duration>,
     metadata: HashMap<PeerId, HashMap<String, serde_json::Value>>,
+    /// Peers changed since the last [`MemoryStore::take_changes`], if changes are tracked.
+    changes: Option<HashSet<PeerId>>,
 }
 
 #[derive(Debug, Default)]
@@ -310,10 +312,221 @@ impl MemoryStore {
         }
     }
 
+    /// An empty store that records which peers each write changes, for a persistent backend
+    /// to write them out (see [`MemoryStore::take_changes`]).
+    pub fn tracking_changes(config: Config) -> Self {
+        let store = Self::new(config);
+        store.lock().changes = Some(HashSet::new());
+        store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update leaves the maps consistent before any call that could panic, so a
         // poisoned lock holds usable data.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, for a write that changes `peer`.
+    fn write(&self, peer: &PeerId) -> MutexGuard<'_, Inner> {
+        let mut inner = self.lock();
+        if let Some(changes) = &mut inner.changes {
+            changes.insert(*peer);
+        }
+        inner
+    }
+
+    /// The peers changed since the last call (empty unless built with
+    /// [`MemoryStore::tracking_changes`]).
+    pub fn take_changes(&self) -> Vec<PeerId> {
+        self.lock()
+            .changes
+            .as_mut()
+            .map(|c| c.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of peers changed since the last [`MemoryStore::take_changes`].
+    pub fn pending_changes(&self) -> usize {
+        self.lock().changes.as_ref().map_or(0, HashSet::len)
+    }
+
+    /// Marks peers as changed again (after a failed write-out).
+    pub fn restore_changes(&self, peers: impl IntoIterator<Item = PeerId>) {
+        if let Some(changes) = &mut self.lock().changes {
+            changes.extend(peers);
+        }
+    }
+
+    /// Everything stored about `peer`, or `None` if nothing is.
+    pub fn export_peer(&self, peer: &PeerId) -> Option<PeerState> {
+        let inner = self.lock();
+        let mut addrs: Vec<AddrEntry> = inner
+            .book
+            .peers
+            .get(peer)
+            .map(|a| {
+                a.addrs
+                    .iter()
+                    .map(|(addr, e)| AddrEntry {
+                        addr: addr.clone(),
+                        ttl: e.ttl,
+                        expiry: e.expiry,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        addrs.sort_by(|a, b| a.addr.cmp(&b.addr));
+        let keys = inner.keys.get(peer);
+        let state = PeerState {
+            addrs,
+            record: inner
+                .book
+                .peers
+                .get(peer)
+                .and_then(|a| a.record.as_ref())
+                .map(|r| r.envelope.clone()),
+            public_key: keys.and_then(|k| k.public.clone()),
+            private_key: keys.and_then(|k| k.private.clone()),
+            protocols: inner
+                .protocols
+                .get(peer)
+                .map(|p| p.iter().cloned().collect())
+                .unwrap_or_default(),
+            latency: inner.latency.get(peer).copied(),
+            metadata: inner
+                .metadata
+                .get(peer)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        };
+        (!state.is_empty()).then_some(state)
+    }
+
+    /// Replaces everything stored about `peer` with `state`, as loaded from disk: addresses keep
+    /// their TTLs and expiries (the caller converts and demotes them), the caps are not applied,
+    /// and no change is recorded. A record that does not verify is dropped.
+    pub fn import_peer(&self, peer: &PeerId, state: PeerState) {
+        let mut inner = self.lock();
+        let book = &mut inner.book;
+        let old: Vec<Multiaddr> = book
+            .peers
+            .get(peer)
+            .map(|a| a.addrs.keys().cloned().collect())
+            .unwrap_or_default();
+        for addr in old {
+            book.remove(peer, &addr);
+        }
+        book.tidy(peer);
+        for e in state.addrs {
+            book.put(
+                peer,
+                e.addr,
+                Entry {
+                    ttl: e.ttl,
+                    expiry: e.expiry,
+                },
+            );
+        }
+        let record = state.record.and_then(|envelope| {
+            let parsed = PeerRecord::from_signed_envelope_interop(envelope.clone()).ok()?;
+            (parsed.peer_id() == *peer).then(|| Record {
+                seq: parsed.seq(),
+                addrs: parsed
+                    .addresses()
+                    .iter()
+                    .filter_map(|a| own_addr(peer, a))
+                    .collect(),
+                envelope,
+            })
+        });
+        if let Some(record) = record
+            && let Some(addrs) = book.peers.get_mut(peer)
+            && addrs.record.replace(record).is_none()
+        {
+            book.records += 1;
+        }
+        inner.keys.remove(peer);
+        if state.public_key.is_some() || state.private_key.is_some() {
+            inner.keys.insert(
+                *peer,
+                Keys {
+                    public: state.public_key,
+                    private: state.private_key,
+                },
+            );
+        }
+        inner.protocols.remove(peer);
+        if !state.protocols.is_empty() {
+            inner
+                .protocols
+                .insert(*peer, state.protocols.into_iter().collect());
+        }
+        inner.latency.remove(peer);
+        if let Some(l) = state.latency {
+            inner.latency.insert(*peer, l);
+        }
+        inner.metadata.remove(peer);
+        if !state.metadata.is_empty() {
+            inner
+                .metadata
+                .insert(*peer, state.metadata.into_iter().collect());
+        }
+    }
+
+    /// Every peer with anything stored.
+    pub fn all_peers(&self) -> Vec<PeerId> {
+        let inner = self.lock();
+        let mut peers: Vec<PeerId> = inner
+            .book
+            .peers
+            .keys()
+            .chain(inner.keys.keys())
+            .chain(inner.protocols.keys())
+            .chain(inner.latency.keys())
+            .chain(inner.metadata.keys())
+            .copied()
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+}
+
+/// Everything a store holds about one peer, for persistent backends:
+/// [`MemoryStore::export_peer`] and [`MemoryStore::import_peer`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    /// Every stored address, expired or not, with its TTL and expiry.
+    pub addrs: Vec<AddrEntry>,
+    /// The signed peer record.
+    pub record: Option<SignedEnvelope>,
+    /// The public key, if one was added (derived keys are not stored).
+    pub public_key: Option<PublicKey>,
+    /// The private key, if one was added.
+    pub private_key: Option<Keypair>,
+    /// The protocols, sorted.
+    pub protocols: Vec<String>,
+    /// The latency EWMA.
+    pub latency: Option<Duration>,
+    /// The metadata, sorted by key.
+    pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl PeerState {
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+            && self.record.is_none()
+            && self.public_key.is_none()
+            && self.private_key.is_none()
+            && self.protocols.is_empty()
+            && self.latency.is_none()
+            && self.metadata.is_empty()
     }
 }
 
@@ -334,19 +547,25 @@ fn check_key(peer: &PeerId, key: &PublicKey) -> Result<(), Error> {
 
 impl Store for MemoryStore {
     fn add_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant) {
-        self.lock().book.add(peer, addrs, ttl, now, &self.config);
+        self.write(peer)
+            .book
+            .add(peer, addrs, ttl, now, &self.config);
     }
 
     fn set_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant) {
-        self.lock().book.set(peer, addrs, ttl, now, &self.config);
+        self.write(peer)
+            .book
+            .set(peer, addrs, ttl, now, &self.config);
     }
 
     fn update_addrs(&self, peer: &PeerId, old: Ttl, new: Ttl, now: Instant) {
-        self.lock().book.update(peer, old, new, now, &self.config);
+        self.write(peer)
+            .book
+            .update(peer, old, new, now, &self.config);
     }
 
     fn clear_addrs(&self, peer: &PeerId) {
-        let mut inner = self.lock();
+        let mut inner = self.write(peer);
         let book = &mut inner.book;
         let addrs: Vec<Multiaddr> = book
             .peers
@@ -400,8 +619,11 @@ impl Store for MemoryStore {
             touched.insert(peer);
             removed += 1;
         }
-        for peer in touched {
-            book.tidy(&peer);
+        for peer in &touched {
+            book.tidy(peer);
+        }
+        if let Some(changes) = &mut inner.changes {
+            changes.extend(touched);
         }
         removed
     }
@@ -445,7 +667,7 @@ impl Store for MemoryStore {
             .map_err(|e| Error::InvalidPeerRecord(e.to_string()))?;
         let peer = record.peer_id();
         let seq = record.seq();
-        let mut inner = self.lock();
+        let mut inner = self.write(&peer);
         let book = &mut inner.book;
         let previous = book.peers.get_mut(&peer).and_then(|a| a.record.take());
         match &previous {
@@ -503,7 +725,7 @@ impl Store for MemoryStore {
 
     fn add_pub_key(&self, peer: &PeerId, key: &PublicKey) -> Result<(), Error> {
         check_key(peer, key)?;
-        self.lock().keys.entry(*peer).or_default().public = Some(key.clone());
+        self.write(peer).keys.entry(*peer).or_default().public = Some(key.clone());
         Ok(())
     }
 
@@ -513,7 +735,7 @@ impl Store for MemoryStore {
 
     fn add_priv_key(&self, peer: &PeerId, key: &Keypair) -> Result<(), Error> {
         check_key(peer, &key.public())?;
-        self.lock().keys.entry(*peer).or_default().private = Some(key.clone());
+        self.write(peer).keys.entry(*peer).or_default().private = Some(key.clone());
         Ok(())
     }
 
@@ -533,7 +755,7 @@ impl Store for MemoryStore {
 
     fn add_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error> {
         let limit = self.config.max_protocols_per_peer;
-        let mut inner = self.lock();
+        let mut inner = self.write(peer);
         let existing = inner.protocols.get(peer).map_or(0, BTreeSet::len);
         if existing + protocols.len() > limit {
             return Err(Error::TooManyProtocols { peer: *peer, limit });
@@ -553,7 +775,7 @@ impl Store for MemoryStore {
         if protocols.len() > limit {
             return Err(Error::TooManyProtocols { peer: *peer, limit });
         }
-        let mut inner = self.lock();
+        let mut inner = self.write(peer);
         if protocols.is_empty() {
             inner.protocols.remove(peer);
         } else {
@@ -565,7 +787,7 @@ impl Store for MemoryStore {
     }
 
     fn remove_protocols(&self, peer: &PeerId, protocols: &[String]) {
-        let mut inner = self.lock();
+        let mut inner = self.write(peer);
         if let Some(set) = inner.protocols.get_mut(peer) {
             for p in protocols {
                 set.remove(p);
@@ -598,7 +820,7 @@ impl Store for MemoryStore {
     }
 
     fn record_latency(&self, peer: &PeerId, rtt: Duration) {
-        let mut inner = self.lock();
+        let mut inner = self.write(peer);
         let ewma = match inner.latency.get(peer) {
             None => rtt,
             Some(prev) => Duration::from_secs_f64(
@@ -614,7 +836,7 @@ impl Store for MemoryStore {
     }
 
     fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value) {
-        self.lock()
+        self.write(peer)
             .metadata
             .entry(*peer)
             .or_default()
@@ -642,7 +864,7 @@ impl Store for MemoryStore {
     }
 
     fn remove_peer(&self, peer: &PeerId) {
-        let mut inner = self.lock();
+        let mut inner = self.write(peer);
         inner.keys.remove(peer);
         inner.protocols.remove(peer);
         inner.latency.remove(peer);

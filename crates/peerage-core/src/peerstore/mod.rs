@@ -46,7 +46,7 @@ use libp2p_identity::{Keypair, PublicKey};
 use multiaddr::Multiaddr;
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryStore, PeerState};
 use crate::PeerId;
 
 /// How long an address is kept.
@@ -359,6 +359,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn peers(&self, now: Instant) -> Vec<PeerId>;
     /// Removes everything about `peer` but its addresses and record (go `RemovePeer`).
     fn remove_peer(&self, peer: &PeerId);
+
+    /// Makes every write so far durable. A no-op in memory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the backend cannot write.
+    fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The smoothing factor of the latency EWMA (go `LatencyEWMASmoothing`).
