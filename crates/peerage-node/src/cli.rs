@@ -72,6 +72,9 @@ pub struct RunArgs {
         default_values = ["/ip4/0.0.0.0/tcp/9732", "/ip4/0.0.0.0/udp/9732/quic-v1"]
     )]
     pub listen: Vec<Multiaddr>,
+    /// Keep the peerstore in memory only, instead of `peerstore.redb` in the data directory.
+    #[arg(long)]
+    pub ephemeral: bool,
     /// Bootstrap point, trusted, with or without /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
-use peerage::maintenance::Bounds;
+use peerage::{maintenance::Bounds, peerstore::Peerstore};
 use serde::Serialize;
 
 use crate::{
@@ -136,6 +136,7 @@ async fn start_node(
         listen: vec![listen],
         bootstrap,
         bounds,
+        peerstore: Peerstore::default(),
     })
     .await
 }

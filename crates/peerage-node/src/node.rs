@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Connection bounds.
     pub bounds: Bounds,
+    /// The peerstore (in memory, or [`peerage_store::RedbStore`] on disk).
+    pub peerstore: Peerstore,
 }
 
 /// A node's state at one moment.
@@ -111,7 +113,11 @@ pub struct Node {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-fn build_swarm(keypair: Keypair, bounds: Bounds) -> anyhow::Result<Swarm<peerage::Behaviour>> {
+fn build_swarm(
+    keypair: Keypair,
+    bounds: Bounds,
+    peerstore: Peerstore,
+) -> anyhow::Result<Swarm<peerage::Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -121,7 +127,9 @@ fn build_swarm(keypair: Keypair, bounds: Bounds) -> anyhow::Result<Swarm<peerage
         )?
         .with_quic()
         .with_behaviour(|key| {
-            let config = peerage::Config::new().with_bounds(bounds);
+            let config = peerage::Config::new()
+                .with_bounds(bounds)
+                .with_peerstore(peerstore);
             peerage::Behaviour::new(key.public(), config)
         })?
         // The behaviour keeps connections alive itself; this only bounds connections that no
@@ -174,7 +182,7 @@ impl Node {
     /// a dialable point; each error names the address.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let peer_id = config.keypair.public().to_peer_id();
-        let mut swarm = build_swarm(config.keypair, config.bounds)?;
+        let mut swarm = build_swarm(config.keypair, config.bounds, config.peerstore)?;
         for addr in &config.bootstrap {
             swarm
                 .behaviour_mut()
@@ -226,9 +234,25 @@ impl Node {
     }
 }
 
+/// How often the peerstore's writes are made durable (a no-op for the memory backend).
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn flush(peerstore: Peerstore) {
+    let result = tokio::task::spawn_blocking(move || peerstore.flush()).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("peerstore: {e}"),
+        Err(e) => tracing::warn!("peerstore flush task: {e}"),
+    }
+}
+
 async fn event_loop(mut swarm: Swarm<peerage::Behaviour>, mut rx: mpsc::Receiver<Command>) {
+    let peerstore = swarm.behaviour().peerstore().clone();
+    let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = flush_tick.tick() => flush(peerstore.clone()).await,
             command = rx.recv() => match command {
                 None => break,
                 Some(Command::Snapshot(reply)) => {
@@ -245,6 +269,8 @@ async fn event_loop(mut swarm: Swarm<peerage::Behaviour>, mut rx: mpsc::Receiver
         }
     }
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
+    drop(swarm);
+    flush(peerstore).await;
 }
 
 /// The last 6 characters of a peer ID, to tell nodes apart in logs.

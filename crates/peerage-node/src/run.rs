@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use libp2p::multiaddr::Protocol;
-use peerage_store::identity;
+use peerage::peerstore::{self, Peerstore};
+use peerage_store::{RedbStore, identity};
 
 use crate::{
     cli::RunArgs,
@@ -32,17 +33,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => default_data_dir().context("no platform data directory; pass --data-dir")?,
     };
     let (keypair, origin) = identity::load_or_create(&data_dir.join(identity::FILE_NAME))?;
+    let (peerstore, described) = if args.ephemeral {
+        (Peerstore::default(), "in memory".to_owned())
+    } else {
+        let path = data_dir.join(peerage_store::peerstore::FILE_NAME);
+        let store = tokio::task::spawn_blocking(move || {
+            RedbStore::open(
+                &path,
+                peerstore::Config::default(),
+                peerage_store::peerstore::Options::default(),
+            )
+        })
+        .await
+        .context("opening the peerstore")??;
+        let described = format!(
+            "{} ({} peers)",
+            store.path().display(),
+            store.loaded_peers()
+        );
+        (Peerstore::new(store), described)
+    };
     let node = Node::start(NodeConfig {
         keypair,
         listen: args.listen,
         bootstrap: args.bootstrap,
         bounds,
+        peerstore,
     })
     .await?;
     let handle = node.handle;
     let peer_id = handle.peer_id();
     tracing::info!(%peer_id, ?origin, data_dir = %data_dir.display(), %bounds, "node started");
     println!("peer id: {peer_id}");
+    println!("peerstore: {described}");
     for addr in handle.listen_addrs() {
         println!("listening on {}", addr.clone().with(Protocol::P2p(peer_id)));
     }

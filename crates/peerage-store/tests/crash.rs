@@ -26,12 +26,19 @@ fn peer(batch: u32, i: u32) -> PeerId {
     seed[..4].copy_from_slice(&batch.to_be_bytes());
     seed[4..8].copy_from_slice(&i.to_be_bytes());
     seed[31] = 1;
-    Keypair::ed25519_from_bytes(seed).unwrap().public().to_peer_id()
+    Keypair::ed25519_from_bytes(seed)
+        .unwrap()
+        .public()
+        .to_peer_id()
 }
 
 fn addrs(batch: u32, i: u32) -> Vec<Multiaddr> {
     (0..2)
-        .map(|k| format!("/ip4/10.{}.{}.{k}/tcp/{}", batch % 256, i, 4000 + batch).parse().unwrap())
+        .map(|k| {
+            format!("/ip4/10.{}.{}.{k}/tcp/{}", batch % 256, i, 4000 + batch)
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -100,14 +107,21 @@ fn crash_after(flushes: u32) {
                 let p = peer(batch, *i);
                 let mut want = addrs(batch, *i);
                 want.sort();
-                let have: Vec<Multiaddr> =
-                    store.addrs_with_ttl(&p, now).into_iter().map(|e| e.addr).collect();
+                let have: Vec<Multiaddr> = store
+                    .addrs_with_ttl(&p, now)
+                    .into_iter()
+                    .map(|e| e.addr)
+                    .collect();
                 have == want && store.protocols(&p) == vec![format!("/batch/{batch}")]
             })
             .count() as u32
     };
     for batch in 0..=acknowledged {
-        assert_eq!(present(batch), PEERS_PER_BATCH, "acknowledged batch {batch} lost");
+        assert_eq!(
+            present(batch),
+            PEERS_PER_BATCH,
+            "acknowledged batch {batch} lost"
+        );
     }
     let next = present(acknowledged + 1);
     assert!(

@@ -34,6 +34,9 @@ const MAX_IDENTIFY_ADDRS: usize = 500;
 /// Most addresses kept, recently connected, after the last disconnection (go
 /// `recentlyConnectedPeerMaxAddrs`).
 const MAX_RECENTLY_CONNECTED_ADDRS: usize = 20;
+/// How often expired peerstore addresses are collected (go `pstoremem`: every minute). Reads
+/// hide expired addresses at once; this only frees them.
+const PEERSTORE_GC_INTERVAL: Duration = Duration::from_secs(60);
 /// Peerstore metadata key of a peer's identify agent version (as go).
 pub const AGENT_VERSION: &str = "AgentVersion";
 /// Peerstore metadata key of a peer's identify protocol version (as go).
@@ -238,6 +241,8 @@ pub struct Behaviour {
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
     timer: Option<(Instant, Delay)>,
     waker: Option<Waker>,
+    /// When the peerstore is next collected.
+    next_gc: Instant,
 }
 
 impl Behaviour {
@@ -275,6 +280,7 @@ impl Behaviour {
             events: VecDeque::new(),
             timer: None,
             waker: None,
+            next_gc: Instant::now() + PEERSTORE_GC_INTERVAL,
         }
     }
 
@@ -630,6 +636,11 @@ impl Behaviour {
         }
         self.pex_answered
             .retain(|_, t| *t + pex::ANSWER_COOLDOWN > now);
+        if now >= self.next_gc {
+            self.next_gc = now + PEERSTORE_GC_INTERVAL;
+            let collected = self.peerstore.gc(now);
+            tracing::trace!(collected, "peerstore gc");
+        }
 
         let active = self.pool.active();
         let plan = self.maintenance.step(now, &mut self.pool, &mut self.rng);
@@ -693,6 +704,7 @@ impl Behaviour {
             self.maintenance.poll_timeout(),
             self.nack_deadlines.front().map(|d| d.0),
             self.pex_delayed.front().map(|d| d.0),
+            Some(self.next_gc),
         ]
         .into_iter()
         .flatten()

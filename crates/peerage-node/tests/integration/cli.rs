@@ -20,6 +20,11 @@ fn restart_on_the_same_data_dir_keeps_the_peer_id() {
 
     let node = Running::start(&args);
     let first = node.line("peer id: ");
+    let store = dir.path().join("peerstore.redb");
+    assert_eq!(
+        node.line("peerstore: "),
+        format!("{} (0 peers)", store.display())
+    );
     let listening = node.line("listening on ");
     assert!(listening.starts_with("/ip4/127.0.0.1/tcp/"), "{listening}");
     assert!(listening.ends_with(&format!("/p2p/{first}")), "{listening}");
@@ -124,4 +129,50 @@ fn unordered_bounds_are_refused() {
         stderr.trim(),
         "error: invalid connection bounds: min 20, expected 10, max 15 (need min <= expected <= max)"
     );
+}
+
+#[test]
+fn ephemeral_keeps_the_peerstore_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let node = Running::start(&["--data-dir", data, "--listen", LOOPBACK, "--ephemeral"]);
+    node.line("peer id: ");
+    assert_eq!(node.line("peerstore: "), "in memory");
+    assert!(node.terminate().success());
+    assert!(!dir.path().join("peerstore.redb").exists());
+}
+
+#[test]
+fn corrupt_peerstore_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("peerstore.redb");
+    let garbage = b"not a database".repeat(64);
+    std::fs::write(&store, &garbage).unwrap();
+    let (code, _, stderr) = run_once(dir.path(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: peerstore storage: {}: not a peerstore database",
+            store.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read(&store).unwrap() == garbage,
+        "the file changed"
+    );
+}
+
+#[test]
+fn a_second_node_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let first = Running::start(&["--data-dir", data, "--listen", LOOPBACK]);
+    first.line("peer id: ");
+    first.line("peerstore: ");
+    let (code, _, stderr) = run_once(dir.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already open"), "{stderr}");
+    assert!(first.terminate().success());
 }

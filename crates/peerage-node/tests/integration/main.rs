@@ -4,5 +4,6 @@
 mod cli;
 mod devnet;
 mod js_interop;
+mod restart;
 mod support;
 mod transports;
