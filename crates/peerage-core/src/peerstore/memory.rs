@@ -73,12 +73,30 @@ struct Record {
     addrs: HashSet<Multiaddr>,
 }
 
+/// One peer's addresses. A vector: a peer has a few dozen addresses at most (64 unconnected by
+/// default, plus connected ones), and a scan of them costs less than a map's memory.
 #[derive(Debug, Default)]
 struct PeerAddrs {
-    addrs: HashMap<Multiaddr, Entry>,
+    addrs: Vec<(Multiaddr, Entry)>,
     /// Entries with a finite TTL.
     unconnected: usize,
-    record: Option<Record>,
+    /// The earliest finite expiry, as entered in the book's `expiries`.
+    indexed: Option<Instant>,
+    record: Option<Box<Record>>,
+}
+
+impl PeerAddrs {
+    fn get(&self, addr: &Multiaddr) -> Option<&Entry> {
+        self.addrs.iter().find(|(a, _)| a == addr).map(|(_, e)| e)
+    }
+
+    fn min_expiry(&self) -> Option<Instant> {
+        self.addrs.iter().filter_map(|(_, e)| e.expiry).min()
+    }
+
+    fn addrs(&self) -> impl Iterator<Item = &Multiaddr> {
+        self.addrs.iter().map(|(a, _)| a)
+    }
 }
 
 #[derive(Debug)]
@@ -104,13 +122,14 @@ impl Subscriber {
     }
 }
 
-/// The address book. Invariant: `expiries` holds exactly the entries with a finite expiry, and
-/// `unconnected` counts the entries with a finite TTL; every change goes through `put` and
-/// `remove`, which keep both.
+/// The address book. Invariants, restored by [`AddrBook::tidy`] at the end of every write:
+/// `expiries` holds each peer with a finite expiry once, at its earliest one (so every finite
+/// TTL is covered, whatever transition made it finite); `unconnected` counts the entries with a
+/// finite TTL (kept by `put` and `remove`); no peer is left without addresses.
 #[derive(Debug, Default)]
 struct AddrBook {
     peers: HashMap<PeerId, PeerAddrs>,
-    expiries: BTreeSet<(Instant, PeerId, Multiaddr)>,
+    expiries: BTreeSet<(Instant, PeerId)>,
     unconnected: usize,
     records: usize,
     subscribers: HashMap<PeerId, Vec<Subscriber>>,
@@ -119,45 +138,61 @@ struct AddrBook {
 impl AddrBook {
     fn put(&mut self, peer: &PeerId, addr: Multiaddr, entry: Entry) {
         let addrs = self.peers.entry(*peer).or_default();
-        if let Some(old) = addrs.addrs.insert(addr.clone(), entry) {
-            if !old.ttl.is_connected() {
-                addrs.unconnected -= 1;
-                self.unconnected -= 1;
+        match addrs.addrs.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, old)) => {
+                if !old.ttl.is_connected() {
+                    addrs.unconnected -= 1;
+                    self.unconnected -= 1;
+                }
+                *old = entry;
             }
-            if let Some(e) = old.expiry {
-                self.expiries.remove(&(e, *peer, addr.clone()));
-            }
+            None => addrs.addrs.push((addr, entry)),
         }
         if !entry.ttl.is_connected() {
             addrs.unconnected += 1;
             self.unconnected += 1;
         }
-        if let Some(e) = entry.expiry {
-            self.expiries.insert((e, *peer, addr));
-        }
     }
 
     fn remove(&mut self, peer: &PeerId, addr: &Multiaddr) -> Option<Entry> {
         let addrs = self.peers.get_mut(peer)?;
-        let old = addrs.addrs.remove(addr)?;
+        let i = addrs.addrs.iter().position(|(a, _)| a == addr)?;
+        let (_, old) = addrs.addrs.swap_remove(i);
         if !old.ttl.is_connected() {
             addrs.unconnected -= 1;
             self.unconnected -= 1;
-        }
-        if let Some(e) = old.expiry {
-            self.expiries.remove(&(e, *peer, addr.clone()));
         }
         Some(old)
     }
 
     fn get(&self, peer: &PeerId, addr: &Multiaddr) -> Option<Entry> {
-        self.peers.get(peer)?.addrs.get(addr).copied()
+        self.peers.get(peer)?.get(addr).copied()
     }
 
-    /// Drops the record of a peer left without addresses, and the peer's entry with it (go
+    /// Room for `n` more addresses of `peer` in one allocation, rather than the doubling of
+    /// one push at a time (a peer's batch usually arrives whole, from identify).
+    fn reserve(&mut self, peer: &PeerId, n: usize) {
+        self.peers.entry(*peer).or_default().addrs.reserve(n);
+    }
+
+    /// Restores the invariants for `peer` after a write: re-enters its earliest expiry in the
+    /// index, and drops a peer left without addresses, with its record (go
     /// `maybeDeleteSignedPeerRecordUnlocked`).
     fn tidy(&mut self, peer: &PeerId) {
-        if self.peers.get(peer).is_some_and(|a| a.addrs.is_empty())
+        let Some(addrs) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let min = addrs.min_expiry();
+        if min != addrs.indexed {
+            if let Some(old) = addrs.indexed {
+                self.expiries.remove(&(old, *peer));
+            }
+            if let Some(new) = min {
+                self.expiries.insert((new, *peer));
+            }
+            addrs.indexed = min;
+        }
+        if addrs.addrs.is_empty()
             && let Some(addrs) = self.peers.remove(peer)
             && addrs.record.is_some()
         {
@@ -182,7 +217,7 @@ impl AddrBook {
             .addrs
             .iter()
             .filter(|(_, e)| !e.ttl.is_connected())
-            .min_by_key(|(a, e)| (e.expiry.is_none(), e.expiry, a.as_ref().to_vec()))
+            .min_by_key(|(a, e)| (e.expiry.is_none(), e.expiry, a.clone()))
             .map(|(a, _)| a.clone());
         match nearest {
             Some(addr) => {
@@ -204,9 +239,12 @@ impl AddrBook {
 
     fn add(&mut self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant, config: &Config) {
         if ttl == Ttl::ZERO {
+            // Nothing to add, but a caller may have removed addresses before.
+            self.tidy(peer);
             return;
         }
         let new = Entry::new(ttl, now);
+        self.reserve(peer, addrs.len());
         for addr in addrs {
             let Some(addr) = own_addr(peer, addr) else {
                 continue;
@@ -240,6 +278,9 @@ impl AddrBook {
 
     fn set(&mut self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant, config: &Config) {
         let new = Entry::new(ttl, now);
+        if ttl != Ttl::ZERO {
+            self.reserve(peer, addrs.len());
+        }
         for addr in addrs {
             let Some(addr) = own_addr(peer, addr) else {
                 continue;
@@ -300,6 +341,7 @@ impl AddrBook {
             .into_iter()
             .flat_map(|a| a.addrs.iter())
             .filter(move |(_, e)| !e.is_expired(now))
+            .map(|(addr, entry)| (addr, entry))
     }
 }
 
@@ -416,12 +458,11 @@ impl MemoryStore {
         let old: Vec<Multiaddr> = book
             .peers
             .get(peer)
-            .map(|a| a.addrs.keys().cloned().collect())
+            .map(|a| a.addrs().cloned().collect())
             .unwrap_or_default();
         for addr in old {
             book.remove(peer, &addr);
         }
-        book.tidy(peer);
         for e in state.addrs {
             book.put(
                 peer,
@@ -446,10 +487,11 @@ impl MemoryStore {
         });
         if let Some(record) = record
             && let Some(addrs) = book.peers.get_mut(peer)
-            && addrs.record.replace(record).is_none()
+            && addrs.record.replace(Box::new(record)).is_none()
         {
             book.records += 1;
         }
+        book.tidy(peer);
         inner.keys.remove(peer);
         if state.public_key.is_some() || state.private_key.is_some() {
             inner.keys.insert(
@@ -570,7 +612,7 @@ impl Store for MemoryStore {
         let addrs: Vec<Multiaddr> = book
             .peers
             .get(peer)
-            .map(|a| a.addrs.keys().cloned().collect())
+            .map(|a| a.addrs().cloned().collect())
             .unwrap_or_default();
         for addr in addrs {
             book.remove(peer, &addr);
@@ -610,17 +652,31 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let book = &mut inner.book;
         let mut removed = 0;
-        let mut touched = HashSet::new();
-        while let Some((expiry, peer, addr)) = book.expiries.first().cloned() {
+        let mut touched = Vec::new();
+        while let Some((expiry, peer)) = book.expiries.first().copied() {
             if expiry > now {
                 break;
             }
-            book.remove(&peer, &addr);
-            touched.insert(peer);
-            removed += 1;
-        }
-        for peer in &touched {
-            book.tidy(peer);
+            book.expiries.pop_first();
+            let expired: Vec<Multiaddr> = book
+                .peers
+                .get_mut(&peer)
+                .map(|a| {
+                    a.indexed = None;
+                    a.addrs
+                        .iter()
+                        .filter(|(_, e)| e.is_expired(now))
+                        .map(|(a, _)| a.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for addr in expired {
+                book.remove(&peer, &addr);
+                removed += 1;
+            }
+            // Re-entered at its next expiry, which is after `now`.
+            book.tidy(&peer);
+            touched.push(peer);
         }
         if let Some(changes) = &mut inner.changes {
             changes.extend(touched);
@@ -629,7 +685,7 @@ impl Store for MemoryStore {
     }
 
     fn next_expiry(&self) -> Option<Instant> {
-        self.lock().book.expiries.first().map(|(e, ..)| *e)
+        self.lock().book.expiries.first().map(|(e, _)| *e)
     }
 
     fn unconnected_addrs(&self) -> usize {
@@ -647,7 +703,7 @@ impl Store for MemoryStore {
             .book
             .peers
             .get(peer)
-            .map(|a| a.addrs.keys().collect())
+            .map(|a| a.addrs().collect())
             .unwrap_or_default();
         current.sort();
         for addr in current {
@@ -697,11 +753,11 @@ impl Store for MemoryStore {
                 }
             }
         }
-        book.peers.entry(peer).or_default().record = Some(Record {
+        book.peers.entry(peer).or_default().record = Some(Box::new(Record {
             envelope: envelope.clone(),
             seq,
             addrs: current,
-        });
+        }));
         // `add` tidies: with no address left (say, a zero TTL), the record goes again.
         book.add(&peer, &addrs, ttl, now, &self.config);
         Ok(true)
