@@ -335,6 +335,9 @@ impl Store for RedbStore {
     fn addrs_with_ttl(&self, peer: &PeerId, now: Instant) -> Vec<AddrEntry> {
         self.memory.addrs_with_ttl(peer, now)
     }
+    fn addrs(&self, peer: &PeerId, now: Instant) -> Vec<Multiaddr> {
+        self.memory.addrs(peer, now)
+    }
     fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId> {
         self.memory.peers_with_addrs(now)
     }

@@ -37,6 +37,8 @@ const MAX_RECENTLY_CONNECTED_ADDRS: usize = 20;
 /// How often expired peerstore addresses are collected (go `pstoremem`: every minute). Reads
 /// hide expired addresses at once; this only frees them.
 const PEERSTORE_GC_INTERVAL: Duration = Duration::from_secs(60);
+/// A connection we dialed that the peer closes within this time counts as refused.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 /// Peerstore metadata key of a peer's identify agent version (as go).
 pub const AGENT_VERSION: &str = "AgentVersion";
 /// Peerstore metadata key of a peer's identify protocol version (as go).
@@ -191,16 +193,31 @@ struct Connection {
     nacked: bool,
     /// The peer told us it refused this connection (a `nack` answer).
     nacked_by_remote: bool,
+    /// When it was established.
+    since: Instant,
 }
 
 impl Connection {
-    fn new(peer_id: PeerId, point: Option<Multiaddr>, nacked: bool) -> Self {
+    fn new(peer_id: PeerId, point: Option<Multiaddr>, nacked: bool, since: Instant) -> Self {
         Self {
             peer_id,
             point,
             nacked,
             nacked_by_remote: false,
+            since,
         }
+    }
+
+    /// Whether the peer refused this connection: it said so, or it closed a connection we
+    /// dialed within [`REFUSAL_WINDOW`] (a full peer trimming its connections does that). Its
+    /// point then backs off as from a refusal (Octez `Accepted -> Disconnected`, 1 s growing),
+    /// not for the 60 s disconnection delay: a node whose only point is its bootstrap point
+    /// would otherwise sit alone for a minute.
+    fn refused(&self, closed_by_remote: bool, now: Instant) -> bool {
+        self.nacked_by_remote
+            || (self.point.is_some()
+                && closed_by_remote
+                && now.saturating_duration_since(self.since) < REFUSAL_WINDOW)
     }
 }
 
@@ -340,6 +357,8 @@ impl Behaviour {
     ) {
         let now = Instant::now();
         let point = self.dials.remove(&connection_id);
+        // Nacked at `max_threshold`; a peer that needs connections may still be admitted, up to
+        // `max`, when it asks for points (see `Bounds`).
         let full = self.pool.active() >= self.maintenance.bounds().max_threshold();
         if endpoint.is_listener()
             && other_established == 0
@@ -352,7 +371,7 @@ impl Behaviour {
             self.nack_deadlines
                 .push_back((now + self.nack_linger, peer_id, connection_id));
             self.connections
-                .insert(connection_id, Connection::new(peer_id, point, true));
+                .insert(connection_id, Connection::new(peer_id, point, true, now));
             self.events
                 .push_back(ToSwarm::GenerateEvent(Event::Nacked { peer_id }));
             return;
@@ -372,10 +391,11 @@ impl Behaviour {
                 .add_addrs(&peer_id, std::slice::from_ref(address), Ttl::Connected, now);
             // Ask whoever we dial for points (Octez sends `Bootstrap` when it needs points; a new
             // outbound connection is the cheapest moment to learn them).
-            self.inner.pex.send_request(&peer_id, pex::Request {});
+            let need = self.maintenance.is_dialing();
+            self.inner.pex.send_request(&peer_id, pex::Request { need });
         }
         self.connections
-            .insert(connection_id, Connection::new(peer_id, point, false));
+            .insert(connection_id, Connection::new(peer_id, point, false, now));
     }
 
     fn on_connection_closed(&mut self, closed: &ConnectionClosed<'_>) {
@@ -391,7 +411,8 @@ impl Behaviour {
             return;
         }
         let point = conn.point.as_ref();
-        let stopped = if conn.nacked_by_remote {
+        // libp2p reports no cause when we closed the connection ourselves.
+        let stopped = if conn.refused(closed.cause.is_some(), now) {
             self.pool
                 .connection_nacked(peer_id, point, now, &mut self.rng)
         } else {
@@ -517,8 +538,14 @@ impl Behaviour {
             E::Message {
                 peer,
                 connection_id,
-                message: Message::Request { channel, .. },
+                message:
+                    Message::Request {
+                        channel, request, ..
+                    },
             } => {
+                if request.need {
+                    self.admit_needy(peer, connection_id, now);
+                }
                 let due = self
                     .pex_answered
                     .get(&peer)
@@ -590,6 +617,23 @@ impl Behaviour {
         }
     }
 
+    /// Admits a nacked connection whose peer needs connections, if the node is under `max`.
+    fn admit_needy(&mut self, peer: PeerId, connection_id: ConnectionId, now: Instant) {
+        let under_max = self.pool.active() < self.maintenance.bounds().max();
+        let Some(conn) = self.connections.get_mut(&connection_id) else {
+            return;
+        };
+        if !conn.nacked || !under_max || self.pool.is_running(&peer) {
+            return;
+        }
+        conn.nacked = false;
+        tracing::debug!(%peer, active = self.pool.active(), "admitted: the peer needs connections");
+        if self.pool.connection_established(peer, None, now) {
+            self.maintenance
+                .on_connection_established(self.pool.active());
+        }
+    }
+
     fn answer_pex(
         &mut self,
         peer: PeerId,
@@ -619,7 +663,11 @@ impl Behaviour {
                 break;
             }
             self.nack_deadlines.pop_front();
-            if self.connections.contains_key(&connection_id) {
+            if self
+                .connections
+                .get(&connection_id)
+                .is_some_and(|c| c.nacked)
+            {
                 self.events.push_back(ToSwarm::CloseConnection {
                     peer_id,
                     connection: CloseConnection::One(connection_id),
@@ -678,7 +726,9 @@ impl Behaviour {
                 .map(|c| c.peer_id)
                 .collect();
             for peer in peers {
-                self.inner.pex.send_request(&peer, pex::Request {});
+                self.inner
+                    .pex
+                    .send_request(&peer, pex::Request { need: true });
                 asked += 1;
             }
         }

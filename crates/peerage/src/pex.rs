@@ -9,6 +9,11 @@
 //! [`MAX_POINTS_ACCEPTED`] points (Octez's `Advertise` wire limit); a longer list is refused
 //! whole, as Octez fails to decode it. A peer is answered at most once per [`ANSWER_COOLDOWN`];
 //! an earlier request waits for the cooldown, as Octez delays rather than drops.
+//!
+//! The answer on a connection the node refused (Octez's `Nack`) says so ([`Response::nack`]),
+//! and the asker closes it; a request that says the asker needs connections
+//! ([`Request::need`]) gets a refused connection admitted, if the node is still under its
+//! `max`.
 
 use std::time::Duration;
 
@@ -35,7 +40,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request for points (Octez `Bootstrap`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {}
+pub struct Request {
+    /// The asker is below its minimum of connections and wants this one kept: a node that
+    /// nacked the connection for being at its `max_threshold` admits it after all while under
+    /// its `max` (its maintenance then makes room). Octez's `Bootstrap` has no such field.
+    #[serde(default)]
+    pub need: bool,
+}
 
 /// The points a peer knows (Octez `Advertise`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -120,7 +120,7 @@ async fn peers_learn_each_other_through_exchange() {
     );
 }
 
-/// A holds at most one connection (max_threshold 1). B takes it; C is nacked: A answers C's
+/// A holds at most one connection (max 1). B takes it; C is nacked: A answers C's
 /// request for points with B's point, C closes, backs off from A as from a refusal, and dials B.
 #[tokio::test]
 async fn a_full_node_nacks_with_points() {
@@ -287,4 +287,83 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
         assert_eq!(a.behaviour().peerage.active_connections(), 0);
         assert_eq!(a.behaviour().peerage.pool().known_peers(), 0);
     }
+}
+
+/// A peer that closes a connection we dialed right away has refused it: our point for it backs
+/// off for 1 s (growing), as from a nack, not for the 60 s disconnection delay.
+#[tokio::test]
+async fn a_connection_closed_at_once_by_the_remote_counts_as_refused() {
+    let mut a = swarm(Bounds::new(1, 1, 4).unwrap());
+    let mut b = swarm(Bounds::new(1, 1, 4).unwrap());
+    let a_addr = listen(&mut a).await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    let a_point = peerage::pool::split_point(&a_addr).unwrap().0;
+
+    let mut events = Vec::new();
+    drive(&mut [&mut a, &mut b], &mut events, |s| {
+        s[0].is_connected(&b_id)
+    })
+    .await;
+    a.disconnect_peer_id(b_id).unwrap();
+    drive(&mut [&mut a, &mut b], &mut events, |s| {
+        s[1].behaviour()
+            .pool()
+            .point(&a_point)
+            .is_some_and(|p| p.last_rejected_connection().is_some())
+    })
+    .await;
+    let info = b.behaviour().pool().point(&a_point).unwrap();
+    assert_eq!(info.last_rejected_connection().map(|(p, _)| p), Some(a_id));
+    assert_eq!(info.last_disconnection(), None);
+    let (_, at) = info.last_rejected_connection().unwrap();
+    assert!(info.reconnection().unwrap().end - at <= Duration::from_millis(1100));
+}
+
+/// A node at `max_threshold` nacks, but admits a peer that says it needs connections while it
+/// is under `max`, then trims its oldest connections, not the newcomer (grace period).
+#[tokio::test]
+async fn a_full_node_admits_a_peer_in_need_and_trims_others() {
+    // max 4, max_threshold 3, max_target 2.
+    let mut a = swarm(Bounds::new(1, 1, 4).unwrap());
+    let a_addr = listen(&mut a).await;
+    let mut early: Vec<Swarm<peerage::Behaviour>> = (0..3)
+        .map(|_| swarm(Bounds::new(1, 1, 4).unwrap()))
+        .collect();
+    for s in &mut early {
+        listen(s).await;
+        s.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    }
+    let mut events = Vec::new();
+    {
+        let mut all: Vec<&mut Swarm<peerage::Behaviour>> = vec![&mut a];
+        all.extend(early.iter_mut());
+        drive(&mut all, &mut events, |s| active(s[0]) == 3).await;
+    }
+    let mut c = swarm(Bounds::new(1, 1, 4).unwrap());
+    listen(&mut c).await;
+    let c_id = *c.local_peer_id();
+    c.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    let early_ids: Vec<PeerId> = early.iter().map(|s| *s.local_peer_id()).collect();
+    {
+        let mut all: Vec<&mut Swarm<peerage::Behaviour>> = vec![&mut a, &mut c];
+        all.extend(early.iter_mut());
+        drive(&mut all, &mut events, |s| {
+            s[0].behaviour().pool().is_running(&c_id) && active(s[0]) <= 2
+        })
+        .await;
+    }
+    // C got in although A was at its max_threshold, and A trimmed two of the early peers.
+    assert!(a.behaviour().pool().is_running(&c_id));
+    let closed: Vec<&PeerId> = early_ids
+        .iter()
+        .filter(|p| !a.behaviour().pool().is_running(p))
+        .collect();
+    assert_eq!(closed.len(), 2, "two of the early peers were trimmed");
+    assert!(
+        events
+            .iter()
+            .any(|(p, e)| *p == *a.local_peer_id()
+                && matches!(e, Event::Maintenance { closed, .. } if closed.len() == 2 && !closed.contains(&c_id)))
+    );
 }

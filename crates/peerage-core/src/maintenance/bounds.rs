@@ -14,8 +14,11 @@ use std::fmt;
 /// ```
 ///
 /// Below `min_threshold` the maintenance dials until at least `min_target`; above
-/// `max_threshold` it closes connections down to `max_target`; incoming connections are refused
-/// (nacked) once there are `max_threshold` of them.
+/// `max_threshold` it closes connections down to `max_target`. Incoming connections are refused
+/// (nacked) once there are `max_threshold` of them, as Octez since 2026, except from a peer
+/// that says it needs connections, which is admitted up to `max` (DESIGN.md's hard ceiling).
+/// Without that exception a network can lock: every node a starving peer can reach sits at
+/// `max_threshold`, full yet never above it, so nobody trims and the peer stays below `min`.
 ///
 /// ```
 /// # use peerage_core::maintenance::Bounds;
@@ -107,7 +110,8 @@ impl Bounds {
         self.max_target
     }
     /// Above this count the maintenance closes connections; at it, incoming connections are
-    /// refused (Octez's `connections_threshold` while the maintenance is active).
+    /// refused unless their peer needs connections (Octez's `connections_threshold` while the
+    /// maintenance is active).
     pub fn max_threshold(&self) -> usize {
         self.max_threshold
     }

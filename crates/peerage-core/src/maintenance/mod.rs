@@ -17,7 +17,10 @@
 //! dials candidates (never-failed points first, then the oldest miss) until `min_target` is
 //! reached, with at most `max_target - n` dials in flight, and no point dialed twice in a round.
 //! When no candidate is left, it asks connected peers for points and waits. When woken with
-//! `n > max_threshold`, it closes `n - max_target` random untrusted peers.
+//! `n > max_threshold`, it closes `n - max_target` untrusted peers: random ones among those
+//! connected for longer than the grace period, then, if that is not enough, the longest-standing
+//! of the newer ones (go connmgr's grace period; Octez picks at random among all, and may close
+//! the connection that a peer below its minimum just made).
 //!
 //! Differences from Octez, on purpose: dials in flight are also capped by `max_pending_dials`
 //! (Octez has no cap, #6140); the dialing loop is event-driven rather than a blocking loop over
@@ -43,6 +46,7 @@ pub struct Config {
     idle_time: Duration,
     looking_for_peers: Duration,
     max_pending_dials: usize,
+    grace_period: Duration,
 }
 
 impl Default for Config {
@@ -52,13 +56,14 @@ impl Default for Config {
             idle_time: Duration::from_secs(120),
             looking_for_peers: Duration::from_secs(5),
             max_pending_dials: 16,
+            grace_period: Duration::from_secs(60),
         }
     }
 }
 
 impl Config {
-    /// Octez's defaults: bounds 10/50/100, idle time 120 s, 5 s between requests for points,
-    /// and at most 16 dials in flight.
+    /// Octez's defaults: bounds 10/50/100, idle time 120 s, 5 s between requests for points;
+    /// at most 16 dials in flight, and go's 1 min grace period.
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,6 +91,12 @@ impl Config {
     pub fn with_max_pending_dials(mut self, n: usize) -> Self {
         assert!(n > 0, "max_pending_dials must be positive");
         self.max_pending_dials = n;
+        self
+    }
+    /// How long a new connection is spared when closing extras (unless there are not enough
+    /// older ones). 60 s by default (go connmgr `GracePeriod`).
+    pub fn with_grace_period(mut self, d: Duration) -> Self {
+        self.grace_period = d;
         self
     }
     /// The connection bounds.
@@ -232,7 +243,7 @@ impl Maintenance {
         if n > bounds.max_threshold() {
             self.phase = Phase::Idle;
             return Plan {
-                close: self.victims(pool, n - bounds.max_target(), rng),
+                close: self.victims(pool, n - bounds.max_target(), now, rng),
                 ..Plan::default()
             };
         }
@@ -275,18 +286,30 @@ impl Maintenance {
         plan
     }
 
-    /// `count` random running peers, trusted ones excepted (Octez: `List.shuffle` of the
-    /// running connections, minus the private and trusted ones).
-    fn victims(&self, pool: &Pool, count: usize, rng: &mut impl Rng) -> Vec<PeerId> {
-        let mut running: Vec<PeerId> = pool
-            .running_peers()
-            .filter(|p| !pool.is_trusted_peer(p))
-            .collect();
+    /// `count` running peers to close, trusted ones excepted: random ones among those
+    /// connected for longer than the grace period, then the longest-standing of the others.
+    fn victims(&self, pool: &Pool, count: usize, now: Instant, rng: &mut impl Rng) -> Vec<PeerId> {
+        let mut old = Vec::new();
+        let mut young = Vec::new();
+        for peer in pool.running_peers().filter(|p| !pool.is_trusted_peer(p)) {
+            let since = pool
+                .peer(&peer)
+                .and_then(|i| i.last_established_connection());
+            match since {
+                Some(t) if now.saturating_duration_since(t) < self.config.grace_period => {
+                    young.push((t, peer));
+                }
+                _ => old.push(peer),
+            }
+        }
         // Sorted first so that a seeded RNG gives the same choice whatever the table's order.
-        running.sort();
-        running.shuffle(rng);
-        running.truncate(count);
-        running
+        old.sort();
+        old.shuffle(rng);
+        young.sort();
+        old.into_iter()
+            .chain(young.into_iter().map(|(_, p)| p))
+            .take(count)
+            .collect()
     }
 }
 

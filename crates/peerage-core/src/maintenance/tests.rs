@@ -268,3 +268,42 @@ fn aborted_dial_is_not_retried_in_the_same_round() {
     f.now += secs(5);
     assert_eq!(dialed(&f.step()), vec![point(1)]);
 }
+
+/// go connmgr's grace period: peers connected for less than it are closed last, the
+/// longest-standing first; older peers go first, at random.
+#[test]
+fn too_many_spares_new_connections() {
+    let mut f = Fixture::new();
+    // Six peers an hour ago, then six more at one-second steps just now.
+    let old: Vec<PeerId> = (0..6).map(|_| f.inbound()).collect();
+    f.now += secs(3600);
+    let mut young = Vec::new();
+    for _ in 0..6 {
+        f.now += secs(1);
+        young.push(f.inbound());
+    }
+    assert_eq!(f.pool.active(), 12);
+    let plan = f.step();
+    // 12 > max_threshold 8: close 5, all among the six old ones.
+    assert_eq!(plan.close.len(), 5);
+    assert!(plan.close.iter().all(|p| old.contains(p)));
+    for p in plan.close {
+        f.close(p);
+    }
+    // Two more newcomers: 9 > 8, close 2: the last old one, then the oldest young one.
+    f.now += secs(1);
+    let last = f.inbound();
+    f.now += secs(1);
+    f.inbound();
+    f.close(last);
+    f.inbound();
+    assert_eq!(f.pool.active(), 9);
+    let plan = f.step();
+    let remaining_old: Vec<PeerId> = old
+        .iter()
+        .copied()
+        .filter(|p| f.pool.is_running(p))
+        .collect();
+    assert_eq!(remaining_old.len(), 1);
+    assert_eq!(plan.close, vec![remaining_old[0], young[0]]);
+}

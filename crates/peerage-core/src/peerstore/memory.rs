@@ -1,7 +1,7 @@
 //! The in-memory backend, as go-libp2p `pstoremem`.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::BTreeSet,
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -10,8 +10,16 @@ use libp2p_core::{PeerRecord, SignedEnvelope};
 use libp2p_identity::{Keypair, PublicKey};
 use multiaddr::Multiaddr;
 
-use super::{AddrEntry, AddrStream, Config, Error, LATENCY_EWMA_SMOOTHING, Store, Ttl, own_addr};
+use super::{
+    AddrEntry, AddrStream, Config, Error, LATENCY_EWMA_SMOOTHING, Store, Ttl, own_addr,
+    own_addr_cow,
+};
 use crate::PeerId;
+
+/// Maps keyed by peer IDs and addresses, with foldhash: several times faster than SipHash on
+/// 40-byte peer IDs, and randomly seeded, so that remote peers cannot choose colliding keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// The multihash code of an identity hash, used by peer IDs that inline their key (Ed25519).
 const IDENTITY_MULTIHASH: u64 = 0x00;
@@ -182,21 +190,26 @@ impl AddrBook {
         let Some(addrs) = self.peers.get_mut(peer) else {
             return;
         };
-        let min = addrs.min_expiry();
-        if min != addrs.indexed {
-            if let Some(old) = addrs.indexed {
-                self.expiries.remove(&(old, *peer));
-            }
-            if let Some(new) = min {
-                self.expiries.insert((new, *peer));
-            }
-            addrs.indexed = min;
-        }
+        Self::reindex(&mut self.expiries, peer, addrs);
         if addrs.addrs.is_empty()
             && let Some(addrs) = self.peers.remove(peer)
             && addrs.record.is_some()
         {
             self.records -= 1;
+        }
+    }
+
+    /// Re-enters `peer` in the expiry index at its earliest expiry, if that changed.
+    fn reindex(expiries: &mut BTreeSet<(Instant, PeerId)>, peer: &PeerId, addrs: &mut PeerAddrs) {
+        let min = addrs.min_expiry();
+        if min != addrs.indexed {
+            if let Some(old) = addrs.indexed {
+                expiries.remove(&(old, *peer));
+            }
+            if let Some(new) = min {
+                expiries.insert((new, *peer));
+            }
+            addrs.indexed = min;
         }
     }
 
@@ -237,6 +250,8 @@ impl AddrBook {
         }
     }
 
+    /// go `AddAddrs`. Written for the hot path (identify, one address at a time from some
+    /// callers): one lookup of the peer, no clone of an address already stored.
     fn add(&mut self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant, config: &Config) {
         if ttl == Ttl::ZERO {
             // Nothing to add, but a caller may have removed addresses before.
@@ -244,36 +259,69 @@ impl AddrBook {
             return;
         }
         let new = Entry::new(ttl, now);
-        self.reserve(peer, addrs.len());
+        let watched = !self.subscribers.is_empty() && self.subscribers.contains_key(peer);
+        let mut added = Vec::new();
+        let book = self.peers.entry(*peer).or_default();
+        book.addrs.reserve(addrs.len());
         for addr in addrs {
-            let Some(addr) = own_addr(peer, addr) else {
+            let Some(addr) = own_addr_cow(peer, addr) else {
                 continue;
             };
-            match self.get(peer, &addr) {
-                Some(old) => {
-                    // TTL and expiry are each raised, never lowered; `None` is "never".
-                    let expiry = match (old.expiry, new.expiry) {
+            if let Some((_, old)) = book.addrs.iter_mut().find(|(a, _)| *a == *addr) {
+                // TTL and expiry are each raised, never lowered; `None` is "never".
+                let merged = Entry {
+                    ttl: old.ttl.max(ttl),
+                    expiry: match (old.expiry, new.expiry) {
                         (Some(a), Some(b)) => Some(a.max(b)),
                         _ => None,
-                    };
-                    let merged = Entry {
-                        ttl: old.ttl.max(ttl),
-                        expiry,
-                    };
-                    if merged != old {
-                        self.put(peer, addr, merged);
-                    }
+                    },
+                };
+                if !old.ttl.is_connected() && merged.ttl.is_connected() {
+                    book.unconnected -= 1;
+                    self.unconnected -= 1;
                 }
-                None => {
-                    if !ttl.is_connected() && !self.make_room(peer, config) {
-                        continue;
-                    }
-                    self.put(peer, addr.clone(), new);
-                    self.broadcast(peer, &addr);
-                }
+                *old = merged;
+                continue;
             }
+            if !ttl.is_connected() {
+                if self.unconnected >= config.max_unconnected_addrs {
+                    continue;
+                }
+                let cap = config.max_addrs_per_peer;
+                if cap > 0 && book.unconnected >= cap {
+                    // Evict the unconnected address with the nearest expiry (go).
+                    let Some(i) = book
+                        .addrs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, e))| !e.ttl.is_connected())
+                        .min_by_key(|(_, (a, e))| (e.expiry.is_none(), e.expiry, a.clone()))
+                        .map(|(i, _)| i)
+                    else {
+                        continue;
+                    };
+                    book.addrs.swap_remove(i);
+                    book.unconnected -= 1;
+                    self.unconnected -= 1;
+                }
+                book.unconnected += 1;
+                self.unconnected += 1;
+            }
+            let addr = addr.into_owned();
+            if watched {
+                added.push(addr.clone());
+            }
+            book.addrs.push((addr, new));
         }
-        self.tidy(peer);
+        // `tidy` without a second lookup of the peer.
+        Self::reindex(&mut self.expiries, peer, book);
+        let empty = book.addrs.is_empty();
+        for addr in added {
+            self.broadcast(peer, &addr);
+        }
+        if empty {
+            self.tidy(peer);
+        }
     }
 
     fn set(&mut self, peer: &PeerId, addrs: &[Multiaddr], ttl: Ttl, now: Instant, config: &Config) {
@@ -358,7 +406,7 @@ impl MemoryStore {
     /// to write them out (see [`MemoryStore::take_changes`]).
     pub fn tracking_changes(config: Config) -> Self {
         let store = Self::new(config);
-        store.lock().changes = Some(HashSet::new());
+        store.lock().changes = Some(HashSet::default());
         store
     }
 
@@ -635,6 +683,16 @@ impl Store for MemoryStore {
         entries
     }
 
+    fn addrs(&self, peer: &PeerId, now: Instant) -> Vec<Multiaddr> {
+        let addrs: Vec<Multiaddr> = self
+            .lock()
+            .book
+            .unexpired(peer, now)
+            .map(|(a, _)| a.clone())
+            .collect();
+        addrs
+    }
+
     fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId> {
         let inner = self.lock();
         let mut peers: Vec<PeerId> = inner
@@ -696,7 +754,7 @@ impl Store for MemoryStore {
         let (tx, rx) = futures_channel::mpsc::channel(self.config.addr_stream_buffer);
         let mut sub = Subscriber {
             tx,
-            sent: HashSet::new(),
+            sent: HashSet::default(),
         };
         let mut inner = self.lock();
         let mut current: Vec<&Multiaddr> = inner

@@ -257,6 +257,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn clear_addrs(&self, peer: &PeerId);
     /// The unexpired addresses of `peer`, with TTL and expiry, sorted by address.
     fn addrs_with_ttl(&self, peer: &PeerId, now: Instant) -> Vec<AddrEntry>;
+    /// The unexpired addresses of `peer`, in no particular order (go `Addrs`, whose order is
+    /// random; [`Store::addrs_with_ttl`] sorts).
+    fn addrs(&self, peer: &PeerId, now: Instant) -> Vec<Multiaddr> {
+        self.addrs_with_ttl(peer, now)
+            .into_iter()
+            .map(|e| e.addr)
+            .collect()
+    }
     /// Peers with at least one unexpired address. (go also lists peers whose addresses expired
     /// but were not collected yet; this does not.)
     fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId>;
@@ -407,20 +415,11 @@ impl Peerstore {
         Self::new(MemoryStore::new(config))
     }
 
-    /// The unexpired addresses of `peer`, sorted (go `Addrs`).
-    pub fn addrs(&self, peer: &PeerId, now: Instant) -> Vec<Multiaddr> {
-        self.store
-            .addrs_with_ttl(peer, now)
-            .into_iter()
-            .map(|e| e.addr)
-            .collect()
-    }
-
     /// `peer` and its unexpired addresses (go `PeerInfo`).
     pub fn peer_info(&self, peer: &PeerId, now: Instant) -> PeerInfo {
         PeerInfo {
             peer_id: *peer,
-            addrs: self.addrs(peer, now),
+            addrs: self.store.addrs(peer, now),
         }
     }
 
@@ -457,18 +456,26 @@ impl Peerstore {
     }
 }
 
+/// As [`own_addr`], without a copy when `addr` has no `/p2p` suffix.
+pub(crate) fn own_addr_cow<'a>(
+    peer: &PeerId,
+    addr: &'a Multiaddr,
+) -> Option<std::borrow::Cow<'a, Multiaddr>> {
+    match addr.iter().last() {
+        Some(multiaddr::Protocol::P2p(id)) if id != *peer => None,
+        Some(multiaddr::Protocol::P2p(_)) => {
+            let mut a = addr.clone();
+            a.pop();
+            Some(std::borrow::Cow::Owned(a))
+        }
+        _ => Some(std::borrow::Cow::Borrowed(addr)),
+    }
+}
+
 /// Splits a trailing `/p2p/<id>` off `addr`: `Some(addr)` without it if it named `peer` or was
 /// absent, `None` if it names another peer (go skips such addresses).
 pub(crate) fn own_addr(peer: &PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
-    let mut a = addr.clone();
-    match a.iter().last() {
-        Some(multiaddr::Protocol::P2p(id)) if id != *peer => None,
-        Some(multiaddr::Protocol::P2p(_)) => {
-            a.pop();
-            Some(a)
-        }
-        _ => Some(a),
-    }
+    own_addr_cow(peer, addr).map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
