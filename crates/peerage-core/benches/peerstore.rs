@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use libp2p_peer_store::Store as _;
 use peerage_core::{
     Multiaddr, PeerId,
@@ -165,5 +165,59 @@ fn side_by_side(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same add-then-read workload on js-libp2p's `@libp2p/peer-store` (in-memory datastore),
+/// run by `interop/js/bench-peerstore.mjs`, beside ours timed here: the ratio of operations per
+/// second, in the same run. Skipped with a note if Node.js or `interop/js` is not installed.
+fn js_comparison() {
+    const PER_PEER: usize = 10;
+    let js_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/js");
+    if !js_dir.join("node_modules/@libp2p/peer-store").is_dir() {
+        println!("js comparison skipped: run `npm ci --prefix interop/js` first");
+        return;
+    }
+    let input = input(PER_PEER);
+    let now = Instant::now();
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let ps = store();
+        for (p, addrs) in input.peers.iter().zip(&input.addrs) {
+            for a in addrs {
+                ps.add_addrs(p, std::slice::from_ref(a), Ttl::ADDRESS, now);
+            }
+        }
+        for p in &input.peers {
+            black_box(ps.addrs(p, now));
+        }
+        best = best.min(start.elapsed());
+    }
+    let ops = (PEERS * (PER_PEER + 1)) as f64;
+    let ours = ops / best.as_secs_f64();
+    let out = std::process::Command::new("node")
+        .current_dir(&js_dir)
+        .args(["--import", "./polyfill.mjs", "bench-peerstore.mjs"])
+        .output();
+    let js: Option<f64> = out.ok().and_then(|o| {
+        let line = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()?
+            .to_owned();
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        v["ops_per_sec"].as_f64()
+    });
+    match js {
+        Some(js) => println!(
+            "add_then_read_10k_x10: peerage {ours:.0} ops/s, js @libp2p/peer-store {js:.0} ops/s, ratio {:.0}x",
+            ours / js
+        ),
+        None => println!("js comparison failed: could not run interop/js/bench-peerstore.mjs"),
+    }
+}
+
 criterion_group!(benches, addr_book, side_by_side);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    js_comparison();
+}

@@ -226,3 +226,31 @@ fn a_store_open_twice_is_refused() {
     let err = RedbStore::open(&path, Config::new(), Options::new()).unwrap_err();
     assert!(err.to_string().contains("already open"), "{err}");
 }
+
+/// An empty (or otherwise invalid) peer ID key in the database is refused by name, and the file
+/// is left untouched.
+#[test]
+fn an_empty_peer_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peerstore.redb");
+    drop(RedbStore::open(&path, Config::new(), Options::new()).unwrap());
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let write = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<'_, &[u8], &[u8]> =
+                redb::TableDefinition::new("peerage_peers");
+            write
+                .open_table(table)
+                .unwrap()
+                .insert(b"".as_slice(), b"{}".as_slice())
+                .unwrap();
+        }
+        write.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = RedbStore::open(&path, Config::new(), Options::new()).unwrap_err();
+    assert!(matches!(err, Error::Storage(_)));
+    assert!(err.to_string().contains("corrupt peer ID"), "{err}");
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+}

@@ -461,6 +461,11 @@ pub(crate) fn own_addr_cow<'a>(
     peer: &PeerId,
     addr: &'a Multiaddr,
 ) -> Option<std::borrow::Cow<'a, Multiaddr>> {
+    // Fast path: without the bytes of the `/p2p` code (0x01a5 as a varint) anywhere, there is
+    // no `/p2p` component, and no need to decode the address.
+    if !addr.as_ref().windows(2).any(|w| w == [0xa5, 0x03]) {
+        return Some(std::borrow::Cow::Borrowed(addr));
+    }
     match addr.iter().last() {
         Some(multiaddr::Protocol::P2p(id)) if id != *peer => None,
         Some(multiaddr::Protocol::P2p(_)) => {

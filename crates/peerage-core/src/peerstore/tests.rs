@@ -80,3 +80,16 @@ fn gc_pops_in_expiry_order_at_10k() {
     assert_eq!(collected, live);
     assert!(ps.peers_with_addrs(now).is_empty());
 }
+
+#[test]
+fn own_addr_strips_only_our_p2p_suffix() {
+    let peer = PeerId::random();
+    let other = PeerId::random();
+    // 165.3 is 0xa5 0x03, the varint of the /p2p code: the fast path must not be fooled.
+    let tricky: Multiaddr = "/ip4/165.3.0.1/tcp/1".parse().unwrap();
+    assert_eq!(own_addr(&peer, &tricky), Some(tricky.clone()));
+    let ours: Multiaddr = format!("{tricky}/p2p/{peer}").parse().unwrap();
+    assert_eq!(own_addr(&peer, &ours), Some(tricky.clone()));
+    let theirs: Multiaddr = format!("{tricky}/p2p/{other}").parse().unwrap();
+    assert_eq!(own_addr(&peer, &theirs), None);
+}
