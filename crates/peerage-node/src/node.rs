@@ -130,7 +130,7 @@ fn build_swarm(
             let config = peerage::Config::new()
                 .with_bounds(bounds)
                 .with_peerstore(peerstore);
-            peerage::Behaviour::new(key.public(), config)
+            peerage::Behaviour::new(key, config)
         })?
         // The behaviour keeps connections alive itself; this only bounds connections that no
         // handler wants, which do not occur.

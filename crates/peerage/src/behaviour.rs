@@ -11,8 +11,9 @@ use futures_timer::Delay;
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
+    core::{PeerRecord, SignedEnvelope},
     identify,
-    identity::PublicKey,
+    identity::Keypair,
     ping, request_response,
     swarm::{
         CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure,
@@ -260,14 +261,22 @@ pub struct Behaviour {
     waker: Option<Waker>,
     /// When the peerstore is next collected.
     next_gc: Instant,
+    /// Signs our peer record.
+    keypair: Keypair,
+    /// Our dialable listen addresses.
+    listen_addrs: Vec<Multiaddr>,
+    /// Our signed peer record for `listen_addrs`, in libp2p's protobuf encoding; `None` until
+    /// it is first needed after they change.
+    own_record: Option<Vec<u8>>,
 }
 
 impl Behaviour {
-    /// A behaviour for the node whose identity key is `local_key`.
-    pub fn new(local_key: PublicKey, config: Config) -> Self {
-        let local_peer_id = local_key.to_peer_id();
+    /// A behaviour for the node whose identity is `local_key` (it signs the node's peer
+    /// record, which answers to requests for points carry).
+    pub fn new(local_key: &Keypair, config: Config) -> Self {
+        let local_peer_id = local_key.public().to_peer_id();
         let identify = identify::Behaviour::new(
-            identify::Config::new("ipfs/0.1.0".to_owned(), local_key)
+            identify::Config::new("ipfs/0.1.0".to_owned(), local_key.public())
                 .with_agent_version(config.agent_version.clone()),
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
@@ -298,6 +307,9 @@ impl Behaviour {
             timer: None,
             waker: None,
             next_gc: Instant::now() + PEERSTORE_GC_INTERVAL,
+            keypair: local_key.clone(),
+            listen_addrs: Vec::new(),
+            own_record: None,
         }
     }
 
@@ -581,6 +593,9 @@ impl Behaviour {
                         connection: CloseConnection::One(connection_id),
                     });
                 }
+                if let Some(bytes) = &response.record {
+                    self.consume_record(peer, bytes, now);
+                }
                 let received = response.points.len();
                 if received > pex::MAX_POINTS_ACCEPTED {
                     tracing::debug!(%peer, received, "pex: too many points, refused");
@@ -617,6 +632,46 @@ impl Behaviour {
         }
     }
 
+    /// Our signed peer record (domain `libp2p-peer-record`) for our current listen addresses,
+    /// signed again when they changed, and kept in our own peerstore as go's host does.
+    fn own_record(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.own_record.is_none() && !self.listen_addrs.is_empty() {
+            match PeerRecord::new_interop(&self.keypair, self.listen_addrs.clone()) {
+                Ok(record) => {
+                    let envelope = record.into_signed_envelope();
+                    if let Err(e) =
+                        self.peerstore
+                            .consume_peer_record(&envelope, Ttl::Permanent, now)
+                    {
+                        tracing::debug!("own peer record: {e}");
+                    }
+                    self.own_record = Some(envelope.into_protobuf_encoding());
+                }
+                Err(e) => tracing::warn!("cannot sign our peer record: {e}"),
+            }
+        }
+        self.own_record.clone()
+    }
+
+    /// Stores the signed peer record a peer sent in its answer, if it is that peer's own.
+    fn consume_record(&self, peer: PeerId, bytes: &[u8], now: Instant) {
+        let result = SignedEnvelope::from_protobuf_encoding(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|envelope| {
+                let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
+                    .map_err(|e| e.to_string())?;
+                if record.peer_id() != peer {
+                    return Err(format!("a record of {}", record.peer_id()));
+                }
+                self.peerstore
+                    .consume_peer_record(&envelope, Ttl::Connected, now)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            tracing::debug!(%peer, "peer record refused: {e}");
+        }
+    }
+
     /// Admits a nacked connection whose peer needs connections, if the node is under `max`.
     fn admit_needy(&mut self, peer: PeerId, connection_id: ConnectionId, now: Instant) {
         let under_max = self.pool.active() < self.maintenance.bounds().max();
@@ -648,11 +703,16 @@ impl Behaviour {
             .map(ToString::to_string)
             .collect();
         self.pex_answered.insert(peer, now);
+        let record = self.own_record(now);
         // Fails only if the connection is gone; nothing to do then.
-        let _ = self
-            .inner
-            .pex
-            .send_response(channel, pex::Response { points, nack });
+        let _ = self.inner.pex.send_response(
+            channel,
+            pex::Response {
+                points,
+                nack,
+                record,
+            },
+        );
     }
 
     /// Runs what is due at `now`: closes lingering nacked connections, answers delayed requests
@@ -834,7 +894,17 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
             FromSwarm::DialFailure(e) => self.on_dial_failure(e),
             // Our own addresses are never points (Octez `my_id_points`), even once expired.
-            FromSwarm::NewListenAddr(e) => self.pool.add_own_point(e.addr),
+            FromSwarm::NewListenAddr(e) => {
+                self.pool.add_own_point(e.addr);
+                if pool::split_point(e.addr).is_ok() && !self.listen_addrs.contains(e.addr) {
+                    self.listen_addrs.push(e.addr.clone());
+                    self.own_record = None;
+                }
+            }
+            FromSwarm::ExpiredListenAddr(e) => {
+                self.listen_addrs.retain(|a| a != e.addr);
+                self.own_record = None;
+            }
             _ => {}
         }
         self.inner.on_swarm_event(event);

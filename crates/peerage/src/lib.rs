@@ -22,7 +22,7 @@
 //!     .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
 //!     .with_behaviour(|key| {
 //!         let config = peerage::Config::new().with_bounds(Bounds::from_connections(6));
-//!         peerage::Behaviour::new(key.public(), config)
+//!         peerage::Behaviour::new(key, config)
 //!     })?
 //!     .build();
 //! swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;

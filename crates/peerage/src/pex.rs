@@ -57,6 +57,10 @@ pub struct Response {
     /// asker should back off from it as from a refused connection and try the points instead.
     #[serde(default)]
     pub nack: bool,
+    /// The answering node's own signed peer record (a libp2p signed envelope, domain
+    /// `libp2p-peer-record`, protobuf-encoded), so that its addresses are certified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Vec<u8>>,
 }
 
 /// The request-response behaviour of the protocol.

@@ -25,7 +25,7 @@ fn swarm(bounds: Bounds) -> Swarm<peerage::Behaviour> {
                 .with_bounds(bounds)
                 .with_looking_for_peers(Duration::from_millis(500));
             peerage::Behaviour::new(
-                key.public(),
+                key,
                 peerage::Config::new()
                     .with_maintenance(maintenance)
                     .with_rng_seed(7),
@@ -105,6 +105,24 @@ async fn peers_learn_each_other_through_exchange() {
             .iter()
             .any(|(p, e)| *p == b_id && matches!(e, Event::PointsReceived { new, .. } if *new > 0)),
         "B learned points by exchange"
+    );
+    // A's answer carried its signed peer record: B holds A's certified address.
+    let a_id = *a.local_peer_id();
+    let envelope = b
+        .behaviour()
+        .peerstore()
+        .peer_record(&a_id, Instant::now())
+        .expect("A's signed record");
+    let record = libp2p::core::PeerRecord::from_signed_envelope_interop(envelope).unwrap();
+    assert_eq!(record.peer_id(), a_id);
+    let a_listen = peerage::pool::split_point(&a_addr).unwrap().0;
+    assert_eq!(record.addresses(), [a_listen]);
+    // A holds its own record too (as go's host does).
+    assert!(
+        a.behaviour()
+            .peerstore()
+            .peer_record(&a_id, Instant::now())
+            .is_some()
     );
     // Identify fed A's peerstore.
     let protocols = a.behaviour().peerstore().protocols(&b_id);
@@ -255,7 +273,7 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
         )
         .unwrap()
         .with_behaviour(|key| WithDenier {
-            peerage: peerage::Behaviour::new(key.public(), peerage::Config::new()),
+            peerage: peerage::Behaviour::new(key, peerage::Config::new()),
             denier: Denier,
         })
         .unwrap()

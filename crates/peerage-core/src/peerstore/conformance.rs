@@ -5,7 +5,7 @@
 //!
 //! A backend runs the whole suite with [`peerstore_conformance!`](crate::peerstore_conformance):
 //!
-//! ```ignore
+//! ```text
 //! peerage_core::peerstore_conformance!(|config| Peerstore::memory(config));
 //! ```
 //!
