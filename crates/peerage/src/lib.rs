@@ -38,7 +38,12 @@
 //! - Octez's `Nack` becomes a connection that is accepted, answered one request for points, and
 //!   closed: libp2p has no handshake-level refusal that can carry a list of points.
 //! - Octez advertises `(ip, port)` points; [`pex`] advertises multiaddrs, with `/p2p/<id>` when
-//!   the peer is known, so dials can check who answers.
+//!   the peer is known, so dials can check who answers, and the answering node's signed peer
+//!   record, so that its addresses are certified.
+//! - go's identify stores a remote's signed peer record; libp2p-identify 0.48 only passes on
+//!   records in the legacy `libp2p-routing-state` domain and drops the standard
+//!   `libp2p-peer-record` ones that go and js peers send, so certified addresses come from
+//!   [`pex`] (Peerage peers) rather than from identify.
 
 #![warn(missing_docs)]
 
