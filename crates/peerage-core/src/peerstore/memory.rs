@@ -177,6 +177,18 @@ impl AddrBook {
         self.peers.get(peer)?.get(addr).copied()
     }
 
+    /// Removes every address of `peer` (the caller tidies).
+    fn remove_all(&mut self, peer: &PeerId) {
+        let addrs: Vec<Multiaddr> = self
+            .peers
+            .get(peer)
+            .map(|a| a.addrs().cloned().collect())
+            .unwrap_or_default();
+        for addr in addrs {
+            self.remove(peer, &addr);
+        }
+    }
+
     /// Room for `n` more addresses of `peer` in one allocation, rather than the doubling of
     /// one push at a time (a peer's batch usually arrives whole, from identify).
     fn reserve(&mut self, peer: &PeerId, n: usize) {
@@ -503,14 +515,7 @@ impl MemoryStore {
     pub fn import_peer(&self, peer: &PeerId, state: PeerState) {
         let mut inner = self.lock();
         let book = &mut inner.book;
-        let old: Vec<Multiaddr> = book
-            .peers
-            .get(peer)
-            .map(|a| a.addrs().cloned().collect())
-            .unwrap_or_default();
-        for addr in old {
-            book.remove(peer, &addr);
-        }
+        book.remove_all(peer);
         for e in state.addrs {
             book.put(
                 peer,
@@ -656,16 +661,8 @@ impl Store for MemoryStore {
 
     fn clear_addrs(&self, peer: &PeerId) {
         let mut inner = self.write(peer);
-        let book = &mut inner.book;
-        let addrs: Vec<Multiaddr> = book
-            .peers
-            .get(peer)
-            .map(|a| a.addrs().cloned().collect())
-            .unwrap_or_default();
-        for addr in addrs {
-            book.remove(peer, &addr);
-        }
-        book.tidy(peer);
+        inner.book.remove_all(peer);
+        inner.book.tidy(peer);
     }
 
     fn addrs_with_ttl(&self, peer: &PeerId, now: Instant) -> Vec<AddrEntry> {
