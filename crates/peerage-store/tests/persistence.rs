@@ -254,3 +254,36 @@ fn an_empty_peer_id_is_refused() {
     assert!(err.to_string().contains("corrupt peer ID"), "{err}");
     assert!(std::fs::read(&path).unwrap() == before, "the file changed");
 }
+
+/// A stored address that is not a multiaddr is refused by name, and the file is left untouched.
+#[test]
+fn a_malformed_stored_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peerstore.redb");
+    let peer = Keypair::generate_ed25519().public().to_peer_id();
+    drop(RedbStore::open(&path, Config::new(), Options::new()).unwrap());
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let write = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<'_, &[u8], &[u8]> =
+                redb::TableDefinition::new("peerage_peers");
+            let record = br#"{"addrs":[{"addr":"/ip4/not-an-ip/tcp/1","ttl":"permanent"}]}"#;
+            write
+                .open_table(table)
+                .unwrap()
+                .insert(peer.to_bytes().as_slice(), record.as_slice())
+                .unwrap();
+        }
+        write.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = RedbStore::open(&path, Config::new(), Options::new()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Storage(_)));
+    assert!(
+        msg.contains("corrupt record") && msg.contains("/ip4/not-an-ip/tcp/1"),
+        "{msg}"
+    );
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+}
