@@ -16,6 +16,18 @@ fn addr(i: u8) -> Multiaddr {
     format!("/ip4/10.0.0.{i}/tcp/4001").parse().unwrap()
 }
 
+/// Writes a raw row into the peers table, as a corrupt or foreign writer would.
+fn write_raw(path: &Path, key: &[u8], value: &[u8]) {
+    let db = redb::Database::open(path).unwrap();
+    let write = db.begin_write().unwrap();
+    {
+        let table: redb::TableDefinition<'_, &[u8], &[u8]> =
+            redb::TableDefinition::new("peerage_peers");
+        write.open_table(table).unwrap().insert(key, value).unwrap();
+    }
+    write.commit().unwrap();
+}
+
 fn open(path: &Path, now: Instant, wall: SystemTime, options: Options) -> RedbStore {
     RedbStore::open_at(path, Config::new(), options, now, wall).unwrap()
 }
@@ -194,20 +206,7 @@ fn a_corrupt_record_is_named() {
         let store = RedbStore::open(&path, Config::new(), Options::new()).unwrap();
         store.add_addrs(&peer, &[addr(1)], Ttl::Permanent, Instant::now());
     }
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let write = db.begin_write().unwrap();
-        {
-            let table: redb::TableDefinition<'_, &[u8], &[u8]> =
-                redb::TableDefinition::new("peerage_peers");
-            write
-                .open_table(table)
-                .unwrap()
-                .insert(peer.to_bytes().as_slice(), b"{not json".as_slice())
-                .unwrap();
-        }
-        write.commit().unwrap();
-    }
+    write_raw(&path, peer.to_bytes().as_slice(), b"{not json".as_slice());
     let before = std::fs::read(&path).unwrap();
     let err = RedbStore::open(&path, Config::new(), Options::new()).unwrap_err();
     let msg = err.to_string();
@@ -234,20 +233,7 @@ fn an_empty_peer_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("peerstore.redb");
     drop(RedbStore::open(&path, Config::new(), Options::new()).unwrap());
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let write = db.begin_write().unwrap();
-        {
-            let table: redb::TableDefinition<'_, &[u8], &[u8]> =
-                redb::TableDefinition::new("peerage_peers");
-            write
-                .open_table(table)
-                .unwrap()
-                .insert(b"".as_slice(), b"{}".as_slice())
-                .unwrap();
-        }
-        write.commit().unwrap();
-    }
+    write_raw(&path, b"".as_slice(), b"{}".as_slice());
     let before = std::fs::read(&path).unwrap();
     let err = RedbStore::open(&path, Config::new(), Options::new()).unwrap_err();
     assert!(matches!(err, Error::Storage(_)));
@@ -262,21 +248,8 @@ fn a_malformed_stored_address_is_refused() {
     let path = dir.path().join("peerstore.redb");
     let peer = Keypair::generate_ed25519().public().to_peer_id();
     drop(RedbStore::open(&path, Config::new(), Options::new()).unwrap());
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let write = db.begin_write().unwrap();
-        {
-            let table: redb::TableDefinition<'_, &[u8], &[u8]> =
-                redb::TableDefinition::new("peerage_peers");
-            let record = br#"{"addrs":[{"addr":"/ip4/not-an-ip/tcp/1","ttl":"permanent"}]}"#;
-            write
-                .open_table(table)
-                .unwrap()
-                .insert(peer.to_bytes().as_slice(), record.as_slice())
-                .unwrap();
-        }
-        write.commit().unwrap();
-    }
+    let record = br#"{"addrs":[{"addr":"/ip4/not-an-ip/tcp/1","ttl":"permanent"}]}"#;
+    write_raw(&path, peer.to_bytes().as_slice(), record.as_slice());
     let before = std::fs::read(&path).unwrap();
     let err = RedbStore::open(&path, Config::new(), Options::new()).unwrap_err();
     let msg = err.to_string();
