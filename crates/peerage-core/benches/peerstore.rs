@@ -117,6 +117,20 @@ fn addr_book(c: &mut Criterion) {
     group.finish();
 }
 
+/// The side-by-side workload on our store: every address added with its own call, then every
+/// peer's addresses read back.
+fn add_then_read(input: &Input, now: Instant) {
+    let ps = store();
+    for (p, addrs) in input.peers.iter().zip(&input.addrs) {
+        for a in addrs {
+            ps.add_addrs(p, std::slice::from_ref(a), Ttl::ADDRESS, now);
+        }
+    }
+    for p in &input.peers {
+        black_box(ps.addrs(p, now));
+    }
+}
+
 /// 10,000 peers: 10 addresses added one call each, then every peer's addresses read back.
 fn side_by_side(c: &mut Criterion) {
     const PER_PEER: usize = 10;
@@ -128,19 +142,7 @@ fn side_by_side(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     // Operations: one per address added, one per peer read.
     group.throughput(Throughput::Elements((PEERS * (PER_PEER + 1)) as u64));
-    group.bench_function("peerage", |b| {
-        b.iter(|| {
-            let ps = store();
-            for (p, addrs) in input.peers.iter().zip(&input.addrs) {
-                for a in addrs {
-                    ps.add_addrs(p, std::slice::from_ref(a), Ttl::ADDRESS, now);
-                }
-            }
-            for p in &input.peers {
-                black_box(ps.addrs(p, now));
-            }
-        })
-    });
+    group.bench_function("peerage", |b| b.iter(|| add_then_read(&input, now)));
     group.bench_function("libp2p-peer-store", |b| {
         b.iter(|| {
             let config = libp2p_peer_store::memory_store::Config::default()
@@ -180,15 +182,7 @@ fn js_comparison() {
     let mut best = Duration::MAX;
     for _ in 0..5 {
         let start = Instant::now();
-        let ps = store();
-        for (p, addrs) in input.peers.iter().zip(&input.addrs) {
-            for a in addrs {
-                ps.add_addrs(p, std::slice::from_ref(a), Ttl::ADDRESS, now);
-            }
-        }
-        for p in &input.peers {
-            black_box(ps.addrs(p, now));
-        }
+        add_then_read(&input, now);
         best = best.min(start.elapsed());
     }
     let ops = (PEERS * (PER_PEER + 1)) as f64;
