@@ -10,6 +10,8 @@
 //!
 //! - [`peerstore`]: facts about peers (addresses with TTLs, protocols, latency), as go-libp2p
 //!   `core/peerstore`.
+//! - [`connmgr`]: tags, protection, decaying tags, watermarks and trimming, as go-libp2p
+//!   `BasicConnMgr`, with a hard cap at admission.
 //! - [`pool`]: connection lifecycle state of points and peers, with Octez's state machines and
 //!   reconnection backoff (`P2p_pool`, `P2p_point_state`, `P2p_peer_state`).
 //! - [`maintenance`]: the planner that keeps the connection count between its bounds, as Octez
@@ -19,6 +21,7 @@
 // Tests need a starting instant; the library itself never reads the clock (see clippy.toml).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod connmgr;
 pub mod maintenance;
 pub mod peerstore;
 pub mod pool;

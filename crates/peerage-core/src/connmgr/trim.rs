@@ -1,0 +1,191 @@
+//! Victim selection (go `getConnsToClose`, `getConnsToCloseEmergency`, `spec/connmgr.md`
+//! §2.7-2.8).
+//!
+//! A trim ranks candidate peers by a compact key, then chooses the lowest-ranked until the
+//! target is met. Only as many peers as the target can need (each has at least one connection)
+//! are ordered: a linear-time selection (`select_nth_unstable`) isolates them, and only those
+//! are sorted. The candidate buffer is kept between trims, so a trim allocates nothing but its
+//! list of victims. Cost: `O(n + t log t)` for `n` candidates and a target of `t` connections.
+
+use std::{cmp::Reverse, fmt, hash::Hash, time::Instant};
+
+use super::{ConnManager, Trim, TrimKind, Victim};
+use crate::PeerId;
+
+/// A candidate's rank; lower is closed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    value: i64,
+    /// Peers with no open stream first.
+    has_streams: bool,
+    /// Peers with an inbound connection first.
+    outbound_only: bool,
+    /// Fewer streams first; negated in an emergency (more streams first).
+    streams: i64,
+    /// The newest peer first.
+    first_seen: Reverse<Instant>,
+    /// A total order for ties.
+    peer: PeerId,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Candidate {
+    key: Key,
+    connections: usize,
+    protected: bool,
+}
+
+impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
+    pub(super) fn run_trim(&mut self, kind: TrimKind, now: Instant) -> Trim {
+        self.last_trim = Some(now);
+        let mut victims = Vec::new();
+        if self.config.trimming() {
+            match kind {
+                TrimKind::Background | TrimKind::Manual => self.select_normal(now, &mut victims),
+                TrimKind::Emergency => self.select_emergency(&mut victims),
+            }
+        }
+        for v in &victims {
+            if let Some(p) = self.peers.get_mut(&v.peer) {
+                for c in p.connections.iter_mut().filter(|c| !c.closing) {
+                    c.closing = true;
+                    self.closing += 1;
+                }
+            }
+        }
+        Trim { kind, victims }
+    }
+
+    /// go `getConnsToClose`: candidates are unprotected peers out of grace; the target is their
+    /// connections minus the low watermark.
+    fn select_normal(&mut self, now: Instant, victims: &mut Vec<Victim>) {
+        let low = self.config.low_water;
+        if self.connections - self.closing <= low {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let mut temp = Vec::new();
+        let mut candidates = 0;
+        for (id, p) in &self.peers {
+            if self.protected.contains_key(id) || self.in_grace(p, now) {
+                continue;
+            }
+            if p.is_temp() {
+                temp.push(*id);
+                continue;
+            }
+            let live = p.live_connections();
+            if live > 0 {
+                candidates += live;
+                scratch.push(self.candidate(id, false, false));
+            }
+        }
+        if candidates > low {
+            // Temporary entries rank first in go and are dropped, not closed.
+            for id in &temp {
+                self.remove_entry(id, true);
+            }
+            take_lowest(&mut scratch, candidates - low, victims);
+        }
+        self.scratch = scratch;
+    }
+
+    /// go `getConnsToCloseEmergency`: unprotected peers, grace ignored, more streams first;
+    /// then protected peers if that fell short.
+    fn select_emergency(&mut self, victims: &mut Vec<Victim>) {
+        let Some(mut target) = (self.connections - self.closing).checked_sub(self.config.low_water)
+        else {
+            return;
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for protected in [false, true] {
+            if target == 0 {
+                break;
+            }
+            scratch.clear();
+            for (id, p) in &self.peers {
+                if self.protected.contains_key(id) == protected && p.live_connections() > 0 {
+                    scratch.push(self.candidate(id, true, protected));
+                }
+            }
+            target = take_lowest(&mut scratch, target, victims);
+        }
+        self.scratch = scratch;
+    }
+
+    fn candidate(&self, id: &PeerId, emergency: bool, protected: bool) -> Candidate {
+        let p = &self.peers[id];
+        let live = p.connections.iter().filter(|c| !c.closing);
+        let (streams, inbound) = live.fold((0i64, false), |(s, i), c| {
+            (s + i64::from(c.streams), i || c.inbound)
+        });
+        Candidate {
+            key: Key {
+                value: p.value,
+                has_streams: streams > 0,
+                outbound_only: !inbound,
+                streams: if emergency { -streams } else { streams },
+                first_seen: Reverse(p.first_seen),
+                peer: *id,
+            },
+            connections: p.live_connections(),
+            protected,
+        }
+    }
+}
+
+/// Chooses the lowest-ranked candidates, whole peers, until `target` connections are chosen;
+/// returns what is left of the target.
+fn take_lowest(
+    candidates: &mut [Candidate],
+    mut target: usize,
+    victims: &mut Vec<Victim>,
+) -> usize {
+    // Each candidate has a connection at least, so `target` of them are enough.
+    let needed = target.min(candidates.len());
+    if needed == 0 {
+        return target;
+    }
+    if needed < candidates.len() {
+        candidates.select_nth_unstable_by_key(needed - 1, |c| c.key);
+    }
+    let lowest = &mut candidates[..needed];
+    lowest.sort_unstable_by_key(|c| c.key);
+    for c in lowest.iter() {
+        if target == 0 {
+            break;
+        }
+        target = target.saturating_sub(c.connections);
+        victims.push(Victim {
+            peer: c.key.peer,
+            connections: c.connections,
+            value: c.key.value,
+            protected: c.protected,
+        });
+    }
+    target
+}
+
+/// Every peer in trim order, for tests of go's `TestPeerInfoSorting`: temporary entries first
+/// (a trim drops them before choosing victims), then connected peers by rank.
+#[cfg(test)]
+pub(super) fn ranking<C: Copy + Eq + Hash + fmt::Debug>(
+    cm: &ConnManager<C>,
+    emergency: bool,
+) -> Vec<PeerId> {
+    let temp = cm
+        .peers
+        .iter()
+        .filter(|(_, p)| p.is_temp())
+        .map(|(id, _)| *id);
+    let mut connected: Vec<Candidate> = cm
+        .peers
+        .iter()
+        .filter(|(_, p)| !p.is_temp())
+        .map(|(id, _)| cm.candidate(id, emergency, false))
+        .collect();
+    connected.sort_unstable_by_key(|c| c.key);
+    temp.chain(connected.into_iter().map(|c| c.key.peer))
+        .collect()
+}
