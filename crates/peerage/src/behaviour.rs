@@ -28,7 +28,7 @@ use peerage_core::{
 };
 use rand::{SeedableRng, rngs::StdRng};
 
-use crate::{keep_alive, pex};
+use crate::{connmgr, keep_alive, pex};
 
 /// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
 const MAX_IDENTIFY_ADDRS: usize = 500;
@@ -44,6 +44,9 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 pub const AGENT_VERSION: &str = "AgentVersion";
 /// Peerstore metadata key of a peer's identify protocol version (as go).
 pub const PROTOCOL_VERSION: &str = "ProtocolVersion";
+/// The connection manager's protection tag of trusted peers (connected through a trusted point,
+/// or trusted themselves).
+pub const TRUSTED_TAG: &str = "peerage-trusted";
 
 /// Configuration of the Peerage [`Behaviour`].
 #[derive(Debug, Clone)]
@@ -51,6 +54,7 @@ pub struct Config {
     maintenance: maintenance::Config,
     pool: pool::Config,
     peerstore: Option<Peerstore>,
+    connmgr: Option<connmgr::Config>,
     agent_version: String,
     ping_interval: Duration,
     nack_linger: Duration,
@@ -63,6 +67,7 @@ impl Default for Config {
             maintenance: maintenance::Config::default(),
             pool: pool::Config::default(),
             peerstore: None,
+            connmgr: None,
             agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
             ping_interval: Duration::from_secs(15),
             nack_linger: Duration::from_secs(2),
@@ -97,6 +102,26 @@ impl Config {
     pub fn with_peerstore(mut self, peerstore: Peerstore) -> Self {
         self.peerstore = Some(peerstore);
         self
+    }
+    /// The connection manager's configuration. By default, derived from the bounds as
+    /// DESIGN.md maps them: low watermark = `expected`, high watermark = `max`, the
+    /// maintenance's grace period, and go's other defaults (hard cap at `max` + 10 %).
+    ///
+    /// # Errors
+    ///
+    /// [`connmgr::Error::Config`] if `config` is invalid ([`connmgr::Config::validate`]).
+    pub fn with_connmgr(mut self, config: connmgr::Config) -> Result<Self, connmgr::Error> {
+        config.validate()?;
+        self.connmgr = Some(config);
+        Ok(self)
+    }
+    /// The connection manager's configuration derived from these bounds (see
+    /// [`with_connmgr`](Self::with_connmgr)).
+    pub fn default_connmgr(&self) -> connmgr::Config {
+        let bounds = self.maintenance.bounds();
+        connmgr::Config::new()
+            .with_watermarks(bounds.expected(), bounds.max())
+            .with_grace_period(self.maintenance.grace_period())
     }
     /// The agent version identify announces. `peerage/<crate version>` by default.
     pub fn with_agent_version(mut self, agent: impl Into<String>) -> Self {
@@ -157,6 +182,13 @@ pub enum Event {
         /// The peer.
         peer_id: PeerId,
     },
+    /// The connection manager chose peers to disconnect (see [`connmgr`]).
+    Trimmed {
+        /// Why.
+        kind: connmgr::TrimKind,
+        /// The peers being disconnected.
+        peers: Vec<PeerId>,
+    },
     /// The maintenance acted.
     Maintenance {
         /// Connections before acting.
@@ -180,6 +212,7 @@ pub struct Inner {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     pex: pex::Behaviour,
+    connmgr: connmgr::Behaviour,
     keep_alive: keep_alive::Behaviour,
 }
 
@@ -274,6 +307,12 @@ impl Behaviour {
     /// A behaviour for the node whose identity is `local_key` (it signs the node's peer
     /// record, which answers to requests for points carry).
     pub fn new(local_key: &Keypair, config: Config) -> Self {
+        let connmgr_config = config
+            .connmgr
+            .clone()
+            .unwrap_or_else(|| config.default_connmgr());
+        // Validated by `with_connmgr`; the derived one is valid for any bounds.
+        let connmgr = connmgr::Behaviour::new(connmgr_config).expect("valid connmgr config");
         let local_peer_id = local_key.public().to_peer_id();
         let identify = identify::Behaviour::new(
             identify::Config::new("ipfs/0.1.0".to_owned(), local_key.public())
@@ -289,6 +328,7 @@ impl Behaviour {
                 identify,
                 ping,
                 pex: pex::behaviour(),
+                connmgr,
                 keep_alive: keep_alive::Behaviour,
             },
             peerstore: config
@@ -310,6 +350,24 @@ impl Behaviour {
             keypair: local_key.clone(),
             listen_addrs: Vec::new(),
             own_record: None,
+        }
+    }
+
+    /// The connection manager's shared handle: tag and protect peers, trim, read its state.
+    pub fn connmgr(&self) -> connmgr::Handle {
+        self.inner.connmgr.handle()
+    }
+
+    /// Protects a peer that is trusted, or whose connection comes from a trusted point, so
+    /// that the connection manager neither trims it nor refuses it at its hard cap.
+    fn protect_if_trusted(&self, peer: &PeerId, connection_id: ConnectionId) {
+        let via_trusted_point = self
+            .dials
+            .get(&connection_id)
+            .and_then(|point| self.pool.point(point))
+            .is_some_and(|p| p.is_trusted());
+        if via_trusted_point || self.pool.is_trusted_peer(peer) {
+            self.inner.connmgr.handle().protect(*peer, TRUSTED_TAG);
         }
     }
 
@@ -536,6 +594,13 @@ impl Behaviour {
                 ..
             }) => tracing::debug!(%peer, "ping failed: {e}"),
             InnerEvent::Pex(event) => self.on_pex_event(event, now),
+            InnerEvent::Connmgr(connmgr::Event::Trimmed(trim)) => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::Trimmed {
+                        kind: trim.kind,
+                        peers: trim.victims.iter().map(|v| v.peer).collect(),
+                    }));
+            }
             InnerEvent::KeepAlive(never) => match never {},
         }
     }
@@ -843,6 +908,7 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.protect_if_trusted(&peer, connection_id);
         self.inner.handle_established_inbound_connection(
             connection_id,
             peer,
@@ -874,6 +940,7 @@ impl NetworkBehaviour for Behaviour {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.protect_if_trusted(&peer, connection_id);
         self.inner.handle_established_outbound_connection(
             connection_id,
             peer,

@@ -48,12 +48,13 @@
 #![warn(missing_docs)]
 
 mod behaviour;
+pub mod connmgr;
 mod keep_alive;
 pub mod pex;
 
 pub use peerage_core::{PeerId, maintenance, peerstore, pool};
 
-pub use self::behaviour::{AGENT_VERSION, Behaviour, Config, Event, PROTOCOL_VERSION};
+pub use self::behaviour::{AGENT_VERSION, Behaviour, Config, Event, PROTOCOL_VERSION, TRUSTED_TAG};
 
 /// The README's example, compiled as a doc test.
 #[cfg(doctest)]

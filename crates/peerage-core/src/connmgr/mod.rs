@@ -86,6 +86,7 @@ pub struct Config {
     decay_resolution: Duration,
     early_tag_ttl: Duration,
     max_early_tags: usize,
+    memory_watermark: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,7 @@ impl Default for Config {
             decay_resolution: Duration::from_secs(60),
             early_tag_ttl: Duration::from_secs(60),
             max_early_tags: 4096,
+            memory_watermark: None,
         }
     }
 }
@@ -158,6 +160,17 @@ impl Config {
     pub fn with_max_early_tags(mut self, n: usize) -> Self {
         self.max_early_tags = n;
         self
+    }
+    /// Resident memory of the process, in bytes, above which the glue runs an emergency trim
+    /// ([`ConnManager::force_trim`]). `None` (off) by default: go's automatic emergency trims
+    /// closed peers on false alarms (go-libp2p-connmgr GH#99) and were removed.
+    pub fn with_memory_watermark(mut self, bytes: Option<usize>) -> Self {
+        self.memory_watermark = bytes;
+        self
+    }
+    /// The memory watermark, in bytes.
+    pub fn memory_watermark(&self) -> Option<usize> {
+        self.memory_watermark
     }
     /// The low watermark, in connections.
     pub fn low_water(&self) -> usize {

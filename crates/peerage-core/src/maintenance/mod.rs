@@ -103,6 +103,10 @@ impl Config {
     pub fn bounds(&self) -> Bounds {
         self.bounds
     }
+    /// The grace period.
+    pub fn grace_period(&self) -> Duration {
+        self.grace_period
+    }
 }
 
 /// What the maintenance wants done, from one [`Maintenance::step`].

@@ -1,0 +1,628 @@
+//! The connection manager on a swarm: a [`Handle`] applications call from anywhere, and a
+//! [`Behaviour`] that admits connections under the hard cap and closes the peers trims choose.
+//!
+//! The rules (watermarks, grace and silence periods, ranking, decaying tags, emergency trims)
+//! are those of [`peerage_core::connmgr`], go-libp2p's `BasicConnMgr` with a hard cap; read its
+//! docs for the counting unit and what a trim leaves.
+//!
+//! ```no_run
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use peerage::connmgr::{self, BumpFn, DecayFn};
+//!
+//! let behaviour = connmgr::Behaviour::new(connmgr::Config::new().with_watermarks(32, 96))?;
+//! let handle = behaviour.handle(); // Clone + Send + Sync: give it to every part of the app
+//! let peer = peerage::PeerId::random();
+//! handle.tag_peer(peer, "dht", 10);
+//! handle.protect(peer, "relay");
+//! let deliveries = handle.register_decaying_tag(
+//!     "pubsub-deliveries",
+//!     Duration::from_secs(60),
+//!     DecayFn::fixed(1),
+//!     BumpFn::sum_bounded(0, 100),
+//! )?;
+//! deliveries.bump(peer, 5)?;
+//! // Compose `behaviour` into the swarm's behaviour, e.g. with #[derive(NetworkBehaviour)].
+//! # Ok(()) }
+//! ```
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::{FutureExt, channel::oneshot};
+use futures_timer::Delay;
+use libp2p::{
+    Multiaddr, PeerId,
+    core::{Endpoint, transport::PortUse},
+    swarm::{
+        CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+    },
+};
+pub use peerage_core::connmgr::{
+    BumpFn, Config, ConnectionInfo, DecayFn, DecayingValue, Error, HardCapReached, Info, TagInfo,
+    Trim, TrimKind, Victim,
+};
+use peerage_core::connmgr::{ConnManager, DecayingTag as CoreTag};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+/// How often the process's memory is sampled when a memory watermark is set.
+const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Events of the connection manager [`Behaviour`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A trim chose peers; their connections are being closed.
+    Trimmed(Trim),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    trims: [u64; 3],
+    pruned: [u64; 3],
+    denied: u64,
+    last_trim: Option<SystemTime>,
+}
+
+fn kind_index(kind: TrimKind) -> usize {
+    match kind {
+        TrimKind::Background => 0,
+        TrimKind::Manual => 1,
+        TrimKind::Emergency => 2,
+    }
+}
+
+const KINDS: [TrimKind; 3] = [TrimKind::Background, TrimKind::Manual, TrimKind::Emergency];
+
+struct State {
+    core: ConnManager<ConnectionId>,
+    /// Callers of `trim_open_conns` waiting for the next trim.
+    trim_waiters: Vec<oneshot::Sender<()>>,
+    /// A `force_trim` waits to be run by the behaviour.
+    force_requested: bool,
+    counts: Counts,
+    waker: Option<Waker>,
+    /// The behaviour is gone: trims are no longer run.
+    detached: bool,
+}
+
+impl State {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// A shared handle on the connection manager: `Clone + Send + Sync`, callable from any task or
+/// thread (go's `ConnManager` interface). Calls take a short lock; none is held across an
+/// `.await`. Changes that need the swarm (closing connections) are carried out by the
+/// [`Behaviour`], which the handle wakes.
+#[derive(Clone)]
+pub struct Handle {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent counters (every update is a few
+        // plain writes), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets a tag's value on a peer (go `TagPeer`); see [`ConnManager::tag_peer`].
+    pub fn tag_peer(&self, peer: PeerId, tag: &str, value: i64) {
+        let mut s = self.lock();
+        s.core.tag_peer(peer, tag, value, Instant::now());
+        s.wake();
+    }
+
+    /// Removes a tag from a peer (go `UntagPeer`).
+    pub fn untag_peer(&self, peer: &PeerId, tag: &str) {
+        self.lock().core.untag_peer(peer, tag);
+    }
+
+    /// Sets a tag to `upsert(current)`, 0 if unset (go `UpsertTag`).
+    pub fn upsert_tag(&self, peer: PeerId, tag: &str, upsert: impl FnOnce(i64) -> i64) {
+        let mut s = self.lock();
+        s.core.upsert_tag(peer, tag, upsert, Instant::now());
+        s.wake();
+    }
+
+    /// What is known of a peer, `None` if nothing (go `GetTagInfo`).
+    pub fn tag_info(&self, peer: &PeerId) -> Option<TagInfo> {
+        self.lock().core.tag_info(peer)
+    }
+
+    /// Protects a peer under `tag` (go `Protect`): spared by trims and exempt from the hard cap.
+    pub fn protect(&self, peer: PeerId, tag: &str) {
+        self.lock().core.protect(peer, tag);
+    }
+
+    /// Removes a protection tag; returns whether another still protects the peer (go
+    /// `Unprotect`).
+    pub fn unprotect(&self, peer: &PeerId, tag: &str) -> bool {
+        let mut s = self.lock();
+        let still = s.core.unprotect(peer, tag);
+        s.wake();
+        still
+    }
+
+    /// Whether the peer is protected under `tag`, or any tag if empty (go `IsProtected`).
+    pub fn is_protected(&self, peer: &PeerId, tag: &str) -> bool {
+        self.lock().core.is_protected(peer, tag)
+    }
+
+    /// The protected peers and their tags.
+    pub fn protected_peers(&self) -> Vec<(PeerId, Vec<String>)> {
+        let s = self.lock();
+        s.core
+            .protected_peers()
+            .map(|(p, t)| (*p, t.to_vec()))
+            .collect()
+    }
+
+    /// Registers a decaying tag (go `RegisterDecayingTag`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateTag`] if the name is taken.
+    pub fn register_decaying_tag(
+        &self,
+        name: &str,
+        interval: Duration,
+        decay: DecayFn,
+        bump: BumpFn,
+    ) -> Result<DecayingTag, Error> {
+        let mut s = self.lock();
+        let tag = s
+            .core
+            .register_decaying_tag(name, interval, decay, bump, Instant::now())?;
+        Ok(DecayingTag {
+            tag,
+            handle: self.clone(),
+        })
+    }
+
+    /// Trims down to the low watermark (go `TrimOpenConns`). Single-flight: calls made while a
+    /// trim waits to run join it. Resolves once the behaviour has chosen the victims and asked
+    /// the swarm to close them, or at once if the behaviour is gone.
+    pub fn trim_open_conns(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let mut s = self.lock();
+        if !s.detached {
+            s.trim_waiters.push(tx);
+            s.wake();
+        }
+        rx.map(|_| ())
+    }
+
+    /// Asks for an emergency trim (go `ForceTrim`): down to the low watermark, ignoring grace
+    /// periods, protected peers last. Runs at the behaviour's next poll.
+    pub fn force_trim(&self) {
+        let mut s = self.lock();
+        s.force_requested = true;
+        s.wake();
+    }
+
+    /// A summary (go `GetInfo`).
+    pub fn info(&self) -> Info {
+        self.lock().core.info(Instant::now())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Config {
+        self.lock().core.config().clone()
+    }
+
+    /// Registers the connection manager's metrics, computed at each scrape:
+    /// `connections`, `closing_connections`, `peers`, `protected_peers`, `peers_in_grace`,
+    /// `low_water`, `high_water`, `hard_cap`, `last_trim_timestamp_seconds`, and the counters
+    /// `trims_total{kind}`, `pruned_peers_total{kind}` and `denied_connections_total`. Register
+    /// them under a prefix such as `libp2p_connmgr` (nim-libp2p's names).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(MetricsCollector(self.clone())));
+    }
+}
+
+/// A decaying tag (go `DecayingTag`), bound to its connection manager.
+#[derive(Debug, Clone)]
+pub struct DecayingTag {
+    tag: CoreTag,
+    handle: Handle,
+}
+
+impl DecayingTag {
+    /// The tag's name.
+    pub fn name(&self) -> &str {
+        self.tag.name()
+    }
+    /// The effective interval (raised to the decay resolution if it was shorter).
+    pub fn interval(&self) -> Duration {
+        self.tag.interval()
+    }
+    /// Bumps a peer's value with the tag's bump function.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TagClosed`] after [`close`](Self::close).
+    pub fn bump(&self, peer: PeerId, delta: i64) -> Result<(), Error> {
+        let mut s = self.handle.lock();
+        s.core.bump(&self.tag, peer, delta, Instant::now())?;
+        s.wake();
+        Ok(())
+    }
+    /// Removes a peer's value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TagClosed`] after [`close`](Self::close).
+    pub fn remove(&self, peer: &PeerId) -> Result<(), Error> {
+        let mut s = self.handle.lock();
+        s.core.remove_decaying(&self.tag, peer, Instant::now())
+    }
+    /// Closes the tag: every peer's value goes; later bumps fail. Closing twice does nothing.
+    pub fn close(&self) {
+        let mut s = self.handle.lock();
+        s.core.close_decaying_tag(&self.tag, Instant::now());
+    }
+}
+
+/// The connection manager as a `NetworkBehaviour`: it denies established connections over the
+/// hard cap (with [`HardCapReached`], downcastable from the `ConnectionDenied`), counts
+/// connections on [`FromSwarm::ConnectionEstablished`] and [`FromSwarm::ConnectionClosed`] only
+/// (a sibling behaviour may still deny a connection it admitted), runs trims and closes their
+/// victims with [`ToSwarm::CloseConnection`], logging each with its reason.
+///
+/// With a memory watermark ([`Config::with_memory_watermark`]), the process's resident memory is
+/// sampled every second (as libp2p-memory-connection-limits reads it); above the watermark an
+/// emergency trim runs, at most once per silence period.
+pub struct Behaviour {
+    handle: Handle,
+    events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
+    timer: Option<(Instant, Delay)>,
+    next_memory_sample: Option<Instant>,
+    last_emergency: Option<Instant>,
+}
+
+impl Behaviour {
+    /// A connection manager with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the configuration is invalid.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let now = Instant::now();
+        let memory = config.memory_watermark().is_some();
+        let core = ConnManager::new(config, now)?;
+        Ok(Self {
+            handle: Handle {
+                state: Arc::new(Mutex::new(State {
+                    core,
+                    trim_waiters: Vec::new(),
+                    force_requested: false,
+                    counts: Counts::default(),
+                    waker: None,
+                    detached: false,
+                })),
+            },
+            events: VecDeque::new(),
+            timer: None,
+            next_memory_sample: memory.then_some(now),
+            last_emergency: None,
+        })
+    }
+
+    /// The shared handle.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    fn admit(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        let mut s = self.handle.lock();
+        s.core.admit(peer).map_err(|e| {
+            s.counts.denied += 1;
+            tracing::debug!(%peer, "connection denied: {e}");
+            ConnectionDenied::new(e)
+        })
+    }
+
+    fn run(&mut self, s: &mut State, trim: Trim) {
+        let i = kind_index(trim.kind);
+        s.counts.trims[i] += 1;
+        s.counts.pruned[i] += trim.victims.len() as u64;
+        s.counts.last_trim = Some(SystemTime::now());
+        if trim.victims.is_empty() {
+            tracing::debug!(kind = %trim.kind, "trim: nothing to close");
+            return;
+        }
+        for v in &trim.victims {
+            tracing::info!(
+                peer = %v.peer,
+                value = v.value,
+                connections = v.connections,
+                protected = v.protected,
+                reason = %format_args!("connmgr {} trim", trim.kind),
+                "closing connections",
+            );
+            self.events.push_back(ToSwarm::CloseConnection {
+                peer_id: v.peer,
+                connection: CloseConnection::All,
+            });
+        }
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::Trimmed(trim)));
+    }
+
+    /// Runs what is due at `now`; returns the next deadline.
+    fn on_tick(&mut self, now: Instant) -> Option<Instant> {
+        let handle = self.handle.clone();
+        let mut s = handle.lock();
+        if let Some(at) = self.next_memory_sample
+            && at <= now
+        {
+            self.next_memory_sample = Some(now + MEMORY_SAMPLE_INTERVAL);
+            let silence = s.core.config().silence_period();
+            let quiet = self.last_emergency.is_none_or(|t| t + silence <= now);
+            if quiet && memory_exceeded(s.core.config().memory_watermark()) {
+                s.force_requested = true;
+            }
+        }
+        if std::mem::take(&mut s.force_requested) {
+            self.last_emergency = Some(now);
+            let trim = s.core.force_trim(now);
+            self.run(&mut s, trim);
+        }
+        if !s.trim_waiters.is_empty() {
+            let trim = s.core.trim_open_conns(now);
+            self.run(&mut s, trim);
+            // Receivers may be gone; nothing to tell them then.
+            for w in s.trim_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+        if let Some(trim) = s.core.poll(now) {
+            self.run(&mut s, trim);
+        }
+        [s.core.poll_timeout(), self.next_memory_sample]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl Drop for Behaviour {
+    fn drop(&mut self) {
+        let mut s = self.handle.lock();
+        s.detached = true;
+        // Waiting trims resolve: there is nothing left to trim.
+        s.trim_waiters.clear();
+    }
+}
+
+/// Whether the process's resident memory is above `watermark` bytes.
+fn memory_exceeded(watermark: Option<usize>) -> bool {
+    let Some(watermark) = watermark else {
+        return false;
+    };
+    match memory_stats::memory_stats() {
+        Some(stats) if stats.physical_mem > watermark => {
+            tracing::warn!(
+                resident = stats.physical_mem,
+                watermark,
+                "memory above the connection manager's watermark: emergency trim"
+            );
+            true
+        }
+        Some(_) => false,
+        None => {
+            tracing::debug!("cannot read the process's memory");
+            false
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Event;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admit(&peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admit(&peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let mut s = self.handle.lock();
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                let remote = e.endpoint.get_remote_address().clone();
+                s.core.connection_established(
+                    e.peer_id,
+                    e.connection_id,
+                    e.endpoint.is_listener(),
+                    remote,
+                    Instant::now(),
+                );
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                s.core.connection_closed(&e.peer_id, e.connection_id);
+            }
+            _ => return,
+        }
+        // A connection may bring the count above the high watermark: trim without waiting for
+        // a tick.
+        s.wake();
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        libp2p::core::util::unreachable(event)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            let now = Instant::now();
+            // Register the waker first, so that a handle call after `on_tick` wakes us.
+            self.handle.lock().waker = Some(cx.waker().clone());
+            let deadline = self.on_tick(now);
+            if !self.events.is_empty() {
+                continue;
+            }
+            if let Some(deadline) = deadline {
+                let timer = match &mut self.timer {
+                    Some((at, timer)) if *at == deadline => timer,
+                    slot => {
+                        let delay = Delay::new(deadline.saturating_duration_since(now));
+                        &mut slot.insert((deadline, delay)).1
+                    }
+                };
+                if timer.poll_unpin(cx).is_ready() {
+                    self.timer = None;
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Encodes the connection manager's metrics at each scrape.
+struct MetricsCollector(Handle);
+
+impl fmt::Debug for MetricsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connmgr::MetricsCollector")
+    }
+}
+
+impl Collector for MetricsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let (info, counts) = {
+            let s = self.0.lock();
+            (s.core.info(Instant::now()), s.counts)
+        };
+        let gauges: [(&str, &str, i64); 8] = [
+            (
+                "connections",
+                "Established connections.",
+                info.connections as i64,
+            ),
+            (
+                "closing_connections",
+                "Connections a trim chose that are still closing.",
+                info.closing as i64,
+            ),
+            ("peers", "Connected peers.", info.peers as i64),
+            (
+                "protected_peers",
+                "Protected peers, connected or not.",
+                info.protected_peers as i64,
+            ),
+            (
+                "peers_in_grace",
+                "Connected peers still in their grace period.",
+                info.peers_in_grace as i64,
+            ),
+            (
+                "low_water",
+                "The low watermark, in connections.",
+                info.low_water as i64,
+            ),
+            (
+                "high_water",
+                "The high watermark, in connections.",
+                info.high_water as i64,
+            ),
+            (
+                "hard_cap",
+                "Most connections of unprotected peers admitted; -1 without a cap.",
+                info.hard_cap.map_or(-1, |c| c as i64),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let last = counts
+            .last_trim
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        let gauge = ConstGauge::new(last);
+        gauge.encode(encoder.encode_descriptor(
+            "last_trim_timestamp_seconds",
+            "When the last trim ran, in seconds since the Unix epoch; 0 if none ran.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        for (name, help, values) in [
+            ("trims", "Trims run, by kind.", counts.trims),
+            (
+                "pruned_peers",
+                "Peers closed by trims, by kind.",
+                counts.pruned,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (kind, value) in KINDS.iter().zip(values) {
+                let labels = [("kind", kind.as_str())];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counter = ConstCounter::new(counts.denied);
+        counter.encode(encoder.encode_descriptor(
+            "denied_connections",
+            "Connections denied at the hard cap.",
+            None,
+            counter.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
