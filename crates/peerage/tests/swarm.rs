@@ -304,6 +304,7 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
         }
         assert_eq!(a.behaviour().peerage.active_connections(), 0);
         assert_eq!(a.behaviour().peerage.pool().known_peers(), 0);
+        assert_eq!(a.behaviour().peerage.connmgr().info().connections, 0);
     }
 }
 
