@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
-use peerage::maintenance::{Bounds, BoundsError};
+use peerage::{
+    connmgr,
+    maintenance::{Bounds, BoundsError},
+};
 
 /// Peerage: a libp2p node with peer and connection management.
 #[derive(Debug, Parser)]
@@ -40,6 +43,20 @@ pub struct ConnectionArgs {
     /// Soft ceiling of connections (overrides --connections).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Connection manager's low watermark: a trim closes the lowest-valued peers until the
+    /// connections of unprotected peers out of their grace period are down to it.
+    /// Default: the expected connections, or --high-water if lower.
+    #[arg(long, value_name = "N")]
+    pub low_water: Option<usize>,
+    /// Connection manager's high watermark: above it, a trim runs (at most every 10 s), and
+    /// connections of unprotected peers are capped at it plus 10 %. Default: the max
+    /// connections.
+    #[arg(long, value_name = "N")]
+    pub high_water: Option<usize>,
+    /// How long a newly connected peer is spared from trims and from the maintenance's closes
+    /// (`30s`, `1m`). Default: 1m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub grace_period: Option<Duration>,
 }
 
 impl ConnectionArgs {
@@ -55,6 +72,25 @@ impl ConnectionArgs {
             self.expected_connections.unwrap_or(base.expected()),
             self.max_connections.unwrap_or(base.max()),
         )
+    }
+
+    /// The connection manager's configuration for `bounds`: watermarks from `--low-water` and
+    /// `--high-water`, defaulting to `expected` and `max` (DESIGN.md), and the grace period.
+    ///
+    /// # Errors
+    ///
+    /// If the watermarks are not ordered, naming both flags.
+    pub fn connmgr(&self, bounds: Bounds) -> anyhow::Result<connmgr::Config> {
+        let high = self.high_water.unwrap_or(bounds.max());
+        let low = self.low_water.unwrap_or(bounds.expected().min(high));
+        let mut config = connmgr::Config::new().with_watermarks(low, high);
+        if let Some(grace) = self.grace_period {
+            config = config.with_grace_period(grace);
+        }
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid --low-water {low} / --high-water {high}: {e}"))?;
+        Ok(config)
     }
 }
 
@@ -101,6 +137,13 @@ pub struct DevnetArgs {
     /// Connection bounds of every node (default: --connections 6, i.e. 3/6/9).
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Node 0 only (everyone's bootstrap point, so the most dialed): the connection manager's
+    /// low watermark, to watch it trim under demand. Default: as the other nodes.
+    #[arg(long, value_name = "N")]
+    pub hub_low_water: Option<usize>,
+    /// Node 0 only: the connection manager's high watermark. Default: as the other nodes.
+    #[arg(long, value_name = "N")]
+    pub hub_high_water: Option<usize>,
 }
 
 #[cfg(test)]
@@ -130,6 +173,54 @@ mod tests {
             panic!("run");
         };
         assert!(run.connections.bounds(50).is_err(), "60 > expected 50");
+    }
+
+    #[test]
+    fn watermarks_default_from_the_bounds() {
+        let Command::Run(run) = parse(&["run", "--connections", "10"]).unwrap().command else {
+            panic!("run");
+        };
+        let c = run
+            .connections
+            .connmgr(run.connections.bounds(50).unwrap())
+            .unwrap();
+        assert_eq!(
+            (c.low_water(), c.high_water(), c.hard_cap()),
+            (10, 15, Some(17))
+        );
+        assert_eq!(c.grace_period(), Duration::from_secs(60));
+
+        let Command::Run(run) = parse(&["run", "--high-water", "4", "--grace-period", "2s"])
+            .unwrap()
+            .command
+        else {
+            panic!("run");
+        };
+        let c = run
+            .connections
+            .connmgr(run.connections.bounds(50).unwrap())
+            .unwrap();
+        assert_eq!(
+            (c.low_water(), c.high_water()),
+            (4, 4),
+            "low follows a lower high"
+        );
+        assert_eq!(c.grace_period(), Duration::from_secs(2));
+
+        let Command::Run(run) = parse(&["run", "--low-water", "9", "--high-water", "4"])
+            .unwrap()
+            .command
+        else {
+            panic!("run");
+        };
+        let err = run
+            .connections
+            .connmgr(run.connections.bounds(50).unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("--low-water 9 / --high-water 4"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
-use peerage::{maintenance::Bounds, peerstore::Peerstore};
+use peerage::{connmgr, maintenance::Bounds, peerstore::Peerstore};
 use serde::Serialize;
 
 use crate::{
-    cli::DevnetArgs,
+    cli::{ConnectionArgs, DevnetArgs},
     node::{Handle, Node, NodeConfig, Snapshot},
 };
 
@@ -29,11 +29,21 @@ pub struct BoundsReport {
     pub max: usize,
 }
 
+/// One node in the report: its final state, and the most established connections sampled.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// The final state.
+    #[serde(flatten)]
+    pub last: Snapshot,
+    /// The most established connections (connection manager count) over every sample.
+    pub max_established: usize,
+}
+
 /// The outcome of a devnet run, printed as JSON with `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Every node's final state.
-    pub nodes: Vec<Snapshot>,
+    pub nodes: Vec<NodeReport>,
     /// The bounds of every node.
     pub bounds: BoundsReport,
     /// Whether every node ended within `min..=max`.
@@ -52,17 +62,25 @@ const SAMPLE: Duration = Duration::from_millis(200);
 /// If a node cannot start (bad bounds, no port on 127.0.0.1) or stops unexpectedly.
 pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report> {
     let bounds = args.connections.bounds(6)?;
+    let connmgr = args.connections.connmgr(bounds)?;
+    let hub_connmgr = ConnectionArgs {
+        low_water: args.hub_low_water.or(args.connections.low_water),
+        high_water: args.hub_high_water.or(args.connections.high_water),
+        ..args.connections.clone()
+    }
+    .connmgr(bounds)
+    .context("node 0 (--hub-low-water, --hub-high-water)")?;
     let n = usize::from(args.nodes);
     let start = Instant::now();
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("valid");
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
-    let first = start_node(listen.clone(), Vec::new(), bounds).await?;
+    let first = start_node(listen.clone(), Vec::new(), bounds, &hub_connmgr).await?;
     let bootstrap = first.handle.listen_addrs()[0]
         .clone()
         .with(Protocol::P2p(first.handle.peer_id()));
     nodes.push(first);
     for _ in 1..n {
-        nodes.push(start_node(listen.clone(), vec![bootstrap.clone()], bounds).await?);
+        nodes.push(start_node(listen.clone(), vec![bootstrap.clone()], bounds, &connmgr).await?);
     }
     let handles: Vec<Handle> = nodes.iter().map(|node| node.handle.clone()).collect();
 
@@ -79,9 +97,13 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
     );
     bar.enable_steady_tick(Duration::from_millis(100));
     let mut stable_since: Option<Instant> = None;
+    let mut max_established = vec![0; n];
     let deadline = start + args.duration;
     let snapshots = loop {
         let snapshots = snapshot_all(&handles).await?;
+        for (max, s) in max_established.iter_mut().zip(&snapshots) {
+            *max = (*max).max(s.established);
+        }
         let within = snapshots
             .iter()
             .filter(|s| bounds.contains(s.connections))
@@ -115,7 +137,14 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
     }
     let converged = snapshots.iter().all(|s| bounds.contains(s.connections));
     Ok(Report {
-        nodes: snapshots,
+        nodes: snapshots
+            .into_iter()
+            .zip(max_established)
+            .map(|(last, max_established)| NodeReport {
+                last,
+                max_established,
+            })
+            .collect(),
         bounds: BoundsReport {
             min: bounds.min(),
             expected: bounds.expected(),
@@ -130,12 +159,14 @@ async fn start_node(
     listen: Multiaddr,
     bootstrap: Vec<Multiaddr>,
     bounds: Bounds,
+    connmgr: &connmgr::Config,
 ) -> anyhow::Result<Node> {
     Node::start(NodeConfig {
         keypair: Keypair::generate_ed25519(),
         listen: vec![listen],
         bootstrap,
         bounds,
+        connmgr: connmgr.clone(),
         peerstore: Peerstore::default(),
     })
     .await
@@ -155,7 +186,7 @@ pub fn render_table(report: &Report) -> String {
         "{:>4}  {:<52}  {:>11}  {:>12}  {:>11}",
         "node", "peer id", "connections", "known points", "known peers"
     );
-    for (i, node) in report.nodes.iter().enumerate() {
+    for (i, node) in report.nodes.iter().map(|n| &n.last).enumerate() {
         let mark = if (b.min..=b.max).contains(&node.connections) {
             " "
         } else {
@@ -170,7 +201,7 @@ pub fn render_table(report: &Report) -> String {
     let within = report
         .nodes
         .iter()
-        .filter(|s| (b.min..=b.max).contains(&s.connections))
+        .filter(|s| (b.min..=b.max).contains(&s.last.connections))
         .count();
     let _ = writeln!(
         out,

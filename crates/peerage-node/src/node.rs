@@ -12,7 +12,11 @@ use libp2p::{
     swarm::{SwarmEvent, dial_opts::DialOpts},
     tcp, yamux,
 };
-use peerage::{maintenance::Bounds, peerstore::Peerstore};
+use peerage::{
+    connmgr,
+    maintenance::{self, Bounds},
+    peerstore::Peerstore,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +31,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Connection bounds.
     pub bounds: Bounds,
+    /// The connection manager's configuration (its grace period is also the maintenance's).
+    pub connmgr: connmgr::Config,
     /// The peerstore (in memory, or [`peerage_store::RedbStore`] on disk).
     pub peerstore: Peerstore,
 }
@@ -40,6 +46,14 @@ pub struct Snapshot {
     pub listen: Vec<String>,
     /// Connected peers, as the maintenance counts them.
     pub connections: usize,
+    /// Established libp2p connections, as the connection manager counts them.
+    pub established: usize,
+    /// The connection manager's hard cap on connections of unprotected peers.
+    pub hard_cap: Option<usize>,
+    /// Trims the connection manager ran.
+    pub trims: u64,
+    /// Peers the connection manager's trims closed.
+    pub pruned_peers: u64,
     /// Known points.
     pub known_points: usize,
     /// Known peers.
@@ -116,8 +130,16 @@ pub struct Node {
 fn build_swarm(
     keypair: Keypair,
     bounds: Bounds,
+    connmgr: connmgr::Config,
     peerstore: Peerstore,
 ) -> anyhow::Result<Swarm<peerage::Behaviour>> {
+    let maintenance = maintenance::Config::new()
+        .with_bounds(bounds)
+        .with_grace_period(connmgr.grace_period());
+    let config = peerage::Config::new()
+        .with_maintenance(maintenance)
+        .with_peerstore(peerstore)
+        .with_connmgr(connmgr)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -126,12 +148,7 @@ fn build_swarm(
             yamux::Config::default,
         )?
         .with_quic()
-        .with_behaviour(|key| {
-            let config = peerage::Config::new()
-                .with_bounds(bounds)
-                .with_peerstore(peerstore);
-            peerage::Behaviour::new(key, config)
-        })?
+        .with_behaviour(|key| peerage::Behaviour::new(key, config))?
         // The behaviour keeps connections alive itself; this only bounds connections that no
         // handler wants, which do not occur.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -182,7 +199,12 @@ impl Node {
     /// a dialable point; each error names the address.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let peer_id = config.keypair.public().to_peer_id();
-        let mut swarm = build_swarm(config.keypair, config.bounds, config.peerstore)?;
+        let mut swarm = build_swarm(
+            config.keypair,
+            config.bounds,
+            config.connmgr,
+            config.peerstore,
+        )?;
         for addr in &config.bootstrap {
             swarm
                 .behaviour_mut()
@@ -281,10 +303,16 @@ fn short(peer_id: &PeerId) -> String {
 
 fn snapshot(swarm: &Swarm<peerage::Behaviour>) -> Snapshot {
     let behaviour = swarm.behaviour();
+    let connmgr = behaviour.connmgr();
+    let (info, stats) = (connmgr.info(), connmgr.stats());
     Snapshot {
         peer_id: swarm.local_peer_id().to_string(),
         listen: swarm.listeners().map(ToString::to_string).collect(),
         connections: behaviour.active_connections(),
+        established: info.connections,
+        hard_cap: info.hard_cap,
+        trims: stats.trims,
+        pruned_peers: stats.pruned_peers,
         known_points: behaviour.pool().known_points(),
         known_peers: behaviour.pool().known_peers(),
     }
@@ -328,6 +356,9 @@ fn log_event(event: SwarmEvent<peerage::Event>) {
                     "maintenance"
                 );
             }
+        }
+        SwarmEvent::Behaviour(peerage::Event::Trimmed { kind, peers }) => {
+            tracing::info!(%kind, closed = peers.len(), "connection manager trim");
         }
         SwarmEvent::Behaviour(event) => tracing::debug!(?event),
         _ => {}

@@ -28,6 +28,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // out must find the handler in place, not the default action.
     let shutdown = ShutdownSignal::install()?;
     let bounds = args.connections.bounds(50)?;
+    let connmgr = args.connections.connmgr(bounds)?;
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => default_data_dir().context("no platform data directory; pass --data-dir")?,
@@ -58,6 +59,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listen: args.listen,
         bootstrap: args.bootstrap,
         bounds,
+        connmgr,
         peerstore,
     })
     .await?;

@@ -209,10 +209,13 @@ pub enum Event {
 #[derive(libp2p::swarm::NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 pub struct Inner {
+    // First: the derived hooks call the fields in order and stop at the first denial. A
+    // connection the connection manager refuses must not reach request-response, which records
+    // it in `handle_established_*` and never forgets it (its `ConnectionClosed` then asserts).
+    connmgr: connmgr::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     pex: pex::Behaviour,
-    connmgr: connmgr::Behaviour,
     keep_alive: keep_alive::Behaviour,
 }
 
@@ -325,10 +328,10 @@ impl Behaviour {
         };
         Self {
             inner: Inner {
+                connmgr,
                 identify,
                 ping,
                 pex: pex::behaviour(),
-                connmgr,
                 keep_alive: keep_alive::Behaviour,
             },
             peerstore: config

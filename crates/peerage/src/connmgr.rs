@@ -68,6 +68,18 @@ pub enum Event {
     Trimmed(Trim),
 }
 
+/// Counters of what the connection manager [`Behaviour`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Trims run, of every kind (including those that closed nothing).
+    pub trims: u64,
+    /// Peers closed by trims.
+    pub pruned_peers: u64,
+    /// Connections denied at the hard cap.
+    pub denied_connections: u64,
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     trims: [u64; 3],
@@ -221,6 +233,16 @@ impl Handle {
         let mut s = self.lock();
         s.force_requested = true;
         s.wake();
+    }
+
+    /// What the behaviour did: trims run and peers closed by kind, connections denied.
+    pub fn stats(&self) -> Stats {
+        let c = self.lock().counts;
+        Stats {
+            trims: c.trims.iter().sum(),
+            pruned_peers: c.pruned.iter().sum(),
+            denied_connections: c.denied,
+        }
     }
 
     /// A summary (go `GetInfo`).

@@ -17,9 +17,12 @@
 //! # Trimming
 //!
 //! A trim runs when the count **exceeds** the high watermark (not "reaches" it, as go's ticker
-//! does), at most once per silence period (10 s by default), triggered by the connection that
-//! crosses the watermark and retried every silence period while it stays above, rather than by a
-//! 10 s ticker; or on demand ([`trim_open_conns`](ConnManager::trim_open_conns), unthrottled).
+//! does), at most once per silence period (10 s by default) after a trim that closed peers,
+//! triggered by the connection that crosses the watermark rather than by a 10 s ticker; or on
+//! demand ([`trim_open_conns`](ConnManager::trim_open_conns), unthrottled). A trim that closed
+//! nothing because candidates were in their grace period disturbed nobody: the next one runs as
+//! soon as the first of them leaves it (or after the silence period, if sooner), so that a node
+//! at its hard cap makes room within the grace period rather than up to 10 s later.
 //! Candidates are the peers that are neither protected nor in their grace period (1 min from
 //! their first connection). With `n` candidate connections and low watermark `low`, a trim
 //! closes the lowest-ranked candidate peers until `n - low` connections are chosen (whole peers,
@@ -479,6 +482,8 @@ pub struct ConnManager<C = u64> {
     next_tag: u64,
     ticks: Ticks,
     last_trim: Option<Instant>,
+    /// When a background trim may next run while the count is above the high watermark.
+    next_background: Option<Instant>,
     scratch: Vec<trim::Candidate>,
 }
 
@@ -508,6 +513,7 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             next_tag: 0,
             ticks,
             last_trim: None,
+            next_background: None,
             scratch: Vec::new(),
         })
     }
@@ -910,15 +916,12 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         now.saturating_duration_since(p.first_seen) < self.config.grace_period
     }
 
-    /// When a background trim is due: the count exceeds the high watermark, and then at the
-    /// end of the silence period after the last trim (at once if none ran).
+    /// When a background trim is due: while the count exceeds the high watermark, at once if
+    /// no trim ran yet, else when `next_background` says (see `run_trim`).
     fn background_trim_due(&self) -> Option<Instant> {
         let over =
             self.config.trimming() && self.connections - self.closing > self.config.high_water;
-        over.then(|| {
-            self.last_trim
-                .map_or(self.ticks.epoch, |t| t + self.config.silence_period)
-        })
+        over.then(|| self.next_background.unwrap_or(self.ticks.epoch))
     }
 
     /// The peer's entry, created temporary if unknown (go `tagInfoFor`).

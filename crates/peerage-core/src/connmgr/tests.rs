@@ -851,6 +851,34 @@ fn background_trim_only_above_high_water() {
 }
 
 #[test]
+fn a_trim_that_closed_nothing_retries_when_grace_ends() {
+    let start = Instant::now();
+    let config = Config::new()
+        .with_watermarks(2, 4)
+        .with_grace_period(Duration::from_secs(1));
+    let mut net = Net::new(ConnManager::new(config, start).unwrap(), start);
+    for _ in 0..5 {
+        net.connect();
+    }
+    let trim = net.cm.poll(start).unwrap();
+    assert!(trim.victims.is_empty(), "all in grace");
+    // Not 10 s later: when the first peer leaves its grace period.
+    assert_eq!(net.cm.poll_timeout(), Some(start + Duration::from_secs(1)));
+    net.now = start + Duration::from_secs(1);
+    let trim = net.cm.poll(net.now).unwrap();
+    assert_eq!(trim.victims.len(), 3);
+    net.apply(trim);
+    // A trim that closed peers starts a silence period.
+    for _ in 0..3 {
+        net.connect();
+    }
+    assert_eq!(
+        net.cm.poll_timeout(),
+        Some(net.now + Duration::from_secs(10))
+    );
+}
+
+#[test]
 fn hard_cap_refuses_unprotected_peers_only() {
     let now = Instant::now();
     let config = Config::new().with_watermarks(5, 10);

@@ -45,6 +45,13 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
                 TrimKind::Emergency => self.select_emergency(&mut victims),
             }
         }
+        let silence_end = now + self.config.silence_period;
+        self.next_background = Some(if victims.is_empty() {
+            self.grace_end(now)
+                .map_or(silence_end, |t| t.min(silence_end))
+        } else {
+            silence_end
+        });
         for v in &victims {
             if let Some(p) = self.peers.get_mut(&v.peer) {
                 for c in p.connections.iter_mut().filter(|c| !c.closing) {
@@ -112,6 +119,17 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             target = take_lowest(&mut scratch, target, victims);
         }
         self.scratch = scratch;
+    }
+
+    /// When the first unprotected connected peer in its grace period at `now` leaves it.
+    fn grace_end(&self, now: Instant) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter(|(id, p)| {
+                !p.is_temp() && !self.protected.contains_key(*id) && self.in_grace(p, now)
+            })
+            .map(|(_, p)| p.first_seen + self.config.grace_period)
+            .min()
     }
 
     fn candidate(&self, id: &PeerId, emergency: bool, protected: bool) -> Candidate {

@@ -78,3 +78,40 @@ fn devnet_table_has_a_verdict() {
         "{stdout}"
     );
 }
+
+/// Node 0, everyone's bootstrap point, with a high watermark below the demand on it: it trims
+/// to its low watermark (grace 0: nothing is exempt) and its established count never passes
+/// its hard cap (5 + 10 %, rounded up: 6) in any sample.
+#[test]
+fn a_hub_under_demand_trims_to_low_water_and_stays_under_its_hard_cap() {
+    let (_, stdout, stderr) = output(&[
+        "devnet",
+        "--nodes",
+        "12",
+        "--hub-low-water",
+        "3",
+        "--hub-high-water",
+        "5",
+        "--grace-period",
+        "0s",
+        "--duration",
+        "6s",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let hub = &report["nodes"][0];
+    assert_eq!(hub["hard_cap"], 6, "{hub}");
+    let max = hub["max_established"].as_u64().unwrap();
+    assert!(max <= 6, "sampled {max} established, hard cap 6: {hub}");
+    assert!(hub["trims"].as_u64().unwrap() >= 1, "{hub}");
+    // A trim runs once the count exceeds 5, i.e. at 6, and closes down to 3: 3 peers at least.
+    assert!(hub["pruned_peers"].as_u64().unwrap() >= 3, "{hub}");
+    // The other nodes keep the default watermarks (6/9, hard cap 10).
+    for node in report["nodes"].as_array().unwrap()[1..].iter() {
+        assert_eq!(node["hard_cap"], 10, "{node}");
+        assert!(
+            node["max_established"].as_u64().unwrap() <= 10 + 1,
+            "{node}"
+        );
+    }
+}

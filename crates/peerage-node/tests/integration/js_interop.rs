@@ -23,6 +23,7 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap: Vec::new(),
         bounds: Bounds::from_connections(6),
+        connmgr: peerage::connmgr::Config::default(),
         peerstore: Default::default(),
     })
     .await

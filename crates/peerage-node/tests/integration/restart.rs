@@ -21,6 +21,7 @@ fn node_config(
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap,
         bounds: Bounds::new(1, 1, 2).unwrap(),
+        connmgr: peerage::connmgr::Config::default(),
         peerstore,
     }
 }

@@ -12,6 +12,7 @@ async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
         bootstrap,
         bounds: Bounds::new(1, 1, 2).unwrap(),
+        connmgr: peerage::connmgr::Config::default(),
         peerstore: Default::default(),
     })
     .await
@@ -61,6 +62,7 @@ async fn bootstrap_without_peer_id_over_tcp() {
         listen: tcp(),
         bootstrap: Vec::new(),
         bounds: Bounds::new(1, 1, 2).unwrap(),
+        connmgr: peerage::connmgr::Config::default(),
         peerstore: Default::default(),
     })
     .await
@@ -70,6 +72,7 @@ async fn bootstrap_without_peer_id_over_tcp() {
         listen: tcp(),
         bootstrap: vec![a.handle.listen_addrs()[0].clone()],
         bounds: Bounds::new(1, 1, 2).unwrap(),
+        connmgr: peerage::connmgr::Config::default(),
         peerstore: Default::default(),
     })
     .await
