@@ -424,23 +424,36 @@ struct Peer<C> {
     decaying: Vec<(u64, DecayingValue)>,
     /// Empty for a temporary entry (tags before any connection).
     connections: Vec<Connection<C>>,
+    /// Whether the peer is in `ConnManager::protected` (kept here so that trims need no
+    /// lookup per peer).
+    protected: bool,
+    /// Aggregates of the connections not closing, kept so that ranking a peer reads nothing
+    /// outside its entry.
+    live: Live,
+}
+
+/// Sums over a peer's connections that no trim chose yet.
+#[derive(Debug, Clone, Copy, Default)]
+struct Live {
+    connections: u32,
+    inbound: u32,
+    streams: i64,
 }
 
 impl<C> Peer<C> {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, protected: bool) -> Self {
         Self {
             first_seen: now,
             value: 0,
             tags: HashMap::new(),
             decaying: Vec::new(),
             connections: Vec::new(),
+            protected,
+            live: Live::default(),
         }
     }
     fn is_temp(&self) -> bool {
         self.connections.is_empty()
-    }
-    fn live_connections(&self) -> usize {
-        self.connections.iter().filter(|c| !c.closing).count()
     }
     fn tag_value(&self, tag: &str) -> i64 {
         self.tags.get(tag).copied().unwrap_or(0)
@@ -600,8 +613,9 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
     pub fn protect(&mut self, peer: PeerId, tag: &str) {
         let tags = self.protected.entry(peer).or_default();
         if tags.is_empty()
-            && let Some(p) = self.peers.get(&peer)
+            && let Some(p) = self.peers.get_mut(&peer)
         {
+            p.protected = true;
             self.protected_connections += p.connections.len();
         }
         if !tags.iter().any(|t| t == tag) {
@@ -620,7 +634,8 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             return true;
         }
         self.protected.remove(peer);
-        if let Some(p) = self.peers.get(peer) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.protected = false;
             self.protected_connections -= p.connections.len();
         }
         false
@@ -678,7 +693,10 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
                 }
                 p
             }
-            None => self.peers.entry(peer).or_insert_with(|| Peer::new(now)),
+            None => self
+                .peers
+                .entry(peer)
+                .or_insert_with(|| Peer::new(now, protected)),
         };
         p.connections.push(Connection {
             id,
@@ -688,6 +706,8 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             streams: 0,
             closing: false,
         });
+        p.live.connections += 1;
+        p.live.inbound += u32::from(inbound);
         self.connections += 1;
         if protected {
             self.protected_connections += 1;
@@ -706,6 +726,11 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             return false;
         };
         let conn = p.connections.swap_remove(i);
+        if !conn.closing {
+            p.live.connections -= 1;
+            p.live.inbound -= u32::from(conn.inbound);
+            p.live.streams -= i64::from(conn.streams);
+        }
         let last = p.connections.is_empty();
         self.connections -= 1;
         if conn.closing {
@@ -722,11 +747,13 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
 
     /// Reports the number of open streams on a connection, for the ranking's stream rules.
     pub fn set_streams(&mut self, peer: &PeerId, id: C, streams: u32) {
-        if let Some(c) = self
-            .peers
-            .get_mut(peer)
-            .and_then(|p| p.connections.iter_mut().find(|c| c.id == id))
-        {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if let Some(c) = p.connections.iter_mut().find(|c| c.id == id) {
+            if !c.closing {
+                p.live.streams += i64::from(streams) - i64::from(c.streams);
+            }
             c.streams = streams;
         }
     }
@@ -936,7 +963,10 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             self.temp_order.push_back((now, peer));
             self.temp_count += 1;
         }
-        self.peers.entry(peer).or_insert_with(|| Peer::new(now))
+        let protected = self.protected.contains_key(&peer);
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(now, protected))
     }
 
     /// Removes the temporary entry of `peer` created at `created`, if it is still that one.

@@ -9,10 +9,11 @@
 
 use std::{cmp::Reverse, fmt, hash::Hash, time::Instant};
 
-use super::{ConnManager, Trim, TrimKind, Victim};
+use super::{ConnManager, Live, Peer, Trim, TrimKind, Victim};
 use crate::PeerId;
 
-/// A candidate's rank; lower is closed first.
+/// A candidate's rank; lower is closed first. Compact (no peer ID inside), so that selection
+/// and sorting move little memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     value: i64,
@@ -24,15 +25,31 @@ struct Key {
     streams: i64,
     /// The newest peer first.
     first_seen: Reverse<Instant>,
-    /// A total order for ties.
-    peer: PeerId,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Candidate {
     key: Key,
-    connections: usize,
+    peer: PeerId,
+    connections: u32,
     protected: bool,
+}
+
+/// Builds the rank of a peer from its live (not closing) connections, with their number.
+fn rank<C>(p: &Peer<C>, emergency: bool) -> (Key, u32) {
+    let Live {
+        connections,
+        inbound,
+        streams,
+    } = p.live;
+    let key = Key {
+        value: p.value,
+        has_streams: streams > 0,
+        outbound_only: inbound == 0,
+        streams: if emergency { -streams } else { streams },
+        first_seen: Reverse(p.first_seen),
+    };
+    (key, connections)
 }
 
 impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
@@ -58,6 +75,7 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
                     c.closing = true;
                     self.closing += 1;
                 }
+                p.live = Live::default();
             }
         }
         Trim { kind, victims }
@@ -75,17 +93,22 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         let mut temp = Vec::new();
         let mut candidates = 0;
         for (id, p) in &self.peers {
-            if self.protected.contains_key(id) || self.in_grace(p, now) {
+            if p.protected || self.in_grace(p, now) {
                 continue;
             }
             if p.is_temp() {
                 temp.push(*id);
                 continue;
             }
-            let live = p.live_connections();
+            let (key, live) = rank(p, false);
             if live > 0 {
-                candidates += live;
-                scratch.push(self.candidate(id, false, false));
+                candidates += live as usize;
+                scratch.push(Candidate {
+                    key,
+                    peer: *id,
+                    connections: live,
+                    protected: false,
+                });
             }
         }
         if candidates > low {
@@ -112,8 +135,17 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             }
             scratch.clear();
             for (id, p) in &self.peers {
-                if self.protected.contains_key(id) == protected && p.live_connections() > 0 {
-                    scratch.push(self.candidate(id, true, protected));
+                if p.protected != protected {
+                    continue;
+                }
+                let (key, live) = rank(p, true);
+                if live > 0 {
+                    scratch.push(Candidate {
+                        key,
+                        peer: *id,
+                        connections: live,
+                        protected,
+                    });
                 }
             }
             target = take_lowest(&mut scratch, target, victims);
@@ -125,31 +157,9 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
     fn grace_end(&self, now: Instant) -> Option<Instant> {
         self.peers
             .iter()
-            .filter(|(id, p)| {
-                !p.is_temp() && !self.protected.contains_key(*id) && self.in_grace(p, now)
-            })
+            .filter(|(_, p)| !p.is_temp() && !p.protected && self.in_grace(p, now))
             .map(|(_, p)| p.first_seen + self.config.grace_period)
             .min()
-    }
-
-    fn candidate(&self, id: &PeerId, emergency: bool, protected: bool) -> Candidate {
-        let p = &self.peers[id];
-        let live = p.connections.iter().filter(|c| !c.closing);
-        let (streams, inbound) = live.fold((0i64, false), |(s, i), c| {
-            (s + i64::from(c.streams), i || c.inbound)
-        });
-        Candidate {
-            key: Key {
-                value: p.value,
-                has_streams: streams > 0,
-                outbound_only: !inbound,
-                streams: if emergency { -streams } else { streams },
-                first_seen: Reverse(p.first_seen),
-                peer: *id,
-            },
-            connections: p.live_connections(),
-            protected,
-        }
     }
 }
 
@@ -168,16 +178,17 @@ fn take_lowest(
     if needed < candidates.len() {
         candidates.select_nth_unstable_by_key(needed - 1, |c| c.key);
     }
+    // Ties (same rank) are broken arbitrarily: the map's iteration order is randomly seeded.
     let lowest = &mut candidates[..needed];
     lowest.sort_unstable_by_key(|c| c.key);
     for c in lowest.iter() {
         if target == 0 {
             break;
         }
-        target = target.saturating_sub(c.connections);
+        target = target.saturating_sub(c.connections as usize);
         victims.push(Victim {
-            peer: c.key.peer,
-            connections: c.connections,
+            peer: c.peer,
+            connections: c.connections as usize,
             value: c.key.value,
             protected: c.protected,
         });
@@ -197,13 +208,12 @@ pub(super) fn ranking<C: Copy + Eq + Hash + fmt::Debug>(
         .iter()
         .filter(|(_, p)| p.is_temp())
         .map(|(id, _)| *id);
-    let mut connected: Vec<Candidate> = cm
+    let mut connected: Vec<(Key, PeerId)> = cm
         .peers
         .iter()
         .filter(|(_, p)| !p.is_temp())
-        .map(|(id, _)| cm.candidate(id, emergency, false))
+        .map(|(id, p)| (rank(p, emergency).0, *id))
         .collect();
-    connected.sort_unstable_by_key(|c| c.key);
-    temp.chain(connected.into_iter().map(|c| c.key.peer))
-        .collect()
+    connected.sort_unstable_by_key(|c| c.0);
+    temp.chain(connected.into_iter().map(|c| c.1)).collect()
 }
