@@ -386,3 +386,27 @@ async fn a_full_node_admits_a_peer_in_need_and_trims_others() {
                 && matches!(e, Event::Maintenance { closed, .. } if closed.len() == 2 && !closed.contains(&c_id)))
     );
 }
+
+/// A peer reached through a trusted point is protected in the connection manager under
+/// `peerage::TRUSTED_TAG`: no trim closes it and the hard cap does not refuse it. The other side,
+/// which trusts nothing, protects nobody.
+#[tokio::test]
+async fn a_trusted_peer_is_protected_in_the_connection_manager() {
+    let mut a = swarm(Bounds::new(1, 1, 4).unwrap());
+    let mut b = swarm(Bounds::new(1, 1, 4).unwrap());
+    let a_addr = listen(&mut a).await;
+    let (a_id, b_id) = (*a.local_peer_id(), *b.local_peer_id());
+    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    let mut events = Vec::new();
+    drive(&mut [&mut a, &mut b], &mut events, |s| {
+        s[0].is_connected(&b_id)
+    })
+    .await;
+    assert!(
+        b.behaviour()
+            .connmgr()
+            .is_protected(&a_id, peerage::TRUSTED_TAG)
+    );
+    assert!(!a.behaviour().connmgr().is_protected(&b_id, ""));
+    assert_eq!(a.behaviour().connmgr().info().connections, 1);
+}
