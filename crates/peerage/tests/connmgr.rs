@@ -312,3 +312,35 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
     }
     assert_eq!(denials, 3);
 }
+
+/// go's TestTrimJoin and TestTrimClosed: calls made while a trim waits to run join it (one trim
+/// serves them all), and a trim asked of a connection manager whose behaviour is gone returns.
+#[test]
+fn trims_are_single_flight_and_return_after_close() {
+    use std::task::Context;
+
+    use futures::{FutureExt, task::noop_waker};
+
+    let mut behaviour = connmgr::Behaviour::new(connmgr::Config::new()).unwrap();
+    let handle = behaviour.handle();
+    let mut calls: Vec<_> = (0..3).map(|_| handle.trim_open_conns().boxed()).collect();
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for call in &mut calls {
+        assert!(call.poll_unpin(&mut cx).is_pending(), "no trim ran yet");
+    }
+    // One poll of the behaviour runs one trim for the three callers.
+    while NetworkBehaviour::poll(&mut behaviour, &mut cx).is_ready() {}
+    for call in &mut calls {
+        assert!(call.poll_unpin(&mut cx).is_ready());
+    }
+    assert_eq!(handle.stats().trims, 1);
+
+    let mut late = handle.trim_open_conns().boxed();
+    drop(behaviour);
+    assert!(
+        late.poll_unpin(&mut cx).is_ready(),
+        "returns once the behaviour is gone"
+    );
+    assert!(handle.trim_open_conns().now_or_never().is_some());
+}
