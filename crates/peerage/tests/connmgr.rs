@@ -9,14 +9,15 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm,
-    multiaddr::Protocol,
-    noise,
+    Multiaddr, PeerId, Swarm, noise,
     swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent, dummy},
     tcp, yamux,
 };
 use peerage::connmgr::{self, HardCapReached};
 use prometheus_client::registry::Registry;
+use support::{Denied, Denier, listen};
+
+mod support;
 
 fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce() -> B) -> Swarm<B> {
     libp2p::SwarmBuilder::with_new_identity()
@@ -36,17 +37,6 @@ fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce() -> B) -> Swarm<B> {
 
 fn hub(config: connmgr::Config) -> Swarm<connmgr::Behaviour> {
     swarm(|| connmgr::Behaviour::new(config).unwrap())
-}
-
-async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return address.with(Protocol::P2p(*swarm.local_peer_id()));
-        }
-    }
 }
 
 /// A peer that dials `addr` and keeps polling its swarm in the background.
@@ -217,58 +207,6 @@ struct WithDenier {
     denier: Denier,
 }
 
-/// Denies every established inbound connection.
-struct Denier;
-
-#[derive(Debug, thiserror::Error)]
-#[error("denied by a sibling")]
-struct Denied;
-
-impl NetworkBehaviour for Denier {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: libp2p::swarm::ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
-        Err(libp2p::swarm::ConnectionDenied::new(Denied))
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: libp2p::swarm::ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: libp2p::core::Endpoint,
-        _: libp2p::core::transport::PortUse,
-    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, _: libp2p::swarm::FromSwarm<'_>) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: libp2p::swarm::ConnectionId,
-        event: libp2p::swarm::THandlerOutEvent<Self>,
-    ) {
-        match event {}
-    }
-
-    fn poll(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
-    {
-        std::task::Poll::Pending
-    }
-}
-
 /// libp2p-connection-limits' sibling test: a connection the connection manager admitted in
 /// `handle_established_*` but a sibling denied is never counted, so it never uses up the cap.
 #[tokio::test]
@@ -279,13 +217,7 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
         denier: Denier,
     });
     let handle = a.behaviour().connmgr.handle();
-    a.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = a.select_next_some().await {
-            break address.with(Protocol::P2p(*a.local_peer_id()));
-        }
-    };
+    let addr = listen(&mut a).await;
     // Three attempts: with a cap of 2 (1 + 10 %, rounded up), a leak would show in the count
     // or as a hard-cap denial.
     let mut denials = 0;

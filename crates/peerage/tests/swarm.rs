@@ -3,12 +3,15 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux};
+use libp2p::{PeerId, Swarm, noise, swarm::SwarmEvent, tcp, yamux};
 use peerage::{
     Event,
     maintenance::{self, Bounds},
     peerstore::Ttl,
 };
+use support::{Denier, listen};
+
+mod support;
 
 fn swarm(bounds: Bounds) -> Swarm<peerage::Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
@@ -33,18 +36,6 @@ fn swarm(bounds: Bounds) -> Swarm<peerage::Behaviour> {
         })
         .unwrap()
         .build()
-}
-
-/// Starts listening on 127.0.0.1 and returns the address with `/p2p`.
-async fn listen(swarm: &mut Swarm<peerage::Behaviour>) -> Multiaddr {
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return address.with(Protocol::P2p(*swarm.local_peer_id()));
-        }
-    }
 }
 
 /// Polls every swarm until `done` holds, collecting behaviour events; panics after 20 s.
@@ -203,57 +194,6 @@ async fn a_full_node_nacks_with_points() {
     );
 }
 
-/// Denies every inbound connection once it is established.
-#[derive(Default)]
-struct Denier;
-
-impl libp2p::swarm::NetworkBehaviour for Denier {
-    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: libp2p::swarm::ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
-        Err(libp2p::swarm::ConnectionDenied::new(std::io::Error::other(
-            "denied by a sibling",
-        )))
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: libp2p::swarm::ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: libp2p::core::Endpoint,
-        _: libp2p::core::transport::PortUse,
-    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, _: libp2p::swarm::FromSwarm<'_>) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: libp2p::swarm::ConnectionId,
-        event: libp2p::swarm::THandlerOutEvent<Self>,
-    ) {
-        match event {}
-    }
-
-    fn poll(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
-    {
-        std::task::Poll::Pending
-    }
-}
-
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct WithDenier {
     peerage: peerage::Behaviour,
@@ -278,13 +218,7 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
         })
         .unwrap()
         .build();
-    a.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let a_addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = a.select_next_some().await {
-            break address.with(Protocol::P2p(*a.local_peer_id()));
-        }
-    };
+    let a_addr = listen(&mut a).await;
     let mut b = swarm(Bounds::new(1, 1, 2).unwrap());
     b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
 
