@@ -6,8 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::FutureExt;
-use futures_timer::Delay;
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
@@ -28,7 +26,7 @@ use peerage_core::{
 };
 use rand::{SeedableRng, rngs::StdRng};
 
-use crate::{connmgr, keep_alive, pex};
+use crate::{connmgr, keep_alive, pex, timer::Timer};
 
 /// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
 const MAX_IDENTIFY_ADDRS: usize = 500;
@@ -293,7 +291,7 @@ pub struct Behaviour {
         request_response::ResponseChannel<pex::Response>,
     )>,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
-    timer: Option<(Instant, Delay)>,
+    timer: Timer,
     waker: Option<Waker>,
     /// When the peerstore is next collected.
     next_gc: Instant,
@@ -347,7 +345,7 @@ impl Behaviour {
             pex_answered: HashMap::new(),
             pex_delayed: VecDeque::new(),
             events: VecDeque::new(),
-            timer: None,
+            timer: Timer::default(),
             waker: None,
             next_gc: Instant::now() + PEERSTORE_GC_INTERVAL,
             keypair: local_key.clone(),
@@ -1019,18 +1017,10 @@ impl NetworkBehaviour for Behaviour {
                 }
                 Poll::Pending => {}
             }
-            if let Some(deadline) = self.next_deadline() {
-                let timer = match &mut self.timer {
-                    Some((at, timer)) if *at == deadline => timer,
-                    slot => {
-                        let delay = Delay::new(deadline.saturating_duration_since(now));
-                        &mut slot.insert((deadline, delay)).1
-                    }
-                };
-                if timer.poll_unpin(cx).is_ready() {
-                    self.timer = None;
-                    continue;
-                }
+            if let Some(deadline) = self.next_deadline()
+                && self.timer.poll(deadline, now, cx)
+            {
+                continue;
             }
             self.waker = Some(cx.waker().clone());
             return Poll::Pending;

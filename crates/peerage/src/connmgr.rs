@@ -36,7 +36,6 @@ use std::{
 };
 
 use futures::{FutureExt, channel::oneshot};
-use futures_timer::Delay;
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
@@ -50,6 +49,8 @@ pub use peerage_core::connmgr::{
     Trim, TrimKind, Victim,
 };
 use peerage_core::connmgr::{ConnManager, DecayingTag as CoreTag};
+
+use crate::timer::Timer;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -320,7 +321,7 @@ impl DecayingTag {
 pub struct Behaviour {
     handle: Handle,
     events: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
-    timer: Option<(Instant, Delay)>,
+    timer: Timer,
     next_memory_sample: Option<Instant>,
     last_emergency: Option<Instant>,
 }
@@ -347,7 +348,7 @@ impl Behaviour {
                 })),
             },
             events: VecDeque::new(),
-            timer: None,
+            timer: Timer::default(),
             next_memory_sample: memory.then_some(now),
             last_emergency: None,
         })
@@ -394,10 +395,12 @@ impl Behaviour {
             .push_back(ToSwarm::GenerateEvent(Event::Trimmed(trim)));
     }
 
-    /// Runs what is due at `now`; returns the next deadline.
-    fn on_tick(&mut self, now: Instant) -> Option<Instant> {
+    /// Runs what is due at `now`; returns the next deadline. Registers `waker` under the same
+    /// lock, so that a handle call made after it wakes the behaviour.
+    fn on_tick(&mut self, now: Instant, waker: &Waker) -> Option<Instant> {
         let handle = self.handle.clone();
         let mut s = handle.lock();
+        s.waker = Some(waker.clone());
         if let Some(at) = self.next_memory_sample
             && at <= now
         {
@@ -527,24 +530,14 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
-            // Register the waker first, so that a handle call after `on_tick` wakes us.
-            self.handle.lock().waker = Some(cx.waker().clone());
-            let deadline = self.on_tick(now);
+            let deadline = self.on_tick(now, cx.waker());
             if !self.events.is_empty() {
                 continue;
             }
-            if let Some(deadline) = deadline {
-                let timer = match &mut self.timer {
-                    Some((at, timer)) if *at == deadline => timer,
-                    slot => {
-                        let delay = Delay::new(deadline.saturating_duration_since(now));
-                        &mut slot.insert((deadline, delay)).1
-                    }
-                };
-                if timer.poll_unpin(cx).is_ready() {
-                    self.timer = None;
-                    continue;
-                }
+            if let Some(deadline) = deadline
+                && self.timer.poll(deadline, now, cx)
+            {
+                continue;
             }
             return Poll::Pending;
         }
