@@ -175,31 +175,25 @@ mod tests {
         assert!(run.connections.bounds(50).is_err(), "60 > expected 50");
     }
 
-    #[test]
-    fn watermarks_default_from_the_bounds() {
-        let Command::Run(run) = parse(&["run", "--connections", "10"]).unwrap().command else {
+    /// The connection manager's configuration `peerage run ARGS` would use.
+    fn run_connmgr(args: &[&str]) -> anyhow::Result<connmgr::Config> {
+        let args: Vec<&str> = std::iter::once("run").chain(args.iter().copied()).collect();
+        let Command::Run(run) = parse(&args).unwrap().command else {
             panic!("run");
         };
-        let c = run
-            .connections
-            .connmgr(run.connections.bounds(50).unwrap())
-            .unwrap();
+        run.connections.connmgr(run.connections.bounds(50).unwrap())
+    }
+
+    #[test]
+    fn watermarks_default_from_the_bounds() {
+        let c = run_connmgr(&["--connections", "10"]).unwrap();
         assert_eq!(
             (c.low_water(), c.high_water(), c.hard_cap()),
             (10, 15, Some(17))
         );
         assert_eq!(c.grace_period(), Duration::from_secs(60));
 
-        let Command::Run(run) = parse(&["run", "--high-water", "4", "--grace-period", "2s"])
-            .unwrap()
-            .command
-        else {
-            panic!("run");
-        };
-        let c = run
-            .connections
-            .connmgr(run.connections.bounds(50).unwrap())
-            .unwrap();
+        let c = run_connmgr(&["--high-water", "4", "--grace-period", "2s"]).unwrap();
         assert_eq!(
             (c.low_water(), c.high_water()),
             (4, 4),
@@ -207,16 +201,7 @@ mod tests {
         );
         assert_eq!(c.grace_period(), Duration::from_secs(2));
 
-        let Command::Run(run) = parse(&["run", "--low-water", "9", "--high-water", "4"])
-            .unwrap()
-            .command
-        else {
-            panic!("run");
-        };
-        let err = run
-            .connections
-            .connmgr(run.connections.bounds(50).unwrap())
-            .unwrap_err();
+        let err = run_connmgr(&["--low-water", "9", "--high-water", "4"]).unwrap_err();
         assert!(
             err.to_string().contains("--low-water 9 / --high-water 4"),
             "{err}"
