@@ -266,19 +266,28 @@ fn quick_burst_respects_silence_period() {
     assert_eq!(trim.victims.len(), 14);
 }
 
-#[test]
-fn peer_protection_single_tag() {
+/// go's protection tests' set-up: (19, 20), grace 0; 20 peers tagged `test`=20, of which the
+/// first 5 are protected under `tags` and retagged -100.
+fn protection_setup(tags: &[&str]) -> (Net, Vec<PeerId>) {
     let now = Instant::now();
     let mut net = Net::new(manager(19, 20, Duration::ZERO, now), now);
     let peers: Vec<PeerId> = (0..20).map(|_| net.connect()).collect();
     for p in &peers {
         net.cm.tag_peer(*p, "test", 20, now);
     }
-    let protected = &peers[..5];
-    for p in protected {
-        net.cm.protect(*p, "global");
+    for p in &peers[..5] {
+        for tag in tags {
+            net.cm.protect(*p, tag);
+        }
         net.cm.tag_peer(*p, "test", -100, now);
     }
+    (net, peers)
+}
+
+#[test]
+fn peer_protection_single_tag() {
+    let (mut net, peers) = protection_setup(&["global"]);
+    let protected = &peers[..5];
     net.connect(); // 21 conns, 16 unprotected
     assert_eq!(net.trim().len(), 0, "16 unprotected < low 19");
     for _ in 0..5 {
@@ -299,18 +308,9 @@ fn peer_protection_single_tag() {
 
 #[test]
 fn peer_protection_multiple_tags() {
-    let now = Instant::now();
-    let mut net = Net::new(manager(19, 20, Duration::ZERO, now), now);
-    let peers: Vec<PeerId> = (0..20).map(|_| net.connect()).collect();
-    for p in &peers {
-        net.cm.tag_peer(*p, "test", 20, now);
-    }
+    let (mut net, peers) = protection_setup(&["tag1", "tag2"]);
     let protected = &peers[..5];
-    for p in protected {
-        net.cm.protect(*p, "tag1");
-        net.cm.protect(*p, "tag2");
-        net.cm.tag_peer(*p, "test", -100, now);
-    }
+    let now = net.now;
     net.connect();
     net.trim();
     assert!(protected.iter().all(|p| net.is_open(p)));
