@@ -12,6 +12,8 @@
 //!   `core/peerstore`.
 //! - [`connmgr`]: tags, protection, decaying tags, watermarks and trimming, as go-libp2p
 //!   `BasicConnMgr`, with a hard cap at admission.
+//! - [`rcmgr`]: scopes, reservations with priorities, limits in go's JSON format, allowlist and
+//!   per-IP and rate limits, as go-libp2p's resource manager.
 //! - [`pool`]: connection lifecycle state of points and peers, with Octez's state machines and
 //!   reconnection backoff (`P2p_pool`, `P2p_point_state`, `P2p_peer_state`).
 //! - [`maintenance`]: the planner that keeps the connection count between its bounds, as Octez
@@ -25,6 +27,7 @@ pub mod connmgr;
 pub mod maintenance;
 pub mod peerstore;
 pub mod pool;
+pub mod rcmgr;
 
 pub use libp2p_identity::PeerId;
 pub use multiaddr::Multiaddr;
