@@ -16,6 +16,7 @@ use libp2p::{
     swarm::{
         CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure,
         FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        behaviour::toggle::Toggle,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -26,7 +27,7 @@ use peerage_core::{
 };
 use rand::{SeedableRng, rngs::StdRng};
 
-use crate::{connmgr, keep_alive, pex, timer::Timer};
+use crate::{connmgr, keep_alive, pex, rcmgr, timer::Timer};
 
 /// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
 const MAX_IDENTIFY_ADDRS: usize = 500;
@@ -53,6 +54,7 @@ pub struct Config {
     pool: pool::Config,
     peerstore: Option<Peerstore>,
     connmgr: Option<connmgr::Config>,
+    rcmgr: Option<rcmgr::ResourceManager>,
     agent_version: String,
     ping_interval: Duration,
     nack_linger: Duration,
@@ -66,6 +68,7 @@ impl Default for Config {
             pool: pool::Config::default(),
             peerstore: None,
             connmgr: None,
+            rcmgr: None,
             agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
             ping_interval: Duration::from_secs(15),
             nack_linger: Duration::from_secs(2),
@@ -120,6 +123,14 @@ impl Config {
         connmgr::Config::new()
             .with_watermarks(bounds.expected(), bounds.max())
             .with_grace_period(self.maintenance.grace_period())
+    }
+    /// A resource manager admitting every connection ([`rcmgr::Behaviour`]). None by default.
+    /// For stream limits, wrap the transport's muxer with the same manager
+    /// ([`rcmgr::transport`]). A high watermark above its system connection limit is logged as
+    /// a warning (go-libp2p GH#1640); check it with [`connmgr::Config::check_limit`].
+    pub fn with_resource_manager(mut self, rcmgr: rcmgr::ResourceManager) -> Self {
+        self.rcmgr = Some(rcmgr);
+        self
     }
     /// The agent version identify announces. `peerage/<crate version>` by default.
     pub fn with_agent_version(mut self, agent: impl Into<String>) -> Self {
@@ -211,6 +222,7 @@ pub struct Inner {
     // connection the connection manager refuses must not reach request-response, which records
     // it in `handle_established_*` and never forgets it (its `ConnectionClosed` then asserts).
     connmgr: connmgr::Behaviour,
+    rcmgr: Toggle<rcmgr::Behaviour>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     pex: pex::Behaviour,
@@ -313,6 +325,13 @@ impl Behaviour {
             .clone()
             .unwrap_or_else(|| config.default_connmgr());
         // Validated by `with_connmgr`; the derived one is valid for any bounds.
+        if let Some(rm) = &config.rcmgr {
+            let limit = rm.limits().system().conns;
+            if let Err(e) = connmgr_config.check_limit(usize::try_from(limit).unwrap_or(usize::MAX))
+            {
+                tracing::warn!("{e} (the resource manager's system connection limit)");
+            }
+        }
         let connmgr = connmgr::Behaviour::new(connmgr_config).expect("valid connmgr config");
         let local_peer_id = local_key.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -327,6 +346,7 @@ impl Behaviour {
         Self {
             inner: Inner {
                 connmgr,
+                rcmgr: Toggle::from(config.rcmgr.map(rcmgr::Behaviour::new)),
                 identify,
                 ping,
                 pex: pex::behaviour(),
@@ -357,6 +377,12 @@ impl Behaviour {
     /// The connection manager's shared handle: tag and protect peers, trim, read its state.
     pub fn connmgr(&self) -> connmgr::Handle {
         self.inner.connmgr.handle()
+    }
+
+    /// The resource manager, if the configuration has one
+    /// ([`Config::with_resource_manager`]).
+    pub fn resource_manager(&self) -> Option<&rcmgr::ResourceManager> {
+        self.inner.rcmgr.as_ref().map(|b| b.resource_manager())
     }
 
     /// Protects a peer that is trusted, or whose connection comes from a trusted point, so

@@ -51,6 +51,7 @@ mod behaviour;
 pub mod connmgr;
 mod keep_alive;
 pub mod pex;
+pub mod rcmgr;
 mod timer;
 
 pub use peerage_core::{PeerId, maintenance, peerstore, pool};

@@ -1,0 +1,572 @@
+//! The resource manager on a swarm: admission of connections ([`Behaviour`]), stream limits in
+//! the muxer ([`Muxer`]), a transport with both ([`transport`]), limits scaled to the machine
+//! ([`auto_scale`]) and go's Prometheus metrics ([`register_metrics`]).
+//!
+//! The accounting itself is [`peerage_core::rcmgr`], re-exported here.
+//!
+//! ## Wiring
+//!
+//! - **Connections**: [`Behaviour`] opens a connection scope in
+//!   `handle_pending_inbound_connection` (rate limit, per-IP limit, transient, FD) and attaches it
+//!   to the peer in `handle_established_*_connection` (peer scope); outbound connections are
+//!   opened and attached when established. Refusals deny the connection with a
+//!   [`rcmgr::Error`](Error) that `ConnectionDenied::downcast` gives back. The scope is released
+//!   when the connection closes or fails.
+//! - **Streams**: [`Muxer`] wraps a connection's muxer. Each stream opens a scope in the peer and
+//!   system scopes and reserves its receive window (256 KiB, go-yamux's `initialStreamWindow`) at
+//!   priority [`Priority::ALWAYS`]; an inbound stream beyond the limits is reset, an outbound one
+//!   fails with the error. The connection and the other streams are untouched (go-yamux tears
+//!   down the whole session when a window reservation fails).
+//! - **Services and protocols** reserve memory through [`ResourceManager::view_service`],
+//!   [`ResourceManager::view_protocol`] and spans.
+//!
+//! The muxer sees streams before protocol negotiation, so it cannot attribute them to a
+//! protocol: per-protocol stream counts apply to streams opened through
+//! [`ResourceManager::open_stream`] and [`StreamScope::set_protocol`].
+
+use std::{
+    collections::HashMap,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use futures::{AsyncRead, AsyncWrite};
+use libp2p::{
+    Multiaddr, PeerId, Transport,
+    core::{
+        Endpoint,
+        muxing::{StreamMuxer, StreamMuxerBox, StreamMuxerEvent, StreamMuxerExt, SubstreamBox},
+        transport::{Boxed, PortUse},
+        upgrade,
+    },
+    identity::Keypair,
+    multiaddr::Protocol,
+    noise, quic,
+    swarm::{
+        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm, dummy,
+    },
+    tcp, yamux,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, gauge::ConstGauge, histogram::Histogram},
+    registry::Registry,
+};
+
+pub use peerage_core::rcmgr::*;
+
+/// Memory each stream reserves for its receive window, in bytes: 256 KiB, go-yamux's
+/// `initialStreamWindow` and rust-yamux's `DEFAULT_CREDIT`.
+pub const STREAM_WINDOW: u64 = 256 * 1024;
+
+/// go-libp2p's default limits scaled to this machine, as go `AutoScale`: an eighth of the total
+/// memory and half of the file-descriptor limit (the soft `RLIMIT_NOFILE`; 1024 where it cannot
+/// be read).
+pub fn auto_scale() -> LimitConfig {
+    let (memory, fds) = machine();
+    ScalingLimitConfig::default().scale(memory / 8, fds / 2)
+}
+
+/// Total memory in bytes and the file-descriptor limit.
+fn machine() -> (u64, u64) {
+    use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+    let system = System::new_with_specifics(
+        RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
+    );
+    let fds = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    (system.total_memory(), fds)
+}
+
+/// Whether a connection to `addr` takes a file descriptor (TCP and WebSocket do; QUIC shares
+/// its socket).
+fn uses_fd(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+}
+
+/// A `NetworkBehaviour` that admits connections through a [`ResourceManager`] and releases them
+/// when they close. Put it before behaviours that record connections in their
+/// `handle_established_*` hooks (request-response), so that its refusals reach none of them.
+pub struct Behaviour {
+    rcmgr: ResourceManager,
+    scopes: HashMap<ConnectionId, ConnectionScope>,
+}
+
+impl Behaviour {
+    /// A behaviour admitting connections through `rcmgr`.
+    pub fn new(rcmgr: ResourceManager) -> Self {
+        Behaviour {
+            rcmgr,
+            scopes: HashMap::new(),
+        }
+    }
+
+    /// The resource manager.
+    pub fn resource_manager(&self) -> &ResourceManager {
+        &self.rcmgr
+    }
+
+    fn attach(&mut self, id: ConnectionId, peer: PeerId) -> Result<(), ConnectionDenied> {
+        let Some(scope) = self.scopes.get_mut(&id) else {
+            return Ok(());
+        };
+        if let Err(e) = scope.set_peer(peer) {
+            self.scopes.remove(&id);
+            return Err(ConnectionDenied::new(e));
+        }
+        Ok(())
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        _: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let scope = self
+            .rcmgr
+            .open_connection(Direction::Inbound, uses_fd(remote), remote, Instant::now())
+            .map_err(ConnectionDenied::new)?;
+        self.scopes.insert(id, scope);
+        Ok(())
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.attach(id, peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        let scope = self
+            .rcmgr
+            .open_connection(Direction::Outbound, uses_fd(addr), addr, Instant::now())
+            .map_err(ConnectionDenied::new)?;
+        self.scopes.insert(id, scope);
+        self.attach(id, peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        let id = match event {
+            FromSwarm::ConnectionClosed(e) => e.connection_id,
+            FromSwarm::DialFailure(e) => e.connection_id,
+            FromSwarm::ListenFailure(e) => e.connection_id,
+            _ => return,
+        };
+        self.scopes.remove(&id);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+/// A muxer that counts every stream in the [`ResourceManager`] and reserves its receive window
+/// ([`STREAM_WINDOW`]); an inbound stream beyond the limits is reset, an outbound one fails with
+/// the refusal (an `io::Error` wrapping the [`Error`]).
+pub struct Muxer {
+    inner: StreamMuxerBox,
+    rcmgr: ResourceManager,
+    peer: PeerId,
+    /// Reserved for the outbound stream being opened.
+    pending: Option<(StreamScope, Reservation)>,
+}
+
+impl Muxer {
+    /// Wraps the muxer of a connection with `peer`.
+    pub fn new(inner: StreamMuxerBox, rcmgr: ResourceManager, peer: PeerId) -> Self {
+        Muxer {
+            inner,
+            rcmgr,
+            peer,
+            pending: None,
+        }
+    }
+
+    fn reserve(&self, dir: Direction) -> Result<(StreamScope, Reservation), Error> {
+        let scope = self.rcmgr.open_muxer_stream(self.peer, dir)?;
+        let window = scope.reserve_memory(STREAM_WINDOW, Priority::ALWAYS)?;
+        Ok((scope, window))
+    }
+}
+
+impl StreamMuxer for Muxer {
+    type Substream = Substream;
+    type Error = io::Error;
+
+    fn poll_inbound(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Substream, io::Error>> {
+        loop {
+            let stream = match self.inner.poll_inbound_unpin(cx) {
+                Poll::Ready(Ok(s)) => s,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match self.reserve(Direction::Inbound) {
+                Ok((scope, window)) => {
+                    return Poll::Ready(Ok(Substream::Open {
+                        inner: stream,
+                        _window: window,
+                        _scope: scope,
+                    }));
+                }
+                // Dropping an open yamux stream resets it.
+                Err(e) => {
+                    tracing::debug!(target: "rcmgr", peer = %self.peer, error = %e, "inbound stream reset");
+                    drop(stream);
+                }
+            }
+        }
+    }
+
+    fn poll_outbound(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Substream, io::Error>> {
+        if self.pending.is_none() {
+            match self.reserve(Direction::Outbound) {
+                Ok(reserved) => self.pending = Some(reserved),
+                Err(e) => {
+                    tracing::debug!(target: "rcmgr", peer = %self.peer, error = %e, "outbound stream refused");
+                    return Poll::Ready(Ok(Substream::Refused(e)));
+                }
+            }
+        }
+        let stream = match self.inner.poll_outbound_unpin(cx) {
+            Poll::Ready(Ok(s)) => s,
+            Poll::Ready(Err(e)) => {
+                self.pending = None;
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        let (scope, window) = self.pending.take().expect("reserved above");
+        Poll::Ready(Ok(Substream::Open {
+            inner: stream,
+            _window: window,
+            _scope: scope,
+        }))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        self.inner.poll_close_unpin(cx)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, io::Error>> {
+        self.inner.poll_unpin(cx)
+    }
+}
+
+/// A stream of a [`Muxer`]: open, holding its scope and window until dropped, or refused.
+pub enum Substream {
+    /// An open stream.
+    Open {
+        /// The muxer's stream.
+        inner: SubstreamBox,
+        /// Its receive window, released before the scope.
+        _window: Reservation,
+        /// Its scope.
+        _scope: StreamScope,
+    },
+    /// Refused by the resource manager: every read and write fails with the refusal.
+    Refused(Error),
+}
+
+impl Substream {
+    fn refused(e: &Error) -> io::Error {
+        io::Error::other(e.clone())
+    }
+}
+
+impl AsyncRead for Substream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Substream::Open { inner, .. } => Pin::new(inner).poll_read(cx, buf),
+            Substream::Refused(e) => Poll::Ready(Err(Substream::refused(e))),
+        }
+    }
+}
+
+impl AsyncWrite for Substream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Substream::Open { inner, .. } => Pin::new(inner).poll_write(cx, buf),
+            Substream::Refused(e) => Poll::Ready(Err(Substream::refused(e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Substream::Open { inner, .. } => Pin::new(inner).poll_flush(cx),
+            Substream::Refused(e) => Poll::Ready(Err(Substream::refused(e))),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Substream::Open { inner, .. } => Pin::new(inner).poll_close(cx),
+            Substream::Refused(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// TCP (Noise, Yamux) and QUIC, as `SwarmBuilder::with_tcp(..).with_quic()` builds them, with
+/// every connection's muxer wrapped in a [`Muxer`] on `rcmgr`. For
+/// `SwarmBuilder::with_other_transport`.
+///
+/// # Errors
+///
+/// If the Noise configuration cannot be built from `key`.
+pub fn transport(
+    key: &Keypair,
+    rcmgr: ResourceManager,
+    tcp_config: tcp::Config,
+) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let tcp = tcp::tokio::Transport::new(tcp_config)
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise::Config::new(key).map_err(io::Error::other)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    Ok(tcp
+        .or_transport(quic)
+        .map(move |either, _| {
+            let (peer, muxer) = either.into_inner();
+            (
+                peer,
+                StreamMuxerBox::new(Muxer::new(muxer, rcmgr.clone(), peer)),
+            )
+        })
+        .boxed())
+}
+
+/// Registers go's `libp2p_rcmgr_*` metrics for `rcmgr` (computed from a [`Stat`] at each
+/// scrape).
+pub fn register_metrics(rcmgr: &ResourceManager, registry: &mut Registry) {
+    registry.register_collector(Box::new(Metrics(rcmgr.clone())));
+}
+
+#[derive(Debug)]
+struct Metrics(ResourceManager);
+
+fn gauge_family(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, String)>, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let st = self.0.stat();
+        let fixed = [("system", &st.system), ("transient", &st.transient)];
+        let l = |pairs: &[(&'static str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Vec<_>>()
+        };
+
+        let mut conns = Vec::new();
+        let mut fds = Vec::new();
+        let mut limits = Vec::new();
+        for (scope, s) in fixed {
+            conns.push((
+                l(&[("dir", "inbound"), ("scope", scope)]),
+                clamp(s.usage.conns_inbound),
+            ));
+            conns.push((
+                l(&[("dir", "outbound"), ("scope", scope)]),
+                clamp(s.usage.conns_outbound),
+            ));
+            fds.push((l(&[("scope", scope)]), clamp(s.usage.fd)));
+            let lim = &s.limit;
+            for (resource, v) in [
+                ("memory", lim.memory),
+                ("fd", lim.fd),
+                ("conns", lim.conns),
+                ("conns_inbound", lim.conns_inbound),
+                ("conns_outbound", lim.conns_outbound),
+                ("streams", lim.streams),
+                ("streams_inbound", lim.streams_inbound),
+                ("streams_outbound", lim.streams_outbound),
+            ] {
+                limits.push((l(&[("scope", scope), ("resource", resource)]), clamp(v)));
+            }
+        }
+        let mut streams = Vec::new();
+        let mut memory = Vec::new();
+        let scoped = fixed.iter().map(|(k, s)| (*k, "", *s));
+        let protocols = st
+            .protocols
+            .iter()
+            .map(|(p, s)| ("protocol", p.as_str(), s));
+        for (scope, protocol, s) in scoped.chain(protocols) {
+            for (dir, v) in [
+                ("inbound", s.usage.streams_inbound),
+                ("outbound", s.usage.streams_outbound),
+            ] {
+                streams.push((
+                    l(&[("dir", dir), ("scope", scope), ("protocol", protocol)]),
+                    clamp(v),
+                ));
+            }
+            memory.push((
+                l(&[("scope", scope), ("protocol", protocol)]),
+                clamp(s.usage.memory),
+            ));
+        }
+        let blocked: Vec<_> = st
+            .blocked
+            .iter()
+            .map(|b| {
+                let dir = b.direction.map_or("", |d| d.as_str());
+                (
+                    l(&[
+                        ("dir", dir),
+                        ("scope", b.scope),
+                        ("resource", b.resource.label()),
+                    ]),
+                    clamp(b.count),
+                )
+            })
+            .collect();
+
+        gauge_family(
+            &mut encoder,
+            "libp2p_rcmgr_connections",
+            "Connections, by direction and scope (system, transient).",
+            &conns,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "libp2p_rcmgr_streams",
+            "Streams, by direction and scope (system, transient, protocol).",
+            &streams,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "libp2p_rcmgr_memory",
+            "Memory reserved, in bytes, by scope (system, transient, protocol).",
+            &memory,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "libp2p_rcmgr_fds",
+            "File descriptors, by scope (system, transient).",
+            &fds,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "libp2p_rcmgr_blocked_resources",
+            "Refusals since start, by direction, refusing scope class and resource.",
+            &blocked,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "libp2p_rcmgr_limit",
+            "Limits of the system and transient scopes.",
+            &limits,
+        )?;
+
+        // Current per-peer distributions (go exports these as two histograms to subtract).
+        let count_buckets = [
+            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 16.0, 32.0, 64.0, 128.0, 256.0,
+        ];
+        let memory_buckets = [
+            1024.0,
+            4096.0,
+            32768.0,
+            1048576.0,
+            33554432.0,
+            268435456.0,
+            536870912.0,
+            1073741824.0,
+            2147483648.0,
+            4294967296.0,
+        ];
+        let peers: Vec<&ScopeSnapshot> = st.peers.values().collect();
+        let histograms: [(&str, &str, &[f64], fn(&ScopeSnapshot) -> u64); 3] = [
+            (
+                "libp2p_rcmgr_peer_connections",
+                "Connections per connected peer.",
+                &count_buckets,
+                |s| s.usage.conns(),
+            ),
+            (
+                "libp2p_rcmgr_peer_streams",
+                "Streams per connected peer.",
+                &count_buckets,
+                |s| s.usage.streams(),
+            ),
+            (
+                "libp2p_rcmgr_peer_memory",
+                "Memory reserved per connected peer, in bytes.",
+                &memory_buckets,
+                |s| s.usage.memory,
+            ),
+        ];
+        for (name, help, buckets, value) in histograms {
+            let h = Histogram::new(buckets.iter().copied());
+            for p in &peers {
+                h.observe(value(p) as f64);
+            }
+            h.encode(encoder.encode_descriptor(name, help, None, MetricType::Histogram)?)?;
+        }
+        Ok(())
+    }
+}
