@@ -393,6 +393,9 @@ pub fn register_metrics(rcmgr: &ResourceManager, registry: &mut Registry) {
 #[derive(Debug)]
 struct Metrics(ResourceManager);
 
+/// Reads one value of a peer scope, for a histogram.
+type PeerValue = fn(&ScopeSnapshot) -> u64;
+
 fn gauge_family(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -540,7 +543,7 @@ impl Collector for Metrics {
             4294967296.0,
         ];
         let peers: Vec<&ScopeSnapshot> = st.peers.values().collect();
-        let histograms: [(&str, &str, &[f64], fn(&ScopeSnapshot) -> u64); 3] = [
+        let histograms: [(&str, &str, &[f64], PeerValue); 3] = [
             (
                 "libp2p_rcmgr_peer_connections",
                 "Connections per connected peer.",
