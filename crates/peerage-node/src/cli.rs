@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// Connection bounds (default: --connections 50, Octez's 25/50/75).
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Resource manager limits in go-libp2p's JSON format (a Kubo or go-libp2p limits file
+    /// loads unchanged); what it leaves out comes from go's defaults scaled to this machine.
+    /// Default: those scaled defaults.
+    #[arg(long, value_name = "FILE.json")]
+    pub limits: Option<PathBuf>,
 }
 
 /// `peerage devnet`.

@@ -168,6 +168,7 @@ async fn start_node(
         bounds,
         connmgr: connmgr.clone(),
         peerstore: Peerstore::default(),
+        limits: None,
     })
     .await
 }

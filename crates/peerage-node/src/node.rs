@@ -8,13 +8,13 @@ use libp2p::{
     Multiaddr, PeerId, Swarm,
     identity::Keypair,
     multiaddr::Protocol,
-    noise,
     swarm::{SwarmEvent, dial_opts::DialOpts},
-    tcp, yamux,
+    tcp,
 };
 use peerage::{
     connmgr,
     maintenance::{self, Bounds},
+    rcmgr,
     peerstore::Peerstore,
 };
 use serde::Serialize;
@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub connmgr: connmgr::Config,
     /// The peerstore (in memory, or [`peerage_store::RedbStore`] on disk).
     pub peerstore: Peerstore,
+    /// The resource manager's limits; `None` for go's defaults scaled to the machine
+    /// ([`rcmgr::auto_scale`]).
+    pub limits: Option<rcmgr::LimitConfig>,
 }
 
 /// A node's state at one moment.
@@ -132,22 +135,28 @@ fn build_swarm(
     bounds: Bounds,
     connmgr: connmgr::Config,
     peerstore: Peerstore,
+    limits: rcmgr::LimitConfig,
 ) -> anyhow::Result<Swarm<peerage::Behaviour>> {
+    // go-libp2p GH#1640: above the system connection limit, trims would never start.
+    connmgr
+        .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
+        .context("the connection manager does not fit the resource manager's limits")?;
+    let rm = rcmgr::ResourceManager::new(rcmgr::Config::new().with_limits(limits))?;
     let maintenance = maintenance::Config::new()
         .with_bounds(bounds)
         .with_grace_period(connmgr.grace_period());
     let config = peerage::Config::new()
         .with_maintenance(maintenance)
         .with_peerstore(peerstore)
-        .with_connmgr(connmgr)?;
+        .with_connmgr(connmgr)?
+        .with_resource_manager(rm.clone());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_quic()
+        // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`.
+        .with_other_transport(|key| {
+            rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })?
         .with_behaviour(|key| peerage::Behaviour::new(key, config))?
         // The behaviour keeps connections alive itself; this only bounds connections that no
         // handler wants, which do not occur.
@@ -204,6 +213,7 @@ impl Node {
             config.bounds,
             config.connmgr,
             config.peerstore,
+            config.limits.unwrap_or_else(rcmgr::auto_scale),
         )?;
         for addr in &config.bootstrap {
             swarm

@@ -1,10 +1,13 @@
 //! `peerage run`: one node on the network until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use libp2p::multiaddr::Protocol;
-use peerage::peerstore::{self, Peerstore};
+use peerage::{
+    peerstore::{self, Peerstore},
+    rcmgr,
+};
 use peerage_store::{RedbStore, identity};
 
 use crate::{
@@ -15,6 +18,19 @@ use crate::{
 /// The default data directory: the platform's data directory for `peerage`.
 pub fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "peerage").map(|d| d.data_dir().to_owned())
+}
+
+/// Reads a limits file in go-libp2p's JSON format on top of the machine's scaled defaults.
+///
+/// # Errors
+///
+/// If the file cannot be read, or a field is unknown, negative or of the wrong type; the error
+/// names the file and the field.
+pub fn load_limits(path: &Path) -> anyhow::Result<rcmgr::LimitConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the limits file {}", path.display()))?;
+    rcmgr::LimitConfig::from_json(&text, &rcmgr::auto_scale())
+        .with_context(|| format!("in the limits file {}", path.display()))
 }
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -32,6 +48,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => default_data_dir().context("no platform data directory; pass --data-dir")?,
+    };
+    let limits = match &args.limits {
+        Some(path) => Some(load_limits(path)?),
+        None => None,
     };
     let (keypair, origin) = identity::load_or_create(&data_dir.join(identity::FILE_NAME))?;
     let (peerstore, described) = if args.ephemeral {
@@ -61,6 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bounds,
         connmgr,
         peerstore,
+        limits,
     })
     .await?;
     let handle = node.handle;

@@ -24,6 +24,7 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
         bootstrap: Vec::new(),
         bounds: Bounds::from_connections(6),
         connmgr: peerage::connmgr::Config::default(),
+        limits: None,
         peerstore: Default::default(),
     })
     .await

@@ -22,6 +22,7 @@ fn node_config(
         bootstrap,
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
+        limits: None,
         peerstore,
     }
 }

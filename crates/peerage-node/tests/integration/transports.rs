@@ -13,6 +13,7 @@ async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
         bootstrap,
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
+        limits: None,
         peerstore: Default::default(),
     })
     .await
@@ -63,6 +64,7 @@ async fn bootstrap_without_peer_id_over_tcp() {
         bootstrap: Vec::new(),
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
+        limits: None,
         peerstore: Default::default(),
     })
     .await
@@ -73,6 +75,7 @@ async fn bootstrap_without_peer_id_over_tcp() {
         bootstrap: vec![a.handle.listen_addrs()[0].clone()],
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
+        limits: None,
         peerstore: Default::default(),
     })
     .await
