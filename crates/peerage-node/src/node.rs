@@ -14,8 +14,8 @@ use libp2p::{
 use peerage::{
     connmgr,
     maintenance::{self, Bounds},
-    rcmgr,
     peerstore::Peerstore,
+    rcmgr,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};

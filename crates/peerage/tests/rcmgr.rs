@@ -1,0 +1,407 @@
+//! The resource manager on real swarms over TCP: streams past the per-peer limit are reset
+//! while the connection and other peers stay healthy; per-IP limits, rate limits and the
+//! allowlist apply to dialers from distinct loopback addresses.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use libp2p::{
+    Multiaddr, StreamProtocol, Swarm, Transport,
+    core::{
+        muxing::StreamMuxerBox,
+        transport::{DialOpts, ListenerId, TransportError, TransportEvent},
+        upgrade,
+    },
+    multiaddr::Protocol,
+    noise, request_response,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux,
+};
+use peerage::rcmgr::{
+    self, BaseLimit, Direction, IpLimits, LimitConfig, RateLimits, ResourceManager,
+};
+
+#[allow(dead_code)]
+mod support;
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Node {
+    rcmgr: rcmgr::Behaviour,
+    rr: request_response::cbor::Behaviour<u32, u32>,
+}
+
+fn node(rm: ResourceManager) -> Node {
+    let rr = request_response::cbor::Behaviour::new(
+        [(
+            StreamProtocol::new("/test/hold/1"),
+            request_response::ProtocolSupport::Full,
+        )],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+    );
+    Node {
+        rcmgr: rcmgr::Behaviour::new(rm),
+        rr,
+    }
+}
+
+fn swarm_with(rm: ResourceManager) -> Swarm<Node> {
+    let rm2 = rm.clone();
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| rcmgr::transport(key, rm2, tcp::Config::default()).unwrap())
+        .unwrap()
+        .with_behaviour(|_| node(rm))
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+fn manager(limits: LimitConfig) -> ResourceManager {
+    let config = rcmgr::Config::new()
+        .with_limits(limits)
+        .with_ip_limits(IpLimits::disabled())
+        .with_rate_limits(RateLimits::disabled());
+    ResourceManager::new(config).unwrap()
+}
+
+/// Runs `swarm` in the background, answering nothing (the test drives the hub itself).
+fn spawn_idle(mut swarm: Swarm<Node>) {
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+}
+
+#[tokio::test]
+async fn streams_past_the_peer_limit_are_reset_and_the_rest_stays_healthy() {
+    // The hub admits 4 inbound streams per peer.
+    let limits = LimitConfig::default().with_peer_default(BaseLimit {
+        streams_inbound: 4,
+        ..*LimitConfig::default().peer_default()
+    });
+    let hub_rm = manager(limits);
+    let mut hub = swarm_with(hub_rm.clone());
+    let hub_addr = support::listen(&mut hub).await;
+    let hub_id = *hub.local_peer_id();
+
+    let mut a = swarm_with(manager(LimitConfig::unlimited()));
+    let mut b = swarm_with(manager(LimitConfig::unlimited()));
+    a.dial(hub_addr.clone()).unwrap();
+    b.dial(hub_addr.clone()).unwrap();
+    let a_id = *a.local_peer_id();
+
+    // A sends 8 requests at once; the hub holds each request open (never answers yet).
+    let mut held = Vec::new();
+    let (mut a_failed, mut a_ok, mut b_ok) = (0, 0, 0);
+    let mut sent = false;
+    let mut b_sent = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => panic!("timeout: held {}, A failed {a_failed}, A ok {a_ok}, B ok {b_ok}", held.len()),
+            e = hub.select_next_some() => {
+                if let SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message {
+                    peer, message: request_response::Message::Request { channel, request, .. }, ..
+                })) = e {
+                    held.push((peer, channel, request));
+                }
+            }
+            e = a.select_next_some() => match e {
+                SwarmEvent::ConnectionEstablished { .. } if !sent => {
+                    sent = true;
+                    for i in 0..8 {
+                        a.behaviour_mut().rr.send_request(&hub_id, i);
+                    }
+                }
+                SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::OutboundFailure { .. })) => a_failed += 1,
+                SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message { .. })) => a_ok += 1,
+                _ => {}
+            },
+            e = b.select_next_some() => match e {
+                SwarmEvent::ConnectionEstablished { .. } if !b_sent => {
+                    b_sent = true;
+                    for i in 100..104 {
+                        b.behaviour_mut().rr.send_request(&hub_id, i);
+                    }
+                }
+                SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message { .. })) => b_ok += 1,
+                _ => {}
+            },
+        }
+        let from_a = held.iter().filter(|(p, ..)| *p == a_id).count();
+        if a_failed == 4 && from_a == 4 && held.len() == 8 {
+            break;
+        }
+    }
+    // The hub counted exactly 4 of A's streams and refused the rest.
+    let stat = hub_rm.stat();
+    assert_eq!(stat.peers[&a_id.to_base58()].usage.streams_inbound, 4);
+    assert_eq!(
+        stat.peers[&a_id.to_base58()].usage.memory,
+        4 * rcmgr::STREAM_WINDOW
+    );
+    let refused: u64 = stat
+        .blocked
+        .iter()
+        .filter(|b| b.scope == "peer" && b.direction == Some(Direction::Inbound))
+        .map(|b| b.count)
+        .sum();
+    assert_eq!(refused, 4);
+    assert!(
+        hub.is_connected(&a_id),
+        "A's connection survives its refused streams"
+    );
+
+    // The hub answers every held request: A and B get their 4 answers each.
+    for (_, channel, request) in held.drain(..) {
+        hub.behaviour_mut()
+            .rr
+            .send_response(channel, request + 1)
+            .unwrap();
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    let mut resent = false;
+    while a_ok < 5 || b_ok < 4 {
+        tokio::select! {
+            _ = &mut deadline => panic!("timeout: A ok {a_ok}, B ok {b_ok}"),
+            e = hub.select_next_some() => {
+                if let SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, request, .. }, ..
+                })) = e {
+                    hub.behaviour_mut().rr.send_response(channel, request + 1).unwrap();
+                }
+            }
+            e = a.select_next_some() => {
+                if let SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message { .. })) = e {
+                    a_ok += 1;
+                    // Once A's streams are released, a new request passes on the same connection.
+                    if a_ok == 4 && !resent {
+                        resent = true;
+                        a.behaviour_mut().rr.send_request(&hub_id, 42);
+                    }
+                }
+            }
+            e = b.select_next_some() => {
+                if let SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message { .. })) = e {
+                    b_ok += 1;
+                }
+            }
+        }
+    }
+    assert!(hub.is_connected(&a_id));
+    drop((a, b));
+    spawn_idle(hub);
+}
+
+/// A TCP transport that dials from a chosen source address (libp2p-tcp binds the unspecified
+/// address), for dialers at 127.0.0.2, 127.0.0.3, ...
+#[derive(Clone)]
+struct FromIp(IpAddr);
+
+impl Transport for FromIp {
+    type Output = tcp::tokio::TcpStream;
+    type Error = io::Error;
+    type ListenerUpgrade = futures::future::Pending<Result<Self::Output, io::Error>>;
+    type Dial = BoxFuture<'static, Result<Self::Output, io::Error>>;
+
+    fn listen_on(
+        &mut self,
+        _: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<io::Error>> {
+        Err(TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn remove_listener(&mut self, _: ListenerId) -> bool {
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _: DialOpts,
+    ) -> Result<Self::Dial, TransportError<io::Error>> {
+        let mut it = addr.iter();
+        let (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) = (it.next(), it.next()) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let source = self.0;
+        Ok(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            let stream = socket.connect(SocketAddr::new(ip.into(), port)).await?;
+            Ok(tcp::tokio::TcpStream(stream))
+        }
+        .boxed())
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
+        Poll::Pending
+    }
+}
+
+/// Dials `addr` once from `source` with a fresh identity; returns whether the connection was
+/// established (and keeps it open in the background).
+async fn dial_from(source: &str, addr: &Multiaddr) -> bool {
+    let source: IpAddr = source.parse().unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            FromIp(source)
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key).unwrap())
+                .multiplex(yamux::Config::default())
+                .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+        })
+        .unwrap()
+        .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.dial(addr.clone()).unwrap();
+    let established = loop {
+        match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
+            Ok(SwarmEvent::ConnectionEstablished { .. }) => break true,
+            Ok(SwarmEvent::OutgoingConnectionError { .. }) | Err(_) => break false,
+            Ok(_) => {}
+        }
+    };
+    if !established {
+        return false;
+    }
+    // The hub may still close it right after the handshake (a denied `set_peer`): wait a moment.
+    let closed = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let SwarmEvent::ConnectionClosed { .. } = swarm.select_next_some().await {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    !closed
+}
+
+/// A hub whose swarm runs in the background, with its refusals collected.
+async fn hub(config: rcmgr::Config) -> (Multiaddr, ResourceManager) {
+    let rm = ResourceManager::new(config).unwrap();
+    let mut hub = swarm_with(rm.clone());
+    let addr = support::listen(&mut hub).await;
+    spawn_idle(hub);
+    (addr, rm)
+}
+
+#[tokio::test]
+async fn per_ip_limit_rate_limit_and_allowlist_with_distinct_source_addresses() {
+    // Per-IP: 2 connections per IPv4 address, loopback included; no rate limit.
+    let config = rcmgr::Config::new()
+        .with_ip_limits(
+            IpLimits::default()
+                .with_localhost_unlimited(false)
+                .with_ipv4(vec![rcmgr::SubnetLimit {
+                    prefix_len: 32,
+                    conns: 2,
+                }]),
+        )
+        .with_rate_limits(RateLimits::disabled());
+    let (addr, rm) = hub(config).await;
+    for n in 2..=4 {
+        let source = format!("127.0.0.{n}");
+        assert!(dial_from(&source, &addr).await, "{source}: first");
+        assert!(dial_from(&source, &addr).await, "{source}: second");
+        assert!(
+            !dial_from(&source, &addr).await,
+            "{source}: third is over the per-IP limit"
+        );
+    }
+    let blocked = rm.stat().blocked;
+    assert_eq!(
+        blocked
+            .iter()
+            .find(|b| b.scope == "ip-limit")
+            .map(|b| b.count),
+        Some(3)
+    );
+    assert_eq!(rm.stat().system.usage.conns_inbound, 6);
+
+    // Rate: a burst of 3 per address, refilled once a minute; other addresses are unaffected.
+    let rate = rcmgr::Rate {
+        per_second: 1.0 / 60.0,
+        burst: 3,
+    };
+    let config = rcmgr::Config::new()
+        .with_ip_limits(IpLimits::disabled())
+        .with_rate_limits(
+            RateLimits::default()
+                .with_localhost_unlimited(false)
+                .with_ipv4(vec![rcmgr::SubnetRate {
+                    prefix_len: 32,
+                    rate,
+                }]),
+        );
+    let (addr, rm) = hub(config).await;
+    for _ in 0..3 {
+        assert!(dial_from("127.0.0.5", &addr).await);
+    }
+    assert!(
+        !dial_from("127.0.0.5", &addr).await,
+        "the 4th within a minute is rate limited"
+    );
+    assert!(
+        dial_from("127.0.0.6", &addr).await,
+        "another address has its own bucket"
+    );
+    assert_eq!(
+        rm.stat()
+            .blocked
+            .iter()
+            .find(|b| b.scope == "rate-limit")
+            .map(|b| b.count),
+        Some(1)
+    );
+
+    // Allowlist: the system admits 3 inbound connections; 127.0.0.9 is allowlisted and passes
+    // beyond them, charged to the allowlisted scopes.
+    let limits = LimitConfig::default().with_system(BaseLimit {
+        conns_inbound: 3,
+        ..*LimitConfig::default().system()
+    });
+    let config = rcmgr::Config::new()
+        .with_limits(limits)
+        .with_allowlist(["/ip4/127.0.0.9".parse().unwrap()])
+        .with_ip_limits(IpLimits::disabled())
+        .with_rate_limits(RateLimits::disabled());
+    let (addr, rm) = hub(config).await;
+    for n in 7..=9 {
+        assert!(dial_from(&format!("127.0.0.{n}"), &addr).await);
+    }
+    assert!(!dial_from("127.0.0.8", &addr).await, "the system is full");
+    assert!(
+        dial_from("127.0.0.9", &addr).await,
+        "the allowlisted address passes"
+    );
+    assert!(dial_from("127.0.0.9", &addr).await);
+    let stat = rm.stat();
+    assert_eq!(stat.system.usage.conns_inbound, 3);
+    assert_eq!(stat.allowlisted_system.usage.conns_inbound, 2);
+}
