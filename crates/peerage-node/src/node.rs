@@ -155,7 +155,6 @@ fn build_swarm(
         // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`.
         .with_other_transport(|key| {
             rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })?
         .with_behaviour(|key| peerage::Behaviour::new(key, config))?
         // The behaviour keeps connections alive itself; this only bounds connections that no

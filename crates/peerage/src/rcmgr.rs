@@ -364,10 +364,10 @@ pub fn transport(
     key: &Keypair,
     rcmgr: ResourceManager,
     tcp_config: tcp::Config,
-) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp_config)
         .upgrade(upgrade::Version::V1Lazy)
-        .authenticate(noise::Config::new(key).map_err(io::Error::other)?)
+        .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let quic = quic::tokio::Transport::new(quic::Config::new(key))

@@ -95,8 +95,9 @@ impl ScopeStat {
     }
 
     /// Subtracts, clamping at zero: releasing more than is held is a bug of the caller's that
-    /// must not corrupt the counters (go logs "BUG: too much memory released").
-    fn sub(&mut self, d: &ScopeStat, name: &dyn fmt::Display) {
+    /// must not corrupt the counters (go logs "BUG: too much memory released"). Returns whether
+    /// it clamped.
+    fn sub(&mut self, d: &ScopeStat) -> bool {
         let mut clamped = false;
         let mut sub = |v: &mut u64, by: u64| {
             clamped |= by > *v;
@@ -108,9 +109,7 @@ impl ScopeStat {
         sub(&mut self.conns_inbound, d.conns_inbound);
         sub(&mut self.conns_outbound, d.conns_outbound);
         sub(&mut self.fd, d.fd);
-        if clamped {
-            tracing::warn!(target: "rcmgr", scope = %name, "BUG: released more than reserved; clamped at zero");
-        }
+        clamped
     }
 }
 
@@ -544,13 +543,13 @@ impl Accountant {
         let Some(s) = self.scopes.get(&id).filter(|s| !s.done) else {
             return;
         };
-        let (owner, edges) = (s.owner, s.edges.clone());
-        let name = self.name(id);
-        self.scopes.get_mut(&id).unwrap().stat.sub(d, &name);
+        let owner = s.owner;
+        self.release_one(id, d);
         match owner {
             Some(o) => self.release(o, d),
             None => {
-                for e in edges {
+                for i in 0..self.scopes[&id].edges.len() {
+                    let e = self.scopes[&id].edges[i];
                     self.release_one(e, d);
                 }
             }
@@ -558,9 +557,13 @@ impl Accountant {
     }
 
     fn release_one(&mut self, id: ScopeId, d: &ScopeStat) {
-        let name = self.name(id);
-        if let Some(s) = self.scopes.get_mut(&id).filter(|s| !s.done) {
-            s.stat.sub(d, &name);
+        let clamped = match self.scopes.get_mut(&id).filter(|s| !s.done) {
+            Some(s) => s.stat.sub(d),
+            None => false,
+        };
+        if clamped {
+            let scope = self.name(id);
+            tracing::warn!(target: "rcmgr", %scope, "BUG: released more than reserved; clamped at zero");
         }
     }
 
