@@ -60,6 +60,11 @@ impl Entry {
     }
 }
 
+/// Loopback networks, exempt from the per-IP and rate limits by default (as go's defaults).
+pub(crate) fn loopback() -> [IpNet; 2] {
+    ["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+}
+
 /// The address an endpoint connects from: its first IP component (go `manet.ToIP`).
 pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {

@@ -822,6 +822,11 @@ impl Handle {
     fn done(&self) {
         self.mgr.lock().acct.done(self.id);
     }
+
+    /// Reads the live scope under the lock; `None` once it is collected.
+    fn read<R>(&self, f: impl FnOnce(&scope::Scope) -> Option<R>) -> Option<R> {
+        self.mgr.lock().acct.scope(self.id).and_then(f)
+    }
 }
 
 /// What every scope guard can do.
@@ -940,22 +945,12 @@ impl ConnectionScope {
 
     /// The peer set by [`set_peer`](Self::set_peer).
     pub fn peer(&self) -> Option<PeerId> {
-        self.handle
-            .mgr
-            .lock()
-            .acct
-            .scope(self.handle.id)
-            .and_then(|s| s.peer)
+        self.handle.read(|s| s.peer)
     }
 
     /// True if the connection is charged to the allowlisted scopes.
     pub fn is_allowlisted(&self) -> bool {
-        self.handle
-            .mgr
-            .lock()
-            .acct
-            .scope(self.handle.id)
-            .is_some_and(|s| s.allowlisted)
+        self.handle.read(|s| Some(s.allowlisted)).unwrap_or(false)
     }
 }
 
@@ -1047,22 +1042,12 @@ impl StreamScope {
 
     /// The protocol set by [`set_protocol`](Self::set_protocol).
     pub fn protocol(&self) -> Option<String> {
-        self.handle
-            .mgr
-            .lock()
-            .acct
-            .scope(self.handle.id)
-            .and_then(|s| s.protocol.clone())
+        self.handle.read(|s| s.protocol.clone())
     }
 
     /// The stream's peer.
     pub fn peer(&self) -> Option<PeerId> {
-        self.handle
-            .mgr
-            .lock()
-            .acct
-            .scope(self.handle.id)
-            .and_then(|s| s.peer)
+        self.handle.read(|s| s.peer)
     }
 }
 

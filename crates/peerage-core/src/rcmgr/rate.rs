@@ -204,8 +204,8 @@ impl ConnRateLimiter {
             .map(|&(n, r)| (n, keyed(r)))
             .collect();
         if config.localhost_unlimited {
-            for net in ["127.0.0.0/8", "::1/128"] {
-                prefixes.push((net.parse().unwrap(), None));
+            for network in super::allowlist::loopback() {
+                prefixes.push((network, None));
             }
         }
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.prefix_len()));
@@ -284,27 +284,24 @@ impl ConnRateLimiter {
 
     /// Forgets full buckets: a full bucket is the same as a new one (go drops them too).
     fn cleanup(&mut self) {
-        let keyed = self
-            .prefixes
-            .iter()
-            .filter_map(|p| p.1.as_ref())
-            .chain(self.ipv4.iter().map(|s| &s.1))
-            .chain(self.ipv6.iter().map(|s| &s.1));
-        for k in keyed {
+        for k in self.keyed() {
             k.retain_recent();
             k.shrink_to_fit();
         }
     }
 
-    /// Buckets held (not full).
-    pub(crate) fn tracked(&self) -> usize {
-        let keyed = self
-            .prefixes
+    /// Every keyed bucket set: prefixes, then subnets.
+    fn keyed(&self) -> impl Iterator<Item = &Keyed> {
+        self.prefixes
             .iter()
             .filter_map(|p| p.1.as_ref())
             .chain(self.ipv4.iter().map(|s| &s.1))
-            .chain(self.ipv6.iter().map(|s| &s.1));
-        keyed.map(|k| k.len()).sum()
+            .chain(self.ipv6.iter().map(|s| &s.1))
+    }
+
+    /// Buckets held (not full).
+    pub(crate) fn tracked(&self) -> usize {
+        self.keyed().map(|k| k.len()).sum()
     }
 
     #[cfg(test)]
