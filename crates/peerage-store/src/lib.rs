@@ -2,13 +2,16 @@
 //!
 //! - [`identity`]: the node's Ed25519 identity key, created on first start and reused after.
 //! - [`peerstore`]: the persistent peerstore, [`RedbStore`], on redb.
+//! - [`peers_file`]: the peers file, Octez's `peers.json`, loaded at start and saved by the caller.
 //!
 //! Every write is atomic (a temporary file in the same directory, then a rename), and a file that
-//! fails to load is reported with its path and left untouched.
+//! fails to load is reported with its path and left untouched (a corrupt peers file is renamed
+//! aside, its bytes kept).
 
 #![warn(missing_docs)]
 
 pub mod identity;
+pub mod peers_file;
 pub mod peerstore;
 
 pub use self::peerstore::RedbStore;

@@ -2,9 +2,12 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    future::Future,
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
+
+use futures::{FutureExt, channel::oneshot};
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -15,7 +18,8 @@ use libp2p::{
     ping, request_response,
     swarm::{
         CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure,
-        FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        FromSwarm, ListenError, ListenFailure, NetworkBehaviour, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm,
         behaviour::toggle::Toggle,
         dial_opts::{DialOpts, PeerCondition},
     },
@@ -59,6 +63,7 @@ pub struct Config {
     ping_interval: Duration,
     nack_linger: Duration,
     rng_seed: Option<u64>,
+    maintenance_enabled: bool,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(15),
             nack_linger: Duration::from_secs(2),
             rng_seed: None,
+            maintenance_enabled: true,
         }
     }
 }
@@ -97,6 +103,20 @@ impl Config {
     /// The pool configuration. [`pool::Config::default`] by default.
     pub fn with_pool(mut self, config: pool::Config) -> Self {
         self.pool = config;
+        self
+    }
+    /// Private mode (Octez `--private-mode`): only trusted points are dialed and only trusted
+    /// peers admitted; the node neither asks for points nor answers requests for them (it does
+    /// not offer the peer-exchange protocol, so its peers do not advertise it). `false` by
+    /// default. Sets the pool configuration's flag.
+    pub fn with_private_mode(mut self, private: bool) -> Self {
+        self.pool = self.pool.with_private_mode(private);
+        self
+    }
+    /// Whether the maintenance runs (Octez `--disable-p2p-maintenance` turns it off). `true` by
+    /// default; [`Behaviour::activate`] starts it later.
+    pub fn with_maintenance_enabled(mut self, enabled: bool) -> Self {
+        self.maintenance_enabled = enabled;
         self
     }
     /// A peerstore shared with the application. A new empty one by default.
@@ -198,6 +218,9 @@ pub enum Event {
         /// The peers being disconnected.
         peers: Vec<PeerId>,
     },
+    /// The pool reported something: a new point or peer, a collection, a peer disconnected
+    /// after a ban, a greylisting or a wrong expected peer ID.
+    Pool(pool::Event),
     /// The maintenance acted.
     Maintenance {
         /// Connections before acting.
@@ -242,16 +265,25 @@ struct Connection {
     nacked_by_remote: bool,
     /// When it was established.
     since: Instant,
+    /// The remote address.
+    remote: Multiaddr,
 }
 
 impl Connection {
-    fn new(peer_id: PeerId, point: Option<Multiaddr>, nacked: bool, since: Instant) -> Self {
+    fn new(
+        peer_id: PeerId,
+        point: Option<Multiaddr>,
+        nacked: bool,
+        since: Instant,
+        remote: Multiaddr,
+    ) -> Self {
         Self {
             peer_id,
             point,
             nacked,
             nacked_by_remote: false,
             since,
+            remote,
         }
     }
 
@@ -292,6 +324,10 @@ pub struct Behaviour {
     connections: HashMap<ConnectionId, Connection>,
     /// Maintenance dials in flight, by the connection ID the swarm will use.
     dials: HashMap<ConnectionId, Multiaddr>,
+    /// Connections the pool admitted that the swarm has not yet reported established.
+    accepted: HashMap<ConnectionId, PeerId>,
+    /// Callers of `maintain` waiting for the end of a cycle.
+    maintain_waiters: Vec<(u64, oneshot::Sender<()>)>,
     /// Nacked connections and when to close them, in deadline order.
     nack_deadlines: VecDeque<(Instant, PeerId, ConnectionId)>,
     /// When each peer was last answered a request for points.
@@ -339,6 +375,11 @@ impl Behaviour {
                 .with_agent_version(config.agent_version.clone()),
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
+        let private_mode = config.pool.private_mode();
+        let mut maintenance = Maintenance::new(config.maintenance);
+        if config.maintenance_enabled {
+            maintenance.activate();
+        }
         let rng = match config.rng_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -349,18 +390,20 @@ impl Behaviour {
                 rcmgr: Toggle::from(config.rcmgr.map(rcmgr::Behaviour::new)),
                 identify,
                 ping,
-                pex: pex::behaviour(),
+                pex: pex::behaviour(private_mode),
                 keep_alive: keep_alive::Behaviour,
             },
             peerstore: config
                 .peerstore
                 .unwrap_or_else(|| Peerstore::memory(peerstore::Config::default())),
             pool: Pool::new(local_peer_id, config.pool),
-            maintenance: Maintenance::new(config.maintenance),
+            maintenance,
             rng,
             nack_linger: config.nack_linger,
             connections: HashMap::new(),
             dials: HashMap::new(),
+            accepted: HashMap::new(),
+            maintain_waiters: Vec::new(),
             nack_deadlines: VecDeque::new(),
             pex_answered: HashMap::new(),
             pex_delayed: VecDeque::new(),
@@ -399,24 +442,110 @@ impl Behaviour {
     }
 
     /// Adds a trusted point, such as a bootstrap address (with or without `/p2p/<id>`; with it,
-    /// the point must be that peer). The maintenance dials it when it needs connections.
+    /// the point must be that peer), unbanning its IP (Octez `Points.trust`). The maintenance
+    /// dials it when it needs connections.
     ///
     /// # Errors
     ///
-    /// A [`pool::Error`] if the address is not a dialable point, is our own, or the point table
-    /// is full.
+    /// A [`pool::Error`] if the address is not a dialable point or is our own.
     pub fn add_trusted_point(&mut self, addr: &Multiaddr) -> Result<Multiaddr, pool::Error> {
-        let point = self.pool.add_trusted_point(addr, Instant::now())?;
-        self.maintenance.on_new_points();
+        let point = self.update_pool(|pool, now| pool.trust_point(addr, now))?;
         self.maintenance.trigger();
+        Ok(point)
+    }
+
+    /// Changes the pool (ACL, trust, expected peer IDs, points...) through `f`, then carries
+    /// out what the change asks: disconnections of banned or greylisted peers (after the ACL
+    /// change, so they cannot come back), new points for the maintenance, and the connection
+    /// manager's protection of trusted peers.
+    ///
+    /// ```no_run
+    /// # fn f(b: &mut peerage::Behaviour, peer: libp2p::PeerId) {
+    /// b.update_pool(|pool, now| pool.greylist_peer(peer, now));
+    /// # }
+    /// ```
+    pub fn update_pool<R>(&mut self, f: impl FnOnce(&mut Pool, Instant) -> R) -> R {
+        let result = f(&mut self.pool, Instant::now());
+        self.drain_pool_events();
+        let connmgr = self.inner.connmgr.handle();
+        let running: Vec<PeerId> = self.pool.running_peers().collect();
+        for peer in running {
+            if self.pool.is_trusted_peer(&peer) {
+                connmgr.protect(peer, TRUSTED_TAG);
+            } else {
+                connmgr.unprotect(&peer, TRUSTED_TAG);
+            }
+        }
+        self.wake();
+        result
+    }
+
+    /// Dials a point now, whatever its backoff (Octez `connect`, RPC `PUT /network/points`):
+    /// registers it if unknown; with `/p2p/<id>` the point must be that peer.
+    ///
+    /// # Errors
+    ///
+    /// [`pool::Error::IpBanned`] if its IP is banned, [`pool::Error::PrivateMode`] in private
+    /// mode if it is not trusted, [`pool::Error::NotDisconnected`] if it is being dialed or
+    /// connected, and [`pool::Pool::register_point`]'s errors.
+    pub fn connect(&mut self, addr: &Multiaddr) -> Result<Multiaddr, pool::Error> {
+        let (point, expected) = pool::split_point(addr)?;
+        let peer = self.update_pool(|pool, now| {
+            if let Some(id) = expected {
+                pool.register_point(addr, None, Some(id), now)?;
+            }
+            pool.connect(&point, now)
+        })?;
+        self.dial(point.clone(), peer);
         self.wake();
         Ok(point)
     }
 
-    /// Asks the maintenance for a check (Octez `maintain`).
-    pub fn maintain(&mut self) {
-        self.maintenance.trigger();
+    /// Asks the maintenance for a check (Octez `maintain`); the future resolves once a cycle
+    /// that started after the call has ended (the count is within the thresholds, or the
+    /// maintenance waits for points), or the maintenance was shut down. The check runs even if
+    /// the future is dropped.
+    pub fn maintain(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let ticket = self.maintenance.maintain();
+        let (tx, rx) = oneshot::channel();
+        self.maintain_waiters.push((ticket, tx));
         self.wake();
+        rx.map(|_| ())
+    }
+
+    /// Starts the maintenance (Octez `activate`): it runs a check at once, then on its
+    /// triggers. Started by [`Behaviour::new`] unless
+    /// [`Config::with_maintenance_enabled`] said otherwise.
+    pub fn activate(&mut self) {
+        self.maintenance.activate();
+        self.wake();
+    }
+
+    /// Stops the maintenance (Octez `shutdown`): no more dials nor closes of its own; dials in
+    /// flight finish, connections stay. Waiting [`maintain`](Behaviour::maintain) calls resolve.
+    pub fn shutdown(&mut self) {
+        self.maintenance.shutdown();
+        self.wake();
+    }
+
+    /// Carries out the pool's events: disconnections, new points for the maintenance; and
+    /// reports them.
+    fn drain_pool_events(&mut self) {
+        while let Some(event) = self.pool.poll_event() {
+            match &event {
+                pool::Event::Disconnect { peer, reason } => {
+                    tracing::debug!(%peer, ?reason, "pool: disconnect");
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: *peer,
+                        connection: CloseConnection::All,
+                    });
+                }
+                pool::Event::NewPoint { .. } => self.maintenance.on_new_points(),
+                _ => {}
+            }
+            self.events
+                .push_back(ToSwarm::GenerateEvent(Event::Pool(event)));
+        }
     }
 
     /// The peerstore.
@@ -454,6 +583,8 @@ impl Behaviour {
     ) {
         let now = Instant::now();
         let point = self.dials.remove(&connection_id);
+        self.accepted.remove(&connection_id);
+        let remote = endpoint.get_remote_address().clone();
         // Nacked at `max_threshold`; a peer that needs connections may still be admitted, up to
         // `max`, when it asks for points (see `Bounds`).
         let full = self.pool.active() >= self.maintenance.bounds().max_threshold();
@@ -464,11 +595,13 @@ impl Behaviour {
             && !self.pool.is_trusted_peer(&peer_id)
         {
             tracing::debug!(%peer_id, active = self.pool.active(), "nack: too many connections");
-            self.pool.connection_rejected(peer_id, now);
+            self.pool.reject(peer_id, now);
             self.nack_deadlines
                 .push_back((now + self.nack_linger, peer_id, connection_id));
-            self.connections
-                .insert(connection_id, Connection::new(peer_id, point, true, now));
+            self.connections.insert(
+                connection_id,
+                Connection::new(peer_id, point, true, now, remote),
+            );
             self.events
                 .push_back(ToSwarm::GenerateEvent(Event::Nacked { peer_id }));
             return;
@@ -478,21 +611,27 @@ impl Behaviour {
         }
         if self
             .pool
-            .connection_established(peer_id, point.as_ref(), now)
+            .connection_established(peer_id, point.as_ref(), &remote, now)
         {
             self.maintenance
                 .on_connection_established(self.pool.active());
         }
+        self.drain_pool_events();
         if let libp2p::core::ConnectedPoint::Dialer { address, .. } = endpoint {
             self.peerstore
                 .add_addrs(&peer_id, std::slice::from_ref(address), Ttl::Connected, now);
             // Ask whoever we dial for points (Octez sends `Bootstrap` when it needs points; a new
-            // outbound connection is the cheapest moment to learn them).
-            let need = self.maintenance.is_dialing();
-            self.inner.pex.send_request(&peer_id, pex::Request { need });
+            // outbound connection is the cheapest moment to learn them). A private node asks
+            // nobody.
+            if !self.pool.config().private_mode() {
+                let need = self.maintenance.is_dialing();
+                self.inner.pex.send_request(&peer_id, pex::Request { need });
+            }
         }
-        self.connections
-            .insert(connection_id, Connection::new(peer_id, point, false, now));
+        self.connections.insert(
+            connection_id,
+            Connection::new(peer_id, point, false, now, remote),
+        );
     }
 
     fn on_connection_closed(&mut self, closed: &ConnectionClosed<'_>) {
@@ -509,12 +648,13 @@ impl Behaviour {
         }
         let point = conn.point.as_ref();
         // libp2p reports no cause when we closed the connection ourselves.
-        let stopped = if conn.refused(closed.cause.is_some(), now) {
+        let by_remote = closed.cause.is_some();
+        let stopped = if conn.refused(by_remote, now) {
             self.pool
                 .connection_nacked(peer_id, point, now, &mut self.rng)
         } else {
             self.pool
-                .connection_closed(peer_id, point, now, &mut self.rng)
+                .connection_closed(peer_id, point, by_remote, now, &mut self.rng)
         };
         if stopped {
             self.maintenance.on_connection_closed(self.pool.active());
@@ -522,10 +662,14 @@ impl Behaviour {
     }
 
     fn on_dial_failure(&mut self, failure: &DialFailure<'_>) {
+        let now = Instant::now();
+        if let Some(peer) = self.accepted.remove(&failure.connection_id) {
+            let point = self.dials.get(&failure.connection_id);
+            self.pool.accept_failed(peer, point, now, &mut self.rng);
+        }
         let Some(point) = self.dials.remove(&failure.connection_id) else {
             return;
         };
-        let now = Instant::now();
         match failure.error {
             DialError::DialPeerConditionFalse(_) | DialError::Aborted => {
                 self.pool.dial_aborted(&point);
@@ -541,6 +685,23 @@ impl Behaviour {
         }
         tracing::debug!(%point, error = %failure.error, "dial failed");
         self.maintenance.on_dial_finished();
+    }
+
+    /// An inbound connection failed: an admitted one goes back to disconnected; one whose
+    /// handshake broke the protocol (garbage, a bad Noise message) greylists its IP, as Octez
+    /// greylists on handshake decoding errors (not on timeouts or closed sockets).
+    fn on_listen_failure(&mut self, failure: &ListenFailure<'_>) {
+        let now = Instant::now();
+        if let Some(peer) = self.accepted.remove(&failure.connection_id) {
+            self.pool.accept_failed(peer, None, now, &mut self.rng);
+        }
+        if let ListenError::Transport(e) = failure.error
+            && is_protocol_violation(e)
+            && let Some(ip) = pool::ip_of(failure.send_back_addr)
+        {
+            tracing::debug!(%ip, error = %e, "handshake garbage: greylisted");
+            self.pool.greylist_ip(ip, now);
+        }
     }
 
     /// go identify's "TTL dance" on an identify message: the addresses it lists replace the
@@ -595,13 +756,11 @@ impl Behaviour {
                 {
                     tracing::debug!(%peer_id, "identify: {e}");
                 }
-                let points: Vec<Multiaddr> = addrs
-                    .into_iter()
-                    .map(|a| a.with_p2p(peer_id).unwrap_or_else(|a| a))
-                    .collect();
-                if self.pool.register_new_points(&points, true, now) > 0 {
-                    self.maintenance.on_new_points();
-                }
+                // A peer that does not offer the exchange is private (or not a pool node): its
+                // points are not advertised (Octez `known_public = not private_node`).
+                let public = info.protocols.contains(&pex::PROTOCOL);
+                self.pool.set_announced_points(peer_id, &addrs, public, now);
+                self.drain_pool_events();
                 self.events
                     .push_back(ToSwarm::GenerateEvent(Event::Identified {
                         peer_id,
@@ -614,7 +773,15 @@ impl Behaviour {
                 peer,
                 result: Ok(rtt),
                 ..
-            }) => self.peerstore.record_latency(&peer, rtt),
+            }) => {
+                self.peerstore.record_latency(&peer, rtt);
+                // Feed the score.
+                if let Some(ewma) = self.peerstore.latency_ewma(&peer) {
+                    self.pool.set_latency(&peer, ewma);
+                }
+                let value = self.inner.connmgr.handle().tag_value(&peer);
+                self.pool.set_tag_value(&peer, value);
+            }
             InnerEvent::Ping(ping::Event {
                 peer,
                 result: Err(e),
@@ -685,12 +852,17 @@ impl Behaviour {
                         connection: CloseConnection::One(connection_id),
                     });
                 }
-                if let Some(bytes) = &response.record {
-                    self.consume_record(peer, bytes, now);
+                if self.pool.config().private_mode() {
+                    // Octez's private answerer only logs what it is sent.
+                    return;
                 }
-                let received = response.points.len();
+                let received = response.points.len() + response.records.len();
                 if received > pex::MAX_POINTS_ACCEPTED {
+                    // Octez: a list over the wire limit fails to decode and greylists its
+                    // sender; greylisting comes before the disconnection it causes.
                     tracing::debug!(%peer, received, "pex: too many points, refused");
+                    self.pool.greylist_peer(peer, now);
+                    self.drain_pool_events();
                     self.events
                         .push_back(ToSwarm::GenerateEvent(Event::PointsRefused {
                             peer_id: peer,
@@ -698,15 +870,29 @@ impl Behaviour {
                         }));
                     return;
                 }
-                let points: Vec<Multiaddr> = response
+                if let Some(bytes) = &response.record {
+                    self.consume_record(peer, Some(peer), bytes, Ttl::Connected, now);
+                }
+                let mut points: Vec<Multiaddr> = response
                     .points
                     .iter()
                     .filter_map(|s| s.parse().ok())
                     .collect();
-                let new = self.pool.register_new_points(&points, false, now);
-                if new > 0 {
-                    self.maintenance.on_new_points();
+                // Advertised peers' own signed records: their addresses are certified.
+                for bytes in &response.records {
+                    if let Some(addrs) = self.consume_record(peer, None, bytes, Ttl::ADDRESS, now) {
+                        points.extend(addrs);
+                    }
                 }
+                let medium = if response.nack {
+                    pool::Medium::Nack
+                } else {
+                    pool::Medium::Advertise
+                };
+                let new = self
+                    .pool
+                    .register_list_of_new_points(Some(peer), medium, &points, now);
+                self.drain_pool_events();
                 self.events
                     .push_back(ToSwarm::GenerateEvent(Event::PointsReceived {
                         peer_id: peer,
@@ -717,9 +903,23 @@ impl Behaviour {
             E::ResponseSent { .. } => {}
             E::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "pex request failed: {error}");
+                // An answer that does not decode (or is over the size limit) greylists its
+                // sender, as Octez's decoding errors do.
+                if let request_response::OutboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    self.pool.greylist_peer(peer, now);
+                    self.drain_pool_events();
+                }
             }
             E::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "pex answer failed: {error}");
+                if let request_response::InboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    self.pool.greylist_peer(peer, now);
+                    self.drain_pool_events();
+                }
             }
         }
     }
@@ -745,23 +945,39 @@ impl Behaviour {
         self.own_record.clone()
     }
 
-    /// Stores the signed peer record a peer sent in its answer, if it is that peer's own.
-    fn consume_record(&self, peer: PeerId, bytes: &[u8], now: Instant) {
+    /// Stores a signed peer record that `from` sent (its own if `signer` is `Some(from)`, else
+    /// an advertised peer's), with `ttl`; returns its addresses as points of its peer. Our own
+    /// record and records that do not verify are refused.
+    fn consume_record(
+        &self,
+        from: PeerId,
+        signer: Option<PeerId>,
+        bytes: &[u8],
+        ttl: Ttl,
+        now: Instant,
+    ) -> Option<Vec<Multiaddr>> {
         let result = SignedEnvelope::from_protobuf_encoding(bytes)
             .map_err(|e| e.to_string())
             .and_then(|envelope| {
                 let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
                     .map_err(|e| e.to_string())?;
-                if record.peer_id() != peer {
-                    return Err(format!("a record of {}", record.peer_id()));
+                let id = record.peer_id();
+                if signer.is_some_and(|s| s != id) || id == self.pool.local_peer_id() {
+                    return Err(format!("a record of {id}"));
                 }
                 self.peerstore
-                    .consume_peer_record(&envelope, Ttl::Connected, now)
-                    .map_err(|e| e.to_string())
+                    .consume_peer_record(&envelope, ttl, now)
+                    .map_err(|e| e.to_string())?;
+                Ok(record
+                    .addresses()
+                    .iter()
+                    .take(pex::MAX_POINTS_ACCEPTED)
+                    .map(|a| a.clone().with_p2p(id).unwrap_or_else(|a| a))
+                    .collect())
             });
-        if let Err(e) = result {
-            tracing::debug!(%peer, "peer record refused: {e}");
-        }
+        result
+            .inspect_err(|e| tracing::debug!(%from, "peer record refused: {e}"))
+            .ok()
     }
 
     /// Admits a nacked connection whose peer needs connections, if the node is under `max`.
@@ -775,10 +991,12 @@ impl Behaviour {
         }
         conn.nacked = false;
         tracing::debug!(%peer, active = self.pool.active(), "admitted: the peer needs connections");
-        if self.pool.connection_established(peer, None, now) {
+        let remote = conn.remote.clone();
+        if self.pool.connection_established(peer, None, &remote, now) {
             self.maintenance
                 .on_connection_established(self.pool.active());
         }
+        self.drain_pool_events();
     }
 
     fn answer_pex(
@@ -788,12 +1006,28 @@ impl Behaviour {
         nack: bool,
         now: Instant,
     ) {
-        let points = self
-            .pool
-            .list_known_points(pex::MAX_POINTS_SENT, Some(peer), &mut self.rng)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let listed =
+            self.pool
+                .list_known_points(pex::MAX_POINTS_SENT, Some(peer), now, &mut self.rng);
+        // A listed peer with a signed record goes as that record (its addresses are then
+        // certified at the asker); the others as plain points.
+        let mut points = Vec::new();
+        let mut records = Vec::new();
+        let mut sent: HashSet<PeerId> = HashSet::new();
+        for addr in listed {
+            let id = match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(id)) => Some(id),
+                _ => None,
+            };
+            match id.and_then(|id| Some((id, self.peerstore.peer_record(&id, now)?))) {
+                Some((id, envelope)) => {
+                    if sent.insert(id) {
+                        records.push(envelope.into_protobuf_encoding());
+                    }
+                }
+                None => points.push(addr.to_string()),
+            }
+        }
         self.pex_answered.insert(peer, now);
         let record = self.own_record(now);
         // Fails only if the connection is gone; nothing to do then.
@@ -803,8 +1037,43 @@ impl Behaviour {
                 points,
                 nack,
                 record,
+                records,
             },
         );
+    }
+
+    /// The pool's admission of an authenticated connection (banned IP or peer, expected peer
+    /// ID, private mode, room in the peer table).
+    fn admit(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let point = self.dials.get(&connection_id);
+        let result = self
+            .pool
+            .accept(peer, remote, point, Instant::now(), &mut self.rng);
+        self.drain_pool_events();
+        match result {
+            Ok(()) => {
+                self.accepted.insert(connection_id, peer);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(%peer, %remote, "refused: {e}");
+                Err(ConnectionDenied::new(e))
+            }
+        }
+    }
+
+    /// A behaviour after the pool refused a connection the pool had admitted.
+    fn admission_failed(&mut self, connection_id: ConnectionId) {
+        if let Some(peer) = self.accepted.remove(&connection_id) {
+            let point = self.dials.get(&connection_id);
+            self.pool
+                .accept_failed(peer, point, Instant::now(), &mut self.rng);
+        }
     }
 
     /// Runs what is due at `now`: closes lingering nacked connections, answers delayed requests
@@ -839,28 +1108,45 @@ impl Behaviour {
         if now >= self.next_gc {
             self.next_gc = now + PEERSTORE_GC_INTERVAL;
             let collected = self.peerstore.gc(now);
-            tracing::trace!(collected, "peerstore gc");
+            let greylisted = self.pool.gc_greylist(now);
+            tracing::trace!(collected, greylisted, "peerstore and greylist gc");
         }
 
         let active = self.pool.active();
-        let plan = self.maintenance.step(now, &mut self.pool, &mut self.rng);
+        let connmgr = self.inner.connmgr.handle();
+        let plan = self
+            .maintenance
+            .step_with(now, &mut self.pool, &mut self.rng, |peers, _| {
+                connmgr.close_order(&peers, now)
+            });
         if !plan.is_empty() {
             self.execute(plan, active);
         }
+        self.drain_pool_events();
+        // A waiter whose cycle ended is resolved by dropping its sender (the future maps any
+        // outcome to `()`).
+        let maintenance = &self.maintenance;
+        self.maintain_waiters
+            .retain(|(ticket, tx)| !maintenance.is_done(*ticket) && !tx.is_canceled());
+    }
+
+    /// Dials `point` (already `Requested` in the pool), with its peer ID if known.
+    fn dial(&mut self, point: Multiaddr, peer: Option<PeerId>) {
+        let opts = match peer {
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![point.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(point.clone()).build(),
+        };
+        self.dials.insert(opts.connection_id(), point);
+        self.events.push_back(ToSwarm::Dial { opts });
     }
 
     fn execute(&mut self, plan: Plan, active: usize) {
         let mut dialed = Vec::with_capacity(plan.dial.len());
         for (point, peer) in plan.dial {
-            let opts = match peer {
-                Some(peer) => DialOpts::peer_id(peer)
-                    .addresses(vec![point.clone()])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-                None => DialOpts::unknown_peer_id().address(point.clone()).build(),
-            };
-            self.dials.insert(opts.connection_id(), point.clone());
-            self.events.push_back(ToSwarm::Dial { opts });
+            self.dial(point.clone(), peer);
             dialed.push(point);
         }
         for peer_id in &plan.close {
@@ -871,11 +1157,20 @@ impl Behaviour {
         }
         let mut asked = 0;
         if plan.ask_for_points {
+            // Not those that do not offer the exchange (private nodes, other software), as
+            // Octez sends no Bootstrap to private connections.
             let peers: HashSet<PeerId> = self
                 .connections
                 .values()
                 .filter(|c| !c.nacked)
                 .map(|c| c.peer_id)
+                .filter(|p| {
+                    self.peerstore.protocols(p).is_empty()
+                        || !self
+                            .peerstore
+                            .supports_protocols(p, &[pex::PROTOCOL.as_ref()])
+                            .is_empty()
+                })
                 .collect();
             for peer in peers {
                 self.inner
@@ -924,6 +1219,12 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
+        // Banned addresses are refused before they cost anything (Octez `accept`).
+        if let Some(ip) = pool::ip_of(remote_addr)
+            && self.pool.is_ip_banned(ip, Instant::now())
+        {
+            return Err(ConnectionDenied::new(pool::Error::IpBanned(ip)));
+        }
         self.inner
             .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
     }
@@ -935,13 +1236,11 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admit(connection_id, peer, remote_addr)?;
         self.protect_if_trusted(&peer, connection_id);
-        self.inner.handle_established_inbound_connection(
-            connection_id,
-            peer,
-            local_addr,
-            remote_addr,
-        )
+        self.inner
+            .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
+            .inspect_err(|_| self.admission_failed(connection_id))
     }
 
     fn handle_pending_outbound_connection(
@@ -951,6 +1250,22 @@ impl NetworkBehaviour for Behaviour {
         addresses: &[Multiaddr],
         effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        // Banned peers and points are never dialed (Octez `connect`: `Point_banned`).
+        let now = Instant::now();
+        if let Some(peer) = maybe_peer
+            && self.pool.is_peer_banned(&peer)
+        {
+            return Err(ConnectionDenied::new(pool::Error::PeerBanned(peer)));
+        }
+        if let Some(ip) = addresses
+            .iter()
+            .map(pool::ip_of)
+            .collect::<Option<Vec<_>>>()
+            .filter(|ips| !ips.is_empty() && ips.iter().all(|ip| self.pool.is_ip_banned(*ip, now)))
+            .and_then(|ips| ips.first().copied())
+        {
+            return Err(ConnectionDenied::new(pool::Error::IpBanned(ip)));
+        }
         self.inner.handle_pending_outbound_connection(
             connection_id,
             maybe_peer,
@@ -967,14 +1282,17 @@ impl NetworkBehaviour for Behaviour {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admit(connection_id, peer, addr)?;
         self.protect_if_trusted(&peer, connection_id);
-        self.inner.handle_established_outbound_connection(
-            connection_id,
-            peer,
-            addr,
-            role_override,
-            port_use,
-        )
+        self.inner
+            .handle_established_outbound_connection(
+                connection_id,
+                peer,
+                addr,
+                role_override,
+                port_use,
+            )
+            .inspect_err(|_| self.admission_failed(connection_id))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
@@ -987,6 +1305,7 @@ impl NetworkBehaviour for Behaviour {
             ),
             FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
             FromSwarm::DialFailure(e) => self.on_dial_failure(e),
+            FromSwarm::ListenFailure(e) => self.on_listen_failure(e),
             // Our own addresses are never points (Octez `my_id_points`), even once expired.
             FromSwarm::NewListenAddr(e) => {
                 self.pool.add_own_point(e.addr);
@@ -1052,4 +1371,30 @@ impl NetworkBehaviour for Behaviour {
             return Poll::Pending;
         }
     }
+}
+
+/// Whether a failed inbound upgrade broke the protocol (bytes that are not multistream-select,
+/// Noise or Yamux), rather than timing out or being cut: Octez greylists the former
+/// (`Decipher_error`, `Decoding_error`, ...), not the latter (`Canceled`).
+fn is_protocol_violation(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::InvalidData => return true,
+                std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => return false,
+                _ => {}
+            }
+        }
+        let text = e.to_string();
+        if text.contains("Invalid") || text.contains("decrypt") || text.contains("protocol error") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

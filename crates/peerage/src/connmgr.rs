@@ -236,6 +236,17 @@ impl Handle {
         s.wake();
     }
 
+    /// `peers` in the order a trim closes them, protected peers left out; see
+    /// [`ConnManager::close_order`].
+    pub fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId> {
+        self.lock().core.close_order(peers, now)
+    }
+
+    /// The total value of a peer's tags, 0 if unknown.
+    pub fn tag_value(&self, peer: &PeerId) -> i64 {
+        self.lock().core.tag_info(peer).map_or(0, |t| t.value)
+    }
+
     /// What the behaviour did: trims run and peers closed by kind, connections denied.
     pub fn stats(&self) -> Stats {
         let c = self.lock().counts;

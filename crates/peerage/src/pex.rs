@@ -32,7 +32,7 @@ pub const MAX_POINTS_ACCEPTED: usize = 100;
 /// Largest request accepted, in bytes.
 pub const MAX_REQUEST_BYTES: u64 = 1024;
 /// Largest response accepted, in bytes.
-pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+pub const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
 /// Least time between two answers to one peer (Octez's per-connection throttle of 100 ms).
 pub const ANSWER_COOLDOWN: Duration = Duration::from_millis(100);
 /// How long a request may wait for its response.
@@ -61,18 +61,30 @@ pub struct Response {
     /// `libp2p-peer-record`, protobuf-encoded), so that its addresses are certified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Vec<u8>>,
+    /// Advertised peers that have a signed peer record, as those records (same encoding):
+    /// their addresses are certified at the asker. They count with `points` toward
+    /// [`MAX_POINTS_ACCEPTED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<Vec<u8>>,
 }
 
 /// The request-response behaviour of the protocol.
 #[allow(unreachable_pub)]
 pub type Behaviour = request_response::cbor::Behaviour<Request, Response>;
 
-pub(crate) fn behaviour() -> Behaviour {
+/// The protocol's behaviour; a private node only asks (it never does, in fact) and does not
+/// offer the protocol, so identify tells its peers that it is private.
+pub(crate) fn behaviour(private: bool) -> Behaviour {
+    let support = if private {
+        ProtocolSupport::Outbound
+    } else {
+        ProtocolSupport::Full
+    };
     let codec = request_response::cbor::codec::Codec::default()
         .set_request_size_maximum(MAX_REQUEST_BYTES)
         .set_response_size_maximum(MAX_RESPONSE_BYTES);
     let config = request_response::Config::default()
         .with_request_timeout(REQUEST_TIMEOUT)
         .with_max_concurrent_streams(16);
-    request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config)
+    request_response::Behaviour::with_codec(codec, [(PROTOCOL, support)], config)
 }

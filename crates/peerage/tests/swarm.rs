@@ -237,7 +237,12 @@ async fn a_connection_denied_by_a_sibling_is_not_counted() {
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         assert_eq!(a.behaviour().peerage.active_connections(), 0);
-        assert_eq!(a.behaviour().peerage.pool().known_peers(), 0);
+        // Known (Octez registers the peer at authentication), but back to disconnected.
+        let b_id = *b.local_peer_id();
+        if denied_at.is_some() {
+            let state = a.behaviour().peerage.pool().peer(&b_id).map(|p| p.state());
+            assert_eq!(state, Some(peerage::pool::peer::State::Disconnected));
+        }
         assert_eq!(a.behaviour().peerage.connmgr().info().connections, 0);
     }
 }

@@ -1042,3 +1042,31 @@ fn early_tags_expire_and_are_capped() {
     cm.poll(now);
     assert_eq!(value(&cm, &peers[3]), 1);
 }
+
+/// The order the maintenance closes peers in: no protected peer, out-of-grace peers first,
+/// lowest tag value first within each group, unknown peers before all; among peers in their
+/// grace period, the newest last.
+#[test]
+fn close_order_spares_protected_and_graced_peers() {
+    let t0 = Instant::now();
+    let mut net = Net::new(manager(1, 10, Duration::from_secs(60), t0), t0);
+    let [rich, poor, protected] = std::array::from_fn(|_| net.connect());
+    net.now = t0 + Duration::from_secs(61);
+    let young = net.connect();
+    net.now += Duration::from_secs(1);
+    let newest = net.connect();
+    net.now += Duration::from_secs(1);
+    assert_eq!(
+        net.cm.close_order(&[newest, young], net.now),
+        [young, newest]
+    );
+    net.cm.tag_peer(rich, "t", 50, net.now);
+    net.cm.tag_peer(poor, "t", 5, net.now);
+    net.cm.tag_peer(young, "t", 1, net.now);
+    net.cm.protect(protected, "keep");
+    let unknown = PeerId::random();
+    let order = net
+        .cm
+        .close_order(&[rich, young, protected, poor, unknown], net.now);
+    assert_eq!(order, [unknown, poor, rich, young]);
+}

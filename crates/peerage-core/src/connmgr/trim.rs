@@ -153,6 +153,29 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         self.scratch = scratch;
     }
 
+    /// `peers` in the order a trim closes them, for a caller that decides how many to close
+    /// (the maintenance): protected peers are left out; peers out of their grace period come
+    /// first, by rank (lowest tag value first, as go's `getConnsToClose`); then those in it,
+    /// lowest tag value first and, on a tie, the longest-standing first, so that the newest
+    /// connections are the last to go. Peers the manager does not know come first: nothing
+    /// argues for keeping them.
+    pub fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId> {
+        type Order = (bool, bool, Option<(i64, Instant)>, Option<Key>, PeerId);
+        let mut ranked: Vec<Order> = peers
+            .iter()
+            .filter_map(|id| match self.peers.get(id) {
+                None => Some((false, false, None, None, *id)),
+                Some(p) if p.protected => None,
+                Some(p) if self.in_grace(p, now) => {
+                    Some((true, true, Some((p.value, p.first_seen)), None, *id))
+                }
+                Some(p) => Some((true, false, None, Some(rank(p, false).0), *id)),
+            })
+            .collect();
+        ranked.sort_unstable();
+        ranked.into_iter().map(|(.., id)| id).collect()
+    }
+
     /// When the first unprotected connected peer in its grace period at `now` leaves it.
     fn grace_end(&self, now: Instant) -> Option<Instant> {
         self.peers

@@ -16,11 +16,20 @@
 //! When woken with `n` active connections and `n < min_threshold`, a dialing round starts: it
 //! dials candidates (never-failed points first, then the oldest miss) until `min_target` is
 //! reached, with at most `max_target - n` dials in flight, and no point dialed twice in a round.
-//! When no candidate is left, it asks connected peers for points and waits. When woken with
-//! `n > max_threshold`, it closes `n - max_target` untrusted peers: random ones among those
-//! connected for longer than the grace period, then, if that is not enough, the longest-standing
-//! of the newer ones (go connmgr's grace period; Octez picks at random among all, and may close
-//! the connection that a peer below its minimum just made).
+//! When no candidate is left, it asks connected peers for points (not in private mode, as
+//! Octez's `Private_answerer`) and waits. When woken with `n > max_threshold`, it closes
+//! `n - max_target` peers, never trusted ones, in the order the caller gives
+//! ([`Maintenance::step_with`]: the node passes the connection manager's trim order, which
+//! spares protected peers and, as long as it can, those in their grace period); without one,
+//! random peers out of the grace period first, then the longest-standing of the others (Octez
+//! picks at random among all, and may close the connection that a peer below its minimum just
+//! made).
+//!
+//! The maintenance is inactive until [`Maintenance::activate`] (Octez's `activate`, which runs a
+//! check at once) and after [`Maintenance::shutdown`]. Each [`Maintenance::maintain`] returns a
+//! ticket; [`Maintenance::is_done`] tells when a cycle that started after it has ended (Octez's
+//! `maintain` returns after a cycle): the count is within the thresholds, or the round has no
+//! candidate left and waits for points.
 //!
 //! Differences from Octez, on purpose: dials in flight are also capped by `max_pending_dials`
 //! (Octez has no cap, #6140); the dialing loop is event-driven rather than a blocking loop over
@@ -29,7 +38,7 @@
 mod bounds;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -146,6 +155,10 @@ enum Phase {
 #[derive(Debug)]
 pub struct Maintenance {
     config: Config,
+    active: bool,
+    /// Tickets handed out by `maintain`, and the last one whose cycle ended.
+    tickets: u64,
+    done: u64,
     phase: Phase,
     run_requested: bool,
     new_points: bool,
@@ -156,10 +169,13 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// A maintenance that runs at its first [`step`](Maintenance::step) (Octez's activation).
+    /// An inactive maintenance: [`activate`](Maintenance::activate) starts it.
     pub fn new(config: Config) -> Self {
         Self {
             config,
+            active: false,
+            tickets: 0,
+            done: 0,
             phase: Phase::Idle,
             run_requested: true,
             new_points: false,
@@ -209,9 +225,46 @@ impl Maintenance {
         }
     }
 
-    /// Asks for a check at the next step (Octez `maintain`).
+    /// Asks for a check at the next step.
     pub fn trigger(&mut self) {
         self.run_requested = true;
+    }
+
+    /// Starts the maintenance; its next step runs a check (Octez `activate`).
+    pub fn activate(&mut self) {
+        if !self.active {
+            self.active = true;
+            self.run_requested = true;
+            self.next_tick = None;
+        }
+    }
+
+    /// Stops the maintenance: steps plan nothing until it is activated again (Octez
+    /// `shutdown`). Dials in flight are left to finish.
+    pub fn shutdown(&mut self) {
+        self.active = false;
+        self.phase = Phase::Idle;
+        self.next_tick = None;
+        self.done = self.tickets;
+    }
+
+    /// Whether the maintenance is active.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Asks for a check at the next step (Octez `maintain`) and returns a ticket for
+    /// [`is_done`](Maintenance::is_done).
+    pub fn maintain(&mut self) -> u64 {
+        self.run_requested = true;
+        self.tickets += 1;
+        self.tickets
+    }
+
+    /// Whether a cycle that started after `ticket` was handed out has ended (or the maintenance
+    /// was shut down).
+    pub fn is_done(&self, ticket: u64) -> bool {
+        self.done >= ticket
     }
 
     /// Whether a dialing round is under way or waiting for points.
@@ -220,18 +273,62 @@ impl Maintenance {
     }
 
     /// The next instant at which [`step`](Maintenance::step) has work even if nothing is fed in:
-    /// the idle timer or the end of a wait for points. `None` before the first step.
+    /// the idle timer or the end of a wait for points. `None` before the first step and while
+    /// inactive.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.active {
+            return None;
+        }
         match self.phase {
             Phase::Waiting { until } => Some(self.next_tick.map_or(until, |t| t.min(until))),
             _ => self.next_tick,
         }
     }
 
+    /// [`step_with`](Maintenance::step_with) with the built-in order of victims: random peers
+    /// out of the grace period, then the longest-standing of the others.
+    pub fn step(&mut self, now: Instant, pool: &mut Pool, rng: &mut impl Rng) -> Plan {
+        let grace = self.config.grace_period;
+        let since: HashMap<PeerId, Instant> = pool
+            .running_peers()
+            .filter_map(|p| Some((p, pool.peer(&p)?.running_since()?)))
+            .collect();
+        self.step_with(now, pool, rng, |peers, rng| {
+            default_order(peers, &since, now, grace, rng)
+        })
+    }
+
     /// Runs the maintenance if it is due, and returns what to do. Call it after feeding events
     /// and whenever [`poll_timeout`](Maintenance::poll_timeout) has passed; it returns an empty
-    /// plan when nothing is due. Dials in the plan are already marked `Requested` in `pool`.
-    pub fn step(&mut self, now: Instant, pool: &mut Pool, rng: &mut impl Rng) -> Plan {
+    /// plan when nothing is due or the maintenance is inactive. Dials in the plan are already
+    /// marked `Requested` in `pool`.
+    ///
+    /// `order` receives the running, untrusted peers and returns those that may be closed,
+    /// first to close first (the node passes the connection manager's trim order).
+    pub fn step_with<R: Rng>(
+        &mut self,
+        now: Instant,
+        pool: &mut Pool,
+        rng: &mut R,
+        order: impl FnOnce(Vec<PeerId>, &mut R) -> Vec<PeerId>,
+    ) -> Plan {
+        if !self.active {
+            return Plan::default();
+        }
+        let plan = self.plan(now, pool, rng, order);
+        if matches!(self.phase, Phase::Idle | Phase::Waiting { .. }) && !self.run_requested {
+            self.done = self.tickets;
+        }
+        plan
+    }
+
+    fn plan<R: Rng>(
+        &mut self,
+        now: Instant,
+        pool: &mut Pool,
+        rng: &mut R,
+        order: impl FnOnce(Vec<PeerId>, &mut R) -> Vec<PeerId>,
+    ) -> Plan {
         let tick_due = self.next_tick.is_none_or(|t| now >= t);
         let wait_over = matches!(self.phase, Phase::Waiting { until } if now >= until);
         if !(self.run_requested || tick_due || wait_over) {
@@ -246,8 +343,16 @@ impl Maintenance {
 
         if n > bounds.max_threshold() {
             self.phase = Phase::Idle;
+            let mut candidates: Vec<PeerId> = pool
+                .running_peers()
+                .filter(|p| !pool.is_trusted_peer(p))
+                .collect();
+            // Sorted first so that a seeded RNG gives the same choice whatever the table's order.
+            candidates.sort();
+            let mut close = order(candidates, rng);
+            close.truncate(n - bounds.max_target());
             return Plan {
-                close: self.victims(pool, n - bounds.max_target(), now, rng),
+                close,
                 ..Plan::default()
             };
         }
@@ -276,7 +381,7 @@ impl Maintenance {
             .min(self.config.max_pending_dials.saturating_sub(pending));
         let mut plan = Plan::default();
         for point in pool.candidates(now, round_start, budget, |p| self.seen.contains(p)) {
-            if let Ok(peer) = pool.set_requested(&point) {
+            if let Ok(peer) = pool.set_requested(&point, now) {
                 self.seen.insert(point.clone());
                 plan.dial.push((point, peer));
             }
@@ -285,36 +390,35 @@ impl Maintenance {
             self.phase = Phase::Waiting {
                 until: now + self.config.looking_for_peers,
             };
-            plan.ask_for_points = true;
+            // A private node asks nobody (Octez: it just sleeps).
+            plan.ask_for_points = !pool.config().private_mode();
         }
         plan
     }
+}
 
-    /// `count` running peers to close, trusted ones excepted: random ones among those
-    /// connected for longer than the grace period, then the longest-standing of the others.
-    fn victims(&self, pool: &Pool, count: usize, now: Instant, rng: &mut impl Rng) -> Vec<PeerId> {
-        let mut old = Vec::new();
-        let mut young = Vec::new();
-        for peer in pool.running_peers().filter(|p| !pool.is_trusted_peer(p)) {
-            let since = pool
-                .peer(&peer)
-                .and_then(|i| i.last_established_connection());
-            match since {
-                Some(t) if now.saturating_duration_since(t) < self.config.grace_period => {
-                    young.push((t, peer));
-                }
-                _ => old.push(peer),
-            }
+/// The built-in order of victims: peers running for longer than the grace period at random,
+/// then the others, longest-standing first.
+fn default_order(
+    peers: Vec<PeerId>,
+    since: &HashMap<PeerId, Instant>,
+    now: Instant,
+    grace: Duration,
+    rng: &mut impl Rng,
+) -> Vec<PeerId> {
+    let mut old = Vec::new();
+    let mut young = Vec::new();
+    for peer in peers {
+        match since.get(&peer) {
+            Some(t) if now.saturating_duration_since(*t) < grace => young.push((*t, peer)),
+            _ => old.push(peer),
         }
-        // Sorted first so that a seeded RNG gives the same choice whatever the table's order.
-        old.sort();
-        old.shuffle(rng);
-        young.sort();
-        old.into_iter()
-            .chain(young.into_iter().map(|(_, p)| p))
-            .take(count)
-            .collect()
     }
+    old.shuffle(rng);
+    young.sort();
+    old.into_iter()
+        .chain(young.into_iter().map(|(_, p)| p))
+        .collect()
 }
 
 #[cfg(test)]

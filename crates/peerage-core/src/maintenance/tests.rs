@@ -11,6 +11,10 @@ fn point(i: u32) -> Multiaddr {
         .unwrap()
 }
 
+fn remote() -> Multiaddr {
+    "/ip4/192.0.2.1/tcp/40000".parse().unwrap()
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -33,7 +37,11 @@ impl Fixture {
         let pool_config = pool::Config::new().with_backoff(Backoff::new().with_jitter(0.0));
         Self {
             pool: Pool::new(PeerId::random(), pool_config),
-            m: Maintenance::new(config),
+            m: {
+                let mut m = Maintenance::new(config);
+                m.activate();
+                m
+            },
             rng: StdRng::seed_from_u64(42),
             now: Instant::now(),
         }
@@ -41,7 +49,11 @@ impl Fixture {
 
     fn learn(&mut self, points: impl IntoIterator<Item = u32>) {
         let points: Vec<Multiaddr> = points.into_iter().map(point).collect();
-        if self.pool.register_new_points(&points, true, self.now) > 0 {
+        if self
+            .pool
+            .register_list_of_new_points(None, pool::Medium::Advertise, &points, self.now)
+            > 0
+        {
             self.m.on_new_points();
         }
     }
@@ -54,7 +66,10 @@ impl Fixture {
     fn connect(&mut self, point: &Multiaddr) -> PeerId {
         let peer = PeerId::random();
         self.pool
-            .connection_established(peer, Some(point), self.now);
+            .accept(peer, &remote(), Some(point), self.now, &mut self.rng)
+            .unwrap();
+        self.pool
+            .connection_established(peer, Some(point), &remote(), self.now);
         self.m.on_connection_established(self.pool.active());
         self.m.on_dial_finished();
         peer
@@ -68,14 +83,15 @@ impl Fixture {
     /// An inbound connection from a fresh peer.
     fn inbound(&mut self) -> PeerId {
         let peer = PeerId::random();
-        self.pool.connection_established(peer, None, self.now);
+        self.pool
+            .connection_established(peer, None, &remote(), self.now);
         self.m.on_connection_established(self.pool.active());
         peer
     }
 
     fn close(&mut self, peer: PeerId) {
         self.pool
-            .connection_closed(peer, None, self.now, &mut self.rng);
+            .connection_closed(peer, None, false, self.now, &mut self.rng);
         self.m.on_connection_closed(self.pool.active());
     }
 }
@@ -306,4 +322,107 @@ fn too_many_spares_new_connections() {
         .collect();
     assert_eq!(remaining_old.len(), 1);
     assert_eq!(plan.close, vec![remaining_old[0], young[0]]);
+}
+
+#[test]
+fn inactive_until_activated_and_after_shutdown() {
+    let mut f = Fixture::new();
+    f.m.shutdown();
+    f.learn(0..10);
+    assert!(f.step().is_empty(), "shut down");
+    assert_eq!(f.m.poll_timeout(), None);
+    let mut m = Maintenance::new(Config::new().with_bounds(Bounds::from_connections(6)));
+    assert!(!m.is_active());
+    assert!(
+        m.step(f.now, &mut f.pool, &mut f.rng).is_empty(),
+        "not activated"
+    );
+    m.activate();
+    assert_eq!(
+        m.step(f.now, &mut f.pool, &mut f.rng).dial.len(),
+        7,
+        "activation runs at once"
+    );
+}
+
+/// Octez's `maintain` returns after a cycle: the ticket is done once the maintenance rests,
+/// within its thresholds or waiting for points.
+#[test]
+fn maintain_ticket_is_done_after_a_cycle() {
+    let mut f = Fixture::new();
+    assert!(f.step().ask_for_points);
+    let ticket = f.m.maintain();
+    assert!(!f.m.is_done(ticket));
+    f.learn(0..5);
+    let plan = f.step();
+    assert_eq!(plan.dial.len(), 5);
+    assert!(!f.m.is_done(ticket), "dialing");
+    for p in dialed(&plan) {
+        f.connect(&p);
+    }
+    assert!(f.step().is_empty());
+    assert!(f.m.is_done(ticket), "5 = min_target: within bounds");
+    let next = f.m.maintain();
+    assert!(!f.m.is_done(next));
+    assert!(f.step().is_empty());
+    assert!(f.m.is_done(next), "a check within bounds is a cycle");
+    let last = f.m.maintain();
+    f.m.shutdown();
+    assert!(f.m.is_done(last), "shutdown releases waiters");
+}
+
+/// Octez's private node sends no Bootstrap when it has no candidate; it just waits.
+#[test]
+fn private_node_does_not_ask_for_points() {
+    let config = Config::new().with_bounds(Bounds::from_connections(6));
+    let mut f = Fixture::with_config(config);
+    f.pool = Pool::new(
+        PeerId::random(),
+        pool::Config::new().with_private_mode(true),
+    );
+    f.learn(0..3);
+    let plan = f.step();
+    assert!(plan.dial.is_empty(), "untrusted points are not dialed");
+    assert!(!plan.ask_for_points);
+    assert_eq!(f.m.poll_timeout(), Some(f.now + secs(5)));
+}
+
+/// Victims come in the caller's order (the connection manager's), never trusted peers, and
+/// only those the order returns (it drops protected ones).
+#[test]
+fn victims_follow_the_given_order_and_spare_trusted_peers() {
+    let mut f = Fixture::new();
+    let trusted = f.pool.add_trusted_point(&point(0), f.now).unwrap();
+    let _ = f.step();
+    let trusted_peer = f.connect(&trusted);
+    let peers: Vec<PeerId> = (0..9).map(|_| f.inbound()).collect();
+    assert_eq!(f.pool.active(), 10);
+    let protected = peers[0];
+    let mut offered = Vec::new();
+    let plan =
+        f.m.step_with(f.now, &mut f.pool, &mut f.rng, |candidates, _| {
+            offered = candidates.clone();
+            // Reverse order, dropping one "protected" peer.
+            candidates
+                .into_iter()
+                .rev()
+                .filter(|p| *p != protected)
+                .collect()
+        });
+    assert!(
+        !offered.contains(&trusted_peer),
+        "trusted peers are never offered"
+    );
+    assert_eq!(offered.len(), 9);
+    let mut expected: Vec<PeerId> = offered
+        .iter()
+        .rev()
+        .copied()
+        .filter(|p| *p != protected)
+        .collect();
+    expected.truncate(10 - 7);
+    assert_eq!(
+        plan.close, expected,
+        "n - max_target = 3, in the given order"
+    );
 }

@@ -1,37 +1,240 @@
 //! The pool: the connection lifecycle state of points and peers, as Octez `P2p_pool`
-//! (`spec/tezos_p2p.md` §2, §3, §5).
+//! (`spec/tezos_p2p.md` §2-§5), with its access control ([`acl`], Octez `P2p_acl`).
 //!
 //! A **point** is a dialable address without `/p2p` (`/ip4/1.2.3.4/tcp/9732`); a **peer** is a
 //! [`PeerId`]. The pool keeps the two tables apart, as Octez does: points carry the dial state
-//! machine and the reconnection [`Backoff`]; peers carry the connection state. Facts about peers
-//! (addresses with TTLs, protocols, latency) live in the [`peerstore`](crate::peerstore), not here.
+//! machine (`disconnected -> requested -> accepted -> running`) and the reconnection
+//! [`Backoff`]; peers carry the connection state (`disconnected -> accepted -> running`). Facts
+//! about peers (addresses with TTLs, protocols, latency) live in the
+//! [`peerstore`](crate::peerstore), not here.
 //!
-//! The pool only records what happened; the [`maintenance`](crate::maintenance) decides what to
-//! dial and what to close, and the libp2p glue does it.
+//! The pool only records what happened and decides admission; the
+//! [`maintenance`](crate::maintenance) decides what to dial and what to close, and the libp2p
+//! glue does it. What the glue must act on or may report comes out of [`Pool::poll_event`]:
+//! new points and peers, collections, and peers to disconnect (after a ban, a greylisting or a
+//! wrong expected peer ID).
+//!
+//! A connection goes through the pool as follows: [`Pool::set_requested`] (or
+//! [`Pool::connect`]) when we dial a point; [`Pool::accept`] when the connection is
+//! authenticated (the swarm's `handle_established_*`), which refuses banned IPs and peers, a
+//! wrong expected peer ID, untrusted peers in private mode and a full peer table;
+//! [`Pool::connection_established`] once the swarm reports it; then
+//! [`Pool::connection_closed`] (or [`Pool::connection_nacked`] if the remote refused it). A
+//! dial that fails at any step ends in [`Pool::dial_failed`], an admitted connection that
+//! another behaviour refused in [`Pool::accept_failed`], and one the node refuses for lack of
+//! room in [`Pool::reject`].
 //!
 //! Differences from Octez, on purpose:
 //!
 //! - Every failure path of a dial returns its point to `Disconnected` with a backoff (Octez can
 //!   leave a point stuck in `Requested`, §13).
-//! - The tables never exceed their `high` bound: the GC runs before an insertion and, if it
-//!   cannot make room, the insertion is refused (Octez briefly holds `high + 1`, #3175).
+//! - Untrusted entries never bring a table above its `high` bound: the GC runs before an
+//!   insertion and, if it cannot make room, the insertion is refused (Octez briefly holds
+//!   `high + 1`, #3175). Trusted points and peers are never refused nor collected, so with
+//!   `(0, 0)` only they are kept (Octez's `Known_Points_GC` scenario).
 //! - Backoff waits have jitter (see [`Backoff`]).
+//! - [`Pool::greylist_peer`] greylists the peer and its last IP even once it is disconnected,
+//!   and greylisting always comes before the disconnection it causes (Octez's reader
+//!   disconnects first, which makes its greylisting a no-op, §13).
 //! - [`Pool::list_known_points`] samples without replacement, so it returns exactly `size` points
 //!   when it has more (Octez can return fewer through duplicate indices).
+//! - The peer score is a pluggable function of what the node knows ([`Score`]); Octez's is the
+//!   constant 1.0.
 
+pub mod acl;
 pub mod peer;
 pub mod point;
 
 use std::{
-    collections::{HashMap, HashSet},
-    time::Instant,
+    collections::{HashMap, HashSet, VecDeque},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use multiaddr::{Multiaddr, Protocol};
 use rand::Rng;
 
-pub use self::point::{Backoff, PointError, split as split_point};
+pub use self::{
+    acl::Acl,
+    point::{Backoff, PointError, split as split_point},
+};
 use crate::PeerId;
+
+/// Most events kept per point and per peer (Octez `log_size`).
+pub const LOG_SIZE: usize = 100;
+
+/// Kinds of events in a point's or a peer's log (Octez `P2p_point.Pool_event` and
+/// `P2p_peer.Pool_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    /// We dialed the point.
+    OutgoingRequest,
+    /// A connection from the peer was authenticated.
+    IncomingRequest,
+    /// We admitted the connection.
+    AcceptingRequest,
+    /// We refused the connection (banned, private mode, no room).
+    RejectingRequest,
+    /// The dial failed, or the remote refused the connection.
+    RequestRejected,
+    /// The connection is running.
+    ConnectionEstablished,
+    /// We closed the connection.
+    Disconnection,
+    /// The remote closed the connection.
+    ExternalDisconnection,
+}
+
+impl LogKind {
+    /// The kind's name as in Octez's JSON (`outgoing_request`, `connection_established`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogKind::OutgoingRequest => "outgoing_request",
+            LogKind::IncomingRequest => "incoming_request",
+            LogKind::AcceptingRequest => "accepting_request",
+            LogKind::RejectingRequest => "rejecting_request",
+            LogKind::RequestRejected => "request_rejected",
+            LogKind::ConnectionEstablished => "connection_established",
+            LogKind::Disconnection => "disconnection",
+            LogKind::ExternalDisconnection => "external_disconnection",
+        }
+    }
+}
+
+/// One event of a point's log (`T` = [`PeerId`], the peer involved) or a peer's log (`T` =
+/// [`Multiaddr`], the address involved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry<T> {
+    /// What happened.
+    pub kind: LogKind,
+    /// When.
+    pub at: Instant,
+    /// With whom, or through which address.
+    pub with: Option<T>,
+}
+
+pub(crate) fn push_log<T>(
+    log: &mut VecDeque<LogEntry<T>>,
+    kind: LogKind,
+    with: Option<T>,
+    at: Instant,
+) {
+    if log.len() >= LOG_SIZE {
+        log.pop_front();
+    }
+    log.push_back(LogEntry { kind, at, with });
+}
+
+/// Where a point was learned (Octez's `medium`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Medium {
+    /// The node's configuration or its operator (trusted points, `connect`).
+    Config,
+    /// A peer's answer to a request for points (Octez `Advertise`).
+    Advertise,
+    /// A peer's answer on a connection it refused (Octez `Nack`).
+    Nack,
+    /// A connected peer's own listen addresses (identify).
+    Identify,
+    /// The peers file, at start.
+    PeersFile,
+}
+
+/// Why the pool asks for a peer to be disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The peer, or the IP it connects from, was banned.
+    Banned,
+    /// The peer, or the IP it connects from, was greylisted.
+    Greylisted,
+    /// The point's expected peer ID is another peer (Octez `Unexpected_peer_id`).
+    UnexpectedPeerId,
+}
+
+/// What the pool reports, from [`Pool::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A point was registered (Octez `New_point`).
+    NewPoint {
+        /// The point.
+        point: Multiaddr,
+        /// The peer it came from, if any.
+        source: Option<PeerId>,
+        /// How it was learned.
+        medium: Medium,
+    },
+    /// A peer was registered (Octez `New_peer`).
+    NewPeer(PeerId),
+    /// Points were collected (Octez `Gc_points`).
+    GcPoints(usize),
+    /// Peers were collected (Octez `Gc_peer_ids`).
+    GcPeers(usize),
+    /// The glue must close every connection with `peer`. The ACL change that causes it is
+    /// already made, so a reconnection is refused.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// A peer's score, from what the node knows of it; higher is better. Peers are collected
+/// lowest score first. See [`Score::standard`] for the default.
+#[derive(Clone)]
+pub struct Score(Arc<ScoreFn>);
+
+type ScoreFn = dyn Fn(&peer::Info, Instant) -> f64 + Send + Sync;
+
+impl fmt::Debug for Score {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Score(..)")
+    }
+}
+
+impl Default for Score {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+impl Score {
+    /// A score computed by `f` from a peer's info at an instant.
+    pub fn new(f: impl Fn(&peer::Info, Instant) -> f64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+    /// Octez's score: the constant 1.0 (`peer_metadata.ml`), which makes the peer GC "newest
+    /// first".
+    pub fn constant() -> Self {
+        Self::new(|_, _| 1.0)
+    }
+    /// The default score, in `-2.0..=3.0`:
+    ///
+    /// ```text
+    /// 1.0
+    /// + min(uptime, 24 h) / 24 h                  up to +1 for a peer that stays
+    /// + clamp(tag_value / 100, -1, 1)             the connection manager's tags
+    /// - min(failures, 10) / 10                    up to -1 for a peer that keeps failing
+    /// - min(latency, 1 s) / 1 s                   up to -1 for a slow peer
+    /// ```
+    pub fn standard() -> Self {
+        Self::new(|info, now| {
+            let day = 86_400.0;
+            let uptime = info.uptime(now).as_secs_f64().min(day) / day;
+            let tags = (info.tag_value() as f64 / 100.0).clamp(-1.0, 1.0);
+            let failures = f64::from(info.failures().min(10)) / 10.0;
+            let latency = info.latency().map_or(0.0, |l| l.as_secs_f64().min(1.0));
+            1.0 + uptime + tags - failures - latency
+        })
+    }
+    /// The score of `info` at `now`.
+    pub fn score(&self, info: &peer::Info, now: Instant) -> f64 {
+        (self.0)(info, now)
+    }
+}
 
 /// Configuration of the [`Pool`].
 #[derive(Debug, Clone)]
@@ -39,6 +242,9 @@ pub struct Config {
     max_known_points: Option<(usize, usize)>,
     max_known_peers: Option<(usize, usize)>,
     backoff: Backoff,
+    acl: acl::Config,
+    private_mode: bool,
+    score: Score,
 }
 
 impl Default for Config {
@@ -47,22 +253,27 @@ impl Default for Config {
             max_known_points: Some((400, 300)),
             max_known_peers: Some((400, 300)),
             backoff: Backoff::default(),
+            acl: acl::Config::default(),
+            private_mode: false,
+            score: Score::default(),
         }
     }
 }
 
 impl Config {
-    /// Octez's defaults: known points and peers `(400, 300)`, backoff as [`Backoff::default`].
+    /// Octez's defaults: known points and peers `(400, 300)`, backoff as [`Backoff::default`],
+    /// ACL as [`acl::Config::default`], not private, [`Score::standard`].
     pub fn new() -> Self {
         Self::default()
     }
     /// `(high, low)` bounds of the point table: when an insertion finds `high` points, the GC
     /// removes collectable points down to `low`. `None` disables the GC and the cap.
-    /// `Some((400, 300))` by default (Octez `max_known_points`).
+    /// `Some((400, 300))` by default (Octez `max_known_points`). `(0, 0)` keeps trusted points
+    /// only.
     ///
     /// # Panics
     ///
-    /// If `low > high` or `high == 0`.
+    /// If `low > high`.
     pub fn with_max_known_points(mut self, bounds: Option<(usize, usize)>) -> Self {
         check_gc_bounds(bounds);
         self.max_known_points = bounds;
@@ -73,7 +284,7 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// If `low > high` or `high == 0`.
+    /// If `low > high`.
     pub fn with_max_known_peers(mut self, bounds: Option<(usize, usize)>) -> Self {
         check_gc_bounds(bounds);
         self.max_known_peers = bounds;
@@ -84,25 +295,53 @@ impl Config {
         self.backoff = backoff;
         self
     }
-}
-
-/// The point `point` if it is running with `peer`.
-fn running_point<'a>(
-    points: &'a mut HashMap<Multiaddr, point::Info>,
-    peer: PeerId,
-    point: Option<&Multiaddr>,
-) -> Option<&'a mut point::Info> {
-    points
-        .get_mut(point?)
-        .filter(|info| info.state == (point::State::Running { peer_id: peer }))
+    /// Greylist sizes and delays. [`acl::Config::default`] by default.
+    pub fn with_acl(mut self, acl: acl::Config) -> Self {
+        self.acl = acl;
+        self
+    }
+    /// Private mode (Octez `private_mode`): only trusted points are dialed, only trusted peers
+    /// (or peers at a trusted point) are admitted, and no point is advertised. `false` by
+    /// default.
+    pub fn with_private_mode(mut self, private: bool) -> Self {
+        self.private_mode = private;
+        self
+    }
+    /// The peer score. [`Score::standard`] by default.
+    pub fn with_score(mut self, score: Score) -> Self {
+        self.score = score;
+        self
+    }
+    /// Whether private mode is on.
+    pub fn private_mode(&self) -> bool {
+        self.private_mode
+    }
+    /// The point table's bounds.
+    pub fn max_known_points(&self) -> Option<(usize, usize)> {
+        self.max_known_points
+    }
+    /// The peer table's bounds.
+    pub fn max_known_peers(&self) -> Option<(usize, usize)> {
+        self.max_known_peers
+    }
+    /// The ACL configuration.
+    pub fn acl(&self) -> &acl::Config {
+        &self.acl
+    }
 }
 
 fn check_gc_bounds(bounds: Option<(usize, usize)>) {
     if let Some((high, low)) = bounds {
-        assert!(
-            high > 0 && low <= high,
-            "GC bounds need 0 < high and low <= high"
-        );
+        assert!(low <= high, "GC bounds need low <= high");
+    }
+}
+
+/// The IP of an address that starts with `/ip4` or `/ip6`.
+pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
     }
 }
 
@@ -116,6 +355,12 @@ pub enum Error {
     /// The point table is full of points that cannot be collected.
     #[error("point table full ({high} points, none collectable)")]
     PointTableFull {
+        /// The table's `high` bound.
+        high: usize,
+    },
+    /// The peer table is full of peers that cannot be collected.
+    #[error("peer table full ({high} peers, none collectable)")]
+    PeerTableFull {
         /// The table's `high` bound.
         high: usize,
     },
@@ -133,9 +378,43 @@ pub enum Error {
         /// Its state's name.
         state: &'static str,
     },
+    /// The IP is banned (blacklisted or greylisted) (Octez `Point_banned`).
+    #[error("{0} is banned")]
+    IpBanned(IpAddr),
+    /// The peer is banned (blacklisted or greylisted) (Octez `Peer_banned`).
+    #[error("peer {0} is banned")]
+    PeerBanned(PeerId),
+    /// The point's expected peer ID is another peer (Octez `Identity_check_failure`).
+    #[error("point {} must be peer {}, not {}", .0.point, .0.expected, .0.actual)]
+    UnexpectedPeerId(Box<Mismatch>),
+    /// Private mode: the point or peer is not trusted (Octez `Private_mode`).
+    #[error("private mode: {0} is not trusted")]
+    PrivateMode(String),
 }
 
-/// The point and peer tables of a node. See the [module docs](self).
+/// A point reached another peer than the one expected ([`Error::UnexpectedPeerId`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The point.
+    pub point: Multiaddr,
+    /// The peer it must be.
+    pub expected: PeerId,
+    /// The peer it is.
+    pub actual: PeerId,
+}
+
+/// The point `point` if it is accepted or running with `peer`.
+fn point_with<'a>(
+    points: &'a mut HashMap<Multiaddr, point::Info>,
+    peer: PeerId,
+    point: Option<&Multiaddr>,
+) -> Option<&'a mut point::Info> {
+    points
+        .get_mut(point?)
+        .filter(|info| info.state.peer_id() == Some(peer))
+}
+
+/// The point and peer tables of a node, and its ACL. See the [module docs](self).
 #[derive(Debug)]
 pub struct Pool {
     config: Config,
@@ -143,25 +422,39 @@ pub struct Pool {
     points: HashMap<Multiaddr, point::Info>,
     peers: HashMap<PeerId, peer::Info>,
     own_points: HashSet<Multiaddr>,
+    acl: Acl,
     active: usize,
+    events: VecDeque<Event>,
 }
 
 impl Pool {
     /// An empty pool for the node `local_peer_id`.
     pub fn new(local_peer_id: PeerId, config: Config) -> Self {
         Self {
+            acl: Acl::new(config.acl),
             config,
             local_peer_id,
             points: HashMap::new(),
             peers: HashMap::new(),
             own_points: HashSet::new(),
             active: 0,
+            events: VecDeque::new(),
         }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Our own peer ID.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// The next event, if any. The glue drains them after each call that changes the pool.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// Number of running peers: the node's active connections as the maintenance counts them
@@ -170,11 +463,16 @@ impl Pool {
         self.active
     }
 
-    /// Number of points being dialed.
+    /// Number of points being dialed (requested or accepted).
     pub fn requested(&self) -> usize {
         self.points
             .values()
-            .filter(|p| p.state == point::State::Requested)
+            .filter(|p| {
+                matches!(
+                    p.state,
+                    point::State::Requested | point::State::Accepted { .. }
+                )
+            })
             .count()
     }
 
@@ -223,14 +521,41 @@ impl Pool {
             .is_some_and(|p| p.state == peer::State::Running)
     }
 
-    /// Whether `peer` is trusted, or connected through a trusted point. The maintenance never
-    /// closes such a peer.
+    /// The access control lists.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
+    }
+
+    /// The score of `peer` at `now`, if it is known.
+    pub fn score(&self, peer: &PeerId, now: Instant) -> Option<f64> {
+        self.peers
+            .get(peer)
+            .map(|info| self.config.score.score(info, now))
+    }
+
+    /// Whether `peer` is trusted, or connected through (or expected at) a trusted point. The
+    /// maintenance never closes such a peer, and private mode admits it.
     pub fn is_trusted_peer(&self, peer: &PeerId) -> bool {
-        self.peers.get(peer).is_some_and(|p| p.trusted)
+        self.peers.get(peer).is_some_and(|p| p.record.trusted)
             || self.points.values().any(|p| {
-                p.trusted
-                    && matches!(p.state, point::State::Running { peer_id } if peer_id == *peer)
+                p.trusted && (p.state.peer_id() == Some(*peer) || p.dial_peer_id() == Some(*peer))
             })
+    }
+
+    /// Whether `ip` is banned (blacklisted or greylisted) at `now`.
+    pub fn is_ip_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        self.acl.is_ip_banned(ip, now)
+    }
+
+    /// Whether `peer` is banned (blacklisted or greylisted). A trusted peer is not (Octez's
+    /// `/banned` RPC).
+    pub fn is_peer_banned(&self, peer: &PeerId) -> bool {
+        self.acl.is_peer_banned(peer) && !self.peers.get(peer).is_some_and(|p| p.record.trusted)
+    }
+
+    /// Whether the point's IP is banned (a DNS point never is).
+    pub fn is_point_banned(&self, point: &Multiaddr, now: Instant) -> bool {
+        ip_of(point).is_some_and(|ip| self.acl.is_ip_banned(ip, now))
     }
 
     /// Records our own listen addresses: they are never registered as points (Octez
@@ -242,40 +567,76 @@ impl Pool {
         }
     }
 
-    /// Registers a trusted point, with the expected peer ID of its `/p2p` suffix if it has one
-    /// (Octez `register_point ~trusted:true ?expected_peer_id`). Returns the point.
+    /// Registers a point (Octez `register_point ?trusted ?expected_peer_id`): `addr` may end in
+    /// `/p2p/<id>`, which becomes the expected peer ID, as does `expected`. `trusted` sets or
+    /// clears the trust if given. Returns the point.
     ///
     /// # Errors
     ///
     /// [`Error::Point`] if `addr` is not dialable, [`Error::OwnPoint`] for our own addresses,
-    /// [`Error::PointTableFull`] if no point can be collected to make room.
+    /// [`Error::PointTableFull`] if no point can be collected to make room for an untrusted one.
+    pub fn register_point(
+        &mut self,
+        addr: &Multiaddr,
+        trusted: Option<bool>,
+        expected: Option<PeerId>,
+        now: Instant,
+    ) -> Result<Multiaddr, Error> {
+        let (point, peer) = point::split(addr)?;
+        if peer == Some(self.local_peer_id) || expected == Some(self.local_peer_id) {
+            return Err(Error::OwnPoint(addr.clone()));
+        }
+        let info = self.insert_point(&point, trusted == Some(true), None, Medium::Config, now)?;
+        if let Some(trusted) = trusted {
+            info.trusted = trusted;
+        }
+        if let Some(id) = expected.or(peer) {
+            info.expected_peer_id = Some(id);
+        }
+        Ok(point)
+    }
+
+    /// Registers a trusted point, with the expected peer ID of its `/p2p` suffix if it has one.
+    /// Shorthand for [`Pool::register_point`] with `trusted`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::register_point`].
     pub fn add_trusted_point(
         &mut self,
         addr: &Multiaddr,
         now: Instant,
     ) -> Result<Multiaddr, Error> {
-        let (point, peer) = point::split(addr)?;
-        if peer == Some(self.local_peer_id) {
-            return Err(Error::OwnPoint(addr.clone()));
-        }
-        let info = self.register_point(&point, now)?;
-        info.trusted = true;
-        if peer.is_some() {
-            info.expected_peer_id = peer;
-        }
-        Ok(point)
+        self.register_point(addr, Some(true), None, now)
     }
 
-    /// Registers points learned from elsewhere (Octez `register_list_of_new_points`): entries of
-    /// a peer exchange, or the listen addresses a connected peer announced (`known_public`).
-    /// Each entry may end in `/p2p/<id>`, which is kept as the point's peer hint. Entries that are
-    /// not dialable, are our own, or do not fit in the table are skipped.
-    ///
-    /// Returns the number of points that were new.
-    pub fn register_new_points<'a>(
+    /// Forgets a point (Octez `unregister_point`). A connection through it stays open.
+    pub fn unregister_point(&mut self, point: &Multiaddr) -> bool {
+        self.points.remove(point).is_some()
+    }
+
+    /// Registers a point learned from elsewhere (Octez `register_new_point`): our own points
+    /// are skipped. Returns whether it was new.
+    pub fn register_new_point(
         &mut self,
+        addr: &Multiaddr,
+        source: Option<PeerId>,
+        medium: Medium,
+        now: Instant,
+    ) -> bool {
+        self.register_list_of_new_points(source, medium, [addr], now) == 1
+    }
+
+    /// Registers points learned from `source` through `medium` (Octez
+    /// `register_list_of_new_points`): entries of a peer exchange, or the listen addresses a
+    /// connected peer announced. Each entry may end in `/p2p/<id>`, kept as the point's peer
+    /// hint. Entries that are not dialable, are our own, or do not fit in the table are
+    /// skipped. Returns the number of points that were new.
+    pub fn register_list_of_new_points<'a>(
+        &mut self,
+        source: Option<PeerId>,
+        medium: Medium,
         addrs: impl IntoIterator<Item = &'a Multiaddr>,
-        known_public: bool,
         now: Instant,
     ) -> usize {
         let mut new = 0;
@@ -287,35 +648,68 @@ impl Pool {
                 continue;
             }
             let was_known = self.points.contains_key(&point);
-            let Ok(info) = self.register_point(&point, now) else {
+            let Ok(info) = self.insert_point(&point, false, source, medium, now) else {
                 break;
             };
-            if info.last_peer_id.is_none() {
+            // A peer announcing its own address is authoritative; a third party only hints.
+            if peer.is_some() && (info.last_peer_id.is_none() || peer == source) {
                 info.last_peer_id = peer;
             }
-            // A peer announcing its own listen address vouches for it; a third party does not.
-            info.known_public |= known_public;
             new += usize::from(!was_known);
         }
         new
     }
 
-    fn register_point(
+    /// The listen addresses `peer` announced over a live connection (identify): registered as
+    /// points of that peer, advertisable if `public` (the peer speaks the peer exchange, so it
+    /// is not a private node). Every point of the peer gets the same `known_public`, as Octez
+    /// sets it after each handshake. Returns the number of new points.
+    pub fn set_announced_points(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        public: bool,
+        now: Instant,
+    ) -> usize {
+        let with_id: Vec<Multiaddr> = addrs
+            .iter()
+            .filter_map(|a| point::split(a).ok())
+            .map(|(p, _)| p.with(Protocol::P2p(peer)))
+            .collect();
+        let new = self.register_list_of_new_points(Some(peer), Medium::Identify, &with_id, now);
+        for info in self.points.values_mut() {
+            if info.last_peer_id == Some(peer) || info.state.peer_id() == Some(peer) {
+                info.known_public = public;
+            }
+        }
+        new
+    }
+
+    fn insert_point(
         &mut self,
         point: &Multiaddr,
+        trusted: bool,
+        source: Option<PeerId>,
+        medium: Medium,
         now: Instant,
     ) -> Result<&mut point::Info, Error> {
         if self.own_points.contains(point) {
             return Err(Error::OwnPoint(point.clone()));
         }
-        if !self.points.contains_key(point)
-            && let Some((high, low)) = self.config.max_known_points
-            && self.points.len() >= high
-        {
-            self.gc_points(low, now);
-            if self.points.len() >= high {
-                return Err(Error::PointTableFull { high });
+        if !self.points.contains_key(point) {
+            if let Some((high, low)) = self.config.max_known_points
+                && self.points.len() >= high
+            {
+                self.gc_points(low, now);
+                if self.points.len() >= high && !trusted {
+                    return Err(Error::PointTableFull { high });
+                }
             }
+            self.events.push_back(Event::NewPoint {
+                point: point.clone(),
+                source,
+                medium,
+            });
         }
         Ok(self
             .points
@@ -335,39 +729,288 @@ impl Pool {
             .map(|(a, p)| (p.last_miss().unwrap_or(now), a.clone()))
             .collect();
         candidates.sort();
+        let mut removed = 0;
         for (_, addr) in candidates.into_iter().take(to_remove) {
             self.points.remove(&addr);
+            removed += 1;
+        }
+        if removed > 0 {
+            self.events.push_back(Event::GcPoints(removed));
         }
     }
 
-    /// Octez `gc_peer_ids`: removes disconnected, untrusted peers, most recently created first
-    /// (the score is constant for now, as in the Octez node), until `target` remain.
-    fn gc_peers(&mut self, target: usize) {
+    /// Octez `gc_peer_ids`: removes disconnected, untrusted peers, lowest score first and, on
+    /// equal scores, most recently created first (under a flood, the new low-score IDs are the
+    /// attackers), until `target` remain.
+    fn gc_peers(&mut self, target: usize, now: Instant) {
         let to_remove = self.peers.len().saturating_sub(target);
-        let mut candidates: Vec<(Instant, PeerId)> = self
+        let mut candidates: Vec<(f64, Instant, PeerId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.state == peer::State::Disconnected && !p.trusted)
-            .map(|(id, p)| (p.created, *id))
+            .filter(|(_, p)| p.state == peer::State::Disconnected && !p.record.trusted)
+            .map(|(id, p)| (self.config.score.score(p, now), p.record.created, *id))
             .collect();
-        candidates.sort_by(|a, b| b.cmp(a));
-        for (_, id) in candidates.into_iter().take(to_remove) {
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        let mut removed = 0;
+        for (_, _, id) in candidates.into_iter().take(to_remove) {
             self.peers.remove(&id);
+            removed += 1;
+        }
+        if removed > 0 {
+            self.events.push_back(Event::GcPeers(removed));
         }
     }
 
-    fn register_peer(&mut self, peer: PeerId, now: Instant) -> &mut peer::Info {
-        if !self.peers.contains_key(&peer)
-            && let Some((high, low)) = self.config.max_known_peers
-            && self.peers.len() >= high
-        {
-            self.gc_peers(low);
+    /// Registers a peer (Octez `register_peer`), collecting peers first if the table is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PeerTableFull`] if no peer can be collected to make room for an untrusted one.
+    pub fn register_peer(&mut self, peer: PeerId, now: Instant) -> Result<&mut peer::Info, Error> {
+        self.insert_peer(peer, false, now)
+    }
+
+    fn insert_peer(
+        &mut self,
+        peer: PeerId,
+        trusted: bool,
+        now: Instant,
+    ) -> Result<&mut peer::Info, Error> {
+        if !self.peers.contains_key(&peer) {
+            if let Some((high, low)) = self.config.max_known_peers
+                && self.peers.len() >= high
+            {
+                self.gc_peers(low, now);
+                if self.peers.len() >= high && !trusted {
+                    return Err(Error::PeerTableFull { high });
+                }
+            }
+            self.events.push_back(Event::NewPeer(peer));
         }
-        // An established connection is always recorded, even if the GC found no room: the
-        // table then exceeds `high` by the running peers, which admission bounds.
-        self.peers
+        Ok(self
+            .peers
             .entry(peer)
-            .or_insert_with(|| peer::Info::new(now))
+            .or_insert_with(|| peer::Info::new(peer::Record::new(now))))
+    }
+
+    /// Restores a peer saved in the peers file (Octez `create` loading `peers.json`): its record
+    /// as saved, disconnected, bypassing the GC; the point of its last established connection
+    /// (or failed one) is registered as a point of that peer. An already known peer is left as
+    /// it is.
+    pub fn restore_peer(&mut self, peer: PeerId, record: peer::Record, now: Instant) {
+        if peer == self.local_peer_id || self.peers.contains_key(&peer) {
+            return;
+        }
+        let last = record
+            .last_established_connection
+            .as_ref()
+            .or(record.last_failed_connection.as_ref())
+            .map(|(a, _)| a.clone().with(Protocol::P2p(peer)));
+        self.peers.insert(peer, peer::Info::new(record));
+        if let Some(addr) = last {
+            self.register_list_of_new_points(None, Medium::PeersFile, [&addr], now);
+        }
+    }
+
+    /// Sets the expected peer ID of a point (Octez `set_expected_peer_id`), registering the
+    /// point if it is unknown. If the point is connected (or being accepted) with another peer,
+    /// its IP is greylisted and, if running, that peer is disconnected
+    /// ([`Event::Disconnect`] with [`DisconnectReason::UnexpectedPeerId`]); greylisting comes
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::register_point`].
+    pub fn set_expected_peer_id(
+        &mut self,
+        addr: &Multiaddr,
+        expected: PeerId,
+        now: Instant,
+    ) -> Result<Multiaddr, Error> {
+        let point = self.register_point(addr, None, Some(expected), now)?;
+        let info = &self.points[&point];
+        let live = info
+            .state
+            .peer_id()
+            .or_else(|| info.last_peer_id.filter(|p| self.is_running(p)));
+        if let Some(actual) = live.filter(|p| *p != expected) {
+            if let Some(ip) = ip_of(&point) {
+                self.acl.greylist_ip(ip, now);
+            }
+            if let Some(info) = self.points.get_mut(&point) {
+                info.last_peer_id = None;
+            }
+            if self.is_running(&actual) {
+                self.events.push_back(Event::Disconnect {
+                    peer: actual,
+                    reason: DisconnectReason::UnexpectedPeerId,
+                });
+            }
+        }
+        Ok(point)
+    }
+
+    /// Blacklists `ip` (Octez `Points.ban`); every running peer connected from it is
+    /// disconnected and, if `ban_peers`, blacklisted too.
+    pub fn ban_ip(&mut self, ip: IpAddr, ban_peers: bool) {
+        self.acl.ban_ip(ip);
+        for peer in self.running_from(ip) {
+            if ban_peers {
+                self.acl.ban_peer(peer);
+                if let Some(info) = self.peers.get_mut(&peer) {
+                    info.record.trusted = false;
+                }
+            }
+            self.events.push_back(Event::Disconnect {
+                peer,
+                reason: DisconnectReason::Banned,
+            });
+        }
+    }
+
+    /// Removes `ip` from the blacklist and greylist, and unbans the peers connected from it
+    /// (Octez `Points.unban`).
+    pub fn unban_ip(&mut self, ip: IpAddr) {
+        self.acl.unban_ip(ip);
+        for peer in self.running_from(ip) {
+            self.acl.unban_peer(&peer);
+        }
+    }
+
+    /// Blacklists `peer`, which is no longer trusted, and disconnects it (Octez `Peers.ban`).
+    pub fn ban_peer(&mut self, peer: PeerId) {
+        self.acl.ban_peer(peer);
+        if let Some(info) = self.peers.get_mut(&peer) {
+            info.record.trusted = false;
+        }
+        if self.is_connected(&peer) {
+            self.events.push_back(Event::Disconnect {
+                peer,
+                reason: DisconnectReason::Banned,
+            });
+        }
+    }
+
+    /// Removes `peer` from the blacklist and greylist.
+    pub fn unban_peer(&mut self, peer: &PeerId) {
+        self.acl.unban_peer(peer);
+    }
+
+    /// Trusts a point (Octez `Points.trust`): unbans its IP, then registers it trusted.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::register_point`].
+    pub fn trust_point(&mut self, addr: &Multiaddr, now: Instant) -> Result<Multiaddr, Error> {
+        if let Some(ip) = ip_of(addr) {
+            self.acl.unban_ip(ip);
+        }
+        self.register_point(addr, Some(true), None, now)
+    }
+
+    /// Stops trusting a point; returns whether it was known.
+    pub fn untrust_point(&mut self, point: &Multiaddr) -> bool {
+        self.points
+            .get_mut(point)
+            .map(|info| info.trusted = false)
+            .is_some()
+    }
+
+    /// Trusts a peer (Octez `Peers.trust`): unbans it, then registers it trusted.
+    pub fn trust_peer(&mut self, peer: PeerId, now: Instant) {
+        self.acl.unban_peer(&peer);
+        if let Ok(info) = self.insert_peer(peer, true, now) {
+            info.record.trusted = true;
+        }
+    }
+
+    /// Stops trusting a peer; returns whether it was known.
+    pub fn untrust_peer(&mut self, peer: &PeerId) -> bool {
+        self.peers
+            .get_mut(peer)
+            .map(|info| info.record.trusted = false)
+            .is_some()
+    }
+
+    /// Greylists `ip` (a handshake with it failed in a way only a broken or hostile peer
+    /// causes). Connections already running from it stay.
+    pub fn greylist_ip(&mut self, ip: IpAddr, now: Instant) {
+        self.acl.greylist_ip(ip, now);
+    }
+
+    /// Greylists `peer` and the IP of its current or last connection (Octez `greylist_peer`),
+    /// then disconnects it if it is connected. Unlike Octez this works after the peer is gone.
+    pub fn greylist_peer(&mut self, peer: PeerId, now: Instant) {
+        self.acl.greylist_peer(peer);
+        if let Some(ip) = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.remote.as_ref())
+            .and_then(ip_of)
+        {
+            self.acl.greylist_ip(ip, now);
+        }
+        if self.is_connected(&peer) {
+            self.events.push_back(Event::Disconnect {
+                peer,
+                reason: DisconnectReason::Greylisted,
+            });
+        }
+    }
+
+    /// Empties both greylists.
+    pub fn clear_greylist(&mut self) {
+        self.acl.clear_greylist();
+    }
+
+    /// Drops expired IP greylist entries; returns how many went.
+    pub fn gc_greylist(&mut self, now: Instant) -> usize {
+        self.acl.gc(now)
+    }
+
+    /// Empties the four ACLs, bans included (Octez `acl.clear`, `DELETE /network/greylist`).
+    pub fn acl_clear(&mut self) {
+        self.acl.clear();
+    }
+
+    fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.state != peer::State::Disconnected)
+    }
+
+    /// Running peers whose current connection comes from `ip`.
+    fn running_from(&self, ip: IpAddr) -> Vec<PeerId> {
+        let ip = acl::canonical(ip);
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.state != peer::State::Disconnected)
+            .filter(|(_, p)| p.remote.as_ref().and_then(ip_of).map(acl::canonical) == Some(ip))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A dial of `point` asked by the operator or the application (Octez `connect`): registers
+    /// the point if unknown, then `Disconnected -> Requested`, ignoring the backoff (as Octez's
+    /// `PUT /network/points`). Returns the peer ID to dial it with.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IpBanned`] if the point's IP is banned, [`Error::PrivateMode`] in private mode
+    /// for an untrusted point, [`Error::NotDisconnected`] if it is being dialed or connected,
+    /// and [`Pool::register_point`]'s errors.
+    pub fn connect(&mut self, addr: &Multiaddr, now: Instant) -> Result<Option<PeerId>, Error> {
+        let (point, _) = point::split(addr)?;
+        if let Some(ip) = ip_of(&point)
+            && self.acl.is_ip_banned(ip, now)
+        {
+            return Err(Error::IpBanned(ip));
+        }
+        let point = self.register_point(addr, None, None, now)?;
+        if self.config.private_mode && !self.points[&point].trusted {
+            return Err(Error::PrivateMode(point.to_string()));
+        }
+        self.set_requested(&point, now)
     }
 
     /// `Disconnected -> Requested` for a dial of `point`. Returns the peer ID to dial it with.
@@ -376,7 +1019,11 @@ impl Pool {
     ///
     /// [`Error::UnknownPoint`], or [`Error::NotDisconnected`] if the point is already being
     /// dialed or connected.
-    pub fn set_requested(&mut self, point: &Multiaddr) -> Result<Option<PeerId>, Error> {
+    pub fn set_requested(
+        &mut self,
+        point: &Multiaddr,
+        now: Instant,
+    ) -> Result<Option<PeerId>, Error> {
         let info = self
             .points
             .get_mut(point)
@@ -387,15 +1034,152 @@ impl Pool {
                 state: info.state.name(),
             });
         }
+        info.log(LogKind::OutgoingRequest, None, now);
         Ok(info.dial_peer_id())
     }
 
-    /// A dial of `point` failed: it goes back to `Disconnected` and its backoff grows.
-    pub fn dial_failed(&mut self, point: &Multiaddr, now: Instant, rng: &mut impl Rng) {
-        if let Some(info) = self.points.get_mut(point)
-            && info.state == point::State::Requested
+    /// Admission of an authenticated connection with `peer` from or to `remote` (the swarm's
+    /// `handle_established_*`); `point` is the point we dialed, if we dialed one. In Octez's
+    /// order: a banned IP or peer, a wrong expected peer ID, private mode, then room in the
+    /// peer table. On success the point and the peer become `Accepted`; on refusal a dialed
+    /// point goes back to `Disconnected` with a backoff.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IpBanned`], [`Error::PeerBanned`], [`Error::UnexpectedPeerId`],
+    /// [`Error::PrivateMode`], [`Error::PeerTableFull`].
+    pub fn accept(
+        &mut self,
+        peer: PeerId,
+        remote: &Multiaddr,
+        point: Option<&Multiaddr>,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Result<(), Error> {
+        let result = self.check_admission(peer, remote, point, now);
+        let incoming = point.is_none();
+        match result {
+            Ok(()) => {
+                let info = self.insert_peer(peer, false, now).expect("checked room");
+                if incoming {
+                    info.log(LogKind::IncomingRequest, Some(remote), now);
+                }
+                info.log(LogKind::AcceptingRequest, Some(remote), now);
+                info.accepted += 1;
+                if info.state == peer::State::Disconnected {
+                    info.state = peer::State::Accepted;
+                }
+                info.remote = Some(remote.clone());
+                if let Some(p) = point.and_then(|p| self.points.get_mut(p)) {
+                    p.set_accepted(peer);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(info) = self.peers.get_mut(&peer) {
+                    info.log(LogKind::RejectingRequest, Some(remote), now);
+                }
+                if let Some(point) = point {
+                    if matches!(e, Error::UnexpectedPeerId(_))
+                        && let Some(info) = self.points.get_mut(point)
+                    {
+                        info.last_peer_id = None;
+                    }
+                    self.dial_failed(point, now, rng);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn check_admission(
+        &self,
+        peer: PeerId,
+        remote: &Multiaddr,
+        point: Option<&Multiaddr>,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if let Some(ip) = ip_of(remote)
+            && self.acl.is_ip_banned(ip, now)
         {
-            info.set_failed(&self.config.backoff, now, rng);
+            return Err(Error::IpBanned(ip));
+        }
+        if self.is_peer_banned(&peer) {
+            return Err(Error::PeerBanned(peer));
+        }
+        if let Some(point) = point
+            && let Some(expected) = self.points.get(point).and_then(|p| p.expected_peer_id)
+            && expected != peer
+        {
+            return Err(Error::UnexpectedPeerId(Box::new(Mismatch {
+                point: point.clone(),
+                expected,
+                actual: peer,
+            })));
+        }
+        if self.config.private_mode
+            && !self.is_trusted_peer(&peer)
+            && !point
+                .and_then(|p| self.points.get(p))
+                .is_some_and(|p| p.trusted)
+        {
+            return Err(Error::PrivateMode(peer.to_string()));
+        }
+        if !self.peers.contains_key(&peer)
+            && let Some((high, _)) = self.config.max_known_peers
+            && self.peers.len() >= high
+            && !self
+                .peers
+                .values()
+                .any(|p| p.state == peer::State::Disconnected && !p.record.trusted)
+        {
+            return Err(Error::PeerTableFull { high });
+        }
+        Ok(())
+    }
+
+    /// An admitted connection was refused after all by another part of the node (another
+    /// behaviour, a failed upgrade): the peer and the dialed point go back to `Disconnected`.
+    pub fn accept_failed(
+        &mut self,
+        peer: PeerId,
+        point: Option<&Multiaddr>,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) {
+        if let Some(point) = point {
+            self.dial_failed(point, now, rng);
+        }
+        if let Some(info) = self.peers.get_mut(&peer) {
+            info.accepted = info.accepted.saturating_sub(1);
+            if info.state == peer::State::Accepted && info.accepted == 0 {
+                info.state = peer::State::Disconnected;
+                if let Some(remote) = info.remote.clone() {
+                    info.record.last_rejected_connection = Some((remote, now));
+                }
+                info.failures += 1;
+            }
+        }
+    }
+
+    /// A dial of `point` failed, at any step: it goes back to `Disconnected` (from `Requested`
+    /// or `Accepted`) and its backoff grows; its peer, if known, records the failure.
+    pub fn dial_failed(&mut self, point: &Multiaddr, now: Instant, rng: &mut impl Rng) {
+        let Some(info) = self.points.get_mut(point) else {
+            return;
+        };
+        if !matches!(
+            info.state,
+            point::State::Requested | point::State::Accepted { .. }
+        ) {
+            return;
+        }
+        info.set_failed(&self.config.backoff, now, rng);
+        if let Some(peer) = info.dial_peer_id()
+            && let Some(p) = self.peers.get_mut(&peer)
+        {
+            p.record.last_failed_connection = Some((point.clone(), now));
+            p.failures += 1;
         }
     }
 
@@ -416,12 +1200,14 @@ impl Pool {
         }
     }
 
-    /// A connection with `peer` was established and admitted; `point` is the point we dialed,
-    /// if we dialed one. Returns `true` if the peer became running.
+    /// A connection with `peer` was established (the swarm's `ConnectionEstablished`) after
+    /// [`Pool::accept`]; `point` is the point we dialed, if we dialed one, and `remote` the
+    /// remote address. Returns `true` if the peer became running.
     pub fn connection_established(
         &mut self,
         peer: PeerId,
         point: Option<&Multiaddr>,
+        remote: &Multiaddr,
         now: Instant,
     ) -> bool {
         if let Some(point) = point
@@ -429,35 +1215,60 @@ impl Pool {
         {
             info.set_running(peer, now);
         }
-        let info = self.register_peer(peer, now);
+        let Ok(info) = self.insert_peer(peer, false, now) else {
+            return false;
+        };
+        info.accepted = info.accepted.saturating_sub(1);
         info.connections += 1;
-        info.last_established_connection = Some(now);
+        info.remote = Some(remote.clone());
+        info.record.last_established_connection = Some((point.unwrap_or(remote).clone(), now));
+        info.log(LogKind::ConnectionEstablished, Some(remote), now);
+        info.failures = 0;
         if info.state == peer::State::Running {
             return false;
         }
         info.state = peer::State::Running;
+        info.running_since = Some(now);
         self.active += 1;
         true
     }
 
-    /// A connection from `peer` was refused because the node is full (Octez's `Nack`).
-    pub fn connection_rejected(&mut self, peer: PeerId, now: Instant) {
-        self.register_peer(peer, now).last_rejected_connection = Some(now);
+    /// We refused (nacked) an established connection from `peer` for lack of room: the peer
+    /// leaves `Accepted` (Octez `Rejecting_request`). It is not counted.
+    pub fn reject(&mut self, peer: PeerId, now: Instant) {
+        if let Some(info) = self.peers.get_mut(&peer) {
+            info.accepted = info.accepted.saturating_sub(1);
+            if info.state == peer::State::Accepted && info.accepted == 0 {
+                info.state = peer::State::Disconnected;
+            }
+            let remote = info.remote.clone();
+            if let Some(remote) = &remote {
+                info.record.last_rejected_connection = Some((remote.clone(), now));
+            }
+            info.log(LogKind::RejectingRequest, remote.as_ref(), now);
+        }
     }
 
-    /// An admitted connection with `peer` closed; `point` is the point we had dialed for it, if
-    /// any. Returns `true` if the peer stopped running (it was its last connection).
+    /// An admitted connection with `peer` closed, by the remote if `by_remote`; `point` is the
+    /// point we had dialed for it, if any. Returns `true` if the peer stopped running (it was
+    /// its last connection).
     pub fn connection_closed(
         &mut self,
         peer: PeerId,
         point: Option<&Multiaddr>,
+        by_remote: bool,
         now: Instant,
         rng: &mut impl Rng,
     ) -> bool {
-        if let Some(info) = running_point(&mut self.points, peer, point) {
-            info.set_disconnected(&self.config.backoff, now, rng);
+        if let Some(info) = point_with(&mut self.points, peer, point) {
+            info.set_disconnected(&self.config.backoff, by_remote, now, rng);
         }
-        self.peer_closed(peer, now, false)
+        let kind = if by_remote {
+            LogKind::ExternalDisconnection
+        } else {
+            LogKind::Disconnection
+        };
+        self.peer_closed(peer, kind, now)
     }
 
     /// A connection we dialed closed after the peer refused it for lack of room (nacked it):
@@ -470,34 +1281,61 @@ impl Pool {
         now: Instant,
         rng: &mut impl Rng,
     ) -> bool {
-        if let Some(info) = running_point(&mut self.points, peer, point) {
+        if let Some(info) = point_with(&mut self.points, peer, point) {
             info.set_rejected(&self.config.backoff, now, rng);
         }
-        self.peer_closed(peer, now, true)
+        self.peer_closed(peer, LogKind::RequestRejected, now)
     }
 
-    fn peer_closed(&mut self, peer: PeerId, now: Instant, rejected: bool) -> bool {
+    fn peer_closed(&mut self, peer: PeerId, kind: LogKind, now: Instant) -> bool {
         let Some(info) = self.peers.get_mut(&peer) else {
             return false;
         };
         info.connections = info.connections.saturating_sub(1);
+        let remote = info.remote.clone();
+        info.log(kind, remote.as_ref(), now);
         if info.connections > 0 || info.state != peer::State::Running {
             return false;
         }
-        info.state = peer::State::Disconnected;
-        if rejected {
-            info.last_rejected_connection = Some(now);
+        info.state = if info.accepted > 0 {
+            peer::State::Accepted
         } else {
-            info.last_disconnection = Some(now);
+            peer::State::Disconnected
+        };
+        if let Some(since) = info.running_since.take() {
+            info.uptime += now.saturating_duration_since(since);
+        }
+        if let Some(remote) = remote {
+            if kind == LogKind::RequestRejected {
+                info.record.last_rejected_connection = Some((remote, now));
+                info.failures += 1;
+            } else {
+                info.record.last_disconnection = Some((remote, now));
+            }
         }
         self.active -= 1;
         true
     }
 
+    /// Feeds the score: `peer`'s latency (the peerstore's ping EWMA).
+    pub fn set_latency(&mut self, peer: &PeerId, latency: Duration) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            info.latency = Some(latency);
+        }
+    }
+
+    /// Feeds the score: the total value of `peer`'s connection-manager tags.
+    pub fn set_tag_value(&mut self, peer: &PeerId, value: i64) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            info.tag_value = value;
+        }
+    }
+
     /// Points the maintenance may dial in a round that started at `round_start` (Octez
     /// `connectable`), at most `max`, leaving out those `skip` names: disconnected points, not
-    /// missed since `round_start`, out of their backoff, whose peer (if known) is not already
-    /// running. Points that never missed come first, then the oldest `last_miss`.
+    /// missed since `round_start`, out of their backoff, not banned, trusted in private mode,
+    /// whose peer (if known) is neither running nor banned. Points that never missed come
+    /// first, then the oldest `last_miss`.
     pub fn candidates(
         &self,
         now: Instant,
@@ -513,9 +1351,13 @@ impl Pool {
                     && p.state == point::State::Disconnected
                     && p.last_miss().is_none_or(|t| t <= round_start)
                     && !p.cannot_reconnect_yet(now)
-                    && !p
-                        .dial_peer_id()
-                        .is_some_and(|id| id == self.local_peer_id || self.is_running(&id))
+                    && (p.trusted || !self.config.private_mode)
+                    && !self.is_point_banned(a, now)
+                    && !p.dial_peer_id().is_some_and(|id| {
+                        id == self.local_peer_id
+                            || self.is_connected(&id)
+                            || self.is_peer_banned(&id)
+                    })
             })
             .map(|(a, p)| (p.last_miss(), a))
             .collect();
@@ -530,9 +1372,10 @@ impl Pool {
     }
 
     /// The points to advertise to `requester` (Octez `list_known_points ~ignore_private:true`):
-    /// known-public points, at most `size`, the best `size - 2*size/5` by Octez's order and the
-    /// rest drawn at random from the others. Each point carries `/p2p/<id>` when its peer is
-    /// known. Points of `requester` itself are left out.
+    /// known-public points that are not banned, at most `size`, the best `size - 2*size/5` by
+    /// Octez's order and the rest drawn at random from the others. Each point carries
+    /// `/p2p/<id>` when its peer is known. Points of `requester` itself are left out. Empty in
+    /// private mode.
     ///
     /// Octez's order: connected points first, longest-standing first; then disconnected points,
     /// most recently seen first; never-seen points last.
@@ -540,20 +1383,28 @@ impl Pool {
         &self,
         size: usize,
         requester: Option<PeerId>,
+        now: Instant,
         rng: &mut impl Rng,
     ) -> Vec<Multiaddr> {
+        if self.config.private_mode {
+            return Vec::new();
+        }
         let mut known: Vec<(bool, Option<Instant>, &Multiaddr, &point::Info)> = self
             .points
             .iter()
             .filter(|(_, p)| p.known_public)
             .filter(|(_, p)| requester.is_none() || p.dial_peer_id() != requester)
+            .filter(|(a, p)| {
+                !self.is_point_banned(a, now)
+                    && !p.dial_peer_id().is_some_and(|id| self.is_peer_banned(&id))
+            })
             .map(|(a, p)| {
-                let peer_running = p.dial_peer_id().is_some_and(|id| self.is_running(&id));
+                let peer = p.dial_peer_id().and_then(|id| self.peers.get(&id));
+                let peer_running = peer.is_some_and(|i| i.state == peer::State::Running);
                 let connected = p.state != point::State::Disconnected || peer_running;
-                let peer_seen = p
-                    .dial_peer_id()
-                    .and_then(|id| self.peers.get(&id))
-                    .and_then(|i| i.last_established_connection);
+                let peer_seen = peer
+                    .and_then(|i| i.record.last_established_connection.as_ref())
+                    .map(|(_, t)| *t);
                 (connected, p.last_seen().max(peer_seen), a, p)
             })
             .collect();

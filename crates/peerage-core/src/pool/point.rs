@@ -1,11 +1,15 @@
 //! Points: dialable addresses, their state machine and reconnection backoff, as Octez
 //! `P2p_point_state` (`spec/tezos_p2p.md` §2).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use multiaddr::{Multiaddr, Protocol};
 use rand::Rng;
 
+use super::{LogEntry, LogKind, push_log};
 use crate::PeerId;
 
 /// Why a multiaddr cannot be a point.
@@ -160,6 +164,12 @@ pub enum State {
     Disconnected,
     /// We are dialing the point.
     Requested,
+    /// The dial reached this peer and the pool admitted it; the swarm has not yet reported
+    /// the connection established (other behaviours may still refuse it).
+    Accepted {
+        /// The peer at the point.
+        peer_id: PeerId,
+    },
     /// A connection to the point is established with this peer.
     Running {
         /// The peer at the point.
@@ -168,12 +178,21 @@ pub enum State {
 }
 
 impl State {
-    /// The state's name as in Octez's RPCs: `disconnected`, `requested`, `running`.
+    /// The state's name as in Octez's RPCs: `disconnected`, `requested`, `accepted`,
+    /// `running`.
     pub fn name(&self) -> &'static str {
         match self {
             State::Disconnected => "disconnected",
             State::Requested => "requested",
+            State::Accepted { .. } => "accepted",
             State::Running { .. } => "running",
+        }
+    }
+    /// The peer at the point, when accepted or running.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        match self {
+            State::Accepted { peer_id } | State::Running { peer_id } => Some(*peer_id),
+            State::Disconnected | State::Requested => None,
         }
     }
 }
@@ -191,6 +210,7 @@ pub struct Info {
     pub(crate) last_established_connection: Option<(PeerId, Instant)>,
     pub(crate) last_disconnection: Option<(PeerId, Instant)>,
     pub(crate) reconnection: Option<Reconnection>,
+    pub(crate) log: VecDeque<LogEntry<PeerId>>,
 }
 
 impl Info {
@@ -206,7 +226,18 @@ impl Info {
             last_established_connection: None,
             last_disconnection: None,
             reconnection: None,
+            log: VecDeque::new(),
         }
+    }
+
+    pub(crate) fn log(&mut self, kind: LogKind, peer: Option<PeerId>, now: Instant) {
+        push_log(&mut self.log, kind, peer, now);
+    }
+
+    /// The point's last events, oldest first, at most [`LOG_SIZE`](super::LOG_SIZE) (Octez's
+    /// point log).
+    pub fn events(&self) -> impl ExactSizeIterator<Item = &LogEntry<PeerId>> {
+        self.log.iter()
     }
 
     /// The point's state.
@@ -229,8 +260,9 @@ impl Info {
     pub fn dial_peer_id(&self) -> Option<PeerId> {
         self.expected_peer_id.or(self.last_peer_id)
     }
-    /// Whether the point may be advertised to others: we connected to it, or its peer announced
-    /// it as a listen address over a live connection (Octez `known_public`).
+    /// Whether the point may be advertised to others: its peer, over a live connection,
+    /// announced it as a listen address and speaks the peer exchange (it is not a private
+    /// node) (Octez `known_public`, set from the remote's `private_node` after each handshake).
     pub fn is_known_public(&self) -> bool {
         self.known_public
     }
@@ -283,29 +315,44 @@ impl Info {
         true
     }
 
-    /// `Disconnected | Requested -> Running`.
+    /// `Requested | Disconnected -> Accepted`.
+    pub(crate) fn set_accepted(&mut self, peer_id: PeerId) {
+        if matches!(self.state, State::Requested | State::Disconnected) {
+            self.state = State::Accepted { peer_id };
+        }
+    }
+
+    /// `Disconnected | Requested | Accepted -> Running`.
     pub(crate) fn set_running(&mut self, peer_id: PeerId, now: Instant) {
         self.state = State::Running { peer_id };
         self.last_peer_id = Some(peer_id);
         self.last_established_connection = Some((peer_id, now));
-        self.known_public = true;
+        self.log(LogKind::ConnectionEstablished, Some(peer_id), now);
     }
 
-    /// `Requested -> Disconnected` after a failed dial: records the failure and grows the backoff.
-    /// Every failure path of a dial ends here (Octez's stuck-in-`Requested` bug, §13).
+    /// `Requested | Accepted -> Disconnected` after a failed or refused dial: records the
+    /// failure and grows the backoff. Every failure path of a dial ends here (Octez's
+    /// stuck-in-`Requested` bug, §13).
     pub(crate) fn set_failed(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
+        let peer = self.state.peer_id();
+        if let Some(peer_id) = peer {
+            self.last_rejected_connection = Some((peer_id, now));
+        }
         self.state = State::Disconnected;
         self.last_failed_connection = Some(now);
+        self.log(LogKind::RequestRejected, peer, now);
         self.grow_backoff(backoff, now, rng);
     }
 
     /// `Running -> Disconnected` after the peer refused the connection (nacked it): records the
     /// rejection and grows the backoff, as Octez's `Accepted -> Disconnected`.
     pub(crate) fn set_rejected(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
-        if let State::Running { peer_id } = self.state {
+        let peer = self.state.peer_id();
+        if let Some(peer_id) = peer {
             self.last_rejected_connection = Some((peer_id, now));
         }
         self.state = State::Disconnected;
+        self.log(LogKind::RequestRejected, peer, now);
         self.grow_backoff(backoff, now, rng);
     }
 
@@ -318,18 +365,32 @@ impl Info {
         });
     }
 
-    /// `Requested -> Disconnected` without a failure: the dial was not attempted.
+    /// `Requested | Accepted -> Disconnected` without a failure: the dial was not attempted.
     pub(crate) fn set_aborted(&mut self) {
-        if self.state == State::Requested {
+        if matches!(self.state, State::Requested | State::Accepted { .. }) {
             self.state = State::Disconnected;
         }
     }
 
-    /// `Running -> Disconnected`: records the disconnection and resets the backoff.
-    pub(crate) fn set_disconnected(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
-        if let State::Running { peer_id } = self.state {
+    /// `Running -> Disconnected`: records the disconnection (by the remote if
+    /// `by_remote`) and resets the backoff.
+    pub(crate) fn set_disconnected(
+        &mut self,
+        backoff: &Backoff,
+        by_remote: bool,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) {
+        let peer = self.state.peer_id();
+        if let Some(peer_id) = peer {
             self.last_disconnection = Some((peer_id, now));
         }
+        let kind = if by_remote {
+            LogKind::ExternalDisconnection
+        } else {
+            LogKind::Disconnection
+        };
+        self.log(kind, peer, now);
         self.state = State::Disconnected;
         self.reconnection = Some(Reconnection {
             delay: backoff.initial_delay,
@@ -420,8 +481,7 @@ mod tests {
         info.set_requested();
         info.set_running(peer, now);
         assert_eq!(info.state(), State::Running { peer_id: peer });
-        assert!(info.is_known_public());
-        info.set_disconnected(&backoff, now, &mut rng);
+        info.set_disconnected(&backoff, false, now, &mut rng);
         let r = info.reconnection().unwrap();
         assert_eq!(r.delay, Duration::from_secs(1));
         assert_eq!(r.end, now + Duration::from_secs(60));
