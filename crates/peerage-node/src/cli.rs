@@ -122,6 +122,13 @@ pub struct RunArgs {
     /// Default: those scaled defaults.
     #[arg(long, value_name = "FILE.json")]
     pub limits: Option<PathBuf>,
+    /// Private mode (Octez `--private-mode`): dial only the bootstrap points, admit only
+    /// trusted peers, no peer exchange.
+    #[arg(long)]
+    pub private_mode: bool,
+    /// How often `peers.json` in the data directory is saved (it is also saved at shutdown).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub peers_file_period: std::time::Duration,
 }
 
 /// `peerage devnet`.

@@ -169,6 +169,9 @@ async fn start_node(
         connmgr: connmgr.clone(),
         peerstore: Peerstore::default(),
         limits: None,
+        private_mode: false,
+        peers_file: None,
+        peers_file_period: std::time::Duration::from_secs(30),
     })
     .await
 }

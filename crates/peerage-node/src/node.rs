@@ -1,6 +1,10 @@
 //! A running node: the swarm with the Peerage behaviour, its event loop, and a handle to it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -14,8 +18,9 @@ use libp2p::{
 use peerage::{
     connmgr,
     maintenance::{self, Bounds},
+    peers_file::PeersFile,
     peerstore::Peerstore,
-    rcmgr,
+    pool, rcmgr,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +43,14 @@ pub struct NodeConfig {
     /// The resource manager's limits; `None` for go's defaults scaled to the machine
     /// ([`rcmgr::auto_scale`]).
     pub limits: Option<rcmgr::LimitConfig>,
+    /// Private mode (Octez `--private-mode`): only the bootstrap (trusted) points are dialed
+    /// and only trusted peers admitted; no peer exchange.
+    pub private_mode: bool,
+    /// The peers file (Octez's `peers.json`): loaded at start, saved every
+    /// `peers_file_period` and when the node stops. `None`: none.
+    pub peers_file: Option<PathBuf>,
+    /// How often the peers file is saved.
+    pub peers_file_period: Duration,
 }
 
 /// A node's state at one moment.
@@ -61,6 +74,10 @@ pub struct Snapshot {
     pub known_points: usize,
     /// Known peers.
     pub known_peers: usize,
+    /// Greylisted IPs.
+    pub greylisted_ips: usize,
+    /// Greylisted peers.
+    pub greylisted_peers: usize,
 }
 
 enum Command {
@@ -136,6 +153,7 @@ fn build_swarm(
     connmgr: connmgr::Config,
     peerstore: Peerstore,
     limits: rcmgr::LimitConfig,
+    private_mode: bool,
 ) -> anyhow::Result<Swarm<peerage::Behaviour>> {
     // go-libp2p GH#1640: above the system connection limit, trims would never start.
     connmgr
@@ -147,6 +165,7 @@ fn build_swarm(
         .with_grace_period(connmgr.grace_period());
     let config = peerage::Config::new()
         .with_maintenance(maintenance)
+        .with_pool(pool::Config::new().with_private_mode(private_mode))
         .with_peerstore(peerstore)
         .with_connmgr(connmgr)?
         .with_resource_manager(rm.clone());
@@ -213,7 +232,26 @@ impl Node {
             config.connmgr,
             config.peerstore,
             config.limits.unwrap_or_else(rcmgr::auto_scale),
+            config.private_mode,
         )?;
+        let peers_file = config.peers_file.map(PeersFile::new);
+        if let Some(file) = &peers_file {
+            let file = file.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || file.load_or_set_aside(SystemTime::now()))
+                    .await
+                    .context("loading the peers file")??;
+            if let Some((error, aside)) = &loaded.set_aside {
+                // Kept for inspection; a new file is written at the next save.
+                tracing::error!(
+                    "{error}; kept as {}, starting with no saved peers",
+                    aside.display()
+                );
+                eprintln!("warning: {error}; kept as {}", aside.display());
+            }
+            tracing::info!(peers = loaded.entries.len(), "peers file loaded");
+            swarm.behaviour_mut().import_peers(loaded.entries);
+        }
         for addr in &config.bootstrap {
             swarm
                 .behaviour_mut()
@@ -252,7 +290,10 @@ impl Node {
         let peerstore = swarm.behaviour().peerstore().clone();
         let (tx, rx) = mpsc::channel(16);
         let span = tracing::info_span!("node", peer = %short(&peer_id));
-        let task = tokio::spawn(tracing::Instrument::instrument(event_loop(swarm, rx), span));
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            event_loop(swarm, rx, peers_file, config.peers_file_period),
+            span,
+        ));
         Ok(Node {
             handle: Handle {
                 peer_id,
@@ -277,13 +318,40 @@ async fn flush(peerstore: Peerstore) {
     }
 }
 
-async fn event_loop(mut swarm: Swarm<peerage::Behaviour>, mut rx: mpsc::Receiver<Command>) {
+/// Saves the pool's peers (Octez saves only at shutdown, tezos-k8s#561; this runs
+/// periodically too, so a crash loses at most one period). Written off the event loop.
+async fn save_peers(file: Option<&PeersFile>, entries: Vec<peerage::peers_file::Entry>) {
+    let Some(file) = file.cloned() else {
+        return;
+    };
+    let count = entries.len();
+    match tokio::task::spawn_blocking(move || file.save(&entries)).await {
+        Ok(Ok(())) => tracing::debug!(peers = count, "peers file saved"),
+        Ok(Err(e)) => tracing::warn!("{e}"),
+        Err(e) => tracing::warn!("peers file task: {e}"),
+    }
+}
+
+async fn event_loop(
+    mut swarm: Swarm<peerage::Behaviour>,
+    mut rx: mpsc::Receiver<Command>,
+    peers_file: Option<PeersFile>,
+    peers_file_period: Duration,
+) {
     let peerstore = swarm.behaviour().peerstore().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut save_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + peers_file_period,
+        peers_file_period,
+    );
+    save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = flush_tick.tick() => flush(peerstore.clone()).await,
+            _ = save_tick.tick() => {
+                save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
+            }
             command = rx.recv() => match command {
                 None => break,
                 Some(Command::Snapshot(reply)) => {
@@ -299,6 +367,7 @@ async fn event_loop(mut swarm: Swarm<peerage::Behaviour>, mut rx: mpsc::Receiver
             event = swarm.select_next_some() => log_event(event),
         }
     }
+    save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
     drop(swarm);
     flush(peerstore).await;
@@ -324,6 +393,12 @@ fn snapshot(swarm: &Swarm<peerage::Behaviour>) -> Snapshot {
         pruned_peers: stats.pruned_peers,
         known_points: behaviour.pool().known_points(),
         known_peers: behaviour.pool().known_peers(),
+        greylisted_ips: behaviour
+            .pool()
+            .acl()
+            .greylisted_ips(std::time::Instant::now())
+            .count(),
+        greylisted_peers: behaviour.pool().acl().greylisted_peers().count(),
     }
 }
 

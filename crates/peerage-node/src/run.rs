@@ -82,6 +82,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         connmgr,
         peerstore,
         limits,
+        private_mode: args.private_mode,
+        peers_file: Some(data_dir.join(peerage::peers_file::FILE_NAME)),
+        peers_file_period: args.peers_file_period,
     })
     .await?;
     let handle = node.handle;
@@ -89,6 +92,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%peer_id, ?origin, data_dir = %data_dir.display(), %bounds, "node started");
     println!("peer id: {peer_id}");
     println!("peerstore: {described}");
+    let known = handle.snapshot().await?.known_peers;
+    println!(
+        "peers file: {} ({known} peers)",
+        data_dir.join(peerage::peers_file::FILE_NAME).display()
+    );
     for addr in handle.listen_addrs() {
         println!("listening on {}", addr.clone().with(Protocol::P2p(peer_id)));
     }

@@ -158,8 +158,12 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// We dialed the peer.
+    OutgoingRequest,
     /// The peer asked to connect to us.
     IncomingRequest,
+    /// We admitted the connection.
+    AcceptingRequest,
     /// We rejected the peer's request.
     RejectingRequest,
     /// The peer rejected our request.

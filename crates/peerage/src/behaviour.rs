@@ -480,6 +480,25 @@ impl Behaviour {
         result
     }
 
+    /// The pool's known peers as peers-file entries ([`crate::peers_file::export`]).
+    pub fn export_peers(&self) -> Vec<crate::peers_file::Entry> {
+        crate::peers_file::export(
+            &self.pool,
+            &self.peerstore,
+            Instant::now(),
+            std::time::SystemTime::now(),
+        )
+    }
+
+    /// Restores peers saved in a peers file ([`crate::peers_file::import`]); their last points
+    /// become candidates for the maintenance.
+    pub fn import_peers(&mut self, entries: Vec<crate::peers_file::Entry>) {
+        let peerstore = self.peerstore.clone();
+        self.update_pool(|pool, now| {
+            crate::peers_file::import(pool, &peerstore, entries, now, std::time::SystemTime::now());
+        });
+    }
+
     /// Dials a point now, whatever its backoff (Octez `connect`, RPC `PUT /network/points`):
     /// registers it if unknown; with `/p2p/<id>` the point must be that peer.
     ///

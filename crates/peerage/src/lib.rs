@@ -50,6 +50,7 @@
 mod behaviour;
 pub mod connmgr;
 mod keep_alive;
+pub mod peers_file;
 pub mod pex;
 pub mod rcmgr;
 mod timer;

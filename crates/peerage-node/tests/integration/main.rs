@@ -4,6 +4,7 @@
 mod cli;
 mod devnet;
 mod js_interop;
+mod peers_file;
 mod restart;
 mod support;
 mod transports;

@@ -56,6 +56,12 @@ impl Running {
         }
     }
 
+    /// Kills the process with SIGKILL (`kill -9`): no shutdown code runs.
+    pub(crate) fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+
     /// Sends SIGTERM and waits for the exit (at most 10 s).
     pub(crate) fn terminate(mut self) -> ExitStatus {
         let status = Command::new("kill")

@@ -14,6 +14,9 @@ async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
         limits: None,
+        private_mode: false,
+        peers_file: None,
+        peers_file_period: std::time::Duration::from_secs(30),
         peerstore: Default::default(),
     })
     .await
@@ -65,6 +68,9 @@ async fn bootstrap_without_peer_id_over_tcp() {
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
         limits: None,
+        private_mode: false,
+        peers_file: None,
+        peers_file_period: std::time::Duration::from_secs(30),
         peerstore: Default::default(),
     })
     .await
@@ -76,6 +82,9 @@ async fn bootstrap_without_peer_id_over_tcp() {
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
         limits: None,
+        private_mode: false,
+        peers_file: None,
+        peers_file_period: std::time::Duration::from_secs(30),
         peerstore: Default::default(),
     })
     .await
