@@ -582,6 +582,11 @@ impl Behaviour {
         self.maintenance.bounds()
     }
 
+    /// Whether the maintenance is in a dialing round (dialing, or waiting for points).
+    pub fn is_maintaining(&self) -> bool {
+        self.maintenance.is_dialing()
+    }
+
     /// Number of connected (running) peers, as the maintenance counts them.
     pub fn active_connections(&self) -> usize {
         self.pool.active()
@@ -1392,9 +1397,10 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// Whether a failed inbound upgrade broke the protocol (bytes that are not multistream-select,
-/// Noise or Yamux), rather than timing out or being cut: Octez greylists the former
-/// (`Decipher_error`, `Decoding_error`, ...), not the latter (`Canceled`).
+/// Whether a failed inbound upgrade broke the protocol (bytes that multistream-select or Noise
+/// cannot decode: an `InvalidData` I/O error or a Noise error other than I/O), rather than timing
+/// out or being cut: Octez greylists the former (`Decipher_error`, `Decoding_error`, ...), not
+/// the latter (`Canceled`).
 fn is_protocol_violation(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(e) = source {
@@ -1409,8 +1415,10 @@ fn is_protocol_violation(error: &(dyn std::error::Error + 'static)) -> bool {
                 _ => {}
             }
         }
-        let text = e.to_string();
-        if text.contains("Invalid") || text.contains("decrypt") || text.contains("protocol error") {
+        // A Noise handshake message that does not decode or verify.
+        if e.downcast_ref::<libp2p::noise::Error>()
+            .is_some_and(|n| !matches!(n, libp2p::noise::Error::Io(_)))
+        {
             return true;
         }
         source = e.source();
