@@ -156,6 +156,10 @@ pub struct DevnetArgs {
     /// Node 0 only: the connection manager's high watermark. Default: as the other nodes.
     #[arg(long, value_name = "N")]
     pub hub_high_water: Option<usize>,
+    /// Once converged, stop this many nodes (the last ones started) and watch the others
+    /// recover to their bounds, within `--duration` again. Default: 0, no recovery phase.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub stop: u16,
 }
 
 #[cfg(test)]

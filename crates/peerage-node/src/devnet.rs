@@ -3,7 +3,9 @@
 //! Node 0 is the only bootstrap point of every other node, so reaching the bounds takes peer
 //! exchange and the maintenance, not just bootstrap dialing. The devnet is converged when every
 //! node has `min <= connections <= max`; it stops once that has held for `--stable`, or at
-//! `--duration`.
+//! `--duration`. With `--stop N`, once converged it stops the last `N` nodes started and runs a
+//! second phase, the recovery: the survivors that lost peers must get back within their bounds
+//! (and stay there for `--stable`), within `--duration` again.
 
 use std::time::{Duration, Instant};
 
@@ -46,10 +48,27 @@ pub struct Report {
     pub nodes: Vec<NodeReport>,
     /// The bounds of every node.
     pub bounds: BoundsReport,
-    /// Whether every node ended within `min..=max`.
+    /// Whether every node ended within `min..=max` (the survivors, after a recovery phase).
     pub converged: bool,
     /// Time from start to the end of the run, in milliseconds.
     pub elapsed_ms: u64,
+    /// The recovery phase, with `--stop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+}
+
+/// The recovery phase of a run with `--stop`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    /// Nodes stopped once the devnet had converged.
+    pub stopped: usize,
+    /// Survivors that lost at least one peer when the nodes stopped.
+    pub lost_peers: usize,
+    /// Survivors that fell below their `min` in the meantime.
+    pub fell_below_min: usize,
+    /// Time from the stop to the survivors being within bounds again (stably), in
+    /// milliseconds; `None` if they did not recover within `--duration`.
+    pub recovered_ms: Option<u64>,
 }
 
 /// How often the nodes are sampled.
@@ -96,38 +115,59 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         .expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let mut stable_since: Option<Instant> = None;
     let mut max_established = vec![0; n];
-    let deadline = start + args.duration;
-    let snapshots = loop {
-        let snapshots = snapshot_all(&handles).await?;
-        for (max, s) in max_established.iter_mut().zip(&snapshots) {
-            *max = (*max).max(s.established);
+    let mut snapshots = watch(
+        &handles,
+        bounds,
+        args,
+        &bar,
+        &mut max_established,
+        start + args.duration,
+        None,
+    )
+    .await?;
+    let converged_first = snapshots.iter().all(|s| bounds.contains(s.connections));
+    let stop = usize::from(args.stop).min(n - 1);
+    let mut recovery = None;
+    let mut nodes = nodes;
+    let mut handles = handles;
+    if stop > 0 && converged_first {
+        let before: Vec<Snapshot> = snapshots[..n - stop].to_vec();
+        let stopped_at = Instant::now();
+        // Every handle of a node must go for it to stop.
+        handles.truncate(n - stop);
+        for node in nodes.drain(n - stop..) {
+            drop(node.handle);
+            node.task.await.context("node task")?;
         }
-        let within = snapshots
-            .iter()
-            .filter(|s| bounds.contains(s.connections))
-            .count();
-        let total: usize = snapshots.iter().map(|s| s.connections).sum();
-        bar.set_position(within as u64);
-        bar.set_message(format!(
-            "({bounds}), {total} connections summed over nodes, {} known points",
-            snapshots.iter().map(|s| s.known_points).sum::<usize>()
-        ));
-        let now = Instant::now();
-        if within == n {
-            let since = *stable_since.get_or_insert(now);
-            if now - since >= args.stable {
-                break snapshots;
-            }
-        } else {
-            stable_since = None;
-        }
-        if now >= deadline {
-            break snapshots;
-        }
-        tokio::time::sleep(SAMPLE).await;
-    };
+        max_established.truncate(n - stop);
+        bar.set_length((n - stop) as u64);
+        bar.set_message("recovering".to_owned());
+        let mut lowest = vec![usize::MAX; n - stop];
+        let after = watch(
+            &handles,
+            bounds,
+            args,
+            &bar,
+            &mut max_established,
+            stopped_at + args.duration,
+            Some(&mut lowest),
+        )
+        .await?;
+        let recovered = after.iter().all(|s| bounds.contains(s.connections));
+        recovery = Some(Recovery {
+            stopped: stop,
+            lost_peers: before
+                .iter()
+                .zip(&lowest)
+                .filter(|(b, low)| **low < b.connections)
+                .count(),
+            fell_below_min: lowest.iter().filter(|low| **low < bounds.min()).count(),
+            recovered_ms: recovered
+                .then(|| u64::try_from(stopped_at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        });
+        snapshots = after;
+    }
     bar.finish_and_clear();
     let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     drop(handles);
@@ -135,7 +175,8 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         drop(node.handle);
         node.task.await.context("node task")?;
     }
-    let converged = snapshots.iter().all(|s| bounds.contains(s.connections));
+    let converged = snapshots.iter().all(|s| bounds.contains(s.connections))
+        && recovery.as_ref().is_none_or(|r| r.recovered_ms.is_some());
     Ok(Report {
         nodes: snapshots
             .into_iter()
@@ -152,7 +193,56 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         },
         converged,
         elapsed_ms,
+        recovery,
     })
+}
+
+/// Samples the nodes until every one is within bounds for `--stable`, or `deadline`; records
+/// each node's most established connections and, if given, its lowest count.
+async fn watch(
+    handles: &[Handle],
+    bounds: Bounds,
+    args: &DevnetArgs,
+    bar: &ProgressBar,
+    max_established: &mut [usize],
+    deadline: Instant,
+    mut lowest: Option<&mut Vec<usize>>,
+) -> anyhow::Result<Vec<Snapshot>> {
+    let mut stable_since: Option<Instant> = None;
+    loop {
+        let snapshots = snapshot_all(handles).await?;
+        for (max, s) in max_established.iter_mut().zip(&snapshots) {
+            *max = (*max).max(s.established);
+        }
+        if let Some(lowest) = lowest.as_deref_mut() {
+            for (low, s) in lowest.iter_mut().zip(&snapshots) {
+                *low = (*low).min(s.connections);
+            }
+        }
+        let within = snapshots
+            .iter()
+            .filter(|s| bounds.contains(s.connections))
+            .count();
+        let total: usize = snapshots.iter().map(|s| s.connections).sum();
+        bar.set_position(within as u64);
+        bar.set_message(format!(
+            "({bounds}), {total} connections summed over nodes, {} known points",
+            snapshots.iter().map(|s| s.known_points).sum::<usize>()
+        ));
+        let now = Instant::now();
+        if within == snapshots.len() {
+            let since = *stable_since.get_or_insert(now);
+            if now - since >= args.stable {
+                return Ok(snapshots);
+            }
+        } else {
+            stable_since = None;
+        }
+        if now >= deadline {
+            return Ok(snapshots);
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
 }
 
 async fn start_node(
@@ -221,5 +311,22 @@ pub fn render_table(report: &Report) -> String {
         b.max,
         report.elapsed_ms as f64 / 1000.0
     );
+    if let Some(r) = &report.recovery {
+        let _ = match r.recovered_ms {
+            Some(ms) => writeln!(
+                out,
+                "recovered: {} nodes stopped; {} survivors lost peers, {} fell below min; all within bounds again {:.1} s after the stop",
+                r.stopped,
+                r.lost_peers,
+                r.fell_below_min,
+                ms as f64 / 1000.0
+            ),
+            None => writeln!(
+                out,
+                "NOT recovered: {} nodes stopped; {} survivors lost peers, {} fell below min",
+                r.stopped, r.lost_peers, r.fell_below_min
+            ),
+        };
+    }
     out
 }

@@ -115,3 +115,32 @@ fn a_hub_under_demand_trims_to_low_water_and_stays_under_its_hard_cap() {
         );
     }
 }
+
+/// Issue 6's "done when": 50 nodes converge with every node within its bounds; then 15 are
+/// stopped mid-run, and the survivors that lost peers recover to their bounds.
+#[test]
+fn fifty_nodes_converge_and_recover_after_15_stop() {
+    let (code, stdout, stderr) = output(&[
+        "devnet",
+        "--nodes",
+        "50",
+        "--stop",
+        "15",
+        "--duration",
+        "90s",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "stderr: {stderr}\nstdout: {stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["converged"], Value::Bool(true), "{report}");
+    let recovery = &report["recovery"];
+    assert_eq!(recovery["stopped"], 15);
+    assert!(recovery["lost_peers"].as_u64().unwrap() > 0, "{recovery}");
+    assert!(recovery["recovered_ms"].as_u64().is_some(), "{recovery}");
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 35, "the survivors");
+    for node in nodes {
+        let connections = node["connections"].as_u64().unwrap();
+        assert!((3..=9).contains(&connections), "{node}");
+    }
+}
