@@ -559,7 +559,10 @@ impl Behaviour {
                         connection: CloseConnection::All,
                     });
                 }
-                pool::Event::NewPoint { .. } => self.maintenance.on_new_points(),
+                // Octez's maintenance waits for `new_point` or `new_peer`.
+                pool::Event::NewPoint { .. } | pool::Event::NewPeer(_) => {
+                    self.maintenance.on_new_points();
+                }
                 _ => {}
             }
             self.events

@@ -426,3 +426,87 @@ fn victims_follow_the_given_order_and_spare_trusted_peers() {
         "n - max_target = 3, in the given order"
     );
 }
+
+/// Octez `test_p2p_maintenance.ml`, `triggers.too-few-connections`: min 18, expected 36, max
+/// 41 (bounds 24/30/39/40). Once the maintenance has ended within its bounds, disconnecting
+/// `active - min + 1` connections fires *too few* and starts a maintenance that dials.
+#[test]
+fn octez_too_few_connections_trigger_scenario() {
+    let bounds = Bounds::new(18, 36, 41).unwrap();
+    assert_eq!(
+        (
+            bounds.min_threshold(),
+            bounds.min_target(),
+            bounds.max_target(),
+            bounds.max_threshold()
+        ),
+        (24, 30, 39, 40)
+    );
+    let config = Config::new()
+        .with_bounds(bounds)
+        .with_idle_time(secs(36_000))
+        .with_max_pending_dials(64);
+    let mut f = Fixture::with_config(config);
+    f.learn(0..42);
+    let plan = f.step();
+    assert_eq!(plan.dial.len(), 39, "up to max_target in flight");
+    let dials = dialed(&plan);
+    let peers: Vec<PeerId> = dials[..30].iter().map(|p| f.connect(p)).collect();
+    for p in &dials[30..] {
+        f.fail(p);
+    }
+    assert!(f.step().is_empty(), "30 = min_target: maintenance ended");
+    assert!(!f.m.is_dialing());
+    let active = f.pool.active();
+    for peer in &peers[..active - 18 + 1] {
+        f.close(*peer);
+    }
+    assert_eq!(f.pool.active(), 17);
+    f.now += secs(100);
+    let plan = f.step();
+    assert!(!plan.dial.is_empty(), "too few: a maintenance started");
+    assert!(f.m.is_dialing());
+}
+
+/// Octez `triggers.too-many-connections`: min 0, expected 24, max 36 (bounds 8/16/28/32),
+/// 24 trusted points; connections brought to max fire *too many*, which closes down to
+/// max_target 28, never a trusted peer.
+#[test]
+fn octez_too_many_connections_trigger_scenario() {
+    let bounds = Bounds::new(0, 24, 36).unwrap();
+    assert_eq!(
+        (
+            bounds.min_threshold(),
+            bounds.min_target(),
+            bounds.max_target(),
+            bounds.max_threshold()
+        ),
+        (8, 16, 28, 32)
+    );
+    let config = Config::new()
+        .with_bounds(bounds)
+        .with_idle_time(secs(36_000));
+    let mut f = Fixture::with_config(config);
+    let trusted: Vec<Multiaddr> = (0..24)
+        .map(|i| f.pool.add_trusted_point(&point(i), f.now).unwrap())
+        .collect();
+    let plan = f.step();
+    assert!(dialed(&plan).iter().all(|p| trusted.contains(p)));
+    let mut trusted_peers = Vec::new();
+    for p in dialed(&plan) {
+        trusted_peers.push(f.connect(&p));
+    }
+    assert_eq!(
+        f.pool.active(),
+        16,
+        "0 < min_threshold: dialed up to the cap of 16 in flight"
+    );
+    assert!(f.step().is_empty(), "16 = min_target");
+    // "Overconnect" peers dial in until the count reaches max.
+    let extra: Vec<PeerId> = (0..20).map(|_| f.inbound()).collect();
+    assert_eq!(f.pool.active(), 36);
+    let plan = f.step();
+    assert_eq!(plan.close.len(), 36 - 28, "too many: down to max_target");
+    assert!(plan.close.iter().all(|p| extra.contains(p)));
+    assert!(plan.close.iter().all(|p| !trusted_peers.contains(p)));
+}
