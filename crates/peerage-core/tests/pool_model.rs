@@ -5,7 +5,9 @@
 //! - `active()` is the number of peers with at least one connection;
 //! - a point is `Requested` exactly when a dial of it started and has not ended (no point is
 //!   ever stuck in `Requested`, Octez §13);
-//! - a running point's peer is running.
+//! - a running point's peer is running;
+//! - a banned peer is refused and, once the glue has carried out the pool's disconnections,
+//!   never running; no peer is left `accepted`.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -16,7 +18,7 @@ use std::{
 
 use peerage_core::{
     Multiaddr, PeerId,
-    pool::{Config, Medium, Pool, point::State},
+    pool::{Config, Event, Medium, Pool, peer, point::State},
 };
 use proptest::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
@@ -36,6 +38,8 @@ enum Op {
     Inbound(u8),
     Closed(u8),
     Nacked(u8),
+    Ban(u8),
+    Unban(u8),
     Tick(u16),
 }
 
@@ -50,6 +54,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..8).prop_map(Op::Inbound),
         (0u8..8).prop_map(Op::Closed),
         (0u8..8).prop_map(Op::Nacked),
+        (0u8..8).prop_map(Op::Ban),
+        (0u8..8).prop_map(Op::Unban),
         (0u16..5000).prop_map(Op::Tick),
     ]
 }
@@ -94,13 +100,34 @@ proptest! {
                 Op::Established(p, i) => {
                     let a = point(i);
                     let through = dialing.remove(&a).then_some(a);
-                    pool.connection_established(peers[p as usize], through.as_ref(), &remote(), now);
-                    conns.entry(p as usize).or_default().push(through);
+                    let peer = peers[p as usize];
+                    let admitted = pool.accept(peer, &remote(), through.as_ref(), now, &mut rng);
+                    prop_assert_eq!(admitted.is_ok(), !pool.is_peer_banned(&peer));
+                    if admitted.is_ok() {
+                        pool.connection_established(peer, through.as_ref(), &remote(), now);
+                        conns.entry(p as usize).or_default().push(through);
+                    }
                 }
                 Op::Inbound(p) => {
-                    pool.connection_established(peers[p as usize], None, &remote(), now);
-                    conns.entry(p as usize).or_default().push(None);
+                    let peer = peers[p as usize];
+                    if pool.accept(peer, &remote(), None, now, &mut rng).is_ok() {
+                        pool.connection_established(peer, None, &remote(), now);
+                        conns.entry(p as usize).or_default().push(None);
+                    }
                 }
+                Op::Ban(p) => {
+                    pool.ban_peer(peers[p as usize]);
+                    // The glue closes every connection of a peer the pool asks to disconnect.
+                    while let Some(event) = pool.poll_event() {
+                        if let Event::Disconnect { peer, .. } = event {
+                            let i = peers.iter().position(|x| *x == peer).unwrap();
+                            for through in conns.remove(&i).unwrap_or_default() {
+                                pool.connection_closed(peer, through.as_ref(), false, now, &mut rng);
+                            }
+                        }
+                    }
+                }
+                Op::Unban(p) => pool.unban_peer(&peers[p as usize]),
                 Op::Closed(p) | Op::Nacked(p) => {
                     if let Some(through) = conns.get_mut(&(p as usize)).and_then(Vec::pop) {
                         if matches!(op, Op::Nacked(_)) {
@@ -122,6 +149,14 @@ proptest! {
             prop_assert_eq!(pool.active(), running);
             for (p, c) in &conns {
                 prop_assert_eq!(pool.is_running(&peers[*p]), !c.is_empty());
+            }
+            for peer in &peers {
+                if pool.is_peer_banned(peer) {
+                    prop_assert!(!pool.is_running(peer), "a banned peer runs");
+                }
+                if let Some(info) = pool.peer(peer) {
+                    prop_assert!(info.state() != peer::State::Accepted, "left accepted");
+                }
             }
             for (addr, info) in pool.points() {
                 prop_assert_eq!(info.state() == State::Requested, dialing.contains(addr), "{}", addr);
