@@ -149,32 +149,13 @@ pub struct Event {
     pub point: Option<Multiaddr>,
 }
 
-/// The kind of an [`Event`], Octez's `Pool_event.kind`, written in snake case
-/// (`"connection_established"`).
+/// The kind of an [`Event`]: the pool's [`LogKind`](peerage_core::pool::LogKind), Octez's
+/// `Pool_event.kind`, written in snake case (`"connection_established"`).
 ///
 /// Octez's *point* events write `"rejecting_request"` for `Connection_established`,
 /// `Disconnection` and `External_disconnection` (a copy-paste bug in `lib_base/p2p_point.ml`,
 /// spec §11); its peer events, and this type, write each kind under its own name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// We dialed the peer.
-    OutgoingRequest,
-    /// The peer asked to connect to us.
-    IncomingRequest,
-    /// We admitted the connection.
-    AcceptingRequest,
-    /// We rejected the peer's request.
-    RejectingRequest,
-    /// The peer rejected our request.
-    RequestRejected,
-    /// A connection was established.
-    ConnectionEstablished,
-    /// We closed the connection.
-    Disconnection,
-    /// The peer closed the connection.
-    ExternalDisconnection,
-}
+pub use peerage_core::pool::LogKind as EventKind;
 
 /// Errors loading, saving or setting aside a peers file. Each names the file.
 #[derive(Debug, thiserror::Error)]

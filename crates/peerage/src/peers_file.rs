@@ -13,7 +13,7 @@ use std::{
 use libp2p::{Multiaddr, PeerId};
 use peerage_core::{
     peerstore::Peerstore,
-    pool::{LogEntry, LogKind, Pool, peer},
+    pool::{LogEntry, Pool, peer},
 };
 pub use peerage_store::peers_file::{Entry, Error, Event, EventKind, FILE_NAME, Loaded, PeersFile};
 
@@ -37,32 +37,6 @@ fn to_instant(t: SystemTime, now: Instant, wall: SystemTime) -> Instant {
     }
 }
 
-fn kind_to_file(kind: LogKind) -> EventKind {
-    match kind {
-        LogKind::OutgoingRequest => EventKind::OutgoingRequest,
-        LogKind::IncomingRequest => EventKind::IncomingRequest,
-        LogKind::AcceptingRequest => EventKind::AcceptingRequest,
-        LogKind::RejectingRequest => EventKind::RejectingRequest,
-        LogKind::RequestRejected => EventKind::RequestRejected,
-        LogKind::ConnectionEstablished => EventKind::ConnectionEstablished,
-        LogKind::Disconnection => EventKind::Disconnection,
-        LogKind::ExternalDisconnection => EventKind::ExternalDisconnection,
-    }
-}
-
-fn kind_from_file(kind: EventKind) -> LogKind {
-    match kind {
-        EventKind::OutgoingRequest => LogKind::OutgoingRequest,
-        EventKind::IncomingRequest => LogKind::IncomingRequest,
-        EventKind::AcceptingRequest => LogKind::AcceptingRequest,
-        EventKind::RejectingRequest => LogKind::RejectingRequest,
-        EventKind::RequestRejected => LogKind::RequestRejected,
-        EventKind::ConnectionEstablished => LogKind::ConnectionEstablished,
-        EventKind::Disconnection => LogKind::Disconnection,
-        EventKind::ExternalDisconnection => LogKind::ExternalDisconnection,
-    }
-}
-
 /// Every known peer of `pool` as a peers-file entry, with its score and its identify metadata
 /// from `peerstore`.
 pub fn export(pool: &Pool, peerstore: &Peerstore, now: Instant, wall: SystemTime) -> Vec<Entry> {
@@ -83,7 +57,7 @@ pub fn export(pool: &Pool, peerstore: &Peerstore, now: Instant, wall: SystemTime
                 .events
                 .iter()
                 .map(|e| Event {
-                    kind: kind_to_file(e.kind),
+                    kind: e.kind,
                     timestamp: to_wall(e.at, now, wall),
                     point: e.with.clone(),
                 })
@@ -120,7 +94,7 @@ pub fn import(
             .events
             .into_iter()
             .map(|e| LogEntry {
-                kind: kind_from_file(e.kind),
+                kind: e.kind,
                 at: to_instant(e.timestamp, now, wall),
                 with: e.point,
             })

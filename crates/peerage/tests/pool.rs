@@ -8,53 +8,14 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux};
-use peerage::{
-    Event,
-    maintenance::{self, Bounds},
-    pool,
-};
+use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, swarm::SwarmEvent};
+use peerage::{Event, maintenance::Bounds, pool};
+use support::{listen_on_host as listen, node};
 use tokio::io::AsyncWriteExt;
 
+mod support;
+
 type Node = Swarm<peerage::Behaviour>;
-
-fn node(bounds: Bounds, pool: pool::Config) -> Node {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            // Ask for points again after 500 ms instead of Octez's 5 s, to keep tests short.
-            let maintenance = maintenance::Config::new()
-                .with_bounds(bounds)
-                .with_looking_for_peers(Duration::from_millis(500));
-            peerage::Behaviour::new(
-                key,
-                peerage::Config::new()
-                    .with_maintenance(maintenance)
-                    .with_pool(pool)
-                    .with_rng_seed(7),
-            )
-        })
-        .unwrap()
-        .build()
-}
-
-/// Listens on `127.0.0.<host>`; returns the address with `/p2p`.
-async fn listen(swarm: &mut Node, host: u8) -> Multiaddr {
-    swarm
-        .listen_on(format!("/ip4/127.0.0.{host}/tcp/0").parse().unwrap())
-        .unwrap();
-    loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            return address.with(Protocol::P2p(*swarm.local_peer_id()));
-        }
-    }
-}
 
 /// Polls every swarm until `done` holds; panics after 20 s. Returns the behaviour events.
 async fn drive(

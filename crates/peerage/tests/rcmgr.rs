@@ -29,7 +29,6 @@ use peerage::rcmgr::{
     self, BaseLimit, Direction, IpLimits, LimitConfig, RateLimits, ResourceManager,
 };
 
-#[allow(dead_code)]
 mod support;
 
 #[derive(NetworkBehaviour)]

@@ -4,38 +4,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::{PeerId, Swarm, noise, swarm::SwarmEvent, tcp, yamux};
-use peerage::{
-    Event,
-    maintenance::{self, Bounds},
-    peerstore::Ttl,
-};
+use peerage::{Event, maintenance::Bounds, peerstore::Ttl};
 use support::{Denier, listen};
 
 mod support;
 
 fn swarm(bounds: Bounds) -> Swarm<peerage::Behaviour> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            // Ask for points again after 500 ms instead of Octez's 5 s, to keep the test short.
-            let maintenance = maintenance::Config::new()
-                .with_bounds(bounds)
-                .with_looking_for_peers(Duration::from_millis(500));
-            peerage::Behaviour::new(
-                key,
-                peerage::Config::new()
-                    .with_maintenance(maintenance)
-                    .with_rng_seed(7),
-            )
-        })
-        .unwrap()
-        .build()
+    support::node(bounds, peerage::pool::Config::new())
 }
 
 /// Polls every swarm until `done` holds, collecting behaviour events; panics after 20 s.

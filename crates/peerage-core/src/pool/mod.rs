@@ -66,8 +66,10 @@ use crate::PeerId;
 pub const LOG_SIZE: usize = 100;
 
 /// Kinds of events in a point's or a peer's log (Octez `P2p_point.Pool_event` and
-/// `P2p_peer.Pool_event`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `P2p_peer.Pool_event`), serialized under Octez's snake-case names
+/// (`"connection_established"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LogKind {
     /// We dialed the point.
     OutgoingRequest,
@@ -85,22 +87,6 @@ pub enum LogKind {
     Disconnection,
     /// The remote closed the connection.
     ExternalDisconnection,
-}
-
-impl LogKind {
-    /// The kind's name as in Octez's JSON (`outgoing_request`, `connection_established`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            LogKind::OutgoingRequest => "outgoing_request",
-            LogKind::IncomingRequest => "incoming_request",
-            LogKind::AcceptingRequest => "accepting_request",
-            LogKind::RejectingRequest => "rejecting_request",
-            LogKind::RequestRejected => "request_rejected",
-            LogKind::ConnectionEstablished => "connection_established",
-            LogKind::Disconnection => "disconnection",
-            LogKind::ExternalDisconnection => "external_disconnection",
-        }
-    }
 }
 
 /// One event of a point's log (`T` = [`PeerId`], the peer involved) or a peer's log (`T` =

@@ -1,5 +1,8 @@
 //! Helpers shared by the swarm-level tests.
 
+// Each test crate uses part of them.
+#![allow(dead_code)]
+
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
@@ -11,10 +14,49 @@ use libp2p::{
     },
 };
 
+/// A node over TCP (Noise, Yamux) with these bounds and pool configuration. It asks for points
+/// again after 500 ms instead of Octez's 5 s, to keep tests short, and its RNG is seeded.
+pub(crate) fn node(
+    bounds: peerage::maintenance::Bounds,
+    pool: peerage::pool::Config,
+) -> Swarm<peerage::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let maintenance = peerage::maintenance::Config::new()
+                .with_bounds(bounds)
+                .with_looking_for_peers(std::time::Duration::from_millis(500));
+            peerage::Behaviour::new(
+                key,
+                peerage::Config::new()
+                    .with_maintenance(maintenance)
+                    .with_pool(pool)
+                    .with_rng_seed(7),
+            )
+        })
+        .unwrap()
+        .build()
+}
+
 /// Starts listening on 127.0.0.1 and returns the address with `/p2p`.
 pub(crate) async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+    listen_on_host(swarm, 1).await
+}
+
+/// Starts listening on `127.0.0.<host>` (so that each node has its own IP) and returns the
+/// address with `/p2p`.
+pub(crate) async fn listen_on_host<B: NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    host: u8,
+) -> Multiaddr {
     swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .listen_on(format!("/ip4/127.0.0.{host}/tcp/0").parse().unwrap())
         .unwrap();
     loop {
         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
