@@ -126,6 +126,18 @@ pub struct RunArgs {
     /// trusted peers, no peer exchange.
     #[arg(long)]
     pub private_mode: bool,
+    /// Serve the admin HTTP API (and `/metrics`) on this address, such as `127.0.0.1:8732`.
+    /// Anything but loopback needs `--admin-token`. Default: no API.
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Bearer token the admin API requires (`Authorization: Bearer TOKEN`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PEERAGE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
     /// How often `peers.json` in the data directory is saved (it is also saved at shutdown).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peers_file_period: std::time::Duration,

@@ -3,7 +3,9 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod devnet;
+pub mod metrics;
 pub mod node;
 pub mod run;

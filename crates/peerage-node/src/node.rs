@@ -80,9 +80,13 @@ pub struct Snapshot {
     pub greylisted_peers: usize,
 }
 
+/// A closure run on the event loop with the swarm.
+type Call = Box<dyn FnOnce(&mut Swarm<peerage::Behaviour>) + Send>;
+
 enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
     Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
+    Call(Call),
 }
 
 /// A handle to a running node. Dropping every handle stops the node.
@@ -120,7 +124,29 @@ impl Handle {
         self.tx
             .send(Command::Snapshot(tx))
             .await
-            .context("node stopped")?;
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
+        rx.await.context("node stopped")
+    }
+
+    /// Runs `f` on the node's event loop with its swarm, through the bounded command channel
+    /// (the admin API's only way in: no lock is shared with the event loop), and returns what
+    /// it returns.
+    ///
+    /// # Errors
+    ///
+    /// If the node has stopped.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Swarm<peerage::Behaviour>) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |swarm| {
+            let _ = tx.send(f(swarm));
+        });
+        self.tx
+            .send(Command::Call(call))
+            .await
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
         rx.await.context("node stopped")
     }
 
@@ -134,15 +160,17 @@ impl Handle {
         self.tx
             .send(Command::Dial(addr, tx))
             .await
-            .context("node stopped")?;
+            .map_err(|_| anyhow::anyhow!("node stopped"))?;
         rx.await.context("node stopped")?
     }
 }
 
-/// A started node: its handle and its event-loop task.
+/// A started node: its handle, its metrics and its event-loop task.
 pub struct Node {
     /// The handle.
     pub handle: Handle,
+    /// Its Prometheus registry (connection manager, resource manager, pool, maintenance).
+    pub registry: std::sync::Arc<prometheus_client::registry::Registry>,
     /// The event loop; it ends when every [`Handle`] is dropped.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -288,10 +316,20 @@ impl Node {
             }
         }
         let peerstore = swarm.behaviour().peerstore().clone();
+        let mut registry = prometheus_client::registry::Registry::default();
+        swarm
+            .behaviour()
+            .connmgr()
+            .register_metrics(registry.sub_registry_with_prefix("libp2p_connmgr"));
+        if let Some(rm) = swarm.behaviour().resource_manager() {
+            rcmgr::register_metrics(rm, &mut registry);
+        }
+        let metrics = crate::metrics::PoolMetrics::default();
+        metrics.register(&mut registry);
         let (tx, rx) = mpsc::channel(16);
         let span = tracing::info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(tracing::Instrument::instrument(
-            event_loop(swarm, rx, peers_file, config.peers_file_period),
+            event_loop(swarm, rx, peers_file, config.peers_file_period, metrics),
             span,
         ));
         Ok(Node {
@@ -301,6 +339,7 @@ impl Node {
                 peerstore,
                 tx,
             },
+            registry: std::sync::Arc::new(registry),
             task,
         })
     }
@@ -337,6 +376,7 @@ async fn event_loop(
     mut rx: mpsc::Receiver<Command>,
     peers_file: Option<PeersFile>,
     peers_file_period: Duration,
+    metrics: crate::metrics::PoolMetrics,
 ) {
     let peerstore = swarm.behaviour().peerstore().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -348,7 +388,10 @@ async fn event_loop(
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = flush_tick.tick() => flush(peerstore.clone()).await,
+            _ = flush_tick.tick() => {
+                metrics.update(swarm.behaviour());
+                flush(peerstore.clone()).await;
+            }
             _ = save_tick.tick() => {
                 save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
             }
@@ -357,6 +400,7 @@ async fn event_loop(
                 Some(Command::Snapshot(reply)) => {
                     let _ = reply.send(snapshot(&swarm));
                 }
+                Some(Command::Call(f)) => f(&mut swarm),
                 Some(Command::Dial(addr, reply)) => {
                     let result = swarm
                         .dial(DialOpts::unknown_peer_id().address(addr).build())
@@ -364,7 +408,16 @@ async fn event_loop(
                     let _ = reply.send(result);
                 }
             },
-            event = swarm.select_next_some() => log_event(event),
+            event = swarm.select_next_some() => {
+                match &event {
+                    SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
+                        metrics.maintenance(dialed.len(), closed.len(), *asked);
+                    }
+                    SwarmEvent::OutgoingConnectionError { .. } => metrics.dial_failed(),
+                    _ => {}
+                }
+                log_event(event);
+            }
         }
     }
     save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;

@@ -49,6 +49,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => default_data_dir().context("no platform data directory; pass --data-dir")?,
     };
+    if let Some(addr) = args.admin
+        && !addr.ip().is_loopback()
+        && args.admin_token.is_none()
+    {
+        anyhow::bail!("--admin {addr} is not a loopback address: it needs --admin-token");
+    }
+    let admin = match args.admin {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve the admin API on {addr}"))?,
+        ),
+        None => None,
+    };
     let limits = match &args.limits {
         Some(path) => Some(load_limits(path)?),
         None => None,
@@ -100,8 +114,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for addr in handle.listen_addrs() {
         println!("listening on {}", addr.clone().with(Protocol::P2p(peer_id)));
     }
+    let admin_task = match admin {
+        Some(listener) => {
+            println!("admin API: http://{}", listener.local_addr()?);
+            let (handle, registry, token) =
+                (handle.clone(), node.registry.clone(), args.admin_token);
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(listener, handle, registry, token).await {
+                    tracing::error!("admin API: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     shutdown.recv().await;
     tracing::info!("shutting down");
+    // The API holds a handle: the node stops once every handle is gone.
+    if let Some(task) = admin_task {
+        task.abort();
+        let _ = task.await;
+    }
     drop(handle);
     node.task.await.context("node task")?;
     Ok(())

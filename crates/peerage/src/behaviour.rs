@@ -252,6 +252,26 @@ pub struct Inner {
     keep_alive: keep_alive::Behaviour,
 }
 
+/// An established connection, as [`Behaviour::connections`] lists it.
+#[derive(Debug, Clone)]
+pub struct ConnectionView {
+    /// The connection's ID.
+    pub id: ConnectionId,
+    /// The peer.
+    pub peer_id: PeerId,
+    /// The remote address.
+    pub remote: Multiaddr,
+    /// The point the node dialed for it, if it did.
+    pub point: Option<Multiaddr>,
+    /// Whether the remote dialed it.
+    pub inbound: bool,
+    /// Refused for lack of room (nacked): open only until its peer has the answer to its
+    /// request for points.
+    pub nacked: bool,
+    /// When it was established.
+    pub since: Instant,
+}
+
 /// A connection the behaviour knows.
 #[derive(Debug)]
 struct Connection {
@@ -267,6 +287,8 @@ struct Connection {
     since: Instant,
     /// The remote address.
     remote: Multiaddr,
+    /// Whether the remote dialed it.
+    inbound: bool,
 }
 
 impl Connection {
@@ -276,6 +298,7 @@ impl Connection {
         nacked: bool,
         since: Instant,
         remote: Multiaddr,
+        inbound: bool,
     ) -> Self {
         Self {
             peer_id,
@@ -284,6 +307,7 @@ impl Connection {
             nacked_by_remote: false,
             since,
             remote,
+            inbound,
         }
     }
 
@@ -585,6 +609,19 @@ impl Behaviour {
         self.maintenance.bounds()
     }
 
+    /// The established connections.
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionView> + '_ {
+        self.connections.iter().map(|(id, c)| ConnectionView {
+            id: *id,
+            peer_id: c.peer_id,
+            remote: c.remote.clone(),
+            point: c.point.clone(),
+            inbound: c.inbound,
+            nacked: c.nacked,
+            since: c.since,
+        })
+    }
+
     /// Whether the maintenance is in a dialing round (dialing, or waiting for points).
     pub fn is_maintaining(&self) -> bool {
         self.maintenance.is_dialing()
@@ -627,7 +664,7 @@ impl Behaviour {
                 .push_back((now + self.nack_linger, peer_id, connection_id));
             self.connections.insert(
                 connection_id,
-                Connection::new(peer_id, point, true, now, remote),
+                Connection::new(peer_id, point, true, now, remote, true),
             );
             self.events
                 .push_back(ToSwarm::GenerateEvent(Event::Nacked { peer_id }));
@@ -657,7 +694,7 @@ impl Behaviour {
         }
         self.connections.insert(
             connection_id,
-            Connection::new(peer_id, point, false, now, remote),
+            Connection::new(peer_id, point, false, now, remote, endpoint.is_listener()),
         );
     }
 

@@ -57,7 +57,9 @@ mod timer;
 
 pub use peerage_core::{PeerId, maintenance, peerstore, pool};
 
-pub use self::behaviour::{AGENT_VERSION, Behaviour, Config, Event, PROTOCOL_VERSION, TRUSTED_TAG};
+pub use self::behaviour::{
+    AGENT_VERSION, Behaviour, Config, ConnectionView, Event, PROTOCOL_VERSION, TRUSTED_TAG,
+};
 
 /// The README's example, compiled as a doc test.
 #[cfg(doctest)]
