@@ -16,6 +16,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The admin API (`run` serves it, the client commands reach it) and the output format.
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
 }
 
 /// The subcommands.
@@ -25,6 +28,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run a local network of nodes on 127.0.0.1 and report whether it converges.
     Devnet(DevnetArgs),
+    /// Drive a running node through its admin API.
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 /// Connection bounds, as Octez's flags.
@@ -126,18 +132,6 @@ pub struct RunArgs {
     /// trusted peers, no peer exchange.
     #[arg(long)]
     pub private_mode: bool,
-    /// Serve the admin HTTP API (and `/metrics`) on this address, such as `127.0.0.1:8732`.
-    /// Anything but loopback needs `--admin-token`. Default: no API.
-    #[arg(long, value_name = "IP:PORT")]
-    pub admin: Option<std::net::SocketAddr>,
-    /// Bearer token the admin API requires (`Authorization: Bearer TOKEN`).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "PEERAGE_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
     /// How often `peers.json` in the data directory is saved (it is also saved at shutdown).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peers_file_period: std::time::Duration,
@@ -155,9 +149,6 @@ pub struct DevnetArgs {
     /// How long every node must stay within bounds to count as converged.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub stable: Duration,
-    /// Print one JSON object on stdout instead of the table (logs and progress go to stderr).
-    #[arg(long)]
-    pub json: bool,
     /// Connection bounds of every node (default: --connections 6, i.e. 3/6/9).
     #[command(flatten)]
     pub connections: ConnectionArgs,

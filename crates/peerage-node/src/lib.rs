@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod devnet;
 pub mod metrics;
 pub mod node;

@@ -21,14 +21,29 @@ fn init_tracing(default: &str) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Client(command) => {
+            init_tracing("warn");
+            let args = cli.client.clone();
+            tokio::task::spawn_blocking(move || peerage_node::client::run(&args, &command))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .map(|out| {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                })
+        }
         Command::Run(args) => {
             init_tracing("info");
-            run::run(args).await.map(|()| ExitCode::SUCCESS)
+            run::run(args, &cli.client)
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Devnet(args) => {
             init_tracing("warn");
-            devnet::devnet(&args, !args.json).await.map(|report| {
-                if args.json {
+            let json = cli.client.json;
+            devnet::devnet(&args, !json).await.map(|report| {
+                if json {
                     println!(
                         "{}",
                         serde_json::to_string(&report).expect("report serializes")

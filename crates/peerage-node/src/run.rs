@@ -39,7 +39,7 @@ pub fn load_limits(path: &Path) -> anyhow::Result<rcmgr::LimitConfig> {
 ///
 /// Bad bounds, an unreadable, corrupt or unwritable identity key, a listen address that cannot
 /// be bound, a bootstrap address that is not a point.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub async fn run(args: RunArgs, admin: &crate::client::ClientArgs) -> anyhow::Result<()> {
     // Installed before anything is printed: a signal that arrives as soon as the addresses are
     // out must find the handler in place, not the default action.
     let shutdown = ShutdownSignal::install()?;
@@ -49,13 +49,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => default_data_dir().context("no platform data directory; pass --data-dir")?,
     };
-    if let Some(addr) = args.admin
+    if let Some(addr) = admin.admin
         && !addr.ip().is_loopback()
-        && args.admin_token.is_none()
+        && admin.admin_token.is_none()
     {
         anyhow::bail!("--admin {addr} is not a loopback address: it needs --admin-token");
     }
-    let admin = match args.admin {
+    let token = admin.admin_token.clone();
+    let admin = match admin.admin {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -117,8 +118,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin_task = match admin {
         Some(listener) => {
             println!("admin API: http://{}", listener.local_addr()?);
-            let (handle, registry, token) =
-                (handle.clone(), node.registry.clone(), args.admin_token);
+            let (handle, registry) = (handle.clone(), node.registry.clone());
             Some(tokio::spawn(async move {
                 if let Err(e) = crate::admin::serve(listener, handle, registry, token).await {
                     tracing::error!("admin API: {e}");

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod devnet;
 mod js_interop;
+mod operate;
 mod peers_file;
 mod restart;
 mod support;

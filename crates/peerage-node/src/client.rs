@@ -1,0 +1,493 @@
+//! The CLI client: `peerage status`, `peers`, `ban`... drive a running node through its admin
+//! API ([`crate::admin`]). Human tables by default, the API's JSON with `--json`.
+
+use std::{fmt::Write, net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+/// The admin API's address and token, and the output format; options of every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The admin HTTP API (and `/metrics`): `run` serves it on this address (none without
+    /// the flag; anything but loopback needs `--admin-token`); the client commands reach it
+    /// there (default `127.0.0.1:8732`).
+    #[arg(long, value_name = "IP:PORT", global = true)]
+    pub admin: Option<SocketAddr>,
+    /// The admin API's bearer token (`Authorization: Bearer TOKEN`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PEERAGE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
+    /// JSON on stdout instead of a table: the API's JSON for the client commands, one report
+    /// object for `devnet` (logs and progress go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Where the client commands look for the admin API without `--admin`.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:8732";
+
+/// The client's commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// The node's identity, connections and bounds.
+    Status,
+    /// The known peers.
+    Peers {
+        /// Only peers in this state (accepted, running, disconnected).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One peer, with its addresses, protocols, latency and tags.
+    Peer {
+        /// The peer's ID.
+        id: String,
+    },
+    /// The known points.
+    Points {
+        /// Only points in this state (requested, accepted, running, disconnected).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Dial a point now (a multiaddr, or Octez's IP:PORT).
+    Connect {
+        /// The point.
+        point: String,
+    },
+    /// Close every connection with a peer.
+    Disconnect {
+        /// The peer's ID.
+        id: String,
+    },
+    /// Ban a peer (untrust, ban, disconnect) or a point's IP (and its peers).
+    Ban {
+        /// A peer ID or a point.
+        target: String,
+    },
+    /// Trust a peer or a point (unban, trust).
+    Trust {
+        /// A peer ID or a point.
+        target: String,
+    },
+    /// Neither ban nor trust a peer or a point.
+    Open {
+        /// A peer ID or a point.
+        target: String,
+    },
+    /// The greylists, or `clear` to empty them.
+    Greylist {
+        /// `clear` to empty the greylists.
+        action: Option<String>,
+    },
+    /// Set a connection-manager tag on a peer.
+    Tag {
+        /// The peer's ID.
+        id: String,
+        /// The tag.
+        tag: String,
+        /// Its value.
+        #[arg(allow_negative_numbers = true)]
+        value: i64,
+    },
+    /// Remove a connection-manager tag from a peer.
+    Untag {
+        /// The peer's ID.
+        id: String,
+        /// The tag.
+        tag: String,
+    },
+    /// Protect a peer in the connection manager.
+    Protect {
+        /// The peer's ID.
+        id: String,
+        /// The protection tag.
+        tag: String,
+    },
+    /// Remove a protection tag.
+    Unprotect {
+        /// The peer's ID.
+        id: String,
+        /// The protection tag.
+        tag: String,
+    },
+    /// The resource manager's limits (go-libp2p JSON): `show` (default) or `set FILE`.
+    Limits {
+        /// `show` or `set`.
+        action: Option<String>,
+        /// The limits file, for `set`.
+        file: Option<PathBuf>,
+    },
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(crate::admin::CLIENT_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: format!(
+                "http://{}",
+                args.admin
+                    .map_or_else(|| DEFAULT_ADMIN.to_owned(), |a| a.to_string())
+            ),
+            token: args.admin_token.clone(),
+            agent,
+        }
+    }
+
+    /// Sends a request; returns the JSON body of a 2xx answer (`null` if empty).
+    fn request(&self, method: &str, path: &str, body: Option<String>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let result = match (method, body) {
+            ("GET", _) => with_auth(self.agent.get(&url), &auth).call(),
+            ("DELETE", _) => with_auth(self.agent.delete(&url), &auth).call(),
+            ("PUT", Some(b)) => with_auth(self.agent.put(&url), &auth)
+                .header("content-type", "application/json")
+                .send(b),
+            ("PUT", None) => with_auth(self.agent.put(&url), &auth).send_empty(),
+            ("PATCH", b) => with_auth(self.agent.patch(&url), &auth)
+                .header("content-type", "application/json")
+                .send(b.unwrap_or_default()),
+            _ => unreachable!("methods used below"),
+        };
+        let mut response = result.map_err(|e| match e {
+            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => {
+                anyhow::anyhow!(
+                    "no node is listening on {} ({e}); start one with `peerage run --admin {}`",
+                    self.base,
+                    self.base.trim_start_matches("http://")
+                )
+            }
+            other => anyhow::Error::from(other),
+        })?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("reading the node's answer")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let error = value["error"].as_str().unwrap_or("error");
+            let detail = value["detail"].as_str().unwrap_or_default();
+            bail!("{} {error}: {detail}", status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("authorization", a),
+        None => req,
+    }
+}
+
+/// A point as a path segment: a multiaddr's slashes percent-encoded; `IP:PORT` as it is.
+fn point_segment(point: &str) -> String {
+    point.replace('/', "%2F")
+}
+
+fn is_peer_id(s: &str) -> bool {
+    s.parse::<libp2p::PeerId>().is_ok()
+}
+
+fn opt(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() != 0.0)
+            .map_or_else(|| n.to_string(), |f| format!("{f:.1}")),
+        other => other.to_string(),
+    }
+}
+
+fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|(k, _)| opt(&r[*k])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, h))| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |out: &mut String, items: Vec<&str>| {
+        let parts: Vec<String> = items
+            .iter()
+            .zip(&widths)
+            .map(|(s, w)| format!("{s:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(&mut out, columns.iter().map(|(_, h)| *h).collect());
+    for row in &cells {
+        line(&mut out, row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Runs a client command against the node; returns what to print.
+///
+/// # Errors
+///
+/// No node listening (with how to start one), a refused request (the API's status, error and
+/// detail), or an unreadable limits file.
+pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String> {
+    let c = Client::new(args);
+    let json = |v: Value| serde_json::to_string_pretty(&v).expect("JSON") + "\n";
+    use ClientCommand as C;
+    let out = match command {
+        C::Status => {
+            let me = c.request("GET", "/network/self", None)?;
+            let stat = c.request("GET", "/network/stat", None)?;
+            let cm = c.request("GET", "/connmgr", None)?;
+            if args.json {
+                return Ok(json(
+                    serde_json::json!({"self": me, "stat": stat, "connmgr": cm}),
+                ));
+            }
+            let b = &stat["bounds"];
+            format!(
+                "peer id:      {}\nlistening on: {}\nconnections:  {} ({} in, {} out), bounds {}/{}/{}\nwatermarks:   {}/{}, hard cap {}, {} trims\nknown:        {} points, {} peers\n",
+                opt(&me["peer_id"]),
+                me["listen"]
+                    .as_array()
+                    .map(|l| l.iter().map(opt).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default(),
+                stat["connections"],
+                stat["incoming_connections"],
+                stat["outgoing_connections"],
+                b[0],
+                b[1],
+                b[2],
+                cm["low_water"],
+                cm["high_water"],
+                opt(&cm["hard_cap"]),
+                cm["trims"],
+                stat["known_points"],
+                stat["known_peers"],
+            )
+        }
+        C::Peers { state } => {
+            let q = state
+                .as_ref()
+                .map(|s| format!("?filter={s}"))
+                .unwrap_or_default();
+            let v = c.request("GET", &format!("/network/peers{q}"), None)?;
+            if args.json {
+                return Ok(json(v));
+            }
+            table(
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    ("peer_id", "PEER ID"),
+                    ("state", "STATE"),
+                    ("trusted", "TRUSTED"),
+                    ("banned", "BANNED"),
+                    ("score", "SCORE"),
+                    ("latency_ms", "LATENCY MS"),
+                ],
+            )
+        }
+        C::Peer { id } => {
+            let v = c.request("GET", &format!("/network/peers/{id}"), None)?;
+            if args.json {
+                return Ok(json(v));
+            }
+            let mut out = table(
+                std::slice::from_ref(&v),
+                &[
+                    ("peer_id", "PEER ID"),
+                    ("state", "STATE"),
+                    ("trusted", "TRUSTED"),
+                    ("banned", "BANNED"),
+                    ("score", "SCORE"),
+                    ("latency_ms", "LATENCY MS"),
+                    ("protected", "PROTECTED"),
+                ],
+            );
+            for a in v["addrs"].as_array().into_iter().flatten() {
+                let certified = if a["certified"] == Value::Bool(true) {
+                    " (certified)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "address: {} ttl {}{certified}",
+                    opt(&a["addr"]),
+                    opt(&a["ttl_secs"])
+                );
+            }
+            let protocols: Vec<String> = v["protocols"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(opt)
+                .collect();
+            let _ = writeln!(out, "protocols: {}", protocols.join(" "));
+            let _ = writeln!(out, "tags: {}", v["tags"]);
+            out
+        }
+        C::Points { state } => {
+            let q = state
+                .as_ref()
+                .map(|s| format!("?filter={s}"))
+                .unwrap_or_default();
+            let v = c.request("GET", &format!("/network/points{q}"), None)?;
+            if args.json {
+                return Ok(json(v));
+            }
+            table(
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    ("point", "POINT"),
+                    ("state", "STATE"),
+                    ("peer_id", "PEER ID"),
+                    ("trusted", "TRUSTED"),
+                    ("banned", "BANNED"),
+                    ("reconnect_in_secs", "RECONNECT IN S"),
+                ],
+            )
+        }
+        C::Connect { point } => {
+            let v = c.request(
+                "PUT",
+                &format!("/network/points/{}", point_segment(point)),
+                None,
+            )?;
+            if args.json {
+                return Ok(json(v));
+            }
+            format!("dialing {}\n", opt(&v["point"]))
+        }
+        C::Disconnect { id } => {
+            c.request("DELETE", &format!("/network/connections/{id}"), None)?;
+            if args.json {
+                return Ok(json(Value::Null));
+            }
+            format!("disconnected {id}\n")
+        }
+        C::Ban { target } | C::Trust { target } | C::Open { target } => {
+            let acl = match command {
+                C::Ban { .. } => "ban",
+                C::Trust { .. } => "trust",
+                _ => "open",
+            };
+            let path = if is_peer_id(target) {
+                format!("/network/peers/{target}")
+            } else {
+                format!("/network/points/{}", point_segment(target))
+            };
+            let v = c.request(
+                "PATCH",
+                &path,
+                Some(serde_json::json!({ "acl": acl }).to_string()),
+            )?;
+            if args.json {
+                return Ok(json(v));
+            }
+            format!(
+                "{target}: trusted {}, banned {}\n",
+                v["trusted"], v["banned"]
+            )
+        }
+        C::Greylist { action } => match action.as_deref() {
+            Some("clear") => {
+                c.request("DELETE", "/network/greylist", None)?;
+                if args.json {
+                    return Ok(json(Value::Null));
+                }
+                "greylists cleared\n".to_owned()
+            }
+            Some(other) => bail!("unknown greylist action {other:?} (only `clear`)"),
+            None => {
+                let ips = c.request("GET", "/network/greylist/ips", None)?;
+                let peers = c.request("GET", "/network/greylist/peers", None)?;
+                if args.json {
+                    return Ok(json(serde_json::json!({"ips": ips, "peers": peers})));
+                }
+                let list = |v: &Value| {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(opt)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                format!("ips: {}\npeers: {}\n", list(&ips["ips"]), list(&peers))
+            }
+        },
+        C::Tag { id, tag, value } => {
+            c.request(
+                "PUT",
+                &format!("/connmgr/tags/{id}/{tag}"),
+                Some(serde_json::json!({ "value": value }).to_string()),
+            )?;
+            if args.json {
+                return Ok(json(Value::Null));
+            }
+            format!("tagged {id} {tag}={value}\n")
+        }
+        C::Untag { id, tag } => {
+            c.request("DELETE", &format!("/connmgr/tags/{id}/{tag}"), None)?;
+            if args.json {
+                return Ok(json(Value::Null));
+            }
+            format!("untagged {id} {tag}\n")
+        }
+        C::Protect { id, tag } => {
+            c.request("PUT", &format!("/connmgr/protect/{id}/{tag}"), None)?;
+            if args.json {
+                return Ok(json(Value::Null));
+            }
+            format!("protected {id} ({tag})\n")
+        }
+        C::Unprotect { id, tag } => {
+            c.request("DELETE", &format!("/connmgr/protect/{id}/{tag}"), None)?;
+            if args.json {
+                return Ok(json(Value::Null));
+            }
+            format!("unprotected {id} ({tag})\n")
+        }
+        C::Limits { action, file } => match (action.as_deref(), file) {
+            (None | Some("show"), None) => json(c.request("GET", "/rcmgr/limits", None)?),
+            (Some("set"), Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the limits file {}", path.display()))?;
+                json(c.request("PUT", "/rcmgr/limits", Some(text))?)
+            }
+            _ => bail!("usage: peerage limits [show | set FILE]"),
+        },
+    };
+    Ok(out)
+}

@@ -1,0 +1,158 @@
+//! Operating a node end to end: `peerage run --admin` as a process, driven with the CLI client
+//! (ban a peer and see it disconnected and refused, trust a point and see its peer protected,
+//! change the limits and see them applied) and scraped on `/metrics`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Running, output};
+
+const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
+fn node(dir: &tempfile::TempDir, bootstrap: Option<&str>) -> (Running, String, String, String) {
+    let mut args = vec![
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        LOOPBACK,
+        "--admin",
+        "127.0.0.1:0",
+        "--min-connections",
+        "1",
+        "--expected-connections",
+        "2",
+        "--max-connections",
+        "4",
+    ];
+    if let Some(b) = bootstrap {
+        args.extend(["--bootstrap", b]);
+    }
+    let node = Running::start(&args);
+    let id = node.line("peer id: ");
+    let addr = node.line("listening on ");
+    let admin = node.line("admin API: http://");
+    (node, id, addr, admin)
+}
+
+/// `peerage ARGS --admin ADMIN --json`, parsed.
+fn cli(admin: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin, "--json"]);
+    let (code, stdout, stderr) = output(&all);
+    assert_eq!(code, 0, "peerage {args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_node_is_operated_with_the_cli_and_scraped() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (_a, _a_id, a_addr, admin) = node(&da, None);
+    let (_b, b_id, _, _) = node(&db, Some(&a_addr));
+    let (_c, c_id, c_addr, _) = node(&dc, Some(&a_addr));
+    let running = |id: &str| {
+        let peer = cli(&admin, &["peer", id]);
+        peer["state"] == "running"
+    };
+    wait_for("B and C connect to A", || running(&b_id) && running(&c_id));
+    let status = cli(&admin, &["status"]);
+    assert!(
+        status["stat"]["connections"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+
+    // Ban B: disconnected, and refused when it comes back (its maintenance keeps trying).
+    let banned = cli(&admin, &["ban", &b_id]);
+    assert_eq!(banned["banned"], Value::Bool(true));
+    wait_for("B disconnected", || !running(&b_id));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!running(&b_id), "B is refused");
+    let peers = cli(&admin, &["peers", "--state", "running"]);
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["peer_id"] != b_id.as_str())
+    );
+
+    // Trust C's point: C is protected in the connection manager.
+    let point = c_addr.split("/p2p/").next().unwrap();
+    let trusted = cli(&admin, &["trust", point]);
+    assert_eq!(trusted["trusted"], Value::Bool(true), "{trusted}");
+    let peer = cli(&admin, &["peer", &c_id]);
+    assert_eq!(peer["protected"], Value::Bool(true), "{peer}");
+
+    // Change the limits: applied, and a bad file changes nothing.
+    let file = da.path().join("limits.json");
+    std::fs::write(&file, r#"{"System": {"ConnsInbound": 123}}"#).unwrap();
+    let limits = cli(&admin, &["limits", "set", file.to_str().unwrap()]);
+    assert_eq!(limits["System"]["ConnsInbound"], 123);
+    std::fs::write(&file, r#"{"System": {"ConnsInbound": "many"}}"#).unwrap();
+    let (code, _, stderr) = output(&["limits", "set", file.to_str().unwrap(), "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("400") && stderr.contains("System.ConnsInbound"),
+        "{stderr}"
+    );
+    assert_eq!(cli(&admin, &["limits"])["System"]["ConnsInbound"], 123);
+
+    // Metrics.
+    let mut response = ureq::get(&format!("http://{admin}/metrics"))
+        .call()
+        .unwrap();
+    let text = response.body_mut().read_to_string().unwrap();
+    for name in [
+        "libp2p_rcmgr_connections",
+        "libp2p_connmgr_connections",
+        "peerage_pool_peers",
+        "peerage_maintenance_cycles",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[test]
+fn the_cli_says_when_no_node_is_listening() {
+    let (code, _, stderr) = output(&["status", "--admin", "127.0.0.1:9"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no node is listening on http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("peerage run --admin 127.0.0.1:9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_public_admin_address_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        LOOPBACK,
+        "--admin",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--admin 0.0.0.0:0 is not a loopback address: it needs --admin-token"),
+        "{stderr}"
+    );
+}
