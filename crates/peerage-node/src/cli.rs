@@ -28,9 +28,25 @@ pub enum Command {
     Run(RunArgs),
     /// Run a local network of nodes on 127.0.0.1 and report whether it converges.
     Devnet(DevnetArgs),
+    /// Print the effective configuration, or check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Drive a running node through its admin API.
     #[command(flatten)]
     Client(crate::client::ClientCommand),
+}
+
+/// `peerage config`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration of `peerage run` with these flags (and `--config`),
+    /// as TOML.
+    Show(Box<RunArgs>),
+    /// Check a configuration file; print the error naming the key, or `ok`.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 /// Connection bounds, as Octez's flags.
@@ -103,16 +119,16 @@ impl ConnectionArgs {
 /// `peerage run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Configuration file (TOML); the flags override it. See `peerage config show`.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
     /// Directory of the node's identity key (created on first start, reused after).
     /// Default: the platform's data directory (`~/.local/share/peerage` on Linux).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on (repeatable).
-    #[arg(
-        long,
-        value_name = "MULTIADDR",
-        default_values = ["/ip4/0.0.0.0/tcp/9732", "/ip4/0.0.0.0/udp/9732/quic-v1"]
-    )]
+    /// Address to listen on (repeatable). Default: `/ip4/0.0.0.0/tcp/9732` and
+    /// `/ip4/0.0.0.0/udp/9732/quic-v1`.
+    #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
     /// Keep the peerstore in memory only, instead of `peerstore.redb` in the data directory.
     #[arg(long)]
@@ -133,8 +149,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub private_mode: bool,
     /// How often `peers.json` in the data directory is saved (it is also saved at shutdown).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub peers_file_period: std::time::Duration,
+    /// Default: 30s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub peers_file_period: Option<std::time::Duration>,
 }
 
 /// `peerage devnet`.

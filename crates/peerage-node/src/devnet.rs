@@ -259,7 +259,7 @@ async fn start_node(
         connmgr: connmgr.clone(),
         peerstore: Peerstore::default(),
         limits: None,
-        private_mode: false,
+        pool: Default::default(),
         peers_file: None,
         peers_file_period: std::time::Duration::from_secs(30),
     })

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use peerage_node::{
-    cli::{Cli, Command},
-    devnet, run,
+    cli::{Cli, Command, ConfigCommand},
+    config, devnet, run,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -33,11 +33,29 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 })
         }
-        Command::Run(args) => {
-            init_tracing("info");
-            run::run(args, &cli.client)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+        Command::Run(args) => match config::resolve(&args, &cli.client) {
+            Ok(effective) => {
+                init_tracing(&effective.log);
+                run::run(effective).await.map(|()| ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e),
+        },
+        Command::Config(ConfigCommand::Show(args)) => {
+            config::resolve(&args, &cli.client).map(|effective| {
+                print!("{}", config::show(&effective));
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let path = file.to_string_lossy().into_owned();
+            let Command::Run(args) = Cli::parse_from(["peerage", "run", "--config", &path]).command
+            else {
+                unreachable!("parsed as run")
+            };
+            config::resolve(&args, &cli.client).map(|_| {
+                println!("ok: {}", file.display());
+                ExitCode::SUCCESS
+            })
         }
         Command::Devnet(args) => {
             init_tracing("warn");

@@ -43,9 +43,10 @@ pub struct NodeConfig {
     /// The resource manager's limits; `None` for go's defaults scaled to the machine
     /// ([`rcmgr::auto_scale`]).
     pub limits: Option<rcmgr::LimitConfig>,
-    /// Private mode (Octez `--private-mode`): only the bootstrap (trusted) points are dialed
-    /// and only trusted peers admitted; no peer exchange.
-    pub private_mode: bool,
+    /// The pool: table bounds, greylists, private mode (Octez `--private-mode`: only the
+    /// bootstrap (trusted) points are dialed and only trusted peers admitted; no peer
+    /// exchange).
+    pub pool: pool::Config,
     /// The peers file (Octez's `peers.json`): loaded at start, saved every
     /// `peers_file_period` and when the node stops. `None`: none.
     pub peers_file: Option<PathBuf>,
@@ -181,7 +182,7 @@ fn build_swarm(
     connmgr: connmgr::Config,
     peerstore: Peerstore,
     limits: rcmgr::LimitConfig,
-    private_mode: bool,
+    pool: pool::Config,
 ) -> anyhow::Result<Swarm<peerage::Behaviour>> {
     // go-libp2p GH#1640: above the system connection limit, trims would never start.
     connmgr
@@ -193,7 +194,7 @@ fn build_swarm(
         .with_grace_period(connmgr.grace_period());
     let config = peerage::Config::new()
         .with_maintenance(maintenance)
-        .with_pool(pool::Config::new().with_private_mode(private_mode))
+        .with_pool(pool)
         .with_peerstore(peerstore)
         .with_connmgr(connmgr)?
         .with_resource_manager(rm.clone());
@@ -260,7 +261,7 @@ impl Node {
             config.connmgr,
             config.peerstore,
             config.limits.unwrap_or_else(rcmgr::auto_scale),
-            config.private_mode,
+            config.pool,
         )?;
         let peers_file = config.peers_file.map(PeersFile::new);
         if let Some(file) = &peers_file {

@@ -11,7 +11,7 @@ use peerage::{
 use peerage_store::{RedbStore, identity};
 
 use crate::{
-    cli::RunArgs,
+    config::Effective,
     node::{Node, NodeConfig},
 };
 
@@ -37,18 +37,25 @@ pub fn load_limits(path: &Path) -> anyhow::Result<rcmgr::LimitConfig> {
 ///
 /// # Errors
 ///
-/// Bad bounds, an unreadable, corrupt or unwritable identity key, a listen address that cannot
-/// be bound, a bootstrap address that is not a point.
-pub async fn run(args: RunArgs, admin: &crate::client::ClientArgs) -> anyhow::Result<()> {
+/// An unreadable, corrupt or unwritable identity key, a listen address that cannot be bound, a
+/// bootstrap address that is not a point, a bad limits file.
+pub async fn run(config: Effective) -> anyhow::Result<()> {
     // Installed before anything is printed: a signal that arrives as soon as the addresses are
     // out must find the handler in place, not the default action.
     let shutdown = ShutdownSignal::install()?;
-    let bounds = args.connections.bounds(50)?;
-    let connmgr = args.connections.connmgr(bounds)?;
-    let data_dir = match args.data_dir {
-        Some(dir) => dir,
-        None => default_data_dir().context("no platform data directory; pass --data-dir")?,
-    };
+    let Effective {
+        data_dir,
+        listen,
+        bootstrap,
+        ephemeral,
+        bounds,
+        connmgr,
+        pool,
+        peers_file_period,
+        limits,
+        admin,
+        ..
+    } = config;
     if let Some(addr) = admin.admin
         && !addr.ip().is_loopback()
         && admin.admin_token.is_none()
@@ -64,12 +71,12 @@ pub async fn run(args: RunArgs, admin: &crate::client::ClientArgs) -> anyhow::Re
         ),
         None => None,
     };
-    let limits = match &args.limits {
+    let limits = match &limits {
         Some(path) => Some(load_limits(path)?),
         None => None,
     };
     let (keypair, origin) = identity::load_or_create(&data_dir.join(identity::FILE_NAME))?;
-    let (peerstore, described) = if args.ephemeral {
+    let (peerstore, described) = if ephemeral {
         (Peerstore::default(), "in memory".to_owned())
     } else {
         let path = data_dir.join(peerage_store::peerstore::FILE_NAME);
@@ -91,15 +98,15 @@ pub async fn run(args: RunArgs, admin: &crate::client::ClientArgs) -> anyhow::Re
     };
     let node = Node::start(NodeConfig {
         keypair,
-        listen: args.listen,
-        bootstrap: args.bootstrap,
+        listen,
+        bootstrap,
         bounds,
         connmgr,
         peerstore,
         limits,
-        private_mode: args.private_mode,
+        pool,
         peers_file: Some(data_dir.join(peerage::peers_file::FILE_NAME)),
-        peers_file_period: args.peers_file_period,
+        peers_file_period,
     })
     .await?;
     let handle = node.handle;

@@ -25,7 +25,7 @@ async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
         bounds: Bounds::new(1, 1, 4).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
         limits: None,
-        private_mode: false,
+        pool: Default::default(),
         peers_file: None,
         peers_file_period: Duration::from_secs(30),
         peerstore: Default::default(),

@@ -25,7 +25,7 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
         bounds: Bounds::from_connections(6),
         connmgr: peerage::connmgr::Config::default(),
         limits: None,
-        private_mode: false,
+        pool: Default::default(),
         peers_file: None,
         peers_file_period: std::time::Duration::from_secs(30),
         peerstore: Default::default(),

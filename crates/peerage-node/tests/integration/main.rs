@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod config;
 mod devnet;
 mod js_interop;
 mod operate;

@@ -35,13 +35,20 @@ fn node(dir: &tempfile::TempDir, bootstrap: Option<&str>) -> (Running, String, S
     (node, id, addr, admin)
 }
 
-/// `peerage ARGS --admin ADMIN --json`, parsed.
-fn cli(admin: &str, args: &[&str]) -> Value {
+/// `peerage ARGS --admin ADMIN --json`: the JSON, or the error on stderr.
+fn try_cli(admin: &str, args: &[&str]) -> Result<Value, String> {
     let mut all = args.to_vec();
     all.extend(["--admin", admin, "--json"]);
     let (code, stdout, stderr) = output(&all);
-    assert_eq!(code, 0, "peerage {args:?}: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+    if code != 0 {
+        return Err(stderr);
+    }
+    Ok(serde_json::from_str(&stdout).unwrap_or(Value::Null))
+}
+
+/// As [`try_cli`], which must succeed.
+fn cli(admin: &str, args: &[&str]) -> Value {
+    try_cli(admin, args).unwrap_or_else(|e| panic!("peerage {args:?}: {e}"))
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -62,10 +69,8 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
     let (_a, _a_id, a_addr, admin) = node(&da, None);
     let (_b, b_id, _, _) = node(&db, Some(&a_addr));
     let (_c, c_id, c_addr, _) = node(&dc, Some(&a_addr));
-    let running = |id: &str| {
-        let peer = cli(&admin, &["peer", id]);
-        peer["state"] == "running"
-    };
+    // Unknown (404) until it has connected.
+    let running = |id: &str| try_cli(&admin, &["peer", id]).is_ok_and(|p| p["state"] == "running");
     wait_for("B and C connect to A", || running(&b_id) && running(&c_id));
     let status = cli(&admin, &["status"]);
     assert!(

@@ -23,7 +23,7 @@ fn node_config(
         bounds: Bounds::new(1, 1, 2).unwrap(),
         connmgr: peerage::connmgr::Config::default(),
         limits: None,
-        private_mode: false,
+        pool: Default::default(),
         peers_file: None,
         peers_file_period: std::time::Duration::from_secs(30),
         peerstore,

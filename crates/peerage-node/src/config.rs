@@ -1,0 +1,349 @@
+//! The node's configuration file (`--config FILE`, TOML) and the effective configuration:
+//! built-in defaults, then the file, then the flags, each overriding the one before.
+//!
+//! ```toml
+//! data_dir = "/var/lib/peerage"
+//! listen = ["/ip4/0.0.0.0/tcp/9732"]
+//! bootstrap = ["/dns4/boot.example.org/tcp/9732/p2p/12D3KooW..."]
+//! private_mode = false
+//! peers_file_period = "30s"
+//! limits = "limits.json"          # go-libp2p JSON, relative to the config file
+//! admin = "127.0.0.1:8732"
+//! log = "info"
+//!
+//! [connections]                   # Octez's bounds and go's watermarks
+//! connections = 50                # or min / expected / max
+//! low_water = 40
+//! high_water = 75
+//! grace_period = "1m"
+//!
+//! [pool]
+//! max_known_points = [400, 300]   # (high, low); Octez's defaults
+//! max_known_peers = [400, 300]
+//! ip_greylist_size = 16384
+//! ip_greylist_cleanup_delay = "1day"
+//! peer_greylist_size = 1023
+//! ```
+//!
+//! Unknown keys and bad values are errors naming the key and the reason. The checks of Octez's
+//! `config_validation.ml` apply: ordered bounds, `low <= high` for the known-point and peer
+//! tables, and `max` connections within both tables' low bounds.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use libp2p::Multiaddr;
+use peerage::{connmgr, maintenance::Bounds, pool};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cli::{ConnectionArgs, RunArgs},
+    client::ClientArgs,
+};
+
+/// The listen addresses without `--listen` or `listen`.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/9732", "/ip4/0.0.0.0/udp/9732/quic-v1"];
+
+/// `[connections]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsFile {
+    /// Octez's `--connections N`.
+    pub connections: Option<usize>,
+    /// Lowest healthy count.
+    pub min: Option<usize>,
+    /// Target count.
+    pub expected: Option<usize>,
+    /// Soft ceiling.
+    pub max: Option<usize>,
+    /// The connection manager's low watermark.
+    pub low_water: Option<usize>,
+    /// The connection manager's high watermark.
+    pub high_water: Option<usize>,
+    /// Grace period (`"1m"`).
+    pub grace_period: Option<String>,
+}
+
+/// `[pool]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    /// `[high, low]` of the point table.
+    pub max_known_points: Option<(usize, usize)>,
+    /// `[high, low]` of the peer table.
+    pub max_known_peers: Option<(usize, usize)>,
+    /// IPs in the greylist.
+    pub ip_greylist_size: Option<usize>,
+    /// How long an IP stays greylisted (`"1day"`).
+    pub ip_greylist_cleanup_delay: Option<String>,
+    /// Peers in the greylist.
+    pub peer_greylist_size: Option<usize>,
+}
+
+/// The configuration file, every key optional. Also the effective configuration, with every
+/// key set, as `peerage config show` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen addresses.
+    pub listen: Option<Vec<String>>,
+    /// Bootstrap (trusted) points.
+    pub bootstrap: Option<Vec<String>>,
+    /// Keep the peerstore in memory.
+    pub ephemeral: Option<bool>,
+    /// Private mode.
+    pub private_mode: Option<bool>,
+    /// How often the peers file is saved (`"30s"`).
+    pub peers_file_period: Option<String>,
+    /// The limits file (go-libp2p JSON).
+    pub limits: Option<PathBuf>,
+    /// The admin API's address.
+    pub admin: Option<SocketAddr>,
+    /// The admin API's bearer token.
+    pub admin_token: Option<String>,
+    /// The log filter (`info`, `peerage=debug`).
+    pub log: Option<String>,
+    /// Connection bounds and watermarks.
+    pub connections: Option<ConnectionsFile>,
+    /// Pool tables and greylists.
+    pub pool: Option<PoolFile>,
+}
+
+impl FileConfig {
+    /// Reads and parses a configuration file; relative paths in it are taken from the file's
+    /// directory.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable file, a TOML syntax error, an unknown key or a value of the wrong type,
+    /// each naming the file, the key and the line.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        let mut config: Self = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+            .with_context(|| format!("in the config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.data_dir, &mut config.limits]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// The effective configuration of `peerage run`.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    /// As written back by `config show`.
+    pub file: FileConfig,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap points.
+    pub bootstrap: Vec<Multiaddr>,
+    /// In-memory peerstore.
+    pub ephemeral: bool,
+    /// The connection bounds.
+    pub bounds: Bounds,
+    /// The connection manager's configuration.
+    pub connmgr: connmgr::Config,
+    /// The pool's configuration.
+    pub pool: pool::Config,
+    /// Peers file period.
+    pub peers_file_period: Duration,
+    /// Limits file.
+    pub limits: Option<PathBuf>,
+    /// Admin API address and token.
+    pub admin: ClientArgs,
+    /// Log filter.
+    pub log: String,
+}
+
+fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(value).with_context(|| format!("{key}: {value:?} is not a duration"))
+}
+
+fn addrs(key: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<Multiaddr>()
+                .with_context(|| format!("{key}: {v:?} is not a multiaddr"))
+        })
+        .collect()
+}
+
+/// Merges the file (if `--config`), then the flags, over the defaults, and checks the result.
+///
+/// # Errors
+///
+/// A bad file (see [`FileConfig::load`]) or a bad value, naming the key or flag and the reason.
+pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let c = file.connections.clone().unwrap_or_default();
+    let p = file.pool.clone().unwrap_or_default();
+    let flags = &args.connections;
+    let connections = ConnectionArgs {
+        connections: flags.connections.or(c.connections),
+        min_connections: flags.min_connections.or(c.min),
+        expected_connections: flags.expected_connections.or(c.expected),
+        max_connections: flags.max_connections.or(c.max),
+        low_water: flags.low_water.or(c.low_water),
+        high_water: flags.high_water.or(c.high_water),
+        grace_period: match (flags.grace_period, &c.grace_period) {
+            (Some(d), _) => Some(d),
+            (None, Some(s)) => Some(duration("connections.grace_period", s)?),
+            (None, None) => None,
+        },
+    };
+    let bounds = connections.bounds(50)?;
+    let connmgr = connections.connmgr(bounds)?;
+
+    let mut acl = pool::acl::Config::new();
+    if let Some(n) = p.ip_greylist_size {
+        if n == 0 {
+            bail!("pool.ip_greylist_size: must be positive");
+        }
+        acl = acl.with_ip_greylist_size(n);
+    }
+    if let Some(s) = &p.ip_greylist_cleanup_delay {
+        acl = acl.with_ip_greylist_cleanup_delay(duration("pool.ip_greylist_cleanup_delay", s)?);
+    }
+    if let Some(n) = p.peer_greylist_size {
+        if n == 0 {
+            bail!("pool.peer_greylist_size: must be positive");
+        }
+        acl = acl.with_peer_greylist_size(n);
+    }
+    let defaults = pool::Config::new();
+    let points = p.max_known_points.or(defaults.max_known_points());
+    let peers = p.max_known_peers.or(defaults.max_known_peers());
+    // Octez `config_validation.ml`.
+    for (key, bound) in [
+        ("pool.max_known_points", points),
+        ("pool.max_known_peers", peers),
+    ] {
+        if let Some((high, low)) = bound {
+            if low > high {
+                bail!("{key}: the low bound {low} is above the high bound {high}");
+            }
+            if bounds.max() > low {
+                bail!(
+                    "{key}: the low bound {low} is below the max connections {} (Octez's config validation)",
+                    bounds.max()
+                );
+            }
+        }
+    }
+    let private_mode = args.private_mode || file.private_mode.unwrap_or(false);
+    let pool = pool::Config::new()
+        .with_max_known_points(points)
+        .with_max_known_peers(peers)
+        .with_acl(acl)
+        .with_private_mode(private_mode);
+
+    let listen = if !args.listen.is_empty() {
+        args.listen.clone()
+    } else if let Some(l) = &file.listen {
+        addrs("listen", l)?
+    } else {
+        DEFAULT_LISTEN
+            .iter()
+            .map(|a| a.parse().expect("valid"))
+            .collect()
+    };
+    let mut bootstrap = match &file.bootstrap {
+        Some(b) => addrs("bootstrap", b)?,
+        None => Vec::new(),
+    };
+    bootstrap.extend(args.bootstrap.iter().cloned());
+    let peers_file_period = match (args.peers_file_period, &file.peers_file_period) {
+        (Some(d), _) => d,
+        (None, Some(s)) => duration("peers_file_period", s)?,
+        (None, None) => Duration::from_secs(30),
+    };
+    if peers_file_period.is_zero() {
+        bail!("peers_file_period: must be positive");
+    }
+    let data_dir = match args.data_dir.clone().or(file.data_dir.clone()) {
+        Some(d) => d,
+        None => {
+            crate::run::default_data_dir().context("no platform data directory; pass --data-dir")?
+        }
+    };
+    let admin = ClientArgs {
+        admin: admin.admin.or(file.admin),
+        admin_token: admin.admin_token.clone().or(file.admin_token.clone()),
+        json: admin.json,
+    };
+    let log = file.log.clone().unwrap_or_else(|| "info".to_owned());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+        bail!("log: {log:?}: {e}");
+    }
+    let limits = args.limits.clone().or(file.limits.clone());
+    let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
+    let shown = FileConfig {
+        data_dir: Some(data_dir.clone()),
+        listen: Some(listen.iter().map(ToString::to_string).collect()),
+        bootstrap: Some(bootstrap.iter().map(ToString::to_string).collect()),
+        ephemeral: Some(ephemeral),
+        private_mode: Some(private_mode),
+        peers_file_period: Some(humantime::format_duration(peers_file_period).to_string()),
+        limits: limits.clone(),
+        admin: admin.admin,
+        admin_token: admin.admin_token.as_ref().map(|_| "(set)".to_owned()),
+        log: Some(log.clone()),
+        connections: Some(ConnectionsFile {
+            connections: None,
+            min: Some(bounds.min()),
+            expected: Some(bounds.expected()),
+            max: Some(bounds.max()),
+            low_water: Some(connmgr.low_water()),
+            high_water: Some(connmgr.high_water()),
+            grace_period: Some(humantime::format_duration(connmgr.grace_period()).to_string()),
+        }),
+        pool: Some(PoolFile {
+            max_known_points: points,
+            max_known_peers: peers,
+            ip_greylist_size: Some(acl.ip_greylist_size()),
+            ip_greylist_cleanup_delay: Some(
+                humantime::format_duration(acl.ip_greylist_cleanup_delay()).to_string(),
+            ),
+            peer_greylist_size: Some(acl.peer_greylist_size()),
+        }),
+    };
+    Ok(Effective {
+        file: shown,
+        data_dir,
+        listen,
+        bootstrap,
+        ephemeral,
+        bounds,
+        connmgr,
+        pool,
+        peers_file_period,
+        limits,
+        admin,
+        log,
+    })
+}
+
+/// The effective configuration as TOML (the admin token hidden).
+pub fn show(effective: &Effective) -> String {
+    toml::to_string(&effective.file).expect("the configuration serializes")
+}

@@ -1,0 +1,149 @@
+//! `--config FILE` (TOML): the effective configuration, flags over the file, and bad files
+//! refused with the key and the reason.
+
+use crate::support::{Running, output};
+
+fn write(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("peerage.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn config_show_merges_defaults_file_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        r#"
+data_dir = "data"
+listen = ["/ip4/127.0.0.1/tcp/0"]
+private_mode = true
+peers_file_period = "5s"
+log = "warn"
+
+[connections]
+connections = 10
+grace_period = "30s"
+
+[pool]
+max_known_points = [100, 80]
+peer_greylist_size = 7
+"#,
+    );
+    let (code, stdout, stderr) = output(&[
+        "config",
+        "show",
+        "--config",
+        &file,
+        "--max-connections",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(
+        shown["data_dir"].as_str().unwrap(),
+        dir.path().join("data").to_str().unwrap(),
+        "relative to the file"
+    );
+    assert_eq!(shown["private_mode"].as_bool(), Some(true));
+    assert_eq!(shown["peers_file_period"].as_str(), Some("5s"));
+    let c = &shown["connections"];
+    // --connections 10 from the file (5/10/15), the flag's max 20 over it.
+    assert_eq!(
+        (
+            c["min"].as_integer(),
+            c["expected"].as_integer(),
+            c["max"].as_integer()
+        ),
+        (Some(5), Some(10), Some(20))
+    );
+    assert_eq!(c["high_water"].as_integer(), Some(20));
+    assert_eq!(c["grace_period"].as_str(), Some("30s"));
+    let p = &shown["pool"];
+    assert_eq!(p["max_known_points"].as_array().unwrap().len(), 2);
+    assert_eq!(p["max_known_points"][1].as_integer(), Some(80));
+    assert_eq!(
+        p["max_known_peers"][0].as_integer(),
+        Some(400),
+        "Octez's default"
+    );
+    assert_eq!(p["peer_greylist_size"].as_integer(), Some(7));
+    assert_eq!(p["ip_greylist_cleanup_delay"].as_str(), Some("1day"));
+    // And the file alone checks.
+    let (code, stdout, _) = output(&["config", "check", &file]);
+    assert_eq!((code, stdout.trim()), (0, format!("ok: {file}").as_str()));
+}
+
+#[test]
+fn bad_config_files_name_the_key_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("colour = \"red\"\n", "unknown field `colour`"),
+        ("[connections]\nmax = \"many\"\n", "max"),
+        ("[pool]\nsize = 3\n", "unknown field `size`"),
+        (
+            "peers_file_period = \"soon\"\n",
+            "peers_file_period: \"soon\" is not a duration",
+        ),
+        (
+            "listen = [\"nowhere\"]\n",
+            "listen: \"nowhere\" is not a multiaddr",
+        ),
+        (
+            "[connections]\nmin = 9\nexpected = 3\n",
+            "invalid connection bounds",
+        ),
+        (
+            "[pool]\nmax_known_points = [400, 30]\n",
+            "pool.max_known_points: the low bound 30 is below the max connections 75",
+        ),
+        (
+            "[pool]\nmax_known_peers = [10, 300]\n",
+            "pool.max_known_peers: the low bound 300 is above the high bound 10",
+        ),
+        ("log = \"info,[\"\n", "log:"),
+        ("data_dir = ", "TOML parse error at line 1"),
+    ];
+    for (text, expected) in cases {
+        let file = write(&dir, text);
+        let (code, stdout, stderr) = output(&["config", "check", &file]);
+        assert_eq!(code, 1, "{text:?} was accepted: {stdout}");
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{stderr}");
+    }
+    let (code, _, stderr) = output(&["config", "check", "/nonexistent/peerage.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("reading the config file /nonexistent/peerage.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_takes_its_settings_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        r#"
+data_dir = "data"
+listen = ["/ip4/127.0.0.1/tcp/0"]
+admin = "127.0.0.1:0"
+"#,
+    );
+    let node = Running::start(&["--config", &file]);
+    node.line("peer id: ");
+    assert!(
+        node.line("peerstore: ")
+            .starts_with(dir.path().join("data").to_str().unwrap())
+    );
+    assert!(
+        node.line("listening on ")
+            .starts_with("/ip4/127.0.0.1/tcp/")
+    );
+    assert!(
+        node.line("admin API: http://127.0.0.1:")
+            .parse::<u16>()
+            .is_ok()
+    );
+    assert!(node.terminate().success());
+}
