@@ -15,6 +15,9 @@ use crate::{
     node::{Node, NodeConfig},
 };
 
+/// The lock file in the data directory, held by the running node.
+pub const LOCK_FILE: &str = "lock";
+
 /// The default data directory: the platform's data directory for `peerage`.
 pub fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "peerage").map(|d| d.data_dir().to_owned())
@@ -76,6 +79,23 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         None => None,
     };
     let (keypair, origin) = identity::load_or_create(&data_dir.join(identity::FILE_NAME))?;
+    // One node per data directory: an advisory lock on `DIR/lock`, held until the node stops
+    // (the OS releases it if the process dies).
+    let lock_path = data_dir.join(LOCK_FILE);
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening the lock file {}", lock_path.display()))?;
+    let mut lock = fd_lock::RwLock::new(lock_file);
+    let _held = lock.try_write().map_err(|_| {
+        anyhow::anyhow!(
+            "the data directory {} is in use by another running peerage node (lock file {})",
+            data_dir.display(),
+            lock_path.display()
+        )
+    })?;
     let (peerstore, described) = if ephemeral {
         (Peerstore::default(), "in memory".to_owned())
     } else {

@@ -401,6 +401,35 @@ async fn every_route_serves_the_node_and_reports_errors() {
     ] {
         assert!(text.contains(name), "{name} missing");
     }
+    // Every metric the Grafana dashboard in the repository queries is exported.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../grafana/peerage.json"
+    ))
+    .unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
+    let exported: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("libp2p_") || word.starts_with("peerage_") {
+                    let name = word.strip_suffix("_total").unwrap_or(word);
+                    assert!(
+                        exported.contains(&name),
+                        "the dashboard queries {word}, not exported"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried}");
 
     // Ban B: disconnected, greylist untouched, banned listed; clear the greylist.
     let (s, peer) = call(

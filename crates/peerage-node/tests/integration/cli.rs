@@ -173,6 +173,17 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     first.line("peerstore: ");
     let (code, _, stderr) = run_once(dir.path(), &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("already open"), "{stderr}");
+    let expected = format!(
+        "the data directory {data} is in use by another running peerage node (lock file {data}/lock)"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    // With the peerstore in memory too (no database to hold it).
+    let (code, _, stderr) = run_once(dir.path(), &["--ephemeral"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&expected), "{stderr}");
     assert!(first.terminate().success());
+    // Released at shutdown.
+    let again = Running::start(&["--data-dir", data, "--listen", LOOPBACK]);
+    again.line("peer id: ");
+    assert!(again.terminate().success());
 }

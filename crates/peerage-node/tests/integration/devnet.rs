@@ -6,7 +6,9 @@ use crate::support::output;
 
 #[test]
 fn devnet_converges_and_prints_one_json_object() {
-    let (code, stdout, stderr) = output(&["devnet", "--nodes", "12", "--json"]);
+    // Under a loaded CI machine convergence has taken up to 23 s (8.5 s alone); 60 s leaves room.
+    let (code, stdout, stderr) =
+        output(&["devnet", "--nodes", "12", "--duration", "60s", "--json"]);
     assert_eq!(code, 0, "stderr: {stderr}\nstdout: {stdout}");
     assert_eq!(stdout.lines().count(), 1, "exactly one line on stdout");
     let report: Value = serde_json::from_str(&stdout).unwrap();
@@ -16,8 +18,8 @@ fn devnet_converges_and_prints_one_json_object() {
     assert_eq!(report["bounds"]["max"], 9);
     let elapsed = report["elapsed_ms"].as_u64().unwrap();
     assert!(
-        elapsed < 30_000,
-        "converged before the 30 s default: {elapsed} ms"
+        elapsed < 60_000,
+        "converged within --duration: {elapsed} ms"
     );
     let nodes = report["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 12);
