@@ -37,6 +37,34 @@ use crate::node::Handle;
 struct AppState {
     node: Handle,
     registry: Arc<Registry>,
+    /// The byte totals at the previous `/network/stat`, for the rates.
+    last_bytes: Arc<std::sync::Mutex<Option<(Instant, u64, u64)>>>,
+}
+
+/// Bytes received and sent so far: the sums of libp2p-metrics'
+/// `libp2p_bandwidth_bytes_total{direction}` over every transport.
+fn bytes_total(registry: &Registry) -> (u64, u64) {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return (0, 0);
+    }
+    let (mut recv, mut sent) = (0, 0);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{"))
+    {
+        let value = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        if line.contains("direction=\"Inbound\"") {
+            recv += value;
+        } else if line.contains("direction=\"Outbound\"") {
+            sent += value;
+        }
+    }
+    (recv, sent)
 }
 
 /// An API error: JSON `{"error": ..., "detail": ...}`.
@@ -151,9 +179,17 @@ pub struct NetworkStat {
     pub known_points: usize,
     /// Known peers.
     pub known_peers: usize,
+    /// Bytes received since the node started (every transport).
+    pub total_recv: u64,
+    /// Bytes sent since the node started.
+    pub total_sent: u64,
+    /// Bytes per second received since the previous `/network/stat` (0 at the first).
+    pub current_inflow: u64,
+    /// Bytes per second sent since the previous `/network/stat` (0 at the first).
+    pub current_outflow: u64,
 }
 
-/// Connection counts and bounds.
+/// Connection counts, bounds, bytes in and out and their rates.
 #[utoipa::path(get, path = "/network/stat", responses((status = 200, body = NetworkStat)))]
 async fn network_stat(State(s): State<AppState>) -> ApiResult<NetworkStat> {
     let stat = s
@@ -169,9 +205,27 @@ async fn network_stat(State(s): State<AppState>) -> ApiResult<NetworkStat> {
                 bounds: [bounds.min(), bounds.expected(), bounds.max()],
                 known_points: b.pool().known_points(),
                 known_peers: b.pool().known_peers(),
+                total_recv: 0,
+                total_sent: 0,
+                current_inflow: 0,
+                current_outflow: 0,
             }
         })
         .await?;
+    let mut stat = stat;
+    let now = Instant::now();
+    let (recv, sent) = bytes_total(&s.registry);
+    let mut last = s.last_bytes.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((then, r0, s0)) = *last {
+        let secs = now.saturating_duration_since(then).as_secs_f64();
+        if secs > 0.0 {
+            stat.current_inflow = (recv.saturating_sub(r0) as f64 / secs) as u64;
+            stat.current_outflow = (sent.saturating_sub(s0) as f64 / secs) as u64;
+        }
+    }
+    *last = Some((now, recv, sent));
+    stat.total_recv = recv;
+    stat.total_sent = sent;
     Ok(Json(stat))
 }
 
@@ -898,7 +952,11 @@ pub fn router(node: Handle, registry: Arc<Registry>, token: Option<String>) -> a
             }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(AppState { node, registry });
+        .with_state(AppState {
+            node,
+            registry,
+            last_bytes: Arc::default(),
+        });
     match token {
         Some(token) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
@@ -922,6 +980,18 @@ pub fn router(node: Handle, registry: Arc<Registry>, token: Option<String>) -> a
         })),
         None => router,
     }
+}
+
+/// A router serving `/metrics` alone (no token: it exposes counts, not control).
+pub fn metrics_router(node: Handle, registry: Arc<Registry>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(|| async { ApiError::not_found("only /metrics here") })
+        .with_state(AppState {
+            node,
+            registry,
+            last_bytes: Arc::default(),
+        })
 }
 
 /// The paths and methods of the OpenAPI document, as `METHOD /path` lines, sorted.

@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// Default: those scaled defaults.
     #[arg(long, value_name = "FILE.json")]
     pub limits: Option<PathBuf>,
+    /// Serve `/metrics` (Prometheus text) alone on this address too, without a token, for a
+    /// scraper that should not reach the admin API. Default: only on `--admin`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Private mode (Octez `--private-mode`): dial only the bootstrap points, admit only
     /// trusted peers, no peer exchange.
     #[arg(long)]

@@ -9,6 +9,7 @@
 //! peers_file_period = "30s"
 //! limits = "limits.json"          # go-libp2p JSON, relative to the config file
 //! admin = "127.0.0.1:8732"
+//! metrics = "127.0.0.1:9732"      # /metrics alone, without the admin API
 //! log = "info"
 //!
 //! [connections]                   # Octez's bounds and go's watermarks
@@ -105,6 +106,8 @@ pub struct FileConfig {
     pub limits: Option<PathBuf>,
     /// The admin API's address.
     pub admin: Option<SocketAddr>,
+    /// An address serving `/metrics` alone.
+    pub metrics: Option<SocketAddr>,
     /// The admin API's bearer token.
     pub admin_token: Option<String>,
     /// The log filter (`info`, `peerage=debug`).
@@ -167,6 +170,8 @@ pub struct Effective {
     pub limits: Option<PathBuf>,
     /// Admin API address and token.
     pub admin: ClientArgs,
+    /// The address serving `/metrics` alone.
+    pub metrics: Option<SocketAddr>,
     /// Log filter.
     pub log: String,
 }
@@ -306,6 +311,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         peers_file_period: Some(humantime::format_duration(peers_file_period).to_string()),
         limits: limits.clone(),
         admin: admin.admin,
+        metrics: args.metrics.or(file.metrics),
         admin_token: admin.admin_token.as_ref().map(|_| "(set)".to_owned()),
         log: Some(log.clone()),
         connections: Some(ConnectionsFile {
@@ -339,6 +345,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         peers_file_period,
         limits,
         admin,
+        metrics: args.metrics.or(file.metrics),
         log,
     })
 }

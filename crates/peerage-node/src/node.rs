@@ -183,6 +183,7 @@ fn build_swarm(
     peerstore: Peerstore,
     limits: rcmgr::LimitConfig,
     pool: pool::Config,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Swarm<peerage::Behaviour>> {
     // go-libp2p GH#1640: above the system connection limit, trims would never start.
     connmgr
@@ -204,6 +205,8 @@ fn build_swarm(
         .with_other_transport(|key| {
             rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
         })?
+        // libp2p-metrics: `libp2p_bandwidth_bytes_total{protocols, direction}`.
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key| peerage::Behaviour::new(key, config))?
         // The behaviour keeps connections alive itself; this only bounds connections that no
         // handler wants, which do not occur.
@@ -255,6 +258,7 @@ impl Node {
     /// a dialable point; each error names the address.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let peer_id = config.keypair.public().to_peer_id();
+        let mut registry = prometheus_client::registry::Registry::default();
         let mut swarm = build_swarm(
             config.keypair,
             config.bounds,
@@ -262,6 +266,7 @@ impl Node {
             config.peerstore,
             config.limits.unwrap_or_else(rcmgr::auto_scale),
             config.pool,
+            &mut registry,
         )?;
         let peers_file = config.peers_file.map(PeersFile::new);
         if let Some(file) = &peers_file {
@@ -317,7 +322,8 @@ impl Node {
             }
         }
         let peerstore = swarm.behaviour().peerstore().clone();
-        let mut registry = prometheus_client::registry::Registry::default();
+        // libp2p-metrics: the swarm's `libp2p_swarm_*`.
+        let swarm_metrics = libp2p::metrics::Metrics::new(&mut registry);
         swarm
             .behaviour()
             .connmgr()
@@ -330,7 +336,13 @@ impl Node {
         let (tx, rx) = mpsc::channel(16);
         let span = tracing::info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(tracing::Instrument::instrument(
-            event_loop(swarm, rx, peers_file, config.peers_file_period, metrics),
+            event_loop(
+                swarm,
+                rx,
+                peers_file,
+                config.peers_file_period,
+                (metrics, swarm_metrics),
+            ),
             span,
         ));
         Ok(Node {
@@ -377,7 +389,7 @@ async fn event_loop(
     mut rx: mpsc::Receiver<Command>,
     peers_file: Option<PeersFile>,
     peers_file_period: Duration,
-    metrics: crate::metrics::PoolMetrics,
+    (metrics, swarm_metrics): (crate::metrics::PoolMetrics, libp2p::metrics::Metrics),
 ) {
     let peerstore = swarm.behaviour().peerstore().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -410,6 +422,7 @@ async fn event_loop(
                 }
             },
             event = swarm.select_next_some() => {
+                libp2p::metrics::Recorder::record(&swarm_metrics, &event);
                 match &event {
                     SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
                         metrics.maintenance(dialed.len(), closed.len(), *asked);

@@ -57,6 +57,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         peers_file_period,
         limits,
         admin,
+        metrics,
         ..
     } = config;
     if let Some(addr) = admin.admin
@@ -71,6 +72,14 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot serve the admin API on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics = match metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve the metrics on {addr}"))?,
         ),
         None => None,
     };
@@ -154,9 +163,25 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let metrics_task = match metrics {
+        Some(listener) => {
+            println!("metrics: http://{}/metrics", listener.local_addr()?);
+            let router = crate::admin::metrics_router(handle.clone(), node.registry.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("metrics: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
     shutdown.recv().await;
     tracing::info!("shutting down");
     // The API holds a handle: the node stops once every handle is gone.
+    if let Some(task) = metrics_task {
+        task.abort();
+        let _ = task.await;
+    }
     if let Some(task) = admin_task {
         task.abort();
         let _ = task.await;

@@ -127,6 +127,8 @@ async fn every_route_serves_the_node_and_reports_errors() {
     assert_eq!(stat["connections"], 1);
     assert_eq!(stat["incoming_connections"], 1);
     assert_eq!(stat["bounds"], json!([1, 1, 4]));
+    assert!(stat["total_recv"].as_u64().unwrap() > 0, "{stat}");
+    assert!(stat["total_sent"].as_u64().unwrap() > 0, "{stat}");
 
     let (s, conns) = call(&router, Method::GET, "/network/connections", None, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -398,6 +400,8 @@ async fn every_route_serves_the_node_and_reports_errors() {
         "libp2p_connmgr_connections",
         "peerage_pool_points",
         "peerage_maintenance_dials",
+        "libp2p_swarm_connections_established",
+        "libp2p_bandwidth_bytes",
     ] {
         assert!(text.contains(name), "{name} missing");
     }

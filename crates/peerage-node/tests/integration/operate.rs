@@ -10,13 +10,19 @@ use crate::support::{Running, output};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
-fn node(dir: &tempfile::TempDir, bootstrap: Option<&str>) -> (Running, String, String, String) {
+/// A node: its process, peer ID, listen address, admin address and metrics address.
+fn node(
+    dir: &tempfile::TempDir,
+    bootstrap: Option<&str>,
+) -> (Running, String, String, String, String) {
     let mut args = vec![
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--listen",
         LOOPBACK,
         "--admin",
+        "127.0.0.1:0",
+        "--metrics",
         "127.0.0.1:0",
         "--min-connections",
         "1",
@@ -32,7 +38,8 @@ fn node(dir: &tempfile::TempDir, bootstrap: Option<&str>) -> (Running, String, S
     let id = node.line("peer id: ");
     let addr = node.line("listening on ");
     let admin = node.line("admin API: http://");
-    (node, id, addr, admin)
+    let metrics = node.line("metrics: http://");
+    (node, id, addr, admin, metrics)
 }
 
 /// `peerage ARGS --admin ADMIN --json`: the JSON, or the error on stderr.
@@ -66,9 +73,9 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (_a, _a_id, a_addr, admin) = node(&da, None);
-    let (_b, b_id, _, _) = node(&db, Some(&a_addr));
-    let (_c, c_id, c_addr, _) = node(&dc, Some(&a_addr));
+    let (_a, _a_id, a_addr, admin, metrics) = node(&da, None);
+    let (_b, b_id, _, _, _) = node(&db, Some(&a_addr));
+    let (_c, c_id, c_addr, _, _) = node(&dc, Some(&a_addr));
     // Unknown (404) until it has connected.
     let running = |id: &str| try_cli(&admin, &["peer", id]).is_ok_and(|p| p["state"] == "running");
     wait_for("B and C connect to A", || running(&b_id) && running(&c_id));
@@ -114,19 +121,29 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
     );
     assert_eq!(cli(&admin, &["limits"])["System"]["ConnsInbound"], 123);
 
-    // Metrics.
-    let mut response = ureq::get(&format!("http://{admin}/metrics"))
-        .call()
-        .unwrap();
-    let text = response.body_mut().read_to_string().unwrap();
-    for name in [
-        "libp2p_rcmgr_connections",
-        "libp2p_connmgr_connections",
-        "peerage_pool_peers",
-        "peerage_maintenance_cycles",
+    // Metrics, on the admin address and on the metrics-only one (which serves nothing else).
+    for url in [
+        format!("http://{admin}/metrics"),
+        format!("http://{metrics}"),
     ] {
-        assert!(text.contains(name), "{name} missing from /metrics");
+        let mut response = ureq::get(&url).call().unwrap();
+        let text = response.body_mut().read_to_string().unwrap();
+        for name in [
+            "libp2p_rcmgr_connections",
+            "libp2p_connmgr_connections",
+            "peerage_pool_peers",
+            "peerage_maintenance_cycles",
+            "libp2p_swarm_connections_established",
+        ] {
+            assert!(text.contains(name), "{name} missing from {url}");
+        }
     }
+    let metrics_host = metrics.trim_end_matches("/metrics");
+    let refused = ureq::get(&format!("http://{metrics_host}/network/self")).call();
+    assert!(
+        matches!(refused, Err(ureq::Error::StatusCode(404))),
+        "{refused:?}"
+    );
 }
 
 #[test]
