@@ -255,6 +255,42 @@ fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
     out
 }
 
+/// The columns of a peer in a table: JSON key and header.
+const PEER_COLUMNS: &[(&str, &str)] = &[
+    ("peer_id", "PEER ID"),
+    ("state", "STATE"),
+    ("trusted", "TRUSTED"),
+    ("banned", "BANNED"),
+    ("score", "SCORE"),
+    ("latency_ms", "LATENCY MS"),
+];
+
+/// The columns of a point in a table.
+const POINT_COLUMNS: &[(&str, &str)] = &[
+    ("point", "POINT"),
+    ("state", "STATE"),
+    ("peer_id", "PEER ID"),
+    ("trusted", "TRUSTED"),
+    ("banned", "BANNED"),
+    ("reconnect_in_secs", "RECONNECT IN S"),
+];
+
+/// A list (`/network/peers` or `/network/points`), optionally of one state, as a table or JSON.
+fn list(
+    c: &Client,
+    args: &ClientArgs,
+    path: &str,
+    state: Option<&str>,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let query = state.map(|s| format!("?filter={s}")).unwrap_or_default();
+    let v = c.request("GET", &format!("{path}{query}"), None)?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&v).expect("JSON") + "\n");
+    }
+    Ok(table(v.as_array().map_or(&[][..], Vec::as_slice), columns))
+}
+
 /// Runs a client command against the node; returns what to print.
 ///
 /// # Errors
@@ -297,27 +333,7 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
                 stat["known_peers"],
             )
         }
-        C::Peers { state } => {
-            let q = state
-                .as_ref()
-                .map(|s| format!("?filter={s}"))
-                .unwrap_or_default();
-            let v = c.request("GET", &format!("/network/peers{q}"), None)?;
-            if args.json {
-                return Ok(json(v));
-            }
-            table(
-                v.as_array().map_or(&[][..], Vec::as_slice),
-                &[
-                    ("peer_id", "PEER ID"),
-                    ("state", "STATE"),
-                    ("trusted", "TRUSTED"),
-                    ("banned", "BANNED"),
-                    ("score", "SCORE"),
-                    ("latency_ms", "LATENCY MS"),
-                ],
-            )
-        }
+        C::Peers { state } => list(&c, args, "/network/peers", state.as_deref(), PEER_COLUMNS)?,
         C::Peer { id } => {
             let v = c.request("GET", &format!("/network/peers/{id}"), None)?;
             if args.json {
@@ -325,15 +341,7 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
             }
             let mut out = table(
                 std::slice::from_ref(&v),
-                &[
-                    ("peer_id", "PEER ID"),
-                    ("state", "STATE"),
-                    ("trusted", "TRUSTED"),
-                    ("banned", "BANNED"),
-                    ("score", "SCORE"),
-                    ("latency_ms", "LATENCY MS"),
-                    ("protected", "PROTECTED"),
-                ],
+                &[PEER_COLUMNS, &[("protected", "PROTECTED")]].concat(),
             );
             for a in v["addrs"].as_array().into_iter().flatten() {
                 let certified = if a["certified"] == Value::Bool(true) {
@@ -358,27 +366,7 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
             let _ = writeln!(out, "tags: {}", v["tags"]);
             out
         }
-        C::Points { state } => {
-            let q = state
-                .as_ref()
-                .map(|s| format!("?filter={s}"))
-                .unwrap_or_default();
-            let v = c.request("GET", &format!("/network/points{q}"), None)?;
-            if args.json {
-                return Ok(json(v));
-            }
-            table(
-                v.as_array().map_or(&[][..], Vec::as_slice),
-                &[
-                    ("point", "POINT"),
-                    ("state", "STATE"),
-                    ("peer_id", "PEER ID"),
-                    ("trusted", "TRUSTED"),
-                    ("banned", "BANNED"),
-                    ("reconnect_in_secs", "RECONNECT IN S"),
-                ],
-            )
-        }
+        C::Points { state } => list(&c, args, "/network/points", state.as_deref(), POINT_COLUMNS)?,
         C::Connect { point } => {
             let v = c.request(
                 "PUT",

@@ -67,22 +67,8 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         anyhow::bail!("--admin {addr} is not a loopback address: it needs --admin-token");
     }
     let token = admin.admin_token.clone();
-    let admin = match admin.admin {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve the admin API on {addr}"))?,
-        ),
-        None => None,
-    };
-    let metrics = match metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve the metrics on {addr}"))?,
-        ),
-        None => None,
-    };
+    let admin = bind(admin.admin, "the admin API").await?;
+    let metrics = bind(metrics, "the metrics").await?;
     let limits = match &limits {
         Some(path) => Some(load_limits(path)?),
         None => None,
@@ -189,6 +175,20 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
     drop(handle);
     node.task.await.context("node task")?;
     Ok(())
+}
+
+/// Binds `addr`, if given, for `what`.
+async fn bind(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve {what} on {addr}"))?;
+    Ok(Some(listener))
 }
 
 /// SIGINT or SIGTERM (Ctrl-C elsewhere).

@@ -107,6 +107,21 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
     let peer = cli(&admin, &["peer", &c_id]);
     assert_eq!(peer["protected"], Value::Bool(true), "{peer}");
 
+    // The human tables.
+    let (code, table, _) = output(&["points", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("POINT"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(point) && l.contains("true")),
+        "{table}"
+    );
+    let (code, table, _) = output(&["peers", "--state", "running", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("PEER ID"), "{table}");
+    assert!(table.contains(&c_id) && !table.contains(&b_id), "{table}");
+
     // Change the limits: applied, and a bad file changes nothing.
     let file = da.path().join("limits.json");
     std::fs::write(&file, r#"{"System": {"ConnsInbound": 123}}"#).unwrap();
