@@ -7,11 +7,7 @@
 //! ...}` with the status that fits: 400 for a bad path or body, 404 for an unknown peer or
 //! point, 409 for a refused action, 401 without the token, 503 once the node has stopped.
 
-use std::{
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use axum::{
     Json,
@@ -1029,6 +1025,3 @@ pub async fn serve(
     axum::serve(listener, router(node, registry, token)).await?;
     Ok(())
 }
-
-/// How long a CLI request may take.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -30,6 +30,9 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// How long a request to the node may take.
+pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where the client commands look for the admin API without `--admin`.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:8732";
 
@@ -134,7 +137,7 @@ struct Client {
 impl Client {
     fn new(args: &ClientArgs) -> Self {
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(crate::admin::CLIENT_TIMEOUT))
+            .timeout_global(Some(CLIENT_TIMEOUT))
             .http_status_as_error(false)
             .build()
             .into();

@@ -301,6 +301,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         bail!("log: {log:?}: {e}");
     }
     let limits = args.limits.clone().or(file.limits.clone());
+    let metrics = args.metrics.or(file.metrics);
     let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
     let shown = FileConfig {
         data_dir: Some(data_dir.clone()),
@@ -311,7 +312,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         peers_file_period: Some(humantime::format_duration(peers_file_period).to_string()),
         limits: limits.clone(),
         admin: admin.admin,
-        metrics: args.metrics.or(file.metrics),
+        metrics,
         admin_token: admin.admin_token.as_ref().map(|_| "(set)".to_owned()),
         log: Some(log.clone()),
         connections: Some(ConnectionsFile {
@@ -345,7 +346,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         peers_file_period,
         limits,
         admin,
-        metrics: args.metrics.or(file.metrics),
+        metrics,
         log,
     })
 }

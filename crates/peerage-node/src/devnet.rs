@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
-use peerage::{connmgr, maintenance::Bounds, peerstore::Peerstore};
+use peerage::{connmgr, maintenance::Bounds};
 use serde::Serialize;
 
 use crate::{
@@ -252,16 +252,9 @@ async fn start_node(
     connmgr: &connmgr::Config,
 ) -> anyhow::Result<Node> {
     Node::start(NodeConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: vec![listen],
         bootstrap,
-        bounds,
         connmgr: connmgr.clone(),
-        peerstore: Peerstore::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: std::time::Duration::from_secs(30),
+        ..NodeConfig::new(Keypair::generate_ed25519(), vec![listen], bounds)
     })
     .await
 }

@@ -74,26 +74,27 @@ impl PoolMetrics {
         );
     }
 
-    /// Sets the pool's gauges from `behaviour`.
+    /// Sets the pool's gauges from `behaviour`: one pass over each table.
     pub fn update(&self, behaviour: &peerage::Behaviour) {
         let pool = behaviour.pool();
-        for state in ["disconnected", "requested", "accepted", "running"] {
-            let n = pool
-                .points()
-                .filter(|(_, p)| p.state().name() == state)
-                .count();
-            self.points
-                .get_or_create(&StateLabel { state })
-                .set(n as i64);
+        // Every state gets a gauge, zero included.
+        let mut points = [
+            ("disconnected", 0),
+            ("requested", 0),
+            ("accepted", 0),
+            ("running", 0),
+        ];
+        for (_, p) in pool.points() {
+            count(&mut points, p.state().name());
         }
-        for state in ["disconnected", "accepted", "running"] {
-            let n = pool
-                .peers()
-                .filter(|(_, p)| p.state().name() == state)
-                .count();
-            self.peers
-                .get_or_create(&StateLabel { state })
-                .set(n as i64);
+        let mut peers = [("disconnected", 0), ("accepted", 0), ("running", 0)];
+        for (_, p) in pool.peers() {
+            count(&mut peers, p.state().name());
+        }
+        for (family, counts) in [(&self.points, &points[..]), (&self.peers, &peers[..])] {
+            for (state, n) in counts {
+                family.get_or_create(&StateLabel { state }).set(*n);
+            }
         }
         let acl = pool.acl();
         self.greylisted_ips
@@ -114,5 +115,12 @@ impl PoolMetrics {
     /// Counts a failed outgoing connection.
     pub fn dial_failed(&self) {
         self.dial_failures.inc();
+    }
+}
+
+/// Adds one to `state`'s count.
+fn count(counts: &mut [(&'static str, i64)], state: &str) {
+    if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == state) {
+        *n += 1;
     }
 }

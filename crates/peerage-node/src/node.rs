@@ -54,6 +54,27 @@ pub struct NodeConfig {
     pub peers_file_period: Duration,
 }
 
+impl NodeConfig {
+    /// A node with this identity, listening on `listen`, within `bounds`; the rest as
+    /// `peerage run` without flags: no bootstrap point, go's default connection-manager
+    /// configuration, an in-memory peerstore, the machine's scaled limits, the default pool,
+    /// no peers file (saved every 30 s once one is set).
+    pub fn new(keypair: Keypair, listen: Vec<Multiaddr>, bounds: Bounds) -> Self {
+        Self {
+            keypair,
+            listen,
+            bootstrap: Vec::new(),
+            bounds,
+            connmgr: connmgr::Config::default(),
+            peerstore: Peerstore::default(),
+            limits: None,
+            pool: pool::Config::default(),
+            peers_file: None,
+            peers_file_period: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A node's state at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {

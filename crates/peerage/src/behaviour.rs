@@ -727,10 +727,7 @@ impl Behaviour {
 
     fn on_dial_failure(&mut self, failure: &DialFailure<'_>) {
         let now = Instant::now();
-        if let Some(peer) = self.accepted.remove(&failure.connection_id) {
-            let point = self.dials.get(&failure.connection_id);
-            self.pool.accept_failed(peer, point, now, &mut self.rng);
-        }
+        self.admission_failed(failure.connection_id);
         let Some(point) = self.dials.remove(&failure.connection_id) else {
             return;
         };
@@ -756,9 +753,7 @@ impl Behaviour {
     /// greylists on handshake decoding errors (not on timeouts or closed sockets).
     fn on_listen_failure(&mut self, failure: &ListenFailure<'_>) {
         let now = Instant::now();
-        if let Some(peer) = self.accepted.remove(&failure.connection_id) {
-            self.pool.accept_failed(peer, None, now, &mut self.rng);
-        }
+        self.admission_failed(failure.connection_id);
         if let ListenError::Transport(e) = failure.error
             && is_protocol_violation(e)
             && let Some(ip) = pool::ip_of(failure.send_back_addr)
@@ -1131,7 +1126,9 @@ impl Behaviour {
         }
     }
 
-    /// A behaviour after the pool refused a connection the pool had admitted.
+    /// A connection the pool had admitted failed before it was established (a behaviour after
+    /// the pool refused it, or the swarm reported a dial or listen failure): its peer and dialed
+    /// point go back to disconnected. Nothing happens for a connection the pool did not admit.
     fn admission_failed(&mut self, connection_id: ConnectionId) {
         if let Some(peer) = self.accepted.remove(&connection_id) {
             let point = self.dials.get(&connection_id);

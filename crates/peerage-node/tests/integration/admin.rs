@@ -19,16 +19,12 @@ use tower::ServiceExt;
 
 async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
     Node::start(NodeConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap,
-        bounds: Bounds::new(1, 1, 4).unwrap(),
-        connmgr: peerage::connmgr::Config::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: Duration::from_secs(30),
-        peerstore: Default::default(),
+        ..NodeConfig::new(
+            Keypair::generate_ed25519(),
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            Bounds::new(1, 1, 4).unwrap(),
+        )
     })
     .await
     .unwrap()

@@ -18,18 +18,11 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
         js.join("node_modules/libp2p").is_dir(),
         "js-libp2p is not installed: run `npm ci --prefix interop/js` (.ci/run does)"
     );
-    let node = Node::start(NodeConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: Vec::new(),
-        bounds: Bounds::from_connections(6),
-        connmgr: peerage::connmgr::Config::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: std::time::Duration::from_secs(30),
-        peerstore: Default::default(),
-    })
+    let node = Node::start(NodeConfig::new(
+        Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        Bounds::from_connections(6),
+    ))
     .await
     .unwrap();
     let handle = node.handle;

@@ -2,11 +2,11 @@
 //! (ban a peer and see it disconnected and refused, trust a point and see its peer protected,
 //! change the limits and see them applied) and scraped on `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Running, output};
+use crate::support::{Running, output, wait_for};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
@@ -56,14 +56,6 @@ fn try_cli(admin: &str, args: &[&str]) -> Result<Value, String> {
 /// As [`try_cli`], which must succeed.
 fn cli(admin: &str, args: &[&str]) -> Value {
     try_cli(admin, args).unwrap_or_else(|e| panic!("peerage {args:?}: {e}"))
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -2,21 +2,13 @@
 //! `kill -9` loses at most one period (Octez saves only at shutdown, tezos-k8s#561); loaded at
 //! start; a corrupt one set aside, never overwritten.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use peerage::peers_file::PeersFile;
 
-use crate::support::Running;
+use crate::support::{Running, wait_for};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn the_peers_file_survives_kill_9_and_loads_at_restart() {

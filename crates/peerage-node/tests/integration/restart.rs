@@ -17,16 +17,13 @@ fn node_config(
     peerstore: Peerstore,
 ) -> NodeConfig {
     NodeConfig {
-        keypair,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap,
-        bounds: Bounds::new(1, 1, 2).unwrap(),
-        connmgr: peerage::connmgr::Config::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: std::time::Duration::from_secs(30),
         peerstore,
+        ..NodeConfig::new(
+            keypair,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            Bounds::new(1, 1, 2).unwrap(),
+        )
     }
 }
 

@@ -87,6 +87,15 @@ impl Drop for Running {
     }
 }
 
+/// Polls `f` every 50 ms until it holds; panics naming `what` after 20 s.
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs `peerage` with `args` to completion; returns (exit code, stdout, stderr).
 pub(crate) fn output(args: &[&str]) -> (i32, String, String) {
     let out = peerage()

@@ -8,16 +8,12 @@ use peerage_node::node::{Node, NodeConfig};
 
 async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
     Node::start(NodeConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
         bootstrap,
-        bounds: Bounds::new(1, 1, 2).unwrap(),
-        connmgr: peerage::connmgr::Config::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: std::time::Duration::from_secs(30),
-        peerstore: Default::default(),
+        ..NodeConfig::new(
+            Keypair::generate_ed25519(),
+            vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+            Bounds::new(1, 1, 2).unwrap(),
+        )
     })
     .await
     .unwrap()
@@ -61,31 +57,20 @@ async fn nodes_connect_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_without_peer_id_over_tcp() {
     let tcp = || vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    let a = Node::start(NodeConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: tcp(),
-        bootstrap: Vec::new(),
-        bounds: Bounds::new(1, 1, 2).unwrap(),
-        connmgr: peerage::connmgr::Config::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: std::time::Duration::from_secs(30),
-        peerstore: Default::default(),
-    })
+    let a = Node::start(NodeConfig::new(
+        Keypair::generate_ed25519(),
+        tcp(),
+        Bounds::new(1, 1, 2).unwrap(),
+    ))
     .await
     .unwrap();
     let b = Node::start(NodeConfig {
-        keypair: Keypair::generate_ed25519(),
-        listen: tcp(),
         bootstrap: vec![a.handle.listen_addrs()[0].clone()],
-        bounds: Bounds::new(1, 1, 2).unwrap(),
-        connmgr: peerage::connmgr::Config::default(),
-        limits: None,
-        pool: Default::default(),
-        peers_file: None,
-        peers_file_period: std::time::Duration::from_secs(30),
-        peerstore: Default::default(),
+        ..NodeConfig::new(
+            Keypair::generate_ed25519(),
+            tcp(),
+            Bounds::new(1, 1, 2).unwrap(),
+        )
     })
     .await
     .unwrap();
