@@ -62,6 +62,7 @@ pub struct Config {
     agent_version: String,
     ping_interval: Duration,
     nack_linger: Duration,
+    max_nacked: usize,
     rng_seed: Option<u64>,
     maintenance_enabled: bool,
 }
@@ -77,6 +78,7 @@ impl Default for Config {
             agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
             ping_interval: Duration::from_secs(15),
             nack_linger: Duration::from_secs(2),
+            max_nacked: 20,
             rng_seed: None,
             maintenance_enabled: true,
         }
@@ -168,6 +170,15 @@ impl Config {
         self.nack_linger = d;
         self
     }
+    /// How many nacked connections may be open at once; above it, an inbound connection that
+    /// would be nacked is refused outright ([`TooManyConnections`]), without points. 20 by
+    /// default, as Octez's `max_incoming_connections`, its bound on incoming connections still
+    /// being handled. Nacked connections are left out of the connection manager (see
+    /// [`connmgr::Behaviour::exclude`]): this is their bound.
+    pub fn with_max_nacked(mut self, n: usize) -> Self {
+        self.max_nacked = n;
+        self
+    }
     /// Seed of the RNG behind random choices (victims, sampled points, jitter), for
     /// reproducible runs. Seeded from the OS by default.
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
@@ -250,6 +261,17 @@ pub struct Inner {
     ping: ping::Behaviour,
     pex: pex::Behaviour,
     keep_alive: keep_alive::Behaviour,
+}
+
+/// An inbound connection refused outright, without points: the node has `max_threshold`
+/// connections and already holds [`Config::with_max_nacked`] nacked connections open.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("too many connections: {active} active, and {nacked} nacked connections still open")]
+pub struct TooManyConnections {
+    /// Connections the pool counts.
+    pub active: usize,
+    /// Nacked connections open (the bound).
+    pub nacked: usize,
 }
 
 /// An established connection, as [`Behaviour::connections`] lists it.
@@ -345,6 +367,9 @@ pub struct Behaviour {
     maintenance: Maintenance,
     rng: StdRng,
     nack_linger: Duration,
+    max_nacked: usize,
+    /// Inbound connections admitted only to be nacked, not yet reported established.
+    nacking: HashSet<ConnectionId>,
     connections: HashMap<ConnectionId, Connection>,
     /// Maintenance dials in flight, by the connection ID the swarm will use.
     dials: HashMap<ConnectionId, Multiaddr>,
@@ -424,6 +449,8 @@ impl Behaviour {
             maintenance,
             rng,
             nack_linger: config.nack_linger,
+            max_nacked: config.max_nacked,
+            nacking: HashSet::new(),
             connections: HashMap::new(),
             dials: HashMap::new(),
             accepted: HashMap::new(),
@@ -643,21 +670,12 @@ impl Behaviour {
         peer_id: PeerId,
         connection_id: ConnectionId,
         endpoint: &libp2p::core::ConnectedPoint,
-        other_established: usize,
     ) {
         let now = Instant::now();
         let point = self.dials.remove(&connection_id);
         self.accepted.remove(&connection_id);
         let remote = endpoint.get_remote_address().clone();
-        // Nacked at `max_threshold`; a peer that needs connections may still be admitted, up to
-        // `max`, when it asks for points (see `Bounds`).
-        let full = self.pool.active() >= self.maintenance.bounds().max_threshold();
-        if endpoint.is_listener()
-            && other_established == 0
-            && full
-            && !self.pool.is_running(&peer_id)
-            && !self.pool.is_trusted_peer(&peer_id)
-        {
+        if self.nacking.remove(&connection_id) {
             tracing::debug!(%peer_id, active = self.pool.active(), "nack: too many connections");
             self.pool.reject(peer_id, now);
             self.nack_deadlines
@@ -1049,6 +1067,7 @@ impl Behaviour {
             return;
         }
         conn.nacked = false;
+        self.inner.connmgr.include(connection_id);
         tracing::debug!(%peer, active = self.pool.active(), "admitted: the peer needs connections");
         let remote = conn.remote.clone();
         if self.pool.connection_established(peer, None, &remote, now) {
@@ -1126,10 +1145,49 @@ impl Behaviour {
         }
     }
 
+    /// Decides, at admission, whether an inbound connection the pool admitted is nacked: the
+    /// node has `max_threshold` connections and the peer is neither connected nor trusted. A
+    /// peer that needs connections may still be admitted, up to `max`, when it asks for points
+    /// (see `Bounds`). A nacked connection is left out of the connection manager, whose hard
+    /// cap would otherwise refuse it before its peer learns other points, and whose trims would
+    /// count it against real peers.
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyConnections`] when `max_nacked` nacked connections are already open.
+    fn nack_if_full(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+    ) -> Result<(), ConnectionDenied> {
+        let full = self.pool.active() >= self.maintenance.bounds().max_threshold();
+        if !full
+            || self.pool.is_running(&peer)
+            || self.pool.is_trusted_peer(&peer)
+            || self.connections.values().any(|c| c.peer_id == peer)
+        {
+            return Ok(());
+        }
+        let nacked = self.nacking.len() + self.connections.values().filter(|c| c.nacked).count();
+        if nacked >= self.max_nacked {
+            self.admission_failed(connection_id);
+            let e = TooManyConnections {
+                active: self.pool.active(),
+                nacked,
+            };
+            tracing::debug!(%peer, "refused: {e}");
+            return Err(ConnectionDenied::new(e));
+        }
+        self.nacking.insert(connection_id);
+        self.inner.connmgr.exclude(connection_id);
+        Ok(())
+    }
+
     /// A connection the pool had admitted failed before it was established (a behaviour after
     /// the pool refused it, or the swarm reported a dial or listen failure): its peer and dialed
     /// point go back to disconnected. Nothing happens for a connection the pool did not admit.
     fn admission_failed(&mut self, connection_id: ConnectionId) {
+        self.nacking.remove(&connection_id);
         if let Some(peer) = self.accepted.remove(&connection_id) {
             let point = self.dials.get(&connection_id);
             self.pool
@@ -1298,6 +1356,7 @@ impl NetworkBehaviour for Behaviour {
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.admit(connection_id, peer, remote_addr)?;
+        self.nack_if_full(connection_id, peer)?;
         self.protect_if_trusted(&peer, connection_id);
         self.inner
             .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
@@ -1358,12 +1417,9 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match &event {
-            FromSwarm::ConnectionEstablished(e) => self.on_connection_established(
-                e.peer_id,
-                e.connection_id,
-                e.endpoint,
-                e.other_established,
-            ),
+            FromSwarm::ConnectionEstablished(e) => {
+                self.on_connection_established(e.peer_id, e.connection_id, e.endpoint)
+            }
             FromSwarm::ConnectionClosed(e) => self.on_connection_closed(e),
             FromSwarm::DialFailure(e) => self.on_dial_failure(e),
             FromSwarm::ListenFailure(e) => self.on_listen_failure(e),

@@ -27,7 +27,7 @@
 //! ```
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     fmt,
     future::Future,
     sync::{Arc, Mutex, MutexGuard},
@@ -335,6 +335,16 @@ pub struct Behaviour {
     timer: Timer,
     next_memory_sample: Option<Instant>,
     last_emergency: Option<Instant>,
+    /// Connections left out ([`Behaviour::exclude`]): what counting one needs, once it is
+    /// established.
+    excluded: HashMap<ConnectionId, Option<Excluded>>,
+}
+
+/// An established connection left out of the count.
+struct Excluded {
+    peer: PeerId,
+    inbound: bool,
+    remote: Multiaddr,
 }
 
 impl Behaviour {
@@ -362,6 +372,7 @@ impl Behaviour {
             timer: Timer::default(),
             next_memory_sample: memory.then_some(now),
             last_emergency: None,
+            excluded: HashMap::new(),
         })
     }
 
@@ -370,7 +381,35 @@ impl Behaviour {
         self.handle.clone()
     }
 
-    fn admit(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+    /// Leaves connection `id` out of the connection manager: it is not checked against the hard
+    /// cap, not counted and never trimmed. For a connection that another behaviour admits only
+    /// to close it soon: the pool's nacks (refused for lack of room, open a moment so that
+    /// their peer learns other points), which the hard cap must not refuse first and which must
+    /// not push real peers out in a trim. Call it before the swarm's `handle_established_*`
+    /// reaches this behaviour; [`include`](Self::include) counts it after all.
+    pub fn exclude(&mut self, id: ConnectionId) {
+        self.excluded.insert(id, None);
+    }
+
+    /// Counts connection `id`, left out by [`exclude`](Self::exclude), from now on, as if it
+    /// had just been established, without the hard-cap check (its caller decided there is
+    /// room). Returns `false`, changing nothing, if `id` is not an established connection left
+    /// out.
+    pub fn include(&mut self, id: ConnectionId) -> bool {
+        let Some(Some(c)) = self.excluded.remove(&id) else {
+            return false;
+        };
+        let mut s = self.handle.lock();
+        s.core
+            .connection_established(c.peer, id, c.inbound, c.remote, Instant::now());
+        s.wake();
+        true
+    }
+
+    fn admit(&self, id: ConnectionId, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        if self.excluded.contains_key(&id) {
+            return Ok(());
+        }
         let mut s = self.handle.lock();
         s.core.admit(peer).map_err(|e| {
             s.counts.denied += 1;
@@ -482,28 +521,53 @@ impl NetworkBehaviour for Behaviour {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.admit(&peer)?;
+        self.admit(id, &peer)?;
         Ok(dummy::ConnectionHandler)
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.admit(&peer)?;
+        self.admit(id, &peer)?;
         Ok(dummy::ConnectionHandler)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                if let Some(slot) = self.excluded.get_mut(&e.connection_id) {
+                    *slot = Some(Excluded {
+                        peer: e.peer_id,
+                        inbound: e.endpoint.is_listener(),
+                        remote: e.endpoint.get_remote_address().clone(),
+                    });
+                    return;
+                }
+            }
+            FromSwarm::ConnectionClosed(e) if self.excluded.remove(&e.connection_id).is_some() => {
+                return;
+            }
+            // Left out, then refused by a sibling behaviour.
+            FromSwarm::DialFailure(e) => {
+                self.excluded.remove(&e.connection_id);
+                return;
+            }
+            FromSwarm::ListenFailure(e) => {
+                self.excluded.remove(&e.connection_id);
+                return;
+            }
+            _ => {}
+        }
         let mut s = self.handle.lock();
         match event {
             FromSwarm::ConnectionEstablished(e) => {

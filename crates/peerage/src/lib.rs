@@ -59,6 +59,7 @@ pub use peerage_core::{PeerId, maintenance, peerstore, pool};
 
 pub use self::behaviour::{
     AGENT_VERSION, Behaviour, Config, ConnectionView, Event, PROTOCOL_VERSION, TRUSTED_TAG,
+    TooManyConnections,
 };
 
 /// The README's example, compiled as a doc test.

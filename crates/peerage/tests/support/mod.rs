@@ -20,6 +20,15 @@ pub(crate) fn node(
     bounds: peerage::maintenance::Bounds,
     pool: peerage::pool::Config,
 ) -> Swarm<peerage::Behaviour> {
+    node_with(bounds, pool, peerage::Config::new())
+}
+
+/// [`node`], from `config` (its maintenance, pool and RNG seed are replaced).
+pub(crate) fn node_with(
+    bounds: peerage::maintenance::Bounds,
+    pool: peerage::pool::Config,
+    config: peerage::Config,
+) -> Swarm<peerage::Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -34,7 +43,7 @@ pub(crate) fn node(
                 .with_looking_for_peers(std::time::Duration::from_millis(500));
             peerage::Behaviour::new(
                 key,
-                peerage::Config::new()
+                config
                     .with_maintenance(maintenance)
                     .with_pool(pool)
                     .with_rng_seed(7),
@@ -42,6 +51,31 @@ pub(crate) fn node(
         })
         .unwrap()
         .build()
+}
+
+/// Spawns a bare libp2p node (no peerage behaviour, nothing to ask) that dials `addr` and
+/// holds the connection for as long as the other side keeps it. Returns its peer ID.
+pub(crate) fn spawn_bare_dialer(addr: Multiaddr) -> PeerId {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| dummy::Behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
+        .build();
+    let peer = *swarm.local_peer_id();
+    swarm.dial(addr).unwrap();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    peer
 }
 
 /// Starts listening on 127.0.0.1 and returns the address with `/p2p`.
