@@ -355,7 +355,9 @@ impl Connection {
 /// - the maintenance dials points and closes connections to keep the count within its
 ///   [`Bounds`], and asks peers for points when it has none to dial;
 /// - an inbound connection that finds `max_threshold` connections is nacked, as Octez: it is not
-///   counted, its request for points is answered, then it is closed.
+///   counted, neither by the pool nor by the connection manager (whose hard cap does not refuse
+///   it), its request for points is answered, then it is closed; at most
+///   [`Config::with_max_nacked`] are open at once.
 ///
 /// Connections are counted on [`FromSwarm::ConnectionEstablished`] and uncounted on
 /// [`FromSwarm::ConnectionClosed`]; several connections to one peer count once. Connections are
