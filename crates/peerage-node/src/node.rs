@@ -3,6 +3,7 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -192,7 +193,7 @@ pub struct Node {
     /// The handle.
     pub handle: Handle,
     /// Its Prometheus registry (connection manager, resource manager, pool, maintenance).
-    pub registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    pub registry: Arc<prometheus_client::registry::Registry>,
     /// The event loop; it ends when every [`Handle`] is dropped.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -205,12 +206,15 @@ fn build_swarm(
     limits: rcmgr::LimitConfig,
     pool: pool::Config,
     registry: &mut prometheus_client::registry::Registry,
-) -> anyhow::Result<Swarm<peerage::Behaviour>> {
+) -> anyhow::Result<(Swarm<peerage::Behaviour>, Arc<libp2p::metrics::Metrics>)> {
     // go-libp2p GH#1640: above the system connection limit, trims would never start.
     connmgr
         .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
         .context("the connection manager does not fit the resource manager's limits")?;
     let rm = rcmgr::ResourceManager::new(rcmgr::Config::new().with_limits(limits))?;
+    // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
+    // behaviour records.
+    let metrics = Arc::new(libp2p::metrics::Metrics::new(registry));
     let maintenance = maintenance::Config::new()
         .with_bounds(bounds)
         .with_grace_period(connmgr.grace_period());
@@ -219,7 +223,8 @@ fn build_swarm(
         .with_pool(pool)
         .with_peerstore(peerstore)
         .with_connmgr(connmgr)?
-        .with_resource_manager(rm.clone());
+        .with_resource_manager(rm.clone())
+        .with_metrics(metrics.clone());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`.
@@ -233,7 +238,7 @@ fn build_swarm(
         // handler wants, which do not occur.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    Ok(swarm)
+    Ok((swarm, metrics))
 }
 
 /// The socket address of a `/ip4|ip6/…/tcp|udp/PORT` multiaddr, with whether it is UDP.
@@ -280,7 +285,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let peer_id = config.keypair.public().to_peer_id();
         let mut registry = prometheus_client::registry::Registry::default();
-        let mut swarm = build_swarm(
+        let (mut swarm, swarm_metrics) = build_swarm(
             config.keypair,
             config.bounds,
             config.connmgr,
@@ -343,8 +348,6 @@ impl Node {
             }
         }
         let peerstore = swarm.behaviour().peerstore().clone();
-        // libp2p-metrics: the swarm's `libp2p_swarm_*`.
-        let swarm_metrics = libp2p::metrics::Metrics::new(&mut registry);
         swarm
             .behaviour()
             .connmgr()
@@ -373,7 +376,7 @@ impl Node {
                 peerstore,
                 tx,
             },
-            registry: std::sync::Arc::new(registry),
+            registry: Arc::new(registry),
             task,
         })
     }
@@ -410,7 +413,7 @@ async fn event_loop(
     mut rx: mpsc::Receiver<Command>,
     peers_file: Option<PeersFile>,
     peers_file_period: Duration,
-    (metrics, swarm_metrics): (crate::metrics::PoolMetrics, libp2p::metrics::Metrics),
+    (metrics, swarm_metrics): (crate::metrics::PoolMetrics, Arc<libp2p::metrics::Metrics>),
 ) {
     let peerstore = swarm.behaviour().peerstore().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -443,7 +446,7 @@ async fn event_loop(
                 }
             },
             event = swarm.select_next_some() => {
-                libp2p::metrics::Recorder::record(&swarm_metrics, &event);
+                libp2p::metrics::Recorder::record(&*swarm_metrics, &event);
                 match &event {
                     SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
                         metrics.maintenance(dialed.len(), closed.len(), *asked);

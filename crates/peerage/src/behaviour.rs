@@ -3,6 +3,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     future::Future,
+    sync::Arc,
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
@@ -15,6 +16,7 @@ use libp2p::{
     core::{PeerRecord, SignedEnvelope},
     identify,
     identity::Keypair,
+    metrics::Recorder,
     ping, request_response,
     swarm::{
         CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, DialError, DialFailure,
@@ -65,6 +67,17 @@ pub struct Config {
     max_nacked: usize,
     rng_seed: Option<u64>,
     maintenance_enabled: bool,
+    metrics: Option<ProtocolMetrics>,
+}
+
+/// libp2p-metrics' recorder, shared with whoever records the swarm's events.
+#[derive(Clone)]
+struct ProtocolMetrics(Arc<libp2p::metrics::Metrics>);
+
+impl std::fmt::Debug for ProtocolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("libp2p::metrics::Metrics")
+    }
 }
 
 impl Default for Config {
@@ -81,6 +94,7 @@ impl Default for Config {
             max_nacked: 20,
             rng_seed: None,
             maintenance_enabled: true,
+            metrics: None,
         }
     }
 }
@@ -177,6 +191,13 @@ impl Config {
     /// [`connmgr::Behaviour::exclude`]): this is their bound.
     pub fn with_max_nacked(mut self, n: usize) -> Self {
         self.max_nacked = n;
+        self
+    }
+    /// Records the identify and ping events, which stay inside this behaviour, in libp2p-metrics'
+    /// `metrics` (`libp2p_identify_*`, `libp2p_ping_*`: round-trip times and failures). Record
+    /// the swarm's events (`libp2p_swarm_*`) with the same `metrics`. None by default.
+    pub fn with_metrics(mut self, metrics: Arc<libp2p::metrics::Metrics>) -> Self {
+        self.metrics = Some(ProtocolMetrics(metrics));
         self
     }
     /// Seed of the RNG behind random choices (victims, sampled points, jitter), for
@@ -370,6 +391,7 @@ pub struct Behaviour {
     rng: StdRng,
     nack_linger: Duration,
     max_nacked: usize,
+    metrics: Option<ProtocolMetrics>,
     /// Inbound connections admitted only to be nacked, not yet reported established.
     nacking: HashSet<ConnectionId>,
     connections: HashMap<ConnectionId, Connection>,
@@ -452,6 +474,7 @@ impl Behaviour {
             rng,
             nack_linger: config.nack_linger,
             max_nacked: config.max_nacked,
+            metrics: config.metrics,
             nacking: HashSet::new(),
             connections: HashMap::new(),
             dials: HashMap::new(),
@@ -810,6 +833,13 @@ impl Behaviour {
     }
 
     fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
+        if let Some(ProtocolMetrics(metrics)) = &self.metrics {
+            match &event {
+                InnerEvent::Identify(e) => metrics.record(e),
+                InnerEvent::Ping(e) => metrics.record(e),
+                _ => {}
+            }
+        }
         match event {
             InnerEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let addrs: Vec<Multiaddr> = info

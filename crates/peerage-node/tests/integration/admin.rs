@@ -419,7 +419,10 @@ async fn every_route_serves_the_node_and_reports_errors() {
             let expr = target["expr"].as_str().unwrap();
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("libp2p_") || word.starts_with("peerage_") {
-                    let name = word.strip_suffix("_total").unwrap_or(word);
+                    let name = ["_total", "_bucket"]
+                        .iter()
+                        .find_map(|suffix| word.strip_suffix(suffix))
+                        .unwrap_or(word);
                     assert!(
                         exported.contains(&name),
                         "the dashboard queries {word}, not exported"

@@ -144,6 +144,18 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
         ] {
             assert!(text.contains(name), "{name} missing from {url}");
         }
+        // Identify's and ping's, recorded inside the behaviour: the node identified and pinged
+        // its peers.
+        for sample in [
+            "libp2p_identify_received_total",
+            "libp2p_ping_rtt_seconds_count",
+        ] {
+            let value: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{sample} missing from {url}"));
+            assert!(value >= 1.0, "{sample} {value} at {url}");
+        }
     }
     let metrics_host = metrics.trim_end_matches("/metrics");
     let refused = ureq::get(&format!("http://{metrics_host}/network/self")).call();
