@@ -280,22 +280,37 @@ async fn nacks_and_refusals(
     (nacked, refused)
 }
 
+/// A full node A (bounds 1/1/1, built from `config`) and B, connected to it; A's address.
+async fn full_node(
+    config: peerage::Config,
+) -> (
+    Swarm<peerage::Behaviour>,
+    Swarm<peerage::Behaviour>,
+    libp2p::Multiaddr,
+) {
+    let mut a = support::node_with(
+        Bounds::new(1, 1, 1).unwrap(),
+        peerage::pool::Config::new(),
+        config,
+    );
+    let mut b = swarm(Bounds::new(1, 1, 2).unwrap());
+    let a_addr = listen(&mut a).await;
+    let b_id = *b.local_peer_id();
+    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
+    drive(&mut [&mut a, &mut b], &mut Vec::new(), |s| {
+        s[0].behaviour().pool().is_running(&b_id)
+    })
+    .await;
+    (a, b, a_addr)
+}
+
 /// A full node (max 1, B connected) nacks three newcomers that arrive at once and hold their
 /// connections. Its connection manager's hard cap (high watermark 1 + 10 % = 2) would have
 /// refused the second one before it learned any point: nacked connections are left out of the
 /// connection manager, which still counts B alone.
 #[tokio::test]
 async fn nacked_connections_are_left_out_of_the_hard_cap() {
-    let mut a = swarm(Bounds::new(1, 1, 1).unwrap());
-    let mut b = swarm(Bounds::new(1, 1, 2).unwrap());
-    let a_addr = listen(&mut a).await;
-    let b_id = *b.local_peer_id();
-    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
-    let mut events = Vec::new();
-    drive(&mut [&mut a, &mut b], &mut events, |s| {
-        s[0].behaviour().pool().is_running(&b_id)
-    })
-    .await;
+    let (mut a, mut b, a_addr) = full_node(peerage::Config::new()).await;
     assert_eq!(a.behaviour().connmgr().config().hard_cap(), Some(2));
 
     let newcomers: Vec<PeerId> = (0..3).map(|_| spawn_bare_dialer(a_addr.clone())).collect();
@@ -318,22 +333,7 @@ async fn nacked_connections_are_left_out_of_the_hard_cap() {
 /// is refused outright, with `TooManyConnections`.
 #[tokio::test]
 async fn nacked_connections_are_bounded() {
-    let config = peerage::Config::new().with_max_nacked(2);
-    let mut a = support::node_with(
-        Bounds::new(1, 1, 1).unwrap(),
-        peerage::pool::Config::new(),
-        config,
-    );
-    let mut b = swarm(Bounds::new(1, 1, 2).unwrap());
-    let a_addr = listen(&mut a).await;
-    let b_id = *b.local_peer_id();
-    b.behaviour_mut().add_trusted_point(&a_addr).unwrap();
-    let mut events = Vec::new();
-    drive(&mut [&mut a, &mut b], &mut events, |s| {
-        s[0].behaviour().pool().is_running(&b_id)
-    })
-    .await;
-
+    let (mut a, mut b, a_addr) = full_node(peerage::Config::new().with_max_nacked(2)).await;
     for _ in 0..3 {
         spawn_bare_dialer(a_addr.clone());
     }
