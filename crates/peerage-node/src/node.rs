@@ -192,7 +192,8 @@ impl Handle {
 pub struct Node {
     /// The handle.
     pub handle: Handle,
-    /// Its Prometheus registry (connection manager, resource manager, pool, maintenance).
+    /// Its Prometheus registry (libp2p-metrics, connection manager, resource manager, pool,
+    /// maintenance).
     pub registry: Arc<prometheus_client::registry::Registry>,
     /// The event loop; it ends when every [`Handle`] is dropped.
     pub task: tokio::task::JoinHandle<()>,
