@@ -1,0 +1,25 @@
+//! `/metrics`: Prometheus metrics.
+
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::{ApiError, AppState};
+
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &s.registry)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
