@@ -18,6 +18,8 @@
 //!   reconnection backoff (`P2p_pool`, `P2p_point_state`, `P2p_peer_state`).
 //! - [`maintenance`]: the planner that keeps the connection count between its bounds, as Octez
 //!   `P2p_maintenance`.
+//! - [`node`]: the node machine, which owns a node's pool, maintenance and peer-exchange policy
+//!   and decides admission; the libp2p glue and the simulator both drive it.
 
 #![warn(missing_docs)]
 // Tests need a starting instant; the library itself never reads the clock (see clippy.toml).
@@ -25,6 +27,7 @@
 
 pub mod connmgr;
 pub mod maintenance;
+pub mod node;
 pub mod peerstore;
 pub mod pool;
 pub mod rcmgr;

@@ -716,3 +716,13 @@ impl Collector for MetricsCollector {
         Ok(())
     }
 }
+
+impl peerage_core::node::ConnectionManager for Handle {
+    fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId> {
+        Handle::close_order(self, peers, now)
+    }
+
+    fn tag_value(&self, peer: &PeerId) -> i64 {
+        Handle::tag_value(self, peer)
+    }
+}

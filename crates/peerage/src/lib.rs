@@ -48,18 +48,29 @@
 #![warn(missing_docs)]
 
 mod behaviour;
+mod config;
+mod connections;
 pub mod connmgr;
+mod event;
+mod identify;
+mod inner;
 mod keep_alive;
 pub mod peers_file;
 pub mod pex;
 pub mod rcmgr;
 mod timer;
 
-pub use peerage_core::{PeerId, maintenance, peerstore, pool};
+pub use peerage_core::{
+    PeerId, maintenance,
+    node::{self, AGENT_VERSION, PROTOCOL_VERSION, TooManyConnections},
+    peerstore, pool,
+};
 
-pub use self::behaviour::{
-    AGENT_VERSION, Behaviour, Config, ConnectionView, Event, PROTOCOL_VERSION, TRUSTED_TAG,
-    TooManyConnections,
+pub use self::{
+    behaviour::{Behaviour, TRUSTED_TAG},
+    config::Config,
+    connections::ConnectionView,
+    event::Event,
 };
 
 /// The README's example, compiled as a doc test.

@@ -1,5 +1,5 @@
 //! Peer exchange: Octez's `Bootstrap`/`Advertise` messages as a libp2p request-response
-//! protocol (`spec/tezos_p2p.md` §8).
+//! protocol (Octez `p2p_message.ml`, `p2p_socket.ml`).
 //!
 //! A node asks a connected peer for points with a [`Request`] on [`PROTOCOL`]; the peer answers
 //! with a [`Response`] of at most [`MAX_POINTS_SENT`] points (Octez `list_known_points`: the 30
@@ -15,58 +15,21 @@
 //! ([`Request::need`]) gets a refused connection admitted, if the node is still under its
 //! `max`.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use libp2p::{
     StreamProtocol,
     request_response::{self, ProtocolSupport},
+    swarm::ConnectionId,
 };
-use serde::{Deserialize, Serialize};
+use peerage_core::node::Input;
+pub use peerage_core::node::pex::{
+    ANSWER_COOLDOWN, MAX_POINTS_ACCEPTED, MAX_POINTS_SENT, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    REQUEST_TIMEOUT, Request, Response,
+};
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerage/pex/1.0.0");
-/// Most points sent in a response (Octez `list_known_points ~size:50`).
-pub const MAX_POINTS_SENT: usize = 50;
-/// Most points accepted in a response (Octez `Advertise`: `Variable.list ~max_length:100`).
-pub const MAX_POINTS_ACCEPTED: usize = 100;
-/// Largest request accepted, in bytes.
-pub const MAX_REQUEST_BYTES: u64 = 1024;
-/// Largest response accepted, in bytes.
-pub const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
-/// Least time between two answers to one peer (Octez's per-connection throttle of 100 ms).
-pub const ANSWER_COOLDOWN: Duration = Duration::from_millis(100);
-/// How long a request may wait for its response.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A request for points (Octez `Bootstrap`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// The asker is below its minimum of connections and wants this one kept: a node that
-    /// nacked the connection for being at its `max_threshold` admits it after all while under
-    /// its `max` (its maintenance then makes room). Octez's `Bootstrap` has no such field.
-    #[serde(default)]
-    pub need: bool,
-}
-
-/// The points a peer knows (Octez `Advertise`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    /// Multiaddrs of points, each ending in `/p2p/<id>` when the peer at the point is known.
-    pub points: Vec<String>,
-    /// The answering node is full and is about to close this connection (Octez's `Nack`): the
-    /// asker should back off from it as from a refused connection and try the points instead.
-    #[serde(default)]
-    pub nack: bool,
-    /// The answering node's own signed peer record (a libp2p signed envelope, domain
-    /// `libp2p-peer-record`, protobuf-encoded), so that its addresses are certified.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<Vec<u8>>,
-    /// Advertised peers that have a signed peer record, as those records (same encoding):
-    /// their addresses are certified at the asker. They count with `points` toward
-    /// [`MAX_POINTS_ACCEPTED`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub records: Vec<Vec<u8>>,
-}
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new(peerage_core::node::pex::PROTOCOL);
 
 /// The request-response behaviour of the protocol.
 #[allow(unreachable_pub)]
@@ -87,4 +50,78 @@ pub(crate) fn behaviour(private: bool) -> Behaviour {
         .with_request_timeout(REQUEST_TIMEOUT)
         .with_max_concurrent_streams(16);
     request_response::Behaviour::with_codec(codec, [(PROTOCOL, support)], config)
+}
+
+/// Requests for points that the node machine holds, by the token it was given: their response
+/// channels. At most one per request the machine has not yet answered or dropped.
+#[derive(Default)]
+pub(crate) struct Channels {
+    open: HashMap<u64, request_response::ResponseChannel<Response>>,
+    next: u64,
+}
+
+impl Channels {
+    /// The channel of the request with `token`, if it is still open.
+    pub(crate) fn take(
+        &mut self,
+        token: u64,
+    ) -> Option<request_response::ResponseChannel<Response>> {
+        self.open.remove(&token)
+    }
+
+    /// The machine's input for an event of the protocol; a request's channel is kept under
+    /// the token the input carries.
+    pub(crate) fn input(
+        &mut self,
+        event: request_response::Event<Request, Response>,
+    ) -> Option<Input<ConnectionId>> {
+        use request_response::{Event as E, InboundFailure, Message, OutboundFailure};
+        let invalid = |e: &std::io::Error| e.kind() == std::io::ErrorKind::InvalidData;
+        match event {
+            E::Message {
+                peer,
+                connection_id,
+                message:
+                    Message::Request {
+                        channel, request, ..
+                    },
+            } => {
+                let token = self.next;
+                self.next += 1;
+                self.open.insert(token, channel);
+                Some(Input::PexRequest {
+                    peer,
+                    id: connection_id,
+                    request,
+                    token,
+                })
+            }
+            E::Message {
+                peer,
+                connection_id,
+                message: Message::Response { response, .. },
+            } => Some(Input::PexAnswer {
+                peer,
+                id: connection_id,
+                response,
+            }),
+            E::ResponseSent { .. } => None,
+            E::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "pex request failed: {error}");
+                Some(Input::PexFailed {
+                    peer,
+                    outbound: true,
+                    invalid_data: matches!(&error, OutboundFailure::Io(e) if invalid(e)),
+                })
+            }
+            E::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "pex answer failed: {error}");
+                Some(Input::PexFailed {
+                    peer,
+                    outbound: false,
+                    invalid_data: matches!(&error, InboundFailure::Io(e) if invalid(e)),
+                })
+            }
+        }
+    }
 }

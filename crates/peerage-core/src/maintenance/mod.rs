@@ -116,6 +116,10 @@ impl Config {
     pub fn grace_period(&self) -> Duration {
         self.grace_period
     }
+    /// The time between two requests for points (Octez `time_between_looking_for_peers`).
+    pub fn looking_for_peers(&self) -> Duration {
+        self.looking_for_peers
+    }
 }
 
 /// What the maintenance wants done, from one [`Maintenance::step`].

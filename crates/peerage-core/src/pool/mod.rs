@@ -42,285 +42,35 @@
 //!   constant 1.0.
 
 pub mod acl;
+mod config;
+mod error;
+mod event;
+mod log;
 pub mod peer;
 pub mod point;
+mod score;
+mod select;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    fmt,
     net::IpAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use multiaddr::{Multiaddr, Protocol};
 use rand::Rng;
 
+pub(crate) use self::log::push_log;
 pub use self::{
     acl::Acl,
+    config::Config,
+    error::{Error, Mismatch},
+    event::{DisconnectReason, Event, Medium},
+    log::{LOG_SIZE, LogEntry, LogKind},
     point::{Backoff, PointError, split as split_point},
+    score::Score,
 };
 use crate::PeerId;
-
-/// Most events kept per point and per peer (Octez `log_size`).
-pub const LOG_SIZE: usize = 100;
-
-/// Kinds of events in a point's or a peer's log (Octez `P2p_point.Pool_event` and
-/// `P2p_peer.Pool_event`), serialized under Octez's snake-case names
-/// (`"connection_established"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogKind {
-    /// We dialed the point.
-    OutgoingRequest,
-    /// A connection from the peer was authenticated.
-    IncomingRequest,
-    /// We admitted the connection.
-    AcceptingRequest,
-    /// We refused the connection (banned, private mode, no room).
-    RejectingRequest,
-    /// The dial failed, or the remote refused the connection.
-    RequestRejected,
-    /// The connection is running.
-    ConnectionEstablished,
-    /// We closed the connection.
-    Disconnection,
-    /// The remote closed the connection.
-    ExternalDisconnection,
-}
-
-/// One event of a point's log (`T` = [`PeerId`], the peer involved) or a peer's log (`T` =
-/// [`Multiaddr`], the address involved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry<T> {
-    /// What happened.
-    pub kind: LogKind,
-    /// When.
-    pub at: Instant,
-    /// With whom, or through which address.
-    pub with: Option<T>,
-}
-
-pub(crate) fn push_log<T>(
-    log: &mut VecDeque<LogEntry<T>>,
-    kind: LogKind,
-    with: Option<T>,
-    at: Instant,
-) {
-    if log.len() >= LOG_SIZE {
-        log.pop_front();
-    }
-    log.push_back(LogEntry { kind, at, with });
-}
-
-/// Where a point was learned (Octez's `medium`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Medium {
-    /// The node's configuration or its operator (trusted points, `connect`).
-    Config,
-    /// A peer's answer to a request for points (Octez `Advertise`).
-    Advertise,
-    /// A peer's answer on a connection it refused (Octez `Nack`).
-    Nack,
-    /// A connected peer's own listen addresses (identify).
-    Identify,
-    /// The peers file, at start.
-    PeersFile,
-}
-
-/// Why the pool asks for a peer to be disconnected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DisconnectReason {
-    /// The peer, or the IP it connects from, was banned.
-    Banned,
-    /// The peer, or the IP it connects from, was greylisted.
-    Greylisted,
-    /// The point's expected peer ID is another peer (Octez `Unexpected_peer_id`).
-    UnexpectedPeerId,
-}
-
-/// What the pool reports, from [`Pool::poll_event`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A point was registered (Octez `New_point`).
-    NewPoint {
-        /// The point.
-        point: Multiaddr,
-        /// The peer it came from, if any.
-        source: Option<PeerId>,
-        /// How it was learned.
-        medium: Medium,
-    },
-    /// A peer was registered (Octez `New_peer`).
-    NewPeer(PeerId),
-    /// Points were collected (Octez `Gc_points`).
-    GcPoints(usize),
-    /// Peers were collected (Octez `Gc_peer_ids`).
-    GcPeers(usize),
-    /// The glue must close every connection with `peer`. The ACL change that causes it is
-    /// already made, so a reconnection is refused.
-    Disconnect {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        reason: DisconnectReason,
-    },
-}
-
-/// A peer's score, from what the node knows of it; higher is better. Peers are collected
-/// lowest score first. See [`Score::standard`] for the default.
-#[derive(Clone)]
-pub struct Score(Arc<ScoreFn>);
-
-type ScoreFn = dyn Fn(&peer::Info, Instant) -> f64 + Send + Sync;
-
-impl fmt::Debug for Score {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Score(..)")
-    }
-}
-
-impl Default for Score {
-    fn default() -> Self {
-        Self::standard()
-    }
-}
-
-impl Score {
-    /// A score computed by `f` from a peer's info at an instant.
-    pub fn new(f: impl Fn(&peer::Info, Instant) -> f64 + Send + Sync + 'static) -> Self {
-        Self(Arc::new(f))
-    }
-    /// Octez's score: the constant 1.0 (`peer_metadata.ml`), which makes the peer GC "newest
-    /// first".
-    pub fn constant() -> Self {
-        Self::new(|_, _| 1.0)
-    }
-    /// The default score, in `-2.0..=3.0`:
-    ///
-    /// ```text
-    /// 1.0
-    /// + min(uptime, 24 h) / 24 h                  up to +1 for a peer that stays
-    /// + clamp(tag_value / 100, -1, 1)             the connection manager's tags
-    /// - min(failures, 10) / 10                    up to -1 for a peer that keeps failing
-    /// - min(latency, 1 s) / 1 s                   up to -1 for a slow peer
-    /// ```
-    pub fn standard() -> Self {
-        Self::new(|info, now| {
-            let day = 86_400.0;
-            let uptime = info.uptime(now).as_secs_f64().min(day) / day;
-            let tags = (info.tag_value() as f64 / 100.0).clamp(-1.0, 1.0);
-            let failures = f64::from(info.failures().min(10)) / 10.0;
-            let latency = info.latency().map_or(0.0, |l| l.as_secs_f64().min(1.0));
-            1.0 + uptime + tags - failures - latency
-        })
-    }
-    /// The score of `info` at `now`.
-    pub fn score(&self, info: &peer::Info, now: Instant) -> f64 {
-        (self.0)(info, now)
-    }
-}
-
-/// Configuration of the [`Pool`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    max_known_points: Option<(usize, usize)>,
-    max_known_peers: Option<(usize, usize)>,
-    backoff: Backoff,
-    acl: acl::Config,
-    private_mode: bool,
-    score: Score,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            max_known_points: Some((400, 300)),
-            max_known_peers: Some((400, 300)),
-            backoff: Backoff::default(),
-            acl: acl::Config::default(),
-            private_mode: false,
-            score: Score::default(),
-        }
-    }
-}
-
-impl Config {
-    /// Octez's defaults: known points and peers `(400, 300)`, backoff as [`Backoff::default`],
-    /// ACL as [`acl::Config::default`], not private, [`Score::standard`].
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// `(high, low)` bounds of the point table: when an insertion finds `high` points, the GC
-    /// removes collectable points down to `low`. `None` disables the GC and the cap.
-    /// `Some((400, 300))` by default (Octez `max_known_points`). `(0, 0)` keeps trusted points
-    /// only.
-    ///
-    /// # Panics
-    ///
-    /// If `low > high`.
-    pub fn with_max_known_points(mut self, bounds: Option<(usize, usize)>) -> Self {
-        check_gc_bounds(bounds);
-        self.max_known_points = bounds;
-        self
-    }
-    /// `(high, low)` bounds of the peer table, as [`Config::with_max_known_points`].
-    /// `Some((400, 300))` by default (Octez `max_known_peer_ids`).
-    ///
-    /// # Panics
-    ///
-    /// If `low > high`.
-    pub fn with_max_known_peers(mut self, bounds: Option<(usize, usize)>) -> Self {
-        check_gc_bounds(bounds);
-        self.max_known_peers = bounds;
-        self
-    }
-    /// Reconnection backoff of points. [`Backoff::default`] by default.
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-    /// Greylist sizes and delays. [`acl::Config::default`] by default.
-    pub fn with_acl(mut self, acl: acl::Config) -> Self {
-        self.acl = acl;
-        self
-    }
-    /// Private mode (Octez `private_mode`): only trusted points are dialed, only trusted peers
-    /// (or peers at a trusted point) are admitted, and no point is advertised. `false` by
-    /// default.
-    pub fn with_private_mode(mut self, private: bool) -> Self {
-        self.private_mode = private;
-        self
-    }
-    /// The peer score. [`Score::standard`] by default.
-    pub fn with_score(mut self, score: Score) -> Self {
-        self.score = score;
-        self
-    }
-    /// Whether private mode is on.
-    pub fn private_mode(&self) -> bool {
-        self.private_mode
-    }
-    /// The point table's bounds.
-    pub fn max_known_points(&self) -> Option<(usize, usize)> {
-        self.max_known_points
-    }
-    /// The peer table's bounds.
-    pub fn max_known_peers(&self) -> Option<(usize, usize)> {
-        self.max_known_peers
-    }
-    /// The ACL configuration.
-    pub fn acl(&self) -> &acl::Config {
-        &self.acl
-    }
-}
-
-fn check_gc_bounds(bounds: Option<(usize, usize)>) {
-    if let Some((high, low)) = bounds {
-        assert!(low <= high, "GC bounds need low <= high");
-    }
-}
 
 /// The IP of an address that starts with `/ip4` or `/ip6`.
 pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
@@ -329,64 +79,6 @@ pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
     }
-}
-
-/// Errors of the [`Pool`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The address cannot be a point.
-    #[error(transparent)]
-    Point(#[from] PointError),
-    /// The point table is full of points that cannot be collected.
-    #[error("point table full ({high} points, none collectable)")]
-    PointTableFull {
-        /// The table's `high` bound.
-        high: usize,
-    },
-    /// The peer table is full of peers that cannot be collected.
-    #[error("peer table full ({high} peers, none collectable)")]
-    PeerTableFull {
-        /// The table's `high` bound.
-        high: usize,
-    },
-    /// The point is one of our own listen addresses, or names our own peer ID.
-    #[error("point {0} is our own")]
-    OwnPoint(Multiaddr),
-    /// The point is not in the table.
-    #[error("unknown point {0}")]
-    UnknownPoint(Multiaddr),
-    /// The point cannot be dialed in its current state.
-    #[error("point {point} is {state}, not disconnected")]
-    NotDisconnected {
-        /// The point.
-        point: Multiaddr,
-        /// Its state's name.
-        state: &'static str,
-    },
-    /// The IP is banned (blacklisted or greylisted) (Octez `Point_banned`).
-    #[error("{0} is banned")]
-    IpBanned(IpAddr),
-    /// The peer is banned (blacklisted or greylisted) (Octez `Peer_banned`).
-    #[error("peer {0} is banned")]
-    PeerBanned(PeerId),
-    /// The point's expected peer ID is another peer (Octez `Identity_check_failure`).
-    #[error("point {} must be peer {}, not {}", .0.point, .0.expected, .0.actual)]
-    UnexpectedPeerId(Box<Mismatch>),
-    /// Private mode: the point or peer is not trusted (Octez `Private_mode`).
-    #[error("private mode: {0} is not trusted")]
-    PrivateMode(String),
-}
-
-/// A point reached another peer than the one expected ([`Error::UnexpectedPeerId`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
-    /// The point.
-    pub point: Multiaddr,
-    /// The peer it must be.
-    pub expected: PeerId,
-    /// The peer it is.
-    pub actual: PeerId,
 }
 
 /// The point `point` if it is accepted or running with `peer`.
@@ -1042,7 +734,25 @@ impl Pool {
         now: Instant,
         rng: &mut impl Rng,
     ) -> Result<(), Error> {
-        let result = self.check_admission(peer, remote, point, now);
+        self.accept_checked(peer, remote, point, false, now, rng)
+    }
+
+    /// [`accept`](Self::accept), leaving out the remote IP's ban and greylist if `ip_checked`
+    /// (the node checked it at pending inbound, and evaluates each rule once).
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept).
+    pub fn accept_checked(
+        &mut self,
+        peer: PeerId,
+        remote: &Multiaddr,
+        point: Option<&Multiaddr>,
+        ip_checked: bool,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Result<(), Error> {
+        let result = self.check_admission(peer, remote, point, ip_checked, now);
         let incoming = point.is_none();
         match result {
             Ok(()) => {
@@ -1083,9 +793,11 @@ impl Pool {
         peer: PeerId,
         remote: &Multiaddr,
         point: Option<&Multiaddr>,
+        ip_checked: bool,
         now: Instant,
     ) -> Result<(), Error> {
-        if let Some(ip) = ip_of(remote)
+        if !ip_checked
+            && let Some(ip) = ip_of(remote)
             && self.acl.is_ip_banned(ip, now)
         {
             return Err(Error::IpBanned(ip));
@@ -1315,118 +1027,6 @@ impl Pool {
         if let Some(info) = self.peers.get_mut(peer) {
             info.tag_value = value;
         }
-    }
-
-    /// Points the maintenance may dial in a round that started at `round_start` (Octez
-    /// `connectable`), at most `max`, leaving out those `skip` names: disconnected points, not
-    /// missed since `round_start`, out of their backoff, not banned, trusted in private mode,
-    /// whose peer (if known) is neither running nor banned. Points that never missed come
-    /// first, then the oldest `last_miss`.
-    pub fn candidates(
-        &self,
-        now: Instant,
-        round_start: Instant,
-        max: usize,
-        skip: impl Fn(&Multiaddr) -> bool,
-    ) -> Vec<Multiaddr> {
-        let mut candidates: Vec<(Option<Instant>, &Multiaddr)> = self
-            .points
-            .iter()
-            .filter(|(a, p)| {
-                !skip(a)
-                    && p.state == point::State::Disconnected
-                    && p.last_miss().is_none_or(|t| t <= round_start)
-                    && !p.cannot_reconnect_yet(now)
-                    && (p.trusted || !self.config.private_mode)
-                    && !self.is_point_banned(a, now)
-                    && !p.dial_peer_id().is_some_and(|id| {
-                        id == self.local_peer_id
-                            || self.is_connected(&id)
-                            || self.is_peer_banned(&id)
-                    })
-            })
-            .map(|(a, p)| (p.last_miss(), a))
-            .collect();
-        // `None < Some(_)`: never-missed points first, then the oldest miss; the address breaks
-        // ties so that the choice is deterministic.
-        candidates.sort_by(|a, b| (a.0, a.1.as_ref()).cmp(&(b.0, b.1.as_ref())));
-        candidates
-            .into_iter()
-            .take(max)
-            .map(|(_, a)| a.clone())
-            .collect()
-    }
-
-    /// The points to advertise to `requester` (Octez `list_known_points ~ignore_private:true`):
-    /// known-public points that are not banned, at most `size`, the best `size - 2*size/5` by
-    /// Octez's order and the rest drawn at random from the others. Each point carries
-    /// `/p2p/<id>` when its peer is known. Points of `requester` itself are left out. Empty in
-    /// private mode.
-    ///
-    /// Octez's order: connected points first, longest-standing first; then disconnected points,
-    /// most recently seen first; never-seen points last.
-    pub fn list_known_points(
-        &self,
-        size: usize,
-        requester: Option<PeerId>,
-        now: Instant,
-        rng: &mut impl Rng,
-    ) -> Vec<Multiaddr> {
-        if self.config.private_mode {
-            return Vec::new();
-        }
-        let mut known: Vec<(bool, Option<Instant>, &Multiaddr, &point::Info)> = self
-            .points
-            .iter()
-            .filter(|(_, p)| p.known_public)
-            .filter(|(_, p)| requester.is_none() || p.dial_peer_id() != requester)
-            .filter(|(a, p)| {
-                !self.is_point_banned(a, now)
-                    && !p.dial_peer_id().is_some_and(|id| self.is_peer_banned(&id))
-            })
-            .map(|(a, p)| {
-                let peer = p.dial_peer_id().and_then(|id| self.peers.get(&id));
-                let peer_running = peer.is_some_and(|i| i.state == peer::State::Running);
-                let connected = p.state != point::State::Disconnected || peer_running;
-                let peer_seen = peer
-                    .and_then(|i| i.record.last_established_connection.as_ref())
-                    .map(|(_, t)| *t);
-                (connected, p.last_seen().max(peer_seen), a, p)
-            })
-            .collect();
-        known.sort_by(|a, b| {
-            use std::cmp::Ordering;
-            match (a.0, b.0) {
-                (true, false) => Ordering::Less,
-                (false, true) => Ordering::Greater,
-                // Connected: oldest `last_seen` first.
-                (true, true) => (a.1, a.2.as_ref()).cmp(&(b.1, b.2.as_ref())),
-                // Disconnected: newest `last_seen` first, never seen (`None`) last.
-                (false, false) => (b.1, a.2.as_ref()).cmp(&(a.1, b.2.as_ref())),
-            }
-        });
-        let other = size * 2 / 5;
-        let best = size - other;
-        let picked: Vec<usize> = if known.len() <= size {
-            (0..known.len()).collect()
-        } else {
-            let mut rest: Vec<usize> = rand::seq::index::sample(rng, known.len() - best, other)
-                .into_iter()
-                .map(|i| i + best)
-                .collect();
-            rest.sort_unstable();
-            (0..best).chain(rest).collect()
-        };
-        picked
-            .into_iter()
-            .map(|i| {
-                let (_, _, addr, info) = known[i];
-                match info.dial_peer_id() {
-                    Some(id) => addr.clone().with(Protocol::P2p(id)),
-                    None => addr.clone(),
-                }
-            })
-            .collect()
     }
 }
 

@@ -1,0 +1,100 @@
+//! The node machine's configuration.
+
+use std::time::Duration;
+
+use crate::{
+    maintenance::{self, Bounds},
+    pool,
+};
+
+/// Configuration of the node [`Machine`](super::Machine).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(super) maintenance: maintenance::Config,
+    pub(super) pool: pool::Config,
+    pub(super) nack_linger: Duration,
+    pub(super) max_nacked: usize,
+    pub(super) max_pex_in_flight: usize,
+    pub(super) maintenance_enabled: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            maintenance: maintenance::Config::default(),
+            pool: pool::Config::default(),
+            nack_linger: Duration::from_secs(2),
+            max_nacked: 20,
+            max_pex_in_flight: 8,
+            maintenance_enabled: true,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults: Octez's maintenance and pool defaults (bounds 10/50/100), nacked connections
+    /// closed after 2 s, at most 20 of them open, at most 8 requests for points in flight, the
+    /// maintenance running.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The connection bounds. `10/50/100` by default (Octez).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.maintenance = self.maintenance.with_bounds(bounds);
+        self
+    }
+    /// The whole maintenance configuration. [`maintenance::Config::default`] by default.
+    pub fn with_maintenance(mut self, config: maintenance::Config) -> Self {
+        self.maintenance = config;
+        self
+    }
+    /// The pool configuration. [`pool::Config::default`] by default.
+    pub fn with_pool(mut self, config: pool::Config) -> Self {
+        self.pool = config;
+        self
+    }
+    /// Private mode (Octez `--private-mode`): sets the pool configuration's flag. `false` by
+    /// default.
+    pub fn with_private_mode(mut self, private: bool) -> Self {
+        self.pool = self.pool.with_private_mode(private);
+        self
+    }
+    /// Whether the maintenance runs from the start (Octez `--disable-p2p-maintenance` turns it
+    /// off). `true` by default.
+    pub fn with_maintenance_enabled(mut self, enabled: bool) -> Self {
+        self.maintenance_enabled = enabled;
+        self
+    }
+    /// How long a refused (nacked) inbound connection stays open so that its peer can ask for
+    /// points, if it does not ask sooner. 2 s by default.
+    pub fn with_nack_linger(mut self, d: Duration) -> Self {
+        self.nack_linger = d;
+        self
+    }
+    /// How many nacked connections may be open at once; above it, an inbound connection that
+    /// would be nacked is refused outright ([`TooManyConnections`](super::TooManyConnections)),
+    /// without points. 20 by default, as Octez's `max_incoming_connections`.
+    pub fn with_max_nacked(mut self, n: usize) -> Self {
+        self.max_nacked = n;
+        self
+    }
+    /// Most requests for points in flight at once. 8 by default. Octez asks every active
+    /// connection at once when it runs out of points; we ask at most this many, each peer at
+    /// most once per `time_between_looking_for_peers` (5 s).
+    pub fn with_max_pex_in_flight(mut self, n: usize) -> Self {
+        self.max_pex_in_flight = n;
+        self
+    }
+    /// The connection bounds.
+    pub fn bounds(&self) -> Bounds {
+        self.maintenance.bounds()
+    }
+    /// The maintenance configuration.
+    pub fn maintenance(&self) -> &maintenance::Config {
+        &self.maintenance
+    }
+    /// The pool configuration.
+    pub fn pool(&self) -> &pool::Config {
+        &self.pool
+    }
+}

@@ -1,0 +1,406 @@
+//! What goes into the node machine and what comes out of it.
+
+use std::time::{Duration, Instant};
+
+use libp2p_core::{PeerRecord, SignedEnvelope};
+use libp2p_identity::Keypair;
+
+use super::pex;
+use crate::{Multiaddr, PeerId, pool};
+
+/// An event fed to the machine ([`Machine::handle`](super::Machine::handle)). `C` is the
+/// caller's connection ID (libp2p's `ConnectionId` in the glue, a number in the simulator).
+#[derive(Debug, Clone)]
+pub enum Input<C> {
+    /// A connection the machine admitted is established (libp2p
+    /// `FromSwarm::ConnectionEstablished`).
+    ConnectionEstablished {
+        /// The connection.
+        id: C,
+        /// The peer.
+        peer: PeerId,
+        /// The remote address.
+        remote: Multiaddr,
+        /// Whether the remote dialed it.
+        inbound: bool,
+    },
+    /// A connection closed (libp2p `FromSwarm::ConnectionClosed`).
+    ConnectionClosed {
+        /// The connection.
+        id: C,
+        /// The peer.
+        peer: PeerId,
+        /// Whether the remote closed it (libp2p reports a cause), rather than we.
+        by_remote: bool,
+        /// Connections still open with the peer.
+        remaining: usize,
+    },
+    /// A dial failed (libp2p `FromSwarm::DialFailure`), before or after the machine's admission.
+    DialFailed {
+        /// The connection the dial would have been.
+        id: C,
+        /// How it failed.
+        error: DialError,
+    },
+    /// An inbound connection failed before it was established (libp2p
+    /// `FromSwarm::ListenFailure`).
+    ListenFailed {
+        /// The connection it would have been.
+        id: C,
+        /// The remote address.
+        remote: Multiaddr,
+        /// Its handshake broke the protocol (bytes that do not decode), rather than timing out
+        /// or being cut: the IP is greylisted, as Octez greylists on decoding errors.
+        violation: bool,
+    },
+    /// A connection the machine admitted was refused by another part of the node (another
+    /// behaviour's `handle_established_*`).
+    AdmissionFailed {
+        /// The connection.
+        id: C,
+    },
+    /// A new listen address of ours.
+    NewListenAddr(Multiaddr),
+    /// A listen address of ours expired.
+    ExpiredListenAddr(Multiaddr),
+    /// The peer's identify message.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// What it says.
+        info: Identify,
+    },
+    /// A ping round trip.
+    Ping {
+        /// The peer.
+        peer: PeerId,
+        /// The round-trip time.
+        rtt: Duration,
+    },
+    /// A peer asks for points. Answer with [`Command::AnswerPoints`] carrying `token`, or
+    /// drop it ([`Command::DropRequest`]).
+    PexRequest {
+        /// The peer.
+        peer: PeerId,
+        /// The connection it came on.
+        id: C,
+        /// The request.
+        request: pex::Request,
+        /// The caller's handle on the request (its response channel).
+        token: u64,
+    },
+    /// A peer answered our request for points.
+    PexAnswer {
+        /// The peer.
+        peer: PeerId,
+        /// The connection it came on.
+        id: C,
+        /// The answer.
+        response: pex::Response,
+    },
+    /// A request for points failed, ours (`outbound`) or theirs.
+    PexFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Our request (else our answer to theirs).
+        outbound: bool,
+        /// The message did not decode or broke the size limit: the sender is greylisted, as
+        /// Octez greylists on decoding errors.
+        invalid_data: bool,
+    },
+}
+
+/// What a peer's identify message says.
+#[derive(Debug, Clone, Default)]
+pub struct Identify {
+    /// Its listen addresses.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Its protocols.
+    pub protocols: Vec<String>,
+    /// Its agent version.
+    pub agent_version: String,
+    /// Its protocol version.
+    pub protocol_version: String,
+}
+
+/// How a dial failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialError {
+    /// Not attempted: the peer was connected or being dialed, or the dial was aborted.
+    Aborted,
+    /// The point answered with another peer ID than the one dialed.
+    WrongPeer,
+    /// The point is ourselves.
+    LocalPeer,
+    /// Anything else: the transport failed, the remote refused, a behaviour denied it.
+    Other,
+}
+
+/// What the machine asks its driver to do ([`Machine::poll_command`](super::Machine::poll_command)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<C> {
+    /// Dial `point` (already `Requested` in the pool), with its peer ID if known; then tell
+    /// the machine the connection ID with [`Machine::dial_started`](super::Machine::dial_started).
+    Dial {
+        /// The point.
+        point: Multiaddr,
+        /// Its peer, if known.
+        peer: Option<PeerId>,
+    },
+    /// Close one connection, or every connection with the peer.
+    Close {
+        /// The peer.
+        peer: PeerId,
+        /// One connection, or all if `None`.
+        id: Option<C>,
+    },
+    /// Ask a peer for points.
+    AskPoints {
+        /// The peer.
+        peer: PeerId,
+        /// The request.
+        request: pex::Request,
+    },
+    /// Answer a request for points.
+    AnswerPoints {
+        /// The request's token ([`Input::PexRequest`]).
+        token: u64,
+        /// The answer.
+        response: pex::Response,
+    },
+    /// Drop a request for points unanswered (one is already waiting for the peer's cooldown).
+    DropRequest {
+        /// The request's token.
+        token: u64,
+    },
+    /// Protect the peer in the connection manager under the trusted tag.
+    Protect(PeerId),
+    /// Remove the trusted protection tag.
+    Unprotect(PeerId),
+    /// Leave the connection out of the connection manager (a nacked connection; before the
+    /// connection manager's own admission runs).
+    Exclude(C),
+    /// Count the connection in the connection manager after all (a nacked connection admitted).
+    Include(C),
+}
+
+/// What the machine reports ([`Machine::poll_event`](super::Machine::poll_event)).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A peer identified itself; its addresses and protocols are in the peerstore.
+    Identified {
+        /// The peer.
+        peer_id: PeerId,
+        /// Its agent version.
+        agent_version: String,
+        /// Its protocols.
+        protocols: Vec<String>,
+    },
+    /// A peer answered our request for points.
+    PointsReceived {
+        /// The peer.
+        peer_id: PeerId,
+        /// Points in the answer.
+        received: usize,
+        /// Points that were new to the pool.
+        new: usize,
+    },
+    /// A peer's answer was refused for breaking the protocol's bounds.
+    PointsRefused {
+        /// The peer.
+        peer_id: PeerId,
+        /// Points in the answer.
+        received: usize,
+    },
+    /// An inbound connection was refused because the node has `max_threshold` connections
+    /// (Octez's `Nack`): it is answered one request for points, then closed.
+    Nacked {
+        /// The peer.
+        peer_id: PeerId,
+    },
+    /// The pool reported something.
+    Pool(pool::Event),
+    /// The maintenance acted.
+    Maintenance {
+        /// Connections before acting.
+        active: usize,
+        /// Points dialed.
+        dialed: Vec<Multiaddr>,
+        /// Peers disconnected.
+        closed: Vec<PeerId>,
+        /// Number of peers asked for points.
+        asked: usize,
+    },
+}
+
+/// Why the machine refused a connection at admission.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// The pool's ACL, private mode, expected peer ID or peer table refused it.
+    #[error(transparent)]
+    Pool(#[from] pool::Error),
+    /// The node has `max_threshold` connections and already holds `max_nacked` nacked
+    /// connections open: refused outright, without points.
+    #[error(transparent)]
+    TooManyConnections(#[from] TooManyConnections),
+}
+
+/// An inbound connection refused outright, without points: the node has `max_threshold`
+/// connections and already holds the most nacked connections it keeps open.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("too many connections: {active} active, and {nacked} nacked connections still open")]
+pub struct TooManyConnections {
+    /// Connections the pool counts.
+    pub active: usize,
+    /// Nacked connections open (the bound).
+    pub nacked: usize,
+}
+
+/// How an admitted connection goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted and counted.
+    Accepted,
+    /// Admitted only to be nacked: answered one request for points, then closed.
+    Nacked,
+}
+
+/// The connection manager as the machine reads it: the order in which it would close peers
+/// and their tag values. Changes go out as [`Command`]s.
+pub trait ConnectionManager: Send {
+    /// `peers` in the order a trim closes them, protected peers left out.
+    fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId>;
+    /// The total value of a peer's tags, 0 if unknown.
+    fn tag_value(&self, peer: &PeerId) -> i64;
+}
+
+/// A peer record, opened and verified.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The peer that signed it.
+    pub peer: PeerId,
+    /// Its addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// The signed envelope, for the peerstore's certified address book; `None` from a stand-in
+    /// that does not sign.
+    pub envelope: Option<SignedEnvelope>,
+}
+
+/// Signs our peer record and verifies others'. [`Signed`] is the real one; a simulator may
+/// use a counted stand-in.
+pub trait Records: Send {
+    /// Opens and verifies a signed peer record.
+    ///
+    /// # Errors
+    ///
+    /// A description of why the bytes are not a valid record.
+    fn open(&mut self, bytes: &[u8]) -> Result<Record, String>;
+    /// Our record for `addrs`, encoded; `None` if it cannot be signed.
+    fn seal(&mut self, addrs: &[Multiaddr]) -> Option<(Vec<u8>, Option<SignedEnvelope>)>;
+}
+
+/// Signed peer records as go-libp2p and js-libp2p make them (domain `libp2p-peer-record`,
+/// payload type `0x0301`), signed with the node's key.
+pub struct Signed {
+    keypair: Keypair,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed").finish_non_exhaustive()
+    }
+}
+
+impl Signed {
+    /// Records signed with `keypair`.
+    pub fn new(keypair: Keypair) -> Self {
+        Self { keypair }
+    }
+}
+
+impl Records for Signed {
+    fn open(&mut self, bytes: &[u8]) -> Result<Record, String> {
+        let envelope = SignedEnvelope::from_protobuf_encoding(bytes).map_err(|e| e.to_string())?;
+        let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
+            .map_err(|e| e.to_string())?;
+        Ok(Record {
+            peer: record.peer_id(),
+            addrs: record.addresses().to_vec(),
+            envelope: Some(envelope),
+        })
+    }
+
+    fn seal(&mut self, addrs: &[Multiaddr]) -> Option<(Vec<u8>, Option<SignedEnvelope>)> {
+        match PeerRecord::new_interop(&self.keypair, addrs.to_vec()) {
+            Ok(record) => {
+                let envelope = record.into_signed_envelope();
+                Some((envelope.clone().into_protobuf_encoding(), Some(envelope)))
+            }
+            Err(e) => {
+                tracing::warn!("cannot sign our peer record: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// A stand-in for [`Signed`] that does not sign: a "record" is the peer ID and the addresses,
+/// in the clear, and opening one checks only its shape. For simulations, where thousands of
+/// nodes would spend their time in ed25519; it counts the records it opened. Never use it on a
+/// real network: anyone can forge such a record.
+#[derive(Debug)]
+pub struct Unsigned {
+    local: PeerId,
+    opened: u64,
+}
+
+impl Unsigned {
+    /// Records of the node `local`.
+    pub fn new(local: PeerId) -> Self {
+        Self { local, opened: 0 }
+    }
+
+    /// How many records it opened.
+    pub fn opened(&self) -> u64 {
+        self.opened
+    }
+}
+
+impl Records for Unsigned {
+    fn open(&mut self, bytes: &[u8]) -> Result<Record, String> {
+        self.opened += 1;
+        let (&len, rest) = bytes.split_first().ok_or("empty record")?;
+        let len = usize::from(len);
+        if rest.len() < len {
+            return Err("truncated peer ID".into());
+        }
+        let peer = PeerId::from_bytes(&rest[..len]).map_err(|e| e.to_string())?;
+        let mut addrs = Vec::new();
+        let mut rest = &rest[len..];
+        while let Some((&len, tail)) = rest.split_first() {
+            let len = usize::from(len);
+            if tail.len() < len {
+                return Err("truncated address".into());
+            }
+            addrs.push(Multiaddr::try_from(tail[..len].to_vec()).map_err(|e| e.to_string())?);
+            rest = &tail[len..];
+        }
+        Ok(Record {
+            peer,
+            addrs,
+            envelope: None,
+        })
+    }
+
+    fn seal(&mut self, addrs: &[Multiaddr]) -> Option<(Vec<u8>, Option<SignedEnvelope>)> {
+        let id = self.local.to_bytes();
+        let mut bytes = vec![u8::try_from(id.len()).ok()?];
+        bytes.extend_from_slice(&id);
+        for a in addrs {
+            let a = a.to_vec();
+            bytes.push(u8::try_from(a.len()).ok()?);
+            bytes.extend_from_slice(&a);
+        }
+        Some((bytes, None))
+    }
+}

@@ -1,0 +1,1118 @@
+//! The node machine: one sans-IO state machine that owns a node's pool, maintenance and
+//! peer-exchange policy, and holds its peerstore and a view of its connection manager
+//! (quinn-proto's `Endpoint` is the model).
+//!
+//! Its driver (the libp2p glue, or the simulator) feeds it [`Input`]s with the time, asks it
+//! at the two admission points libp2p offers, and carries out the [`Command`]s it returns;
+//! [`Machine::poll_timeout`] says when to call [`Machine::handle_timeout`]. It never reads the
+//! clock and draws every random choice from the RNG it is given, so the same inputs give the
+//! same outputs.
+//!
+//! # Admission, in order
+//!
+//! Each rule is evaluated once, and each refusal is a typed [`Refusal`]:
+//!
+//! 1. pending inbound ([`Machine::admit_pending_inbound`]): the remote IP is banned or
+//!    greylisted ([`pool::Error::IpBanned`]); then, in the glue, the resource manager's
+//!    transient scope, per-IP and rate limits;
+//! 2. pending outbound ([`Machine::admit_pending_outbound`]): the peer is banned, or every
+//!    address's IP is;
+//! 3. established ([`Machine::admit_established`]): the peer is banned or greylisted, the
+//!    dialed point expects another peer ID, private mode, room in the peer table (the pool's
+//!    [`Pool::accept`] in Octez's order; an inbound IP checked at step 1 is not checked
+//!    again); then the nack: an inbound connection that finds `max_threshold` connections,
+//!    from a peer neither connected nor trusted, is admitted only to be nacked, or refused
+//!    with [`TooManyConnections`] when `max_nacked` nacked connections are open; then, in the
+//!    glue, the connection manager's hard cap (nacked connections excluded) and the resource
+//!    manager's peer scope.
+//!
+//! # Peer exchange
+//!
+//! Octez's `Bootstrap`/`Advertise` ([`pex`]). The machine asks for points:
+//!
+//! - a peer it dialed, once its identify arrives;
+//! - when the maintenance runs out of candidates, some of its connected peers.
+//!
+//! It asks only peers whose identify lists [`pex::PROTOCOL`] (before identify, nobody), each
+//! at most once per `time_between_looking_for_peers` (5 s), and never more than
+//! [`Config::with_max_pex_in_flight`] (8) at once. This differs from Octez, which sends
+//! `Bootstrap` to every active connection: a node below its minimum that asked everyone on
+//! every cycle sent hundreds of requests in a second, to peers that could not answer (a
+//! js-libp2p peer drops a connection that opens unknown protocols early). A request that
+//! arrives before identify is still answered; each peer is answered at most once per
+//! [`pex::ANSWER_COOLDOWN`] (an earlier request waits; a third is dropped).
+
+mod config;
+mod io;
+pub mod pex;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    fmt,
+    time::{Duration, Instant},
+};
+
+use multiaddr::Protocol;
+use rand::{rngs::StdRng, seq::SliceRandom};
+
+pub use self::{
+    config::Config,
+    io::{
+        Admission, Command, ConnectionManager, DialError, Event, Identify, Input, Record, Records,
+        Refusal, Signed, TooManyConnections, Unsigned,
+    },
+};
+use crate::{
+    Multiaddr, PeerId,
+    maintenance::{Bounds, Maintenance, Plan},
+    peerstore::{Peerstore, Ttl},
+    pool::{self, Pool},
+};
+
+/// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
+pub const MAX_IDENTIFY_ADDRS: usize = 500;
+/// Most addresses kept, recently connected, after the last disconnection (go
+/// `recentlyConnectedPeerMaxAddrs`).
+pub const MAX_RECENTLY_CONNECTED_ADDRS: usize = 20;
+/// How often expired peerstore addresses are collected (go `pstoremem`: every minute). Reads
+/// hide expired addresses at once; this only frees them.
+pub const PEERSTORE_GC_INTERVAL: Duration = Duration::from_secs(60);
+/// A connection we dialed that the peer closes within this time counts as refused.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// Peerstore metadata key of a peer's identify agent version (as go).
+pub const AGENT_VERSION: &str = "AgentVersion";
+/// Peerstore metadata key of a peer's identify protocol version (as go).
+pub const PROTOCOL_VERSION: &str = "ProtocolVersion";
+
+/// An established connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The peer.
+    pub peer: PeerId,
+    /// The point the node dialed for it, if it did.
+    pub point: Option<Multiaddr>,
+    /// Refused for lack of room (nacked): open only until its peer has the answer to its
+    /// request for points.
+    pub nacked: bool,
+    /// The peer told us it refused this connection (a `nack` answer).
+    nacked_by_remote: bool,
+    /// When it was established.
+    pub since: Instant,
+    /// The remote address.
+    pub remote: Multiaddr,
+    /// Whether the remote dialed it.
+    pub inbound: bool,
+}
+
+impl Connection {
+    /// Whether the peer refused this connection: it said so, or it closed a connection we
+    /// dialed within [`REFUSAL_WINDOW`] (a full peer trimming its connections does that). Its
+    /// point then backs off as from a refusal (Octez `Accepted -> Disconnected`, 1 s growing),
+    /// not for the 60 s disconnection delay.
+    fn refused(&self, closed_by_remote: bool, now: Instant) -> bool {
+        self.nacked_by_remote
+            || (self.point.is_some()
+                && closed_by_remote
+                && now.saturating_duration_since(self.since) < REFUSAL_WINDOW)
+    }
+}
+
+/// What the machine knows of a connected peer.
+#[derive(Debug, Clone, Default)]
+struct Link {
+    /// Open connections, nacked ones included.
+    connections: u32,
+    /// Of which we dialed.
+    outbound: u32,
+    /// Whether its identify lists the peer exchange; `None` before identify.
+    pex: Option<bool>,
+    /// The maintenance was dialing when we dialed it: the first request for points says the
+    /// node needs this connection.
+    need: bool,
+}
+
+/// The node machine. See the [module docs](self). `C` is the driver's connection ID.
+pub struct Machine<C> {
+    config: Config,
+    pool: Pool,
+    maintenance: Maintenance,
+    peerstore: Peerstore,
+    connmgr: Box<dyn ConnectionManager>,
+    records: Box<dyn Records>,
+    rng: StdRng,
+    connections: BTreeMap<C, Connection>,
+    links: BTreeMap<PeerId, Link>,
+    /// Dials in flight, by connection ID.
+    dials: HashMap<C, Multiaddr>,
+    /// Connections admitted, not yet established.
+    accepted: HashMap<C, PeerId>,
+    /// Inbound connections admitted only to be nacked, not yet established.
+    nacking: HashSet<C>,
+    /// Established nacked connections.
+    nacked_open: usize,
+    /// Nacked connections and when to close them, in deadline order.
+    nack_deadlines: VecDeque<(Instant, PeerId, C)>,
+    /// When each peer was last answered a request for points.
+    pex_answered: HashMap<PeerId, Instant>,
+    /// Requests waiting for their peer's cooldown, in deadline order; one per peer.
+    pex_delayed: VecDeque<(Instant, PeerId, u64)>,
+    /// When each peer was last asked for points.
+    pex_asked: HashMap<PeerId, Instant>,
+    /// Peers with a request of ours in flight.
+    pex_in_flight: HashSet<PeerId>,
+    /// Peers we dialed and that identified, waiting for a free request slot.
+    pex_queue: VecDeque<PeerId>,
+    commands: VecDeque<Command<C>>,
+    events: VecDeque<Event>,
+    next_gc: Instant,
+    listen_addrs: Vec<Multiaddr>,
+    own_record: Option<Vec<u8>>,
+}
+
+impl<C> fmt::Debug for Machine<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Machine")
+            .field("local_peer_id", &self.pool.local_peer_id())
+            .field("active", &self.pool.active())
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
+    /// A machine for the node `local_peer_id`, starting at `now`, holding `peerstore`, reading
+    /// `connmgr`, signing and verifying peer records with `records`, drawing from `rng`.
+    pub fn new(
+        local_peer_id: PeerId,
+        config: Config,
+        peerstore: Peerstore,
+        connmgr: Box<dyn ConnectionManager>,
+        records: Box<dyn Records>,
+        rng: StdRng,
+        now: Instant,
+    ) -> Self {
+        let mut maintenance = Maintenance::new(config.maintenance.clone());
+        if config.maintenance_enabled {
+            maintenance.activate();
+        }
+        Self {
+            pool: Pool::new(local_peer_id, config.pool.clone()),
+            maintenance,
+            config,
+            peerstore,
+            connmgr,
+            records,
+            rng,
+            connections: BTreeMap::new(),
+            links: BTreeMap::new(),
+            dials: HashMap::new(),
+            accepted: HashMap::new(),
+            nacking: HashSet::new(),
+            nacked_open: 0,
+            nack_deadlines: VecDeque::new(),
+            pex_answered: HashMap::new(),
+            pex_delayed: VecDeque::new(),
+            pex_asked: HashMap::new(),
+            pex_in_flight: HashSet::new(),
+            pex_queue: VecDeque::new(),
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            next_gc: now + PEERSTORE_GC_INTERVAL,
+            listen_addrs: Vec::new(),
+            own_record: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The pool of points and peers.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The peerstore.
+    pub fn peerstore(&self) -> &Peerstore {
+        &self.peerstore
+    }
+
+    /// The maintenance.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
+    }
+
+    /// The connection bounds.
+    pub fn bounds(&self) -> Bounds {
+        self.maintenance.bounds()
+    }
+
+    /// The established connections.
+    pub fn connections(&self) -> impl Iterator<Item = (&C, &Connection)> {
+        self.connections.iter()
+    }
+
+    /// Requests for points of ours in flight.
+    pub fn pex_in_flight(&self) -> usize {
+        self.pex_in_flight.len()
+    }
+
+    /// The next command to carry out.
+    pub fn poll_command(&mut self) -> Option<Command<C>> {
+        self.commands.pop_front()
+    }
+
+    /// The next event to report.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Changes the pool through `f` (ACL, trust, expected peer IDs, points...), then carries
+    /// out what the change asks: disconnections of banned or greylisted peers (after the ACL
+    /// change, so they cannot come back), new points for the maintenance, and protection of
+    /// trusted peers.
+    pub fn update_pool<R>(&mut self, now: Instant, f: impl FnOnce(&mut Pool, Instant) -> R) -> R {
+        let result = f(&mut self.pool, now);
+        self.drain_pool_events();
+        let running: Vec<PeerId> = self.pool.running_peers().collect();
+        for peer in running {
+            self.commands
+                .push_back(if self.pool.is_trusted_peer(&peer) {
+                    Command::Protect(peer)
+                } else {
+                    Command::Unprotect(peer)
+                });
+        }
+        result
+    }
+
+    /// Adds a trusted point, such as a bootstrap address (with or without `/p2p/<id>`),
+    /// unbanning its IP (Octez `Points.trust`), and wakes the maintenance.
+    ///
+    /// # Errors
+    ///
+    /// A [`pool::Error`] if the address is not a dialable point or is our own.
+    pub fn add_trusted_point(
+        &mut self,
+        addr: &Multiaddr,
+        now: Instant,
+    ) -> Result<Multiaddr, pool::Error> {
+        let point = self.update_pool(now, |pool, now| pool.trust_point(addr, now))?;
+        self.maintenance.trigger();
+        Ok(point)
+    }
+
+    /// Dials a point now, whatever its backoff (Octez `connect`): registers it if unknown; with
+    /// `/p2p/<id>` the point must be that peer.
+    ///
+    /// # Errors
+    ///
+    /// [`pool::Error::IpBanned`], [`pool::Error::PrivateMode`],
+    /// [`pool::Error::NotDisconnected`] and [`Pool::register_point`]'s errors.
+    pub fn connect(&mut self, addr: &Multiaddr, now: Instant) -> Result<Multiaddr, pool::Error> {
+        let (point, expected) = pool::split_point(addr)?;
+        let peer = self.update_pool(now, |pool, now| {
+            if let Some(id) = expected {
+                pool.register_point(addr, None, Some(id), now)?;
+            }
+            pool.connect(&point, now)
+        })?;
+        self.commands.push_back(Command::Dial {
+            point: point.clone(),
+            peer,
+        });
+        Ok(point)
+    }
+
+    /// The driver started the dial of a [`Command::Dial`] as connection `id`.
+    pub fn dial_started(&mut self, id: C, point: Multiaddr) {
+        self.dials.insert(id, point);
+    }
+
+    /// Asks the maintenance for a check (Octez `maintain`); returns a ticket for
+    /// [`Maintenance::is_done`].
+    pub fn maintain(&mut self) -> u64 {
+        self.maintenance.maintain()
+    }
+
+    /// Starts the maintenance (Octez `activate`).
+    pub fn activate(&mut self) {
+        self.maintenance.activate();
+    }
+
+    /// Stops the maintenance (Octez `shutdown`).
+    pub fn shutdown(&mut self) {
+        self.maintenance.shutdown();
+    }
+
+    /// Admission at pending inbound (step 1 of the [order](self#admission-in-order)).
+    ///
+    /// # Errors
+    ///
+    /// [`pool::Error::IpBanned`] if the remote IP is banned or greylisted.
+    pub fn admit_pending_inbound(&self, remote: &Multiaddr, now: Instant) -> Result<(), Refusal> {
+        if let Some(ip) = pool::ip_of(remote)
+            && self.pool.is_ip_banned(ip, now)
+        {
+            return Err(pool::Error::IpBanned(ip).into());
+        }
+        Ok(())
+    }
+
+    /// Admission at pending outbound (step 2): banned peers and points are never dialed (Octez
+    /// `connect`: `Point_banned`).
+    ///
+    /// # Errors
+    ///
+    /// [`pool::Error::PeerBanned`], or [`pool::Error::IpBanned`] if every address's IP is
+    /// banned.
+    pub fn admit_pending_outbound(
+        &self,
+        peer: Option<PeerId>,
+        addrs: &[Multiaddr],
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if let Some(peer) = peer
+            && self.pool.is_peer_banned(&peer)
+        {
+            return Err(pool::Error::PeerBanned(peer).into());
+        }
+        let ips: Option<Vec<_>> = addrs.iter().map(pool::ip_of).collect();
+        if let Some(ips) = ips
+            && let Some(first) = ips.first()
+            && ips.iter().all(|ip| self.pool.is_ip_banned(*ip, now))
+        {
+            return Err(pool::Error::IpBanned(*first).into());
+        }
+        Ok(())
+    }
+
+    /// Admission of an authenticated connection (step 3). On success, the commands it queued
+    /// ([`Command::Protect`] for a trusted peer, [`Command::Exclude`] for a nacked connection)
+    /// must be carried out before the connection manager's own admission.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::Pool`] with the pool's reason, or [`Refusal::TooManyConnections`].
+    pub fn admit_established(
+        &mut self,
+        id: C,
+        peer: PeerId,
+        remote: &Multiaddr,
+        inbound: bool,
+        now: Instant,
+    ) -> Result<Admission, Refusal> {
+        let point = self.dials.get(&id);
+        let result = self
+            .pool
+            .accept_checked(peer, remote, point, inbound, now, &mut self.rng);
+        self.drain_pool_events();
+        if let Err(e) = result {
+            tracing::debug!(%peer, %remote, "refused: {e}");
+            return Err(e.into());
+        }
+        self.accepted.insert(id, peer);
+        let via_trusted_point = self
+            .dials
+            .get(&id)
+            .and_then(|point| self.pool.point(point))
+            .is_some_and(|p| p.is_trusted());
+        let trusted = via_trusted_point || self.pool.is_trusted_peer(&peer);
+        let full = self.pool.active() >= self.bounds().max_threshold();
+        if !inbound || !full || trusted || self.links.contains_key(&peer) {
+            if trusted {
+                self.commands.push_back(Command::Protect(peer));
+            }
+            return Ok(Admission::Accepted);
+        }
+        let nacked = self.nacking.len() + self.nacked_open;
+        if nacked >= self.config.max_nacked {
+            self.admission_failed(id, now);
+            let e = TooManyConnections {
+                active: self.pool.active(),
+                nacked,
+            };
+            tracing::debug!(%peer, "refused: {e}");
+            return Err(e.into());
+        }
+        self.nacking.insert(id);
+        self.commands.push_back(Command::Exclude(id));
+        Ok(Admission::Nacked)
+    }
+
+    /// Feeds an event.
+    pub fn handle(&mut self, now: Instant, input: Input<C>) {
+        match input {
+            Input::ConnectionEstablished {
+                id,
+                peer,
+                remote,
+                inbound,
+            } => self.on_established(id, peer, remote, inbound, now),
+            Input::ConnectionClosed {
+                id,
+                peer,
+                by_remote,
+                remaining,
+            } => self.on_closed(id, peer, by_remote, remaining, now),
+            Input::DialFailed { id, error } => self.on_dial_failed(id, error, now),
+            Input::ListenFailed {
+                id,
+                remote,
+                violation,
+            } => {
+                self.admission_failed(id, now);
+                if violation && let Some(ip) = pool::ip_of(&remote) {
+                    tracing::debug!(%ip, "handshake garbage: greylisted");
+                    self.pool.greylist_ip(ip, now);
+                    self.drain_pool_events();
+                }
+            }
+            Input::AdmissionFailed { id } => self.admission_failed(id, now),
+            Input::NewListenAddr(addr) => {
+                // Our own addresses are never points (Octez `my_id_points`).
+                self.pool.add_own_point(&addr);
+                if pool::split_point(&addr).is_ok() && !self.listen_addrs.contains(&addr) {
+                    self.listen_addrs.push(addr);
+                    self.own_record = None;
+                }
+            }
+            Input::ExpiredListenAddr(addr) => {
+                self.listen_addrs.retain(|a| *a != addr);
+                self.own_record = None;
+            }
+            Input::Identified { peer, info } => self.on_identified(peer, info, now),
+            Input::Ping { peer, rtt } => {
+                self.peerstore.record_latency(&peer, rtt);
+                if let Some(ewma) = self.peerstore.latency_ewma(&peer) {
+                    self.pool.set_latency(&peer, ewma);
+                }
+                let value = self.connmgr.tag_value(&peer);
+                self.pool.set_tag_value(&peer, value);
+            }
+            Input::PexRequest {
+                peer,
+                id,
+                request,
+                token,
+            } => self.on_pex_request(peer, id, request, token, now),
+            Input::PexAnswer { peer, id, response } => self.on_pex_answer(peer, id, response, now),
+            Input::PexFailed {
+                peer,
+                outbound,
+                invalid_data,
+            } => {
+                if outbound {
+                    self.pex_done(&peer, now);
+                }
+                if invalid_data {
+                    // An answer that does not decode (or is over the size limit) greylists its
+                    // sender, as Octez's decoding errors do.
+                    self.pool.greylist_peer(peer, now);
+                    self.drain_pool_events();
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.maintenance.poll_timeout(),
+            self.nack_deadlines.front().map(|d| d.0),
+            self.pex_delayed.front().map(|d| d.0),
+            Some(self.next_gc),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs what is due at `now`: closes lingering nacked connections, answers delayed requests
+    /// for points, collects the peerstore and the greylist, and runs the maintenance. Cheap
+    /// when nothing is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((due, peer, id)) = self.nack_deadlines.front().copied() {
+            if due > now {
+                break;
+            }
+            self.nack_deadlines.pop_front();
+            if self.connections.get(&id).is_some_and(|c| c.nacked) {
+                self.commands
+                    .push_back(Command::Close { peer, id: Some(id) });
+            }
+        }
+        while self
+            .pex_delayed
+            .front()
+            .is_some_and(|(due, ..)| *due <= now)
+        {
+            let (_, peer, token) = self.pex_delayed.pop_front().expect("front exists");
+            self.answer_pex(peer, token, false, now);
+        }
+        if now >= self.next_gc {
+            self.next_gc = now + PEERSTORE_GC_INTERVAL;
+            let collected = self.peerstore.gc(now);
+            let greylisted = self.pool.gc_greylist(now);
+            let round = self.config.maintenance.looking_for_peers();
+            self.pex_answered
+                .retain(|_, t| *t + pex::ANSWER_COOLDOWN > now);
+            self.pex_asked.retain(|_, t| *t + round > now);
+            tracing::trace!(collected, greylisted, "peerstore and greylist gc");
+        }
+        let active = self.pool.active();
+        let connmgr = &self.connmgr;
+        let plan = self
+            .maintenance
+            .step_with(now, &mut self.pool, &mut self.rng, |peers, _| {
+                connmgr.close_order(&peers, now)
+            });
+        if !plan.is_empty() {
+            self.execute(plan, active, now);
+        }
+        self.drain_pool_events();
+    }
+
+    fn drain_pool_events(&mut self) {
+        while let Some(event) = self.pool.poll_event() {
+            match &event {
+                pool::Event::Disconnect { peer, reason } => {
+                    tracing::debug!(%peer, ?reason, "pool: disconnect");
+                    self.commands.push_back(Command::Close {
+                        peer: *peer,
+                        id: None,
+                    });
+                }
+                // Octez's maintenance waits for `new_point` or `new_peer`.
+                pool::Event::NewPoint { .. } | pool::Event::NewPeer(_) => {
+                    self.maintenance.on_new_points();
+                }
+                _ => {}
+            }
+            self.events.push_back(Event::Pool(event));
+        }
+    }
+
+    fn on_established(
+        &mut self,
+        id: C,
+        peer: PeerId,
+        remote: Multiaddr,
+        inbound: bool,
+        now: Instant,
+    ) {
+        let point = self.dials.remove(&id);
+        self.accepted.remove(&id);
+        let dialing = self.maintenance.is_dialing();
+        let link = self.links.entry(peer).or_default();
+        link.connections += 1;
+        if !inbound {
+            link.outbound += 1;
+            link.need |= dialing;
+        }
+        if self.nacking.remove(&id) {
+            tracing::debug!(%peer, active = self.pool.active(), "nack: too many connections");
+            self.pool.reject(peer, now);
+            self.nack_deadlines
+                .push_back((now + self.config.nack_linger, peer, id));
+            self.nacked_open += 1;
+            self.connections.insert(
+                id,
+                Connection {
+                    peer,
+                    point,
+                    nacked: true,
+                    nacked_by_remote: false,
+                    since: now,
+                    remote,
+                    inbound: true,
+                },
+            );
+            self.events.push_back(Event::Nacked { peer_id: peer });
+            return;
+        }
+        if point.is_some() {
+            self.maintenance.on_dial_finished();
+        }
+        if self
+            .pool
+            .connection_established(peer, point.as_ref(), &remote, now)
+        {
+            self.maintenance
+                .on_connection_established(self.pool.active());
+        }
+        self.drain_pool_events();
+        if !inbound {
+            self.peerstore
+                .add_addrs(&peer, std::slice::from_ref(&remote), Ttl::Connected, now);
+            // Identified already on another connection: ask now (the request goes on any
+            // connection, so this is rare).
+            if self.links.get(&peer).and_then(|l| l.pex) == Some(true) {
+                self.ask_or_queue(peer, now);
+            }
+        }
+        self.connections.insert(
+            id,
+            Connection {
+                peer,
+                point,
+                nacked: false,
+                nacked_by_remote: false,
+                since: now,
+                remote,
+                inbound,
+            },
+        );
+    }
+
+    fn on_closed(&mut self, id: C, peer: PeerId, by_remote: bool, remaining: usize, now: Instant) {
+        if remaining == 0 {
+            self.demote_addrs(&peer, now);
+        }
+        let Some(conn) = self.connections.remove(&id) else {
+            return;
+        };
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.connections = link.connections.saturating_sub(1);
+            if !conn.inbound {
+                link.outbound = link.outbound.saturating_sub(1);
+            }
+            if link.connections == 0 {
+                self.links.remove(&peer);
+                self.pex_in_flight.remove(&peer);
+            }
+        }
+        if conn.nacked {
+            self.nacked_open = self.nacked_open.saturating_sub(1);
+            return;
+        }
+        let point = conn.point.as_ref();
+        let stopped = if conn.refused(by_remote, now) {
+            self.pool.connection_nacked(peer, point, now, &mut self.rng)
+        } else {
+            self.pool
+                .connection_closed(peer, point, by_remote, now, &mut self.rng)
+        };
+        if stopped {
+            self.maintenance.on_connection_closed(self.pool.active());
+        }
+        self.serve_pex_queue(now);
+    }
+
+    fn on_dial_failed(&mut self, id: C, error: DialError, now: Instant) {
+        self.admission_failed(id, now);
+        let Some(point) = self.dials.remove(&id) else {
+            return;
+        };
+        match error {
+            DialError::Aborted => self.pool.dial_aborted(&point),
+            DialError::WrongPeer => self.pool.dial_wrong_peer(&point, now, &mut self.rng),
+            DialError::LocalPeer => {
+                self.pool.dial_aborted(&point);
+                self.pool.add_own_point(&point);
+            }
+            DialError::Other => self.pool.dial_failed(&point, now, &mut self.rng),
+        }
+        tracing::debug!(%point, ?error, "dial failed");
+        self.maintenance.on_dial_finished();
+    }
+
+    /// A connection the pool had admitted failed before it was established: its peer and
+    /// dialed point go back to disconnected. Nothing happens for one the pool did not admit.
+    fn admission_failed(&mut self, id: C, now: Instant) {
+        self.nacking.remove(&id);
+        if let Some(peer) = self.accepted.remove(&id) {
+            let point = self.dials.get(&id);
+            self.pool.accept_failed(peer, point, now, &mut self.rng);
+        }
+    }
+
+    /// go identify's "TTL dance": the addresses a message lists replace the peer's connected
+    /// and recently connected ones (`id.go`).
+    fn replace_addrs(&self, peer: &PeerId, addrs: &[Multiaddr], now: Instant) {
+        let store = &self.peerstore;
+        store.update_addrs(peer, Ttl::RECENTLY_CONNECTED, Ttl::TEMP, now);
+        store.update_addrs(peer, Ttl::Connected, Ttl::TEMP, now);
+        store.add_addrs(peer, addrs, Ttl::Connected, now);
+        store.update_addrs(peer, Ttl::TEMP, Ttl::ZERO, now);
+    }
+
+    /// go identify on the last disconnection: at most 20 of the peer's addresses stay, with the
+    /// recently connected TTL; the rest of its connected ones go.
+    fn demote_addrs(&self, peer: &PeerId, now: Instant) {
+        let store = &self.peerstore;
+        let kept: Vec<Multiaddr> = store
+            .addrs(peer, now)
+            .into_iter()
+            .take(MAX_RECENTLY_CONNECTED_ADDRS)
+            .collect();
+        store.update_addrs(peer, Ttl::Connected, Ttl::TEMP, now);
+        store.add_addrs(peer, &kept, Ttl::RECENTLY_CONNECTED, now);
+        store.update_addrs(peer, Ttl::TEMP, Ttl::ZERO, now);
+    }
+
+    fn on_identified(&mut self, peer: PeerId, info: Identify, now: Instant) {
+        let addrs: Vec<Multiaddr> = info
+            .listen_addrs
+            .iter()
+            .filter(|a| pool::split_point(a).is_ok())
+            .take(MAX_IDENTIFY_ADDRS)
+            .cloned()
+            .collect();
+        self.replace_addrs(&peer, &addrs, now);
+        if let Err(e) = self.peerstore.set_protocols(&peer, &info.protocols) {
+            tracing::debug!(%peer, "identify: {e}");
+        }
+        if let Err(e) = self
+            .peerstore
+            .put(&peer, AGENT_VERSION, &info.agent_version)
+            .and_then(|()| {
+                self.peerstore
+                    .put(&peer, PROTOCOL_VERSION, &info.protocol_version)
+            })
+        {
+            tracing::debug!(%peer, "identify: {e}");
+        }
+        // A peer that does not offer the exchange is private (or not a pool node): its points
+        // are not advertised (Octez `known_public = not private_node`), and it is never asked.
+        let public = info.protocols.iter().any(|p| p == pex::PROTOCOL);
+        self.pool.set_announced_points(peer, &addrs, public, now);
+        self.drain_pool_events();
+        let first = match self.links.get_mut(&peer) {
+            Some(link) => {
+                let first = link.pex.is_none();
+                link.pex = Some(public);
+                first && link.outbound > 0
+            }
+            None => false,
+        };
+        // Ask whoever we dial for points, once it has said it can answer (Octez sends
+        // `Bootstrap` when it needs points; a new outbound connection is the cheapest moment).
+        if first && public {
+            self.ask_or_queue(peer, now);
+        }
+        self.events.push_back(Event::Identified {
+            peer_id: peer,
+            agent_version: info.agent_version,
+            protocols: info.protocols,
+        });
+    }
+
+    /// Whether `peer` may be asked for points now: it offers the exchange, has no request of
+    /// ours in flight and was not asked in the last `time_between_looking_for_peers`.
+    fn may_ask(&self, peer: &PeerId, now: Instant) -> bool {
+        let round = self.config.maintenance.looking_for_peers();
+        !self.pool.config().private_mode()
+            && self.links.get(peer).and_then(|l| l.pex) == Some(true)
+            && !self.pex_in_flight.contains(peer)
+            && self.pex_asked.get(peer).is_none_or(|t| *t + round <= now)
+    }
+
+    fn ask(&mut self, peer: PeerId, now: Instant) {
+        let dialed_in_need = self
+            .links
+            .get_mut(&peer)
+            .is_some_and(|l| std::mem::take(&mut l.need));
+        let need = dialed_in_need || self.maintenance.is_dialing();
+        self.pex_in_flight.insert(peer);
+        self.pex_asked.insert(peer, now);
+        self.commands.push_back(Command::AskPoints {
+            peer,
+            request: pex::Request { need },
+        });
+    }
+
+    fn ask_or_queue(&mut self, peer: PeerId, now: Instant) {
+        if !self.may_ask(&peer, now) {
+            return;
+        }
+        if self.pex_in_flight.len() < self.config.max_pex_in_flight {
+            self.ask(peer, now);
+        } else if !self.pex_queue.contains(&peer)
+            && self.pex_queue.len() < self.config.max_pex_in_flight * 4
+        {
+            self.pex_queue.push_back(peer);
+        }
+    }
+
+    /// A request of ours ended: its slot goes to a queued peer.
+    fn pex_done(&mut self, peer: &PeerId, now: Instant) {
+        self.pex_in_flight.remove(peer);
+        self.serve_pex_queue(now);
+    }
+
+    fn serve_pex_queue(&mut self, now: Instant) {
+        while self.pex_in_flight.len() < self.config.max_pex_in_flight {
+            let Some(peer) = self.pex_queue.pop_front() else {
+                break;
+            };
+            if self.may_ask(&peer, now) {
+                self.ask(peer, now);
+            }
+        }
+    }
+
+    fn on_pex_request(
+        &mut self,
+        peer: PeerId,
+        id: C,
+        request: pex::Request,
+        token: u64,
+        now: Instant,
+    ) {
+        if request.need {
+            self.admit_needy(peer, id, now);
+        }
+        let due = self
+            .pex_answered
+            .get(&peer)
+            .map(|t| *t + pex::ANSWER_COOLDOWN)
+            .filter(|due| *due > now);
+        let nack = self.connections.get(&id).is_some_and(|c| c.nacked);
+        match due {
+            // A nacked connection is answered at once: it is about to close.
+            _ if nack => self.answer_pex(peer, token, true, now),
+            None => self.answer_pex(peer, token, false, now),
+            // One waiting request per peer; further early ones are dropped (the remote sees
+            // its request fail).
+            Some(_) if self.pex_delayed.iter().any(|(_, p, _)| *p == peer) => {
+                self.commands.push_back(Command::DropRequest { token });
+            }
+            Some(due) => self.pex_delayed.push_back((due, peer, token)),
+        }
+    }
+
+    fn on_pex_answer(&mut self, peer: PeerId, id: C, response: pex::Response, now: Instant) {
+        self.pex_done(&peer, now);
+        if response.nack
+            && let Some(conn) = self.connections.get_mut(&id)
+        {
+            // Refused: close it ourselves, now that we have the points (if the refusing side
+            // closed first, the answer could be lost in flight).
+            conn.nacked_by_remote = true;
+            self.commands
+                .push_back(Command::Close { peer, id: Some(id) });
+        }
+        if self.pool.config().private_mode() {
+            // Octez's private answerer only logs what it is sent.
+            return;
+        }
+        let received = response.points.len() + response.records.len();
+        if received > pex::MAX_POINTS_ACCEPTED {
+            // Octez: a list over the wire limit fails to decode and greylists its sender;
+            // greylisting comes before the disconnection it causes.
+            tracing::debug!(%peer, received, "pex: too many points, refused");
+            self.pool.greylist_peer(peer, now);
+            self.drain_pool_events();
+            self.events.push_back(Event::PointsRefused {
+                peer_id: peer,
+                received,
+            });
+            return;
+        }
+        if let Some(bytes) = &response.record {
+            self.consume_record(peer, Some(peer), bytes, Ttl::Connected, now);
+        }
+        let mut points: Vec<Multiaddr> = response
+            .points
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        // Advertised peers' own signed records: their addresses are certified.
+        for bytes in &response.records {
+            if let Some(addrs) = self.consume_record(peer, None, bytes, Ttl::ADDRESS, now) {
+                points.extend(addrs);
+            }
+        }
+        let medium = if response.nack {
+            pool::Medium::Nack
+        } else {
+            pool::Medium::Advertise
+        };
+        let new = self
+            .pool
+            .register_list_of_new_points(Some(peer), medium, &points, now);
+        self.drain_pool_events();
+        self.events.push_back(Event::PointsReceived {
+            peer_id: peer,
+            received,
+            new,
+        });
+    }
+
+    /// Our signed peer record for our current listen addresses, signed again when they changed,
+    /// and kept in our own peerstore as go's host does.
+    fn own_record(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.own_record.is_none()
+            && !self.listen_addrs.is_empty()
+            && let Some((bytes, envelope)) = self.records.seal(&self.listen_addrs)
+        {
+            if let Some(envelope) = envelope
+                && let Err(e) = self
+                    .peerstore
+                    .consume_peer_record(&envelope, Ttl::Permanent, now)
+            {
+                tracing::debug!("own peer record: {e}");
+            }
+            self.own_record = Some(bytes);
+        }
+        self.own_record.clone()
+    }
+
+    /// Stores a signed peer record that `from` sent (its own if `signer` is `Some(from)`, else
+    /// an advertised peer's), with `ttl`; returns its addresses as points of its peer. Our own
+    /// record and records that do not verify are refused.
+    fn consume_record(
+        &mut self,
+        from: PeerId,
+        signer: Option<PeerId>,
+        bytes: &[u8],
+        ttl: Ttl,
+        now: Instant,
+    ) -> Option<Vec<Multiaddr>> {
+        let local = self.pool.local_peer_id();
+        let result = self.records.open(bytes).and_then(|record| {
+            let id = record.peer;
+            if signer.is_some_and(|s| s != id) || id == local {
+                return Err(format!("a record of {id}"));
+            }
+            let addrs: Vec<Multiaddr> = record
+                .addrs
+                .into_iter()
+                .take(pex::MAX_POINTS_ACCEPTED)
+                .collect();
+            match &record.envelope {
+                Some(envelope) => {
+                    self.peerstore
+                        .consume_peer_record(envelope, ttl, now)
+                        .map_err(|e| e.to_string())?;
+                }
+                None => self.peerstore.add_addrs(&id, &addrs, ttl, now),
+            }
+            Ok(addrs
+                .into_iter()
+                .map(|a| a.clone().with_p2p(id).unwrap_or(a))
+                .collect())
+        });
+        result
+            .inspect_err(|e| tracing::debug!(%from, "peer record refused: {e}"))
+            .ok()
+    }
+
+    /// Admits a nacked connection whose peer needs connections, if the node is under `max`.
+    fn admit_needy(&mut self, peer: PeerId, id: C, now: Instant) {
+        let under_max = self.pool.active() < self.bounds().max();
+        let running = self.pool.is_running(&peer);
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if !conn.nacked || !under_max || running {
+            return;
+        }
+        conn.nacked = false;
+        self.nacked_open = self.nacked_open.saturating_sub(1);
+        self.commands.push_back(Command::Include(id));
+        tracing::debug!(%peer, active = self.pool.active(), "admitted: the peer needs connections");
+        let remote = conn.remote.clone();
+        if self.pool.connection_established(peer, None, &remote, now) {
+            self.maintenance
+                .on_connection_established(self.pool.active());
+        }
+        self.drain_pool_events();
+    }
+
+    fn answer_pex(&mut self, peer: PeerId, token: u64, nack: bool, now: Instant) {
+        let listed =
+            self.pool
+                .list_known_points(pex::MAX_POINTS_SENT, Some(peer), now, &mut self.rng);
+        // A listed peer with a signed record goes as that record (its addresses are then
+        // certified at the asker); the others as plain points.
+        let mut points = Vec::new();
+        let mut records = Vec::new();
+        let mut sent: HashSet<PeerId> = HashSet::new();
+        for addr in listed {
+            let id = match addr.iter().last() {
+                Some(Protocol::P2p(id)) => Some(id),
+                _ => None,
+            };
+            match id.and_then(|id| Some((id, self.peerstore.peer_record(&id, now)?))) {
+                Some((id, envelope)) => {
+                    if sent.insert(id) {
+                        records.push(envelope.into_protobuf_encoding());
+                    }
+                }
+                None => points.push(addr.to_string()),
+            }
+        }
+        self.pex_answered.insert(peer, now);
+        let record = self.own_record(now);
+        self.commands.push_back(Command::AnswerPoints {
+            token,
+            response: pex::Response {
+                points,
+                nack,
+                record,
+                records,
+            },
+        });
+    }
+
+    fn execute(&mut self, plan: Plan, active: usize, now: Instant) {
+        let mut dialed = Vec::with_capacity(plan.dial.len());
+        for (point, peer) in plan.dial {
+            self.commands.push_back(Command::Dial {
+                point: point.clone(),
+                peer,
+            });
+            dialed.push(point);
+        }
+        for peer in &plan.close {
+            self.commands.push_back(Command::Close {
+                peer: *peer,
+                id: None,
+            });
+        }
+        let mut asked = 0;
+        if plan.ask_for_points {
+            let slots = self
+                .config
+                .max_pex_in_flight
+                .saturating_sub(self.pex_in_flight.len());
+            // Peers that offer the exchange, those asked longest ago (or never) first, in a
+            // random order among equals (drawn from a sorted list, so a seeded RNG gives the
+            // same choice whatever happened before).
+            let mut eligible: Vec<PeerId> = self
+                .links
+                .keys()
+                .filter(|p| self.may_ask(p, now))
+                .copied()
+                .collect();
+            if eligible.len() > slots {
+                eligible.shuffle(&mut self.rng);
+                eligible.sort_by_key(|p| self.pex_asked.get(p).copied());
+                eligible.truncate(slots);
+            }
+            for peer in eligible {
+                self.ask(peer, now);
+                asked += 1;
+            }
+        }
+        tracing::debug!(
+            active,
+            dialed = dialed.len(),
+            closed = plan.close.len(),
+            asked,
+            "maintenance"
+        );
+        self.events.push_back(Event::Maintenance {
+            active,
+            dialed,
+            closed: plan.close,
+            asked,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

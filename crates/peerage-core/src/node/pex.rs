@@ -1,0 +1,52 @@
+//! The peer-exchange messages: Octez's `Bootstrap`/`Advertise` (`p2p_message.ml`) as a request
+//! and a response, with their bounds. The wire codec (CBOR over libp2p request-response) lives
+//! in the glue; the policy (whom to ask, when, how to answer) in the [node machine](super).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/peerage/pex/1.0.0";
+/// Most points sent in a response (Octez `list_known_points ~size:50`).
+pub const MAX_POINTS_SENT: usize = 50;
+/// Most points accepted in a response (Octez `Advertise`: `Variable.list ~max_length:100`).
+pub const MAX_POINTS_ACCEPTED: usize = 100;
+/// Largest request accepted, in bytes.
+pub const MAX_REQUEST_BYTES: u64 = 1024;
+/// Largest response accepted, in bytes.
+pub const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
+/// Least time between two answers to one peer (Octez's per-connection throttle of 100 ms).
+pub const ANSWER_COOLDOWN: Duration = Duration::from_millis(100);
+/// How long a request may wait for its response.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request for points (Octez `Bootstrap`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The asker is below its minimum of connections and wants this one kept: a node that
+    /// nacked the connection for being at its `max_threshold` admits it after all while under
+    /// its `max` (its maintenance then makes room). Octez's `Bootstrap` has no such field.
+    #[serde(default)]
+    pub need: bool,
+}
+
+/// The points a peer knows (Octez `Advertise`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Multiaddrs of points, each ending in `/p2p/<id>` when the peer at the point is known.
+    pub points: Vec<String>,
+    /// The answering node is full and is about to close this connection (Octez's `Nack`): the
+    /// asker should back off from it as from a refused connection and try the points instead.
+    #[serde(default)]
+    pub nack: bool,
+    /// The answering node's own signed peer record (a libp2p signed envelope, domain
+    /// `libp2p-peer-record`, protobuf-encoded), so that its addresses are certified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Vec<u8>>,
+    /// Advertised peers that have a signed peer record, as those records (same encoding):
+    /// their addresses are certified at the asker. They count with `points` toward
+    /// [`MAX_POINTS_ACCEPTED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<Vec<u8>>,
+}

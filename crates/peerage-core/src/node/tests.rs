@@ -1,0 +1,320 @@
+use std::time::{Duration, Instant};
+
+use libp2p_identity::Keypair;
+use rand::{SeedableRng, rngs::StdRng};
+
+use super::*;
+use crate::peerstore;
+
+/// Closes peers in the order given; no tags.
+struct Plain;
+
+impl ConnectionManager for Plain {
+    fn close_order(&self, peers: &[PeerId], _: Instant) -> Vec<PeerId> {
+        peers.to_vec()
+    }
+    fn tag_value(&self, _: &PeerId) -> i64 {
+        0
+    }
+}
+
+fn peer(i: u8) -> PeerId {
+    Keypair::ed25519_from_bytes([i; 32])
+        .unwrap()
+        .public()
+        .to_peer_id()
+}
+
+fn addr(i: u8) -> Multiaddr {
+    format!("/ip4/10.0.0.{i}/tcp/9732").parse().unwrap()
+}
+
+fn machine(config: Config, now: Instant) -> Machine<u64> {
+    let local = peer(0);
+    Machine::new(
+        local,
+        config,
+        Peerstore::memory(peerstore::Config::default()),
+        Box::new(Plain),
+        Box::new(Unsigned::new(local)),
+        StdRng::seed_from_u64(1),
+        now,
+    )
+}
+
+fn drain(m: &mut Machine<u64>) -> Vec<Command<u64>> {
+    std::iter::from_fn(|| m.poll_command()).collect()
+}
+
+fn identify(pex: bool, i: u8) -> Identify {
+    let mut protocols = vec!["/ipfs/ping/1.0.0".to_owned()];
+    if pex {
+        protocols.push(pex::PROTOCOL.to_owned());
+    }
+    Identify {
+        listen_addrs: vec![addr(i)],
+        protocols,
+        agent_version: "test".into(),
+        protocol_version: "ipfs/0.1.0".into(),
+    }
+}
+
+/// Establishes connection `id` with peer `i`, inbound or dialed by us.
+fn establish(m: &mut Machine<u64>, id: u64, i: u8, inbound: bool, now: Instant) -> Admission {
+    if !inbound {
+        m.dial_started(id, addr(i));
+    }
+    let admission = m
+        .admit_established(id, peer(i), &addr(i), inbound, now)
+        .expect("admitted");
+    m.handle(
+        now,
+        Input::ConnectionEstablished {
+            id,
+            peer: peer(i),
+            remote: addr(i),
+            inbound,
+        },
+    );
+    admission
+}
+
+fn asks(commands: &[Command<u64>]) -> Vec<PeerId> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::AskPoints { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dialed_peer_is_asked_once_identified_and_only_if_it_offers_the_exchange() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    establish(&mut m, 1, 1, false, now);
+    establish(&mut m, 2, 2, false, now);
+    // Before identify, nobody is asked.
+    assert!(asks(&drain(&mut m)).is_empty());
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(1),
+            info: identify(true, 1),
+        },
+    );
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(2),
+            info: identify(false, 2),
+        },
+    );
+    assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
+    // A second identify (a push) does not ask again.
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(1),
+            info: identify(true, 1),
+        },
+    );
+    assert!(asks(&drain(&mut m)).is_empty());
+}
+
+#[test]
+fn a_node_out_of_points_asks_at_most_max_in_flight_and_each_peer_once_per_round() {
+    let t0 = Instant::now();
+    // Bounds 20/40/60: 12 inbound peers is below min_threshold (26), and there is nothing to
+    // dial.
+    let bounds = crate::maintenance::Bounds::from_connections(40);
+    let mut m = machine(Config::new().with_bounds(bounds), t0);
+    for i in 1..=12 {
+        establish(&mut m, u64::from(i), i, true, t0);
+        m.handle(
+            t0,
+            Input::Identified {
+                peer: peer(i),
+                info: identify(true, i),
+            },
+        );
+    }
+    drain(&mut m);
+    m.handle_timeout(t0);
+    let first = asks(&drain(&mut m));
+    assert_eq!(first.len(), 8, "the cap of requests in flight");
+    assert_eq!(m.pex_in_flight(), 8);
+    // Answers come back; the next round is 5 s later: only peers not asked in the last 5 s,
+    // and those asked before are asked again once their round has passed.
+    for p in &first {
+        m.handle(
+            t0,
+            Input::PexAnswer {
+                peer: *p,
+                id: 0,
+                response: pex::Response::default(),
+            },
+        );
+    }
+    let t1 = t0 + Duration::from_secs(5);
+    m.handle_timeout(t1);
+    let second = asks(&drain(&mut m));
+    assert_eq!(second.len(), 8);
+    let not_asked: Vec<PeerId> = (1..=12).map(peer).filter(|p| !first.contains(p)).collect();
+    for p in &not_asked {
+        assert!(
+            second.contains(p),
+            "the 4 not asked in the first round come first"
+        );
+    }
+    // Nobody is asked twice within a round.
+    m.handle_timeout(t1 + Duration::from_millis(10));
+    assert!(asks(&drain(&mut m)).is_empty());
+}
+
+#[test]
+fn a_request_before_identify_is_answered_and_a_third_early_one_dropped() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    establish(&mut m, 1, 1, true, now);
+    drain(&mut m);
+    let request = |token| Input::PexRequest {
+        peer: peer(1),
+        id: 1,
+        request: pex::Request::default(),
+        token,
+    };
+    m.handle(now, request(1));
+    m.handle(now, request(2));
+    m.handle(now, request(3));
+    let commands = drain(&mut m);
+    assert!(matches!(
+        commands[0],
+        Command::AnswerPoints { token: 1, .. }
+    ));
+    assert_eq!(commands[1], Command::DropRequest { token: 3 });
+    assert_eq!(m.poll_timeout(), Some(now + pex::ANSWER_COOLDOWN));
+    m.handle_timeout(now + pex::ANSWER_COOLDOWN);
+    assert!(matches!(
+        drain(&mut m)[..],
+        [Command::AnswerPoints { token: 2, .. }]
+    ));
+}
+
+#[test]
+fn a_full_node_nacks_with_points_then_closes_after_the_linger() {
+    let now = Instant::now();
+    // 1/2/3: max_threshold is 3.
+    let bounds = crate::maintenance::Bounds::new(1, 2, 3).unwrap();
+    let mut m = machine(
+        Config::new()
+            .with_bounds(bounds)
+            .with_maintenance_enabled(false)
+            .with_max_nacked(1),
+        now,
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            establish(&mut m, u64::from(i), i, true, now),
+            Admission::Accepted
+        );
+    }
+    drain(&mut m);
+    assert_eq!(establish(&mut m, 4, 4, true, now), Admission::Nacked);
+    assert_eq!(drain(&mut m), vec![Command::Exclude(4)]);
+    assert_eq!(m.pool().active(), 3, "a nacked connection is not counted");
+    // A second newcomer finds the one nacked slot taken.
+    m.dial_started(99, addr(9));
+    let refused = m.admit_established(5, peer(5), &addr(5), true, now);
+    assert!(matches!(
+        refused,
+        Err(Refusal::TooManyConnections(TooManyConnections {
+            nacked: 1,
+            ..
+        }))
+    ));
+    // The nacked peer asks for points: answered at once, with the nack.
+    m.handle(
+        now,
+        Input::PexRequest {
+            peer: peer(4),
+            id: 4,
+            request: pex::Request::default(),
+            token: 7,
+        },
+    );
+    assert!(matches!(
+        &drain(&mut m)[..],
+        [Command::AnswerPoints { token: 7, response }] if response.nack
+    ));
+    m.handle_timeout(now + Duration::from_millis(1999));
+    assert!(drain(&mut m).is_empty());
+    m.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(
+        drain(&mut m),
+        vec![Command::Close {
+            peer: peer(4),
+            id: Some(4)
+        }]
+    );
+}
+
+#[test]
+fn admission_refusals_are_typed_and_the_pending_ip_check_is_not_repeated() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    m.update_pool(now, |pool, now| {
+        pool.greylist_ip("10.0.0.1".parse().unwrap(), now)
+    });
+    assert!(matches!(
+        m.admit_pending_inbound(&addr(1), now),
+        Err(Refusal::Pool(pool::Error::IpBanned(_)))
+    ));
+    assert!(m.admit_pending_inbound(&addr(2), now).is_ok());
+    m.update_pool(now, |pool, _| pool.ban_peer(peer(2)));
+    assert!(matches!(
+        m.admit_established(2, peer(2), &addr(2), true, now),
+        Err(Refusal::Pool(pool::Error::PeerBanned(_)))
+    ));
+    assert!(matches!(
+        m.admit_pending_outbound(Some(peer(2)), &[addr(2)], now),
+        Err(Refusal::Pool(pool::Error::PeerBanned(_)))
+    ));
+    // Inbound: the IP was checked at pending inbound; outbound: the remote IP is checked here.
+    assert!(m.admit_established(3, peer(3), &addr(1), true, now).is_ok());
+    m.dial_started(4, addr(1));
+    assert!(matches!(
+        m.admit_established(4, peer(4), &addr(1), false, now),
+        Err(Refusal::Pool(pool::Error::IpBanned(_)))
+    ));
+}
+
+#[test]
+fn the_same_inputs_and_seed_give_the_same_commands() {
+    let run = || {
+        let t0 = Instant::now();
+        let bounds = crate::maintenance::Bounds::from_connections(80);
+        let mut m = machine(Config::new().with_bounds(bounds), t0);
+        let mut out = Vec::new();
+        for i in 1..=30 {
+            establish(&mut m, u64::from(i), i, true, t0);
+            m.handle(
+                t0,
+                Input::Identified {
+                    peer: peer(i),
+                    info: identify(true, i),
+                },
+            );
+        }
+        for step in 0..20 {
+            let now = t0 + Duration::from_secs(step * 3);
+            m.handle_timeout(now);
+            out.extend(drain(&mut m).into_iter().map(|c| format!("{c:?}")));
+        }
+        out
+    };
+    let a = run();
+    assert!(!a.is_empty());
+    assert_eq!(a, run());
+}

@@ -1,0 +1,165 @@
+//! The configuration of the Peerage [`Behaviour`](crate::Behaviour).
+
+use std::{sync::Arc, time::Duration};
+
+use peerage_core::{
+    maintenance::{self, Bounds},
+    node,
+    peerstore::Peerstore,
+    pool,
+};
+
+use crate::{connmgr, rcmgr};
+
+/// Configuration of the Peerage [`Behaviour`](crate::Behaviour).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) node: node::Config,
+    pub(crate) peerstore: Option<Peerstore>,
+    pub(crate) connmgr: Option<connmgr::Config>,
+    pub(crate) rcmgr: Option<rcmgr::ResourceManager>,
+    pub(crate) agent_version: String,
+    pub(crate) ping_interval: Duration,
+    pub(crate) rng_seed: Option<u64>,
+    pub(crate) metrics: Option<ProtocolMetrics>,
+}
+
+/// libp2p-metrics' recorder, shared with whoever records the swarm's events.
+#[derive(Clone)]
+pub(crate) struct ProtocolMetrics(pub(crate) Arc<libp2p::metrics::Metrics>);
+
+impl std::fmt::Debug for ProtocolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("libp2p::metrics::Metrics")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node: node::Config::default(),
+            peerstore: None,
+            connmgr: None,
+            rcmgr: None,
+            agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
+            ping_interval: Duration::from_secs(15),
+            rng_seed: None,
+            metrics: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults: Octez's maintenance and pool defaults (bounds 10/50/100), a new in-memory
+    /// peerstore, agent version `peerage/<version>`, a ping every 15 s, nacked connections closed
+    /// after 2 s, an RNG seeded from the OS.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The connection bounds. `10/50/100` by default (Octez).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.node = self.node.with_bounds(bounds);
+        self
+    }
+    /// The whole maintenance configuration. [`maintenance::Config::default`] by default.
+    pub fn with_maintenance(mut self, config: maintenance::Config) -> Self {
+        self.node = self.node.with_maintenance(config);
+        self
+    }
+    /// The pool configuration. [`pool::Config::default`] by default.
+    pub fn with_pool(mut self, config: pool::Config) -> Self {
+        self.node = self.node.with_pool(config);
+        self
+    }
+    /// Private mode (Octez `--private-mode`): only trusted points are dialed and only trusted
+    /// peers admitted; the node neither asks for points nor answers requests for them (it does
+    /// not offer the peer-exchange protocol, so its peers do not advertise it). `false` by
+    /// default. Sets the pool configuration's flag.
+    pub fn with_private_mode(mut self, private: bool) -> Self {
+        self.node = self.node.with_private_mode(private);
+        self
+    }
+    /// Whether the maintenance runs (Octez `--disable-p2p-maintenance` turns it off). `true` by
+    /// default; [`Behaviour::activate`](crate::Behaviour::activate) starts it later.
+    pub fn with_maintenance_enabled(mut self, enabled: bool) -> Self {
+        self.node = self.node.with_maintenance_enabled(enabled);
+        self
+    }
+    /// A peerstore shared with the application. A new empty one by default.
+    pub fn with_peerstore(mut self, peerstore: Peerstore) -> Self {
+        self.peerstore = Some(peerstore);
+        self
+    }
+    /// The connection manager's configuration. By default, derived from the bounds as
+    /// the node maps them (Octez's `expected` and `max` as go's watermarks): low watermark = `expected`, high watermark = `max`, the
+    /// maintenance's grace period, and go's other defaults (hard cap at `max` + 10 %).
+    ///
+    /// # Errors
+    ///
+    /// [`connmgr::Error::Config`] if `config` is invalid ([`connmgr::Config::validate`]).
+    pub fn with_connmgr(mut self, config: connmgr::Config) -> Result<Self, connmgr::Error> {
+        config.validate()?;
+        self.connmgr = Some(config);
+        Ok(self)
+    }
+    /// The connection manager's configuration derived from these bounds (see
+    /// [`with_connmgr`](Self::with_connmgr)).
+    pub fn default_connmgr(&self) -> connmgr::Config {
+        let bounds = self.node.bounds();
+        connmgr::Config::new()
+            .with_watermarks(bounds.expected(), bounds.max())
+            .with_grace_period(self.node.maintenance().grace_period())
+    }
+    /// A resource manager admitting every connection ([`rcmgr::Behaviour`]). None by default.
+    /// For stream limits, wrap the transport's muxer with the same manager
+    /// ([`rcmgr::transport`]). A high watermark above its system connection limit is logged as
+    /// a warning (go-libp2p GH#1640); check it with [`connmgr::Config::check_limit`].
+    pub fn with_resource_manager(mut self, rcmgr: rcmgr::ResourceManager) -> Self {
+        self.rcmgr = Some(rcmgr);
+        self
+    }
+    /// The agent version identify announces. `peerage/<crate version>` by default.
+    pub fn with_agent_version(mut self, agent: impl Into<String>) -> Self {
+        self.agent_version = agent.into();
+        self
+    }
+    /// Interval between pings on a connection. 15 s by default (libp2p ping).
+    pub fn with_ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d;
+        self
+    }
+    /// How long a refused (nacked) inbound connection stays open so that its peer can ask for
+    /// points, if it does not ask sooner. 2 s by default.
+    pub fn with_nack_linger(mut self, d: Duration) -> Self {
+        self.node = self.node.with_nack_linger(d);
+        self
+    }
+    /// How many nacked connections may be open at once; above it, an inbound connection that
+    /// would be nacked is refused outright ([`TooManyConnections`](crate::TooManyConnections)), without points. 20 by
+    /// default, as Octez's `max_incoming_connections`, its bound on incoming connections still
+    /// being handled. Nacked connections are left out of the connection manager (see
+    /// [`connmgr::Behaviour::exclude`]): this is their bound.
+    pub fn with_max_nacked(mut self, n: usize) -> Self {
+        self.node = self.node.with_max_nacked(n);
+        self
+    }
+    /// Most requests for points in flight at once. 8 by default; see
+    /// [`node::Config::with_max_pex_in_flight`].
+    pub fn with_max_pex_in_flight(mut self, n: usize) -> Self {
+        self.node = self.node.with_max_pex_in_flight(n);
+        self
+    }
+    /// Records the identify and ping events, which stay inside this behaviour, in libp2p-metrics'
+    /// `metrics` (`libp2p_identify_*`, `libp2p_ping_*`: round-trip times and failures). Record
+    /// the swarm's events (`libp2p_swarm_*`) with the same `metrics`. None by default.
+    pub fn with_metrics(mut self, metrics: Arc<libp2p::metrics::Metrics>) -> Self {
+        self.metrics = Some(ProtocolMetrics(metrics));
+        self
+    }
+    /// Seed of the RNG behind random choices (victims, sampled points, jitter), for
+    /// reproducible runs. Seeded from the OS by default.
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+}

@@ -1,0 +1,77 @@
+//! The protocols inside the Peerage behaviour, and their events translated for the node
+//! machine.
+
+use libp2p::{
+    identify, metrics::Recorder, ping, swarm::ConnectionId, swarm::behaviour::toggle::Toggle,
+};
+use peerage_core::node::Input;
+
+use crate::{Event, config::ProtocolMetrics, connmgr, identify as id, keep_alive, pex, rcmgr};
+
+/// The protocols inside [`Behaviour`]. Public only because its handler type is
+/// `Behaviour::ConnectionHandler`. The derived hooks call the fields in order and stop at the
+/// first denial: the connection manager (hard cap), then the resource manager (peer scope),
+/// then the protocols.
+#[doc(hidden)]
+#[allow(unreachable_pub, missing_docs)]
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub struct Inner {
+    // First: a connection the connection manager refuses must not reach request-response,
+    // which records it in `handle_established_*` and never forgets it.
+    pub(crate) connmgr: connmgr::Behaviour,
+    pub(crate) rcmgr: Toggle<rcmgr::Behaviour>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) pex: pex::Behaviour,
+    pub(crate) keep_alive: keep_alive::Behaviour,
+}
+
+impl Inner {
+    /// The inner behaviours.
+    pub(crate) fn new(
+        connmgr: connmgr::Behaviour,
+        rcmgr: Option<rcmgr::Behaviour>,
+        identify: identify::Behaviour,
+        ping: ping::Behaviour,
+        pex: pex::Behaviour,
+    ) -> Self {
+        Self {
+            connmgr,
+            rcmgr: Toggle::from(rcmgr),
+            identify,
+            ping,
+            pex,
+            keep_alive: keep_alive::Behaviour,
+        }
+    }
+}
+
+/// An inner event as the machine's input and the application's event; records identify and
+/// ping in libp2p-metrics.
+pub(crate) fn translate(
+    event: InnerEvent,
+    channels: &mut pex::Channels,
+    metrics: Option<&ProtocolMetrics>,
+) -> (Option<Input<ConnectionId>>, Option<Event>) {
+    if let Some(ProtocolMetrics(metrics)) = metrics {
+        match &event {
+            InnerEvent::Identify(e) => metrics.record(e),
+            InnerEvent::Ping(e) => metrics.record(e),
+            _ => {}
+        }
+    }
+    match event {
+        InnerEvent::Identify(e) => (id::input(e), None),
+        InnerEvent::Ping(e) => (id::ping_input(e), None),
+        InnerEvent::Pex(e) => (channels.input(e), None),
+        InnerEvent::Connmgr(connmgr::Event::Trimmed(trim)) => (
+            None,
+            Some(Event::Trimmed {
+                kind: trim.kind,
+                peers: trim.victims.iter().map(|v| v.peer).collect(),
+            }),
+        ),
+        InnerEvent::KeepAlive(never) => match never {},
+    }
+}
