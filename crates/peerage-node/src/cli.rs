@@ -28,6 +28,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run a local network of nodes on 127.0.0.1 and report whether it converges.
     Devnet(DevnetArgs),
+    /// Simulate a network of node machines on a modelled network and a virtual clock.
+    Sim(SimArgs),
     /// Print the effective configuration, or check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -184,6 +186,33 @@ pub struct DevnetArgs {
     /// recover to their bounds, within `--duration` again. Default: 0, no recovery phase.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub stop: u16,
+}
+
+/// `peerage sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Nodes at the start (default: the scenario's; `churn`: 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub nodes: Option<u32>,
+    /// Simulated time (`10m`, `1h`; default: the scenario's, `churn`: 1h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// The RNG seed: the same seed and scenario give the same run, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A built-in scenario (churn, static, devnet, devnet-stop) or a scenario file (TOML or
+    /// JSON).
+    #[arg(long, default_value = "churn", value_name = "NAME|FILE")]
+    pub scenario: String,
+    /// Worker threads; the outcome does not depend on them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Write the event log (every input and output of every node machine) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Write an HTML report with plots (report.html) and the JSON report into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -11,3 +11,4 @@ pub mod devnet;
 pub mod metrics;
 pub mod node;
 pub mod run;
+pub mod sim;

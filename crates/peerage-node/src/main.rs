@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use peerage_node::{
     cli::{Cli, Command, ConfigCommand},
-    config, devnet, run,
+    config, devnet, run, sim,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -56,6 +56,10 @@ async fn main() -> ExitCode {
                 println!("ok: {}", file.display());
                 ExitCode::SUCCESS
             })
+        }
+        Command::Sim(args) => {
+            init_tracing("warn");
+            sim::sim(&args, cli.client.json)
         }
         Command::Devnet(args) => {
             init_tracing("warn");

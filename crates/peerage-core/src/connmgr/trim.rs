@@ -198,12 +198,13 @@ fn take_lowest(
     if needed == 0 {
         return target;
     }
+    // Ties (same rank) are broken by peer ID, so that the same state gives the same victims
+    // whatever the map's (randomly seeded) iteration order: a simulation replays exactly.
     if needed < candidates.len() {
-        candidates.select_nth_unstable_by_key(needed - 1, |c| c.key);
+        candidates.select_nth_unstable_by_key(needed - 1, |c| (c.key, c.peer));
     }
-    // Ties (same rank) are broken arbitrarily: the map's iteration order is randomly seeded.
     let lowest = &mut candidates[..needed];
-    lowest.sort_unstable_by_key(|c| c.key);
+    lowest.sort_unstable_by_key(|c| (c.key, c.peer));
     for c in lowest.iter() {
         if target == 0 {
             break;

@@ -271,6 +271,12 @@ impl Maintenance {
         self.done >= ticket
     }
 
+    /// Whether a check was asked for (a trigger fired) and waits for the next step: the driver
+    /// should step now.
+    pub fn is_run_requested(&self) -> bool {
+        self.active && self.run_requested
+    }
+
     /// Whether a dialing round is under way or waiting for points.
     pub fn is_dialing(&self) -> bool {
         !matches!(self.phase, Phase::Idle)

@@ -167,6 +167,8 @@ pub struct Machine<C> {
     next_gc: Instant,
     listen_addrs: Vec<Multiaddr>,
     own_record: Option<Vec<u8>>,
+    /// The latest time the machine was given.
+    now: Instant,
 }
 
 impl<C> fmt::Debug for Machine<C> {
@@ -220,6 +222,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             next_gc: now + PEERSTORE_GC_INTERVAL,
             listen_addrs: Vec::new(),
             own_record: None,
+            now,
         }
     }
 
@@ -273,6 +276,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// change, so they cannot come back), new points for the maintenance, and protection of
     /// trusted peers.
     pub fn update_pool<R>(&mut self, now: Instant, f: impl FnOnce(&mut Pool, Instant) -> R) -> R {
+        self.now = self.now.max(now);
         let result = f(&mut self.pool, now);
         self.drain_pool_events();
         let running: Vec<PeerId> = self.pool.running_peers().collect();
@@ -403,6 +407,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         inbound: bool,
         now: Instant,
     ) -> Result<Admission, Refusal> {
+        self.now = self.now.max(now);
         let point = self.dials.get(&id);
         let result = self
             .pool
@@ -443,6 +448,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
 
     /// Feeds an event.
     pub fn handle(&mut self, now: Instant, input: Input<C>) {
+        self.now = self.now.max(now);
         match input {
             Input::ConnectionEstablished {
                 id,
@@ -516,9 +522,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
     }
 
-    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work: the
+    /// latest time the machine was given if an event triggered the maintenance.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
+            self.maintenance.is_run_requested().then_some(self.now),
             self.maintenance.poll_timeout(),
             self.nack_deadlines.front().map(|d| d.0),
             self.pex_delayed.front().map(|d| d.0),
@@ -533,6 +541,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// for points, collects the peerstore and the greylist, and runs the maintenance. Cheap
     /// when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         while let Some((due, peer, id)) = self.nack_deadlines.front().copied() {
             if due > now {
                 break;

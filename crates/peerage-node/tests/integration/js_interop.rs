@@ -94,3 +94,160 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
         "{latency:?}"
     );
 }
+
+/// The bug report's set-up: `peerage run --low-water 5 --high-water 10` (bounds 25/50/75, so
+/// the node stays below its minimum and keeps looking for points) and 40 js-libp2p peers dialing
+/// it at once and holding their connections for 8 s (`interop/js/flood.mjs`). The node used to
+/// ask every connected peer for points on `/peerage/pex/1.0.0`, js peers included, which do not
+/// speak it; js-libp2p dropped those connections and 0–7 of the 40 were left. The node must ask
+/// only peers whose identify lists the protocol: none here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
+    use clap::Parser;
+    use peerage_node::cli::{Cli, Command as Sub};
+
+    const PEERS: usize = 40;
+    const LOW_WATER: usize = 5;
+    let js = js_dir();
+    assert!(
+        js.join("node_modules/libp2p").is_dir(),
+        "js-libp2p is not installed: run `npm ci --prefix interop/js` (.ci/run does)"
+    );
+    // The configuration `peerage run` resolves from these flags (no file); the identity, the
+    // in-memory peerstore and the absence of a peers file are the test's.
+    let data_dir = tempfile::tempdir().unwrap();
+    let cli = Cli::try_parse_from([
+        "peerage",
+        "run",
+        "--data-dir",
+        data_dir.path().to_str().unwrap(),
+        "--ephemeral",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--low-water",
+        "5",
+        "--high-water",
+        "10",
+    ])
+    .unwrap();
+    let Sub::Run(args) = cli.command else {
+        panic!("run")
+    };
+    let effective = peerage_node::config::resolve(&args, &cli.client).unwrap();
+    assert_eq!(
+        (
+            effective.connmgr.low_water(),
+            effective.connmgr.high_water()
+        ),
+        (LOW_WATER, 10)
+    );
+    // The hard cap (high water + 10 %) keeps the node below its minimum: it keeps looking for
+    // points the whole time.
+    let hard_cap = effective.connmgr.hard_cap().unwrap();
+    assert!(
+        hard_cap < effective.bounds.min(),
+        "hard cap {hard_cap}, bounds {}",
+        effective.bounds
+    );
+    let mut config = NodeConfig::new(
+        Keypair::generate_ed25519(),
+        effective.listen,
+        effective.bounds,
+    );
+    config.connmgr = effective.connmgr;
+    config.pool = effective.pool;
+    let node = Node::start(config).await.unwrap();
+    let (handle, registry) = (node.handle, node.registry);
+    let target = handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(handle.peer_id()));
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(&js)
+            .args([
+                "--import",
+                "./polyfill.mjs",
+                "flood.mjs",
+                &target.to_string(),
+            ])
+            .env("PEERS", PEERS.to_string())
+            .env("HOLD_MS", "8000")
+            .env("SECS", "25")
+            .output()
+            .expect("run node (Node.js)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("JS PEER "))
+        .collect();
+    let report = report.join("\n");
+    // The numbers, for whoever runs the test with --nocapture.
+    println!("{report}");
+    assert!(
+        output.status.success(),
+        "js peers failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = |prefix: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{stdout}"))
+            .to_owned()
+    };
+    let connected: usize = line("JS CONNECTED ").parse().unwrap();
+
+    // Rust side: every peer of the node is a js peer, so any request for points went to one.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let metric = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let cycles = metric("peerage_maintenance_cycles_total");
+    let asked = metric("peerage_maintenance_asked_for_points_total");
+    println!("NODE maintenance cycles {cycles}, peers asked for points {asked}");
+    // The maintenance did run below the minimum (and would have asked, had anyone qualified)…
+    assert!(cycles > 0, "the maintenance never ran\n{report}");
+    // …and asked no js peer.
+    assert_eq!(asked, 0, "the node asked js peers for points\n{report}");
+    // The js peers it kept identified without the protocol: that is why they were not asked.
+    let kept: Vec<PeerId> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("JS PEER ")?.strip_suffix(" connected"))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(kept.len(), connected, "{stdout}");
+    for peer in &kept {
+        let protocols = handle.peerstore().protocols(peer);
+        assert!(
+            protocols.iter().any(|p| p == "/ipfs/id/1.0.0")
+                && !protocols
+                    .iter()
+                    .any(|p| p == peerage::pex::PROTOCOL.as_ref()),
+            "{peer}: {protocols:?}"
+        );
+    }
+
+    // js side: no connection was dropped for streams it could not take, and at least the low
+    // watermark's worth of peers are still connected after the hold (the hard cap, high water
+    // + 10 %, refuses the rest; the grace period spares the kept ones from trims).
+    for prefix in ["JS CLOSE ERRORS ", "JS MUXER ERRORS ", "JS STREAM ERRORS "] {
+        let errors = line(prefix);
+        assert!(
+            !errors.contains("MaxEarlyStreamsError"),
+            "{prefix}{errors}\n{report}"
+        );
+    }
+    assert!(
+        connected >= LOW_WATER,
+        "only {connected} of {PEERS} js peers still connected\n{report}"
+    );
+}

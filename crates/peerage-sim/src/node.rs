@@ -1,0 +1,949 @@
+//! A simulated node: the node machine `peerage run` drives, with the connection manager core,
+//! driven by messages over the modelled network instead of sockets.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, BinaryHeap},
+    fmt::Write as _,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use libp2p_identity::{Keypair, PeerId};
+use multiaddr::Multiaddr;
+use peerage_core::{
+    connmgr::{self, ConnManager},
+    maintenance::Bounds,
+    node::{self, Command, DialError, Identify, Input, Machine},
+    peerstore::{self, Peerstore},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::{
+    scenario::AdversaryKind,
+    world::{Nanos, World, mix, nanos},
+};
+
+/// The protection tag of trusted peers, as the glue's.
+const TRUSTED_TAG: &str = "peerage-trusted";
+
+/// A message between two nodes, on connection `conn` (numbered by its dialer).
+#[derive(Debug, Clone)]
+pub(crate) enum Msg {
+    /// A dial arrives (the handshake is folded into it).
+    Dial {
+        conn: u64,
+        peer: PeerId,
+        expect: Option<PeerId>,
+    },
+    /// The listener admitted it.
+    Accepted {
+        conn: u64,
+        peer: PeerId,
+    },
+    /// The listener refused it.
+    Refused {
+        conn: u64,
+    },
+    /// The listener is not the peer the dialer expected.
+    WrongPeer {
+        conn: u64,
+    },
+    /// The remote closed the connection.
+    Close {
+        conn: u64,
+    },
+    Identify {
+        conn: u64,
+        info: Identify,
+    },
+    PexRequest {
+        conn: u64,
+        request: node::pex::Request,
+    },
+    PexResponse {
+        conn: u64,
+        response: node::pex::Response,
+    },
+    /// The remote dropped our request unanswered.
+    PexDropped {
+        conn: u64,
+    },
+}
+
+/// Something a node processes at a time.
+#[derive(Debug, Clone)]
+pub(crate) enum Ev {
+    /// Start: the machine is created.
+    Start,
+    Timer,
+    Msg {
+        from: u32,
+        msg: Msg,
+    },
+    DialTimeout {
+        conn: u64,
+    },
+    PexTimeout {
+        peer: PeerId,
+    },
+    Flood,
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    remote: u32,
+    peer: PeerId,
+    inbound: bool,
+    /// Established on our side.
+    established: bool,
+    /// Left out of the connection manager (nacked).
+    excluded: bool,
+}
+
+/// Counters for the report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
+    pub(crate) dials: u64,
+    pub(crate) closes: u64,
+    pub(crate) pex_requests: u64,
+    pub(crate) records_opened: u64,
+}
+
+/// The connection manager shared by the machine (which reads it) and the node (which feeds it).
+#[derive(Clone)]
+struct Shared(Arc<Mutex<ConnManager<u64>>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ConnManager<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl node::ConnectionManager for Shared {
+    fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId> {
+        self.lock().close_order(peers, now)
+    }
+    fn tag_value(&self, peer: &PeerId) -> i64 {
+        self.lock().tag_info(peer).map_or(0, |t| t.value)
+    }
+}
+
+/// A simulated node.
+pub(crate) struct SimNode {
+    pub(crate) index: u32,
+    key: Option<Keypair>,
+    pub(crate) machine: Option<Machine<u64>>,
+    connmgr: Option<Shared>,
+    queue: BinaryHeap<Reverse<(Nanos, u64, usize)>>,
+    /// Events by their queue slot.
+    slots: Vec<Option<Ev>>,
+    free: Vec<usize>,
+    seq: u64,
+    timer_at: Option<Nanos>,
+    /// When the engine last scheduled this node (lazy scheduling).
+    pub(crate) scheduled: Option<Nanos>,
+    rng: StdRng,
+    next_conn: u32,
+    conns: BTreeMap<u64, Conn>,
+    /// Dials in flight: their target.
+    dialing: BTreeMap<u64, u32>,
+    tokens: BTreeMap<u64, (u32, u64)>,
+    next_token: u64,
+    /// Requests for points of ours waiting for an answer, by peer.
+    asking: BTreeSet<PeerId>,
+    /// Connections a flooder holds outside its machine.
+    flood: BTreeSet<u64>,
+    pub(crate) outbox: Vec<(u32, Nanos, Msg)>,
+    pub(crate) log: Option<String>,
+    pub(crate) counts: Counts,
+    pub(crate) started: Option<Nanos>,
+}
+
+impl SimNode {
+    pub(crate) fn new(index: u32, key: Keypair, seed: u64, log: bool) -> Self {
+        Self {
+            index,
+            key: Some(key),
+            machine: None,
+            connmgr: None,
+            queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            timer_at: None,
+            scheduled: None,
+            rng: StdRng::seed_from_u64(mix(seed ^ u64::from(index).wrapping_mul(0x9E37))),
+            next_conn: 0,
+            conns: BTreeMap::new(),
+            dialing: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            next_token: 0,
+            asking: BTreeSet::new(),
+            flood: BTreeSet::new(),
+            outbox: Vec::new(),
+            log: log.then(String::new),
+            counts: Counts::default(),
+            started: None,
+        }
+    }
+
+    pub(crate) fn push(&mut self, t: Nanos, ev: Ev) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(ev);
+                i
+            }
+            None => {
+                self.slots.push(Some(ev));
+                self.slots.len() - 1
+            }
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq, slot)));
+    }
+
+    pub(crate) fn next_time(&self) -> Option<Nanos> {
+        self.queue.peek().map(|Reverse((t, ..))| *t)
+    }
+
+    /// Connections established on our side, by remote node.
+    pub(crate) fn links(&self) -> impl Iterator<Item = u32> + '_ {
+        self.conns
+            .values()
+            .filter(|c| c.established)
+            .map(|c| c.remote)
+    }
+
+    /// Established connections, as (connection, remote node); for the engine when this node
+    /// leaves.
+    pub(crate) fn open_conns(&self) -> Vec<(u64, u32)> {
+        self.conns.iter().map(|(id, c)| (*id, c.remote)).collect()
+    }
+
+    /// Running peers, as the maintenance counts them.
+    pub(crate) fn active(&self) -> usize {
+        self.machine.as_ref().map_or(0, |m| m.pool().active())
+    }
+
+    /// Processes every event before `end`.
+    pub(crate) fn run_until(&mut self, end: Nanos, w: &World) {
+        while let Some(&Reverse((t, _, slot))) = self.queue.peek() {
+            if t >= end {
+                break;
+            }
+            self.queue.pop();
+            let ev = self.slots[slot].take().expect("queued event");
+            self.free.push(slot);
+            self.process(t, ev, w);
+        }
+    }
+
+    fn trace(&mut self, t: Nanos, dir: char, what: &dyn std::fmt::Debug) {
+        if let Some(log) = &mut self.log {
+            // Writing to a String cannot fail.
+            let _ = writeln!(log, "{t} {} {dir} {what:?}", self.index);
+        }
+    }
+
+    /// Logs an answer by its size and a hash of its points, not its text: answers are most
+    /// of the log, and formatting them most of its cost.
+    fn trace_answer(&mut self, t: Nanos, dir: char, what: &str, response: &node::pex::Response) {
+        if let Some(log) = &mut self.log {
+            let mut h = blake3::Hasher::new();
+            for p in &response.points {
+                h.update(p.as_bytes());
+                h.update(b" ");
+            }
+            for r in response.records.iter().chain(&response.record) {
+                h.update(r);
+                h.update(b" ");
+            }
+            let digest = h.finalize();
+            let _ = writeln!(
+                log,
+                "{t} {} {dir} {what} points={} records={} nack={} {}",
+                self.index,
+                response.points.len(),
+                response.records.len() + usize::from(response.record.is_some()),
+                response.nack,
+                &digest.to_hex()[..16]
+            );
+        }
+    }
+
+    fn feed(&mut self, t: Nanos, now: Instant, input: Input<u64>) {
+        match &input {
+            Input::PexAnswer { peer, id, response } => {
+                let what = format!("PexAnswer {peer} {id}");
+                self.trace_answer(t, '<', &what, response);
+            }
+            _ => self.trace(t, '<', &input),
+        }
+        if let Some(m) = &mut self.machine {
+            m.handle(now, input);
+        }
+    }
+
+    fn process(&mut self, t: Nanos, ev: Ev, w: &World) {
+        let now = w.instant(t);
+        let me = &w.nodes[self.index as usize];
+        let adversary = me.adversary;
+        match ev {
+            Ev::Start => self.start(t, now, w),
+            Ev::Timer => {
+                if self.timer_at == Some(t) {
+                    self.timer_at = None;
+                    self.trace(t, '<', &"timeout");
+                    if let Some(m) = &mut self.machine {
+                        m.handle_timeout(now);
+                    }
+                    let trim = self.connmgr.as_ref().and_then(|c| c.lock().poll(now));
+                    if let Some(trim) = trim {
+                        for v in trim.victims {
+                            self.close_peer(t, now, v.peer, w);
+                        }
+                    }
+                }
+            }
+            Ev::Msg { from, msg } => self.on_msg(t, now, from, msg, w),
+            Ev::DialTimeout { conn } => {
+                if self.dialing.remove(&conn).is_some() {
+                    self.feed(
+                        t,
+                        now,
+                        Input::DialFailed {
+                            id: conn,
+                            error: DialError::Other,
+                        },
+                    );
+                }
+            }
+            Ev::PexTimeout { peer } => {
+                if self.asking.remove(&peer) {
+                    self.feed(
+                        t,
+                        now,
+                        Input::PexFailed {
+                            peer,
+                            outbound: true,
+                            invalid_data: false,
+                        },
+                    );
+                }
+            }
+            Ev::Flood => {
+                if adversary == Some(AdversaryKind::Flooder) {
+                    self.flood_once(t, w);
+                }
+            }
+        }
+        self.drain(t, now, w);
+    }
+
+    fn start(&mut self, t: Nanos, now: Instant, w: &World) {
+        let info = &w.nodes[self.index as usize];
+        let key = self.key.take().expect("started once");
+        let bounds = Bounds::from_connections(w.scenario.connections);
+        let cm_config = connmgr::Config::new()
+            .with_watermarks(bounds.expected(), bounds.max())
+            .with_grace_period(node::Config::new().maintenance().grace_period());
+        let cm = Shared(Arc::new(Mutex::new(
+            ConnManager::new(cm_config, now).expect("valid watermarks"),
+        )));
+        let config = node::Config::new().with_bounds(bounds);
+        let mut machine = Machine::new(
+            info.peer,
+            config,
+            Peerstore::memory(peerstore::Config::default()),
+            Box::new(cm.clone()),
+            Box::new(node::Unsigned::new(info.peer)),
+            StdRng::seed_from_u64(self.rng.random()),
+            now,
+        );
+        drop(key);
+        machine.handle(now, Input::NewListenAddr(info.addr.clone()));
+        for addr in &w.bootstrap {
+            if *addr != info.addr {
+                // A bootstrap point is a valid point, never ours.
+                let _ = machine.add_trusted_point(addr, now);
+            }
+        }
+        self.machine = Some(machine);
+        self.connmgr = Some(cm);
+        self.started = Some(t);
+        self.timer_at = Some(t);
+        self.push(t, Ev::Timer);
+        if let Some(AdversaryKind::Flooder) = info.adversary {
+            self.push(t, Ev::Flood);
+        }
+    }
+
+    fn send(&mut self, t: Nanos, to: u32, msg: Msg, w: &World) {
+        let at = t + w.delay(self.index, to);
+        self.outbox.push((to, at, msg));
+    }
+
+    fn new_conn(&mut self) -> u64 {
+        self.next_conn += 1;
+        u64::from(self.index) << 32 | u64::from(self.next_conn)
+    }
+
+    /// Carries out the machine's commands, feeding back what they cause, and re-arms the
+    /// timer.
+    fn drain(&mut self, t: Nanos, now: Instant, w: &World) {
+        loop {
+            let Some(m) = &mut self.machine else { return };
+            let Some(command) = m.poll_command() else {
+                break;
+            };
+            match &command {
+                Command::AnswerPoints { token, response } => {
+                    self.trace_answer(t, '>', &format!("AnswerPoints {token}"), response);
+                }
+                _ => self.trace(t, '>', &command),
+            }
+            self.execute(t, now, command, w);
+        }
+        if let Some(m) = &mut self.machine {
+            while m.poll_event().is_some() {}
+            let deadline = [
+                m.poll_timeout(),
+                self.connmgr.as_ref().and_then(|c| c.lock().poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| w.nanos(d).max(t));
+            if let Some(d) = deadline
+                && self.timer_at.is_none_or(|at| d < at)
+            {
+                self.timer_at = Some(d);
+                self.push(d, Ev::Timer);
+            }
+        }
+    }
+
+    fn execute(&mut self, t: Nanos, now: Instant, command: Command<u64>, w: &World) {
+        match command {
+            Command::Dial { point, peer } => self.dial(t, now, point, peer, w),
+            Command::Close {
+                peer,
+                id: Some(conn),
+            } => {
+                if self.conns.get(&conn).is_some_and(|c| c.peer == peer) {
+                    self.close(t, now, conn, false, w);
+                }
+            }
+            Command::Close { peer, id: None } => self.close_peer(t, now, peer, w),
+            Command::AskPoints { peer, request } => {
+                let conn = self
+                    .conns
+                    .iter()
+                    .find(|(_, c)| c.peer == peer && c.established)
+                    .map(|(id, c)| (*id, c.remote));
+                match conn {
+                    Some((conn, remote)) => {
+                        self.counts.pex_requests += 1;
+                        self.asking.insert(peer);
+                        self.push(
+                            t + nanos(node::pex::REQUEST_TIMEOUT),
+                            Ev::PexTimeout { peer },
+                        );
+                        self.send(t, remote, Msg::PexRequest { conn, request }, w);
+                    }
+                    None => self.feed(
+                        t,
+                        now,
+                        Input::PexFailed {
+                            peer,
+                            outbound: true,
+                            invalid_data: false,
+                        },
+                    ),
+                }
+            }
+            Command::AnswerPoints { token, response } => {
+                if let Some((remote, conn)) = self.tokens.remove(&token)
+                    && self.conns.contains_key(&conn)
+                {
+                    self.send(t, remote, Msg::PexResponse { conn, response }, w);
+                }
+            }
+            Command::DropRequest { token } => {
+                if let Some((remote, conn)) = self.tokens.remove(&token) {
+                    self.send(t, remote, Msg::PexDropped { conn }, w);
+                }
+            }
+            Command::Protect(peer) => {
+                if let Some(cm) = &self.connmgr {
+                    cm.lock().protect(peer, TRUSTED_TAG);
+                }
+            }
+            Command::Unprotect(peer) => {
+                if let Some(cm) = &self.connmgr {
+                    cm.lock().unprotect(&peer, TRUSTED_TAG);
+                }
+            }
+            Command::Exclude(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.excluded = true;
+                }
+            }
+            Command::Include(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn)
+                    && std::mem::take(&mut c.excluded)
+                    && let Some(cm) = &self.connmgr
+                {
+                    let remote = w.remote_addr(c.remote, conn);
+                    cm.lock()
+                        .connection_established(c.peer, conn, c.inbound, remote, now);
+                }
+            }
+        }
+    }
+
+    fn dial(&mut self, t: Nanos, now: Instant, point: Multiaddr, peer: Option<PeerId>, w: &World) {
+        let conn = self.new_conn();
+        self.counts.dials += 1;
+        let Some(m) = &mut self.machine else { return };
+        m.dial_started(conn, point.clone());
+        if let Err(e) = m.admit_pending_outbound(peer, std::slice::from_ref(&point), now) {
+            self.trace(t, '!', &e);
+            self.feed(
+                t,
+                now,
+                Input::DialFailed {
+                    id: conn,
+                    error: DialError::Other,
+                },
+            );
+            return;
+        }
+        let target = w.by_addr.get(&point).copied();
+        let me = self.index;
+        match target {
+            Some(to) if to == me => {
+                self.feed(
+                    t,
+                    now,
+                    Input::DialFailed {
+                        id: conn,
+                        error: DialError::LocalPeer,
+                    },
+                );
+            }
+            Some(to)
+                if w.nodes[to as usize].alive
+                    && w.nodes[to as usize].reachable
+                    && w.connected(me, to) =>
+            {
+                if self.rng.random_bool(w.scenario.dial_failure) {
+                    self.dialing.insert(conn, to);
+                    self.push(t + 2 * w.delay(me, to), Ev::DialTimeout { conn });
+                    return;
+                }
+                self.dialing.insert(conn, to);
+                let peer_id = w.nodes[me as usize].peer;
+                self.send(
+                    t,
+                    to,
+                    Msg::Dial {
+                        conn,
+                        peer: peer_id,
+                        expect: peer,
+                    },
+                    w,
+                );
+            }
+            _ => {
+                self.dialing.insert(conn, u32::MAX);
+                self.push(t + nanos(w.scenario.dial_timeout), Ev::DialTimeout { conn });
+            }
+        }
+    }
+
+    fn close_peer(&mut self, t: Nanos, now: Instant, peer: PeerId, w: &World) {
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in ids {
+            self.close(t, now, conn, false, w);
+        }
+    }
+
+    /// Closes a connection on our side; tells the remote unless it closed it.
+    pub(crate) fn close(&mut self, t: Nanos, now: Instant, conn: u64, by_remote: bool, w: &World) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if !by_remote {
+            self.counts.closes += 1;
+            self.send(t, c.remote, Msg::Close { conn }, w);
+        }
+        if !c.excluded
+            && let Some(cm) = &self.connmgr
+        {
+            cm.lock().connection_closed(&c.peer, conn);
+        }
+        if c.established {
+            let remaining = self
+                .conns
+                .values()
+                .filter(|o| o.peer == c.peer && o.established)
+                .count();
+            if remaining == 0 && self.asking.remove(&c.peer) {
+                self.feed(
+                    t,
+                    now,
+                    Input::PexFailed {
+                        peer: c.peer,
+                        outbound: true,
+                        invalid_data: false,
+                    },
+                );
+            }
+            self.feed(
+                t,
+                now,
+                Input::ConnectionClosed {
+                    id: conn,
+                    peer: c.peer,
+                    by_remote,
+                    remaining,
+                },
+            );
+        }
+    }
+
+    /// Counts an admitted connection in the connection manager, unless it is excluded; `false`
+    /// if the hard cap refuses it.
+    fn count(&mut self, conn: u64, now: Instant, w: &World) -> bool {
+        let (Some(c), Some(cm)) = (self.conns.get(&conn), &self.connmgr) else {
+            return true;
+        };
+        if c.excluded {
+            return true;
+        }
+        let mut cm = cm.lock();
+        if cm.admit(&c.peer).is_err() {
+            return false;
+        }
+        cm.connection_established(c.peer, conn, c.inbound, w.remote_addr(c.remote, conn), now);
+        true
+    }
+
+    fn identify(&self, w: &World) -> Identify {
+        let info = &w.nodes[self.index as usize];
+        Identify {
+            listen_addrs: vec![info.addr.clone()],
+            protocols: vec![
+                "/ipfs/id/1.0.0".into(),
+                "/ipfs/ping/1.0.0".into(),
+                node::pex::PROTOCOL.into(),
+            ],
+            agent_version: "peerage-sim".into(),
+            protocol_version: "ipfs/0.1.0".into(),
+        }
+    }
+
+    fn on_msg(&mut self, t: Nanos, now: Instant, from: u32, msg: Msg, w: &World) {
+        if self.machine.is_none() {
+            return;
+        }
+        let adversary = w.nodes[self.index as usize].adversary;
+        match msg {
+            Msg::Dial { conn, peer, expect } => {
+                let me = &w.nodes[self.index as usize];
+                if expect.is_some_and(|e| e != me.peer) {
+                    self.send(t, from, Msg::WrongPeer { conn }, w);
+                    return;
+                }
+                let remote = w.remote_addr(from, conn);
+                let m = self.machine.as_mut().expect("started");
+                let admitted = m
+                    .admit_pending_inbound(&remote, now)
+                    .and_then(|()| m.admit_established(conn, peer, &remote, true, now));
+                if let Err(e) = admitted {
+                    self.trace(t, '!', &e);
+                    self.send(t, from, Msg::Refused { conn }, w);
+                    return;
+                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        remote: from,
+                        peer,
+                        inbound: true,
+                        established: false,
+                        excluded: false,
+                    },
+                );
+                // Exclusion of a nacked connection comes before the connection manager's
+                // admission, as in the glue.
+                self.drain(t, now, w);
+                if !self.count(conn, now, w) {
+                    self.conns.remove(&conn);
+                    self.feed(t, now, Input::AdmissionFailed { id: conn });
+                    self.send(t, from, Msg::Refused { conn }, w);
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.established = true;
+                }
+                self.feed(
+                    t,
+                    now,
+                    Input::ConnectionEstablished {
+                        id: conn,
+                        peer,
+                        remote,
+                        inbound: true,
+                    },
+                );
+                self.send(
+                    t,
+                    from,
+                    Msg::Accepted {
+                        conn,
+                        peer: me.peer,
+                    },
+                    w,
+                );
+                let info = self.identify(w);
+                self.send(t, from, Msg::Identify { conn, info }, w);
+            }
+            Msg::Accepted { conn, peer } => {
+                if self.flood.contains(&conn) {
+                    return;
+                }
+                if self.dialing.remove(&conn).is_none() {
+                    // Timed out meanwhile: the connection is dropped.
+                    self.send(t, from, Msg::Close { conn }, w);
+                    return;
+                }
+                let remote = w.nodes[from as usize].addr.clone();
+                let m = self.machine.as_mut().expect("started");
+                if let Err(e) = m.admit_established(conn, peer, &remote, false, now) {
+                    self.trace(t, '!', &e);
+                    self.feed(
+                        t,
+                        now,
+                        Input::DialFailed {
+                            id: conn,
+                            error: DialError::Other,
+                        },
+                    );
+                    self.send(t, from, Msg::Close { conn }, w);
+                    return;
+                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        remote: from,
+                        peer,
+                        inbound: false,
+                        established: false,
+                        excluded: false,
+                    },
+                );
+                self.drain(t, now, w);
+                if !self.count(conn, now, w) {
+                    self.conns.remove(&conn);
+                    self.feed(t, now, Input::AdmissionFailed { id: conn });
+                    self.feed(
+                        t,
+                        now,
+                        Input::DialFailed {
+                            id: conn,
+                            error: DialError::Other,
+                        },
+                    );
+                    self.send(t, from, Msg::Close { conn }, w);
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.established = true;
+                }
+                self.feed(
+                    t,
+                    now,
+                    Input::ConnectionEstablished {
+                        id: conn,
+                        peer,
+                        remote,
+                        inbound: false,
+                    },
+                );
+                let info = self.identify(w);
+                self.send(t, from, Msg::Identify { conn, info }, w);
+            }
+            Msg::Refused { conn } => {
+                if self.flood.remove(&conn) {
+                    return;
+                }
+                if self.dialing.remove(&conn).is_some() {
+                    self.feed(
+                        t,
+                        now,
+                        Input::DialFailed {
+                            id: conn,
+                            error: DialError::Other,
+                        },
+                    );
+                }
+            }
+            Msg::WrongPeer { conn } => {
+                if self.dialing.remove(&conn).is_some() {
+                    self.feed(
+                        t,
+                        now,
+                        Input::DialFailed {
+                            id: conn,
+                            error: DialError::WrongPeer,
+                        },
+                    );
+                }
+            }
+            Msg::Close { conn } => {
+                if self.flood.remove(&conn) {
+                    return;
+                }
+                self.close(t, now, conn, true, w);
+            }
+            Msg::Identify { conn, info } => {
+                if let Some(c) = self.conns.get(&conn).filter(|c| c.established) {
+                    let peer = c.peer;
+                    self.feed(t, now, Input::Identified { peer, info });
+                    let rtt = std::time::Duration::from_nanos(2 * w.delay(self.index, from));
+                    self.feed(t, now, Input::Ping { peer, rtt });
+                }
+            }
+            Msg::PexRequest { conn, request } => {
+                let Some(c) = self.conns.get(&conn).filter(|c| c.established) else {
+                    return;
+                };
+                let peer = c.peer;
+                match adversary {
+                    Some(AdversaryKind::Silent) => {}
+                    Some(AdversaryKind::PexLiar) => {
+                        let rate = w
+                            .scenario
+                            .adversaries
+                            .iter()
+                            .find(|a| a.kind == AdversaryKind::PexLiar)
+                            .map_or(50.0, |a| a.rate);
+                        let points = (0..rate as usize)
+                            .map(|_| {
+                                let [a, b, c] = [
+                                    self.rng.random::<u8>(),
+                                    self.rng.random::<u8>(),
+                                    self.rng.random::<u8>(),
+                                ];
+                                format!("/ip4/240.{a}.{b}.{c}/tcp/9732")
+                            })
+                            .collect();
+                        let response = node::pex::Response {
+                            points,
+                            ..Default::default()
+                        };
+                        self.send(t, from, Msg::PexResponse { conn, response }, w);
+                    }
+                    _ => {
+                        let token = self.next_token;
+                        self.next_token += 1;
+                        self.tokens.insert(token, (from, conn));
+                        self.feed(
+                            t,
+                            now,
+                            Input::PexRequest {
+                                peer,
+                                id: conn,
+                                request,
+                                token,
+                            },
+                        );
+                    }
+                }
+            }
+            Msg::PexResponse { conn, response } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let peer = c.peer;
+                    if self.asking.remove(&peer) {
+                        self.counts.records_opened +=
+                            u64::from(response.record.is_some()) + response.records.len() as u64;
+                        self.feed(
+                            t,
+                            now,
+                            Input::PexAnswer {
+                                peer,
+                                id: conn,
+                                response,
+                            },
+                        );
+                    }
+                }
+            }
+            Msg::PexDropped { conn } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let peer = c.peer;
+                    if self.asking.remove(&peer) {
+                        self.feed(
+                            t,
+                            now,
+                            Input::PexFailed {
+                                peer,
+                                outbound: true,
+                                invalid_data: false,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A flooder opens one more inbound connection to a random live honest node, under a
+    /// fresh identity, and holds it outside its machine.
+    fn flood_once(&mut self, t: Nanos, w: &World) {
+        let rate = w
+            .scenario
+            .adversaries
+            .iter()
+            .find(|a| a.kind == AdversaryKind::Flooder)
+            .map_or(1.0, |a| a.rate)
+            .max(0.001);
+        let n = u32::try_from(w.nodes.len()).expect("fewer than 2^32 nodes");
+        for _ in 0..16 {
+            let to = self.rng.random_range(0..n);
+            let info = &w.nodes[to as usize];
+            if info.alive
+                && info.reachable
+                && info.adversary.is_none()
+                && w.connected(self.index, to)
+            {
+                let conn = self.new_conn();
+                let fake = crate::world::node_key(!mix(conn), self.index)
+                    .public()
+                    .to_peer_id();
+                self.flood.insert(conn);
+                self.counts.dials += 1;
+                self.send(
+                    t,
+                    to,
+                    Msg::Dial {
+                        conn,
+                        peer: fake,
+                        expect: None,
+                    },
+                    w,
+                );
+                break;
+            }
+        }
+        self.push(t + (1e9 / rate) as Nanos, Ev::Flood);
+    }
+}
