@@ -628,11 +628,39 @@ impl Engine {
             sizes[root] += 1;
         }
         let giant = sizes.iter().max().copied().unwrap_or(0);
+        // From when on at least 99 % of live nodes stayed within their bounds at every sample.
         let converged_99 = self
             .samples
             .iter()
-            .find(|s| s.live > 0 && s.within_bounds >= 0.99)
+            .rposition(|s| s.live == 0 || s.within_bounds < 0.99)
+            .map_or(Some(0), |last_bad| Some(last_bad + 1))
+            .and_then(|i| self.samples.get(i))
             .map(|s| s.t_s);
+        let mut per_node = crate::report::Footprint::default();
+        for n in &live {
+            let f = n.footprint();
+            per_node.points += f.points;
+            per_node.point_log_entries += f.point_log_entries;
+            per_node.point_bytes += f.point_bytes;
+            per_node.peers += f.peers;
+            per_node.peer_log_entries += f.peer_log_entries;
+            per_node.peer_bytes += f.peer_bytes;
+            per_node.peerstore_peers += f.peerstore_peers;
+            per_node.connections += f.connections;
+        }
+        let k = live.len().max(1) as f64;
+        for x in [
+            &mut per_node.points,
+            &mut per_node.point_log_entries,
+            &mut per_node.point_bytes,
+            &mut per_node.peers,
+            &mut per_node.peer_log_entries,
+            &mut per_node.peer_bytes,
+            &mut per_node.peerstore_peers,
+            &mut per_node.connections,
+        ] {
+            *x /= k;
+        }
         let c = self.counts();
         let node_hours = (self.node_seconds / 3600.0).max(1e-9);
         let topology = (live.len() <= 300).then(|| crate::report::Topology {
@@ -683,6 +711,7 @@ impl Engine {
                 pex_requests: c.pex_requests as f64 / node_hours,
             },
             records_opened: c.records_opened,
+            per_node,
             samples: std::mem::take(&mut self.samples),
             topology,
         }

@@ -221,6 +221,38 @@ impl SimNode {
         self.conns.iter().map(|(id, c)| (*id, c.remote)).collect()
     }
 
+    /// What this node's tables hold, for the report's memory breakdown.
+    pub(crate) fn footprint(&self) -> crate::report::Footprint {
+        use std::mem::size_of;
+        let Some(m) = &self.machine else {
+            return Default::default();
+        };
+        let pool = m.pool();
+        let mut f = crate::report::Footprint {
+            points: pool.known_points() as f64,
+            peers: pool.known_peers() as f64,
+            peerstore_peers: m.peerstore().peers(m.now()).len() as f64,
+            connections: self.conns.len() as f64,
+            ..Default::default()
+        };
+        for (addr, info) in pool.points() {
+            f.point_log_entries += info.events().len() as f64;
+            f.point_bytes += (size_of::<Multiaddr>()
+                + addr.len()
+                + size_of::<peerage_core::pool::point::Info>()
+                + info.events().len() * size_of::<peerage_core::pool::LogEntry<PeerId>>())
+                as f64;
+        }
+        for (_, info) in pool.peers() {
+            f.peer_log_entries += info.events().len() as f64;
+            f.peer_bytes += (size_of::<PeerId>()
+                + size_of::<peerage_core::pool::peer::Info>()
+                + info.events().len() * size_of::<peerage_core::pool::LogEntry<Multiaddr>>())
+                as f64;
+        }
+        f
+    }
+
     /// Running peers, as the maintenance counts them.
     pub(crate) fn active(&self) -> usize {
         self.machine.as_ref().map_or(0, |m| m.pool().active())

@@ -33,8 +33,8 @@ pub struct Report {
     pub connections: Connections,
     /// Share of live nodes in the largest connected component at the end.
     pub giant_component: f64,
-    /// Simulated seconds until at least 99 % of live nodes were within their bounds (at a
-    /// sample), or null.
+    /// Simulated seconds from which at least 99 % of live nodes were within their bounds at
+    /// every later sample, or null if that did not hold at the end.
     pub converged_s: Option<f64>,
     /// Simulated seconds until every live node was within its bounds and stayed there for the
     /// scenario's `stable` time (the devnet's convergence, its stability window excluded), or
@@ -47,6 +47,8 @@ pub struct Report {
     pub per_node_hour: PerNodeHour,
     /// Peer records opened (a stand-in verifier counts them).
     pub records_opened: u64,
+    /// What a live node's tables hold at the end, on average.
+    pub per_node: Footprint,
     /// The samples, in order.
     pub samples: Vec<Sample>,
     /// The topology at the end, for runs of at most 300 nodes.
@@ -74,6 +76,29 @@ pub struct PerNodeHour {
     pub closes: f64,
     /// Requests for points sent.
     pub pex_requests: f64,
+}
+
+/// What a node's tables hold (means over live nodes). Bytes are the tables' entries as laid
+/// out in memory (`size_of` of each entry, its key and its log), not counting the maps' own
+/// overhead; the process's peak RSS over the node count is the whole cost.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Footprint {
+    /// Known points.
+    pub points: f64,
+    /// Events in the points' logs.
+    pub point_log_entries: f64,
+    /// Bytes of the point table's entries and logs.
+    pub point_bytes: f64,
+    /// Known peers.
+    pub peers: f64,
+    /// Events in the peers' logs.
+    pub peer_log_entries: f64,
+    /// Bytes of the peer table's entries and logs.
+    pub peer_bytes: f64,
+    /// Peers in the peerstore.
+    pub peerstore_peers: f64,
+    /// Open connections.
+    pub connections: f64,
 }
 
 /// One sample of the network.
@@ -148,6 +173,18 @@ impl Report {
             "per node-hour   {:.1} dials, {:.1} closes, {:.1} pex requests",
             h.dials, h.closes, h.pex_requests
         );
+        let f = self.per_node;
+        let _ = writeln!(
+            s,
+            "per node        {:.0} points ({:.0} log events, {:.0} KB), {:.0} peers ({:.0} log events, {:.0} KB), {:.0} in the peerstore",
+            f.points,
+            f.point_log_entries,
+            f.point_bytes / 1000.0,
+            f.peers,
+            f.peer_log_entries,
+            f.peer_bytes / 1000.0,
+            f.peerstore_peers
+        );
         let _ = writeln!(s, "log hash        {}", self.log_hash);
         s
     }
@@ -212,13 +249,15 @@ impl Report {
         let (w, h) = (640.0, 240.0);
         let tallest = bins.iter().max().copied().unwrap_or(1).max(1) as f64;
         let bw = (w - 60.0) / bins.len().max(1) as f64;
-        let mut svg = format!("<svg width={w} height={h} viewBox='0 0 {w} {h}'>");
+        let mut svg = format!(
+            "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}'>"
+        );
         for (i, b) in bins.iter().enumerate() {
             let bh = (h - 40.0) * *b as f64 / tallest;
             let x = 40.0 + i as f64 * bw;
             let _ = write!(
                 svg,
-                "<rect x={x:.1} y={:.1} width={:.1} height={bh:.1} fill='#4a7'><title>{i} connections: {b} nodes</title></rect>",
+                "<rect x='{x:.1}' y='{:.1}' width='{:.1}' height='{bh:.1}' fill='#4a7'><title>{i} connections: {b} nodes</title></rect>",
                 h - 20.0 - bh,
                 (bw - 1.0).max(1.0)
             );
@@ -228,14 +267,14 @@ impl Report {
             let x = 40.0 + (v as f64 + 0.5) * bw;
             let _ = write!(
                 svg,
-                "<line x1={x:.1} x2={x:.1} y1=10 y2={} stroke='#c33' stroke-dasharray=4/><text x={:.1} y=12 font-size=11>{label}</text>",
+                "<line x1='{x:.1}' x2='{x:.1}' y1='10' y2='{}' stroke='#c33' stroke-dasharray='4'/><text x='{:.1}' y='12' font-size='11'>{label}</text>",
                 h - 20.0,
                 x + 3.0
             );
         }
         let _ = write!(
             svg,
-            "<text x=40 y={} font-size=11>connections per node (0 to {top})</text></svg>",
+            "<text x='40' y='{}' font-size='11'>connections per node (0 to {top})</text></svg>",
             h - 4.0
         );
         svg
@@ -260,7 +299,7 @@ impl Report {
         svg.truncate(svg.len() - "</svg>".len());
         let _ = write!(
             svg,
-            "<path d='{closes_path}' fill=none stroke='#c33'/></svg>"
+            "<path d='{closes_path}' fill='none' stroke='#c33'/></svg>"
         );
         svg
     }
@@ -275,19 +314,21 @@ impl Report {
             let a = std::f64::consts::TAU * i as f64 / n;
             (w / 2.0 + 280.0 * a.cos(), h / 2.0 + 280.0 * a.sin())
         };
-        let mut svg = format!("<svg width={w} height={h} viewBox='0 0 {w} {h}'>");
+        let mut svg = format!(
+            "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}'>"
+        );
         for &(a, b) in &t.edges {
             let ((x1, y1), (x2, y2)) = (pos(a), pos(b));
             let _ = write!(
                 svg,
-                "<line x1={x1:.1} y1={y1:.1} x2={x2:.1} y2={y2:.1} stroke='#89a' stroke-opacity=.5/>"
+                "<line x1='{x1:.1}' y1='{y1:.1}' x2='{x2:.1}' y2='{y2:.1}' stroke='#89a' stroke-opacity='0.5'/>"
             );
         }
         for (i, c) in t.nodes.iter().enumerate() {
             let (x, y) = pos(i);
             let _ = write!(
                 svg,
-                "<circle cx={x:.1} cy={y:.1} r=4 fill='#357'><title>node {i}: {c} connections</title></circle>"
+                "<circle cx='{x:.1}' cy='{y:.1}' r='4' fill='#357'><title>node {i}: {c} connections</title></circle>"
             );
         }
         svg.push_str("</svg>");
@@ -311,11 +352,11 @@ fn line_svg(points: &[(f64, f64)], x_label: &str, y_label: &str, top: f64) -> St
     let (w, h) = (640.0, 240.0);
     let tmax = points.last().map_or(0.0, |p| p.0);
     format!(
-        "<svg width={w} height={h} viewBox='0 0 {w} {h}'>\
-         <line x1=50 x2={} y1={} y2={} stroke='#999'/><line x1=50 x2=50 y1=15 y2={} stroke='#999'/>\
-         <text x=4 y=20 font-size=11>{top:.0}</text><text x=4 y={} font-size=11>0</text>\
-         <text x=50 y={} font-size=11>{x_label}: 0 to {tmax:.0}</text><text x=60 y=12 font-size=11>{y_label}</text>\
-         <path d='{}' fill=none stroke='#37a'/></svg>",
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}'>\
+         <line x1='50' x2='{}' y1='{}' y2='{}' stroke='#999'/><line x1='50' x2='50' y1='15' y2='{}' stroke='#999'/>\
+         <text x='4' y='20' font-size='11'>{top:.0}</text><text x='4' y='{}' font-size='11'>0</text>\
+         <text x='50' y='{}' font-size='11'>{x_label}: 0 to {tmax:.0}</text><text x='60' y='12' font-size='11'>{y_label}</text>\
+         <path d='{}' fill='none' stroke='#37a'/></svg>",
         w - 10.0,
         h - 25.0,
         h - 25.0,

@@ -64,6 +64,15 @@ fn the_log_file_is_what_is_hashed() {
     );
     assert!(text.lines().any(|l| l.contains("< Identified")));
     assert_eq!(r.log_hash.len(), 64);
+    // The report's plots are standalone SVG (quoted attributes, the namespace).
+    let html = r.html();
+    assert_eq!(
+        html.matches("<svg xmlns='http://www.w3.org/2000/svg'")
+            .count(),
+        4,
+        "{html}"
+    );
+    assert!(!html.contains("=none") && !r.within_svg().contains("width=6"));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

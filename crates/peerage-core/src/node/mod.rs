@@ -256,6 +256,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.connections.iter()
     }
 
+    /// The latest time the machine was given.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// Requests for points of ours in flight.
     pub fn pex_in_flight(&self) -> usize {
         self.pex_in_flight.len()

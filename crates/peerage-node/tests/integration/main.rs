@@ -9,5 +9,6 @@ mod js_interop;
 mod operate;
 mod peers_file;
 mod restart;
+mod sim;
 mod support;
 mod transports;
