@@ -359,6 +359,9 @@ impl Engine {
                     let _ = w.write_all(log.as_bytes());
                 }
                 log.clear();
+                // A busy window (a join, a burst of answers) must not pin its buffer for good:
+                // 10,000 nodes each keeping a few tens of KB would be hundreds of MB.
+                log.shrink_to(4096);
             }
             outboxes.push((i, std::mem::take(&mut n.outbox)));
             self.nodes[i as usize] = Some(n);

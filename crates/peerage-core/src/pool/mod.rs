@@ -269,7 +269,7 @@ impl Pool {
             info.trusted = trusted;
         }
         if let Some(id) = expected.or(peer) {
-            info.expected_peer_id = Some(id);
+            info.set_expected_peer_id(Some(id));
         }
         Ok(point)
     }
@@ -806,7 +806,7 @@ impl Pool {
             return Err(Error::PeerBanned(peer));
         }
         if let Some(point) = point
-            && let Some(expected) = self.points.get(point).and_then(|p| p.expected_peer_id)
+            && let Some(expected) = self.points.get(point).and_then(|p| p.expected_peer_id())
             && expected != peer
         {
             return Err(Error::UnexpectedPeerId(Box::new(Mismatch {

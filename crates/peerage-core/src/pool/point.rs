@@ -198,19 +198,29 @@ impl State {
 }
 
 /// What the pool knows of a point (Octez `P2p_point_state.Info.t`).
+///
+/// Most known points are only heard of (advertised, never reached), so what only a reached or
+/// configured point has (its expected peer and its connection history) is kept apart, allocated
+/// on first use: a point heard of takes 272 bytes instead of 640 (on 64-bit targets).
 #[derive(Debug, Clone)]
 pub struct Info {
     pub(crate) state: State,
     pub(crate) trusted: bool,
-    pub(crate) expected_peer_id: Option<PeerId>,
-    pub(crate) last_peer_id: Option<PeerId>,
     pub(crate) known_public: bool,
+    pub(crate) last_peer_id: Option<PeerId>,
     pub(crate) last_failed_connection: Option<Instant>,
-    pub(crate) last_rejected_connection: Option<(PeerId, Instant)>,
-    pub(crate) last_established_connection: Option<(PeerId, Instant)>,
-    pub(crate) last_disconnection: Option<(PeerId, Instant)>,
     pub(crate) reconnection: Option<Reconnection>,
     pub(crate) log: VecDeque<LogEntry<PeerId>>,
+    history: Option<Box<History>>,
+}
+
+/// What only a reached or configured point has.
+#[derive(Debug, Clone, Default)]
+struct History {
+    expected_peer_id: Option<PeerId>,
+    last_rejected_connection: Option<(PeerId, Instant)>,
+    last_established_connection: Option<(PeerId, Instant)>,
+    last_disconnection: Option<(PeerId, Instant)>,
 }
 
 impl Info {
@@ -218,15 +228,27 @@ impl Info {
         Self {
             state: State::Disconnected,
             trusted: false,
-            expected_peer_id: None,
-            last_peer_id: None,
             known_public: false,
+            last_peer_id: None,
             last_failed_connection: None,
-            last_rejected_connection: None,
-            last_established_connection: None,
-            last_disconnection: None,
             reconnection: None,
             log: VecDeque::new(),
+            history: None,
+        }
+    }
+
+    fn history(&mut self) -> &mut History {
+        self.history.get_or_insert_with(Default::default)
+    }
+
+    fn recorded<T>(&self, f: impl FnOnce(&History) -> Option<T>) -> Option<T> {
+        self.history.as_deref().and_then(f)
+    }
+
+    /// Sets (or clears) the peer ID the point must have.
+    pub(crate) fn set_expected_peer_id(&mut self, peer: Option<PeerId>) {
+        if peer.is_some() || self.history.is_some() {
+            self.history().expected_peer_id = peer;
         }
     }
 
@@ -250,7 +272,7 @@ impl Info {
     }
     /// The peer ID the point must have, if one was set (bootstrap `/p2p/<id>`).
     pub fn expected_peer_id(&self) -> Option<PeerId> {
-        self.expected_peer_id
+        self.recorded(|h| h.expected_peer_id)
     }
     /// The peer last seen at, or advertised for, this point.
     pub fn last_peer_id(&self) -> Option<PeerId> {
@@ -258,7 +280,7 @@ impl Info {
     }
     /// The peer ID to dial the point with: the expected one, else the last one seen.
     pub fn dial_peer_id(&self) -> Option<PeerId> {
-        self.expected_peer_id.or(self.last_peer_id)
+        self.expected_peer_id().or(self.last_peer_id)
     }
     /// Whether the point may be advertised to others: its peer, over a live connection,
     /// announced it as a listen address and speaks the peer exchange (it is not a private
@@ -272,15 +294,15 @@ impl Info {
     }
     /// The peer and time of the last connection the peer refused (nacked).
     pub fn last_rejected_connection(&self) -> Option<(PeerId, Instant)> {
-        self.last_rejected_connection
+        self.recorded(|h| h.last_rejected_connection)
     }
     /// The peer and time of the last established connection.
     pub fn last_established_connection(&self) -> Option<(PeerId, Instant)> {
-        self.last_established_connection
+        self.recorded(|h| h.last_established_connection)
     }
     /// The peer and time of the last disconnection.
     pub fn last_disconnection(&self) -> Option<(PeerId, Instant)> {
-        self.last_disconnection
+        self.recorded(|h| h.last_disconnection)
     }
     /// The reconnection backoff, if any.
     pub fn reconnection(&self) -> Option<Reconnection> {
@@ -289,16 +311,18 @@ impl Info {
     /// Most recent of the last rejected connection, the last established connection and the
     /// last disconnection (Octez `last_seen`).
     pub fn last_seen(&self) -> Option<Instant> {
-        let rej = self.last_rejected_connection.map(|(_, t)| t);
-        let est = self.last_established_connection.map(|(_, t)| t);
-        let dis = self.last_disconnection.map(|(_, t)| t);
-        rej.max(est).max(dis)
+        self.recorded(|h| {
+            let rej = h.last_rejected_connection.map(|(_, t)| t);
+            let est = h.last_established_connection.map(|(_, t)| t);
+            let dis = h.last_disconnection.map(|(_, t)| t);
+            rej.max(est).max(dis)
+        })
     }
     /// Most recent of the last failed dial, the last rejected connection and the last
     /// disconnection (Octez `last_miss`).
     pub fn last_miss(&self) -> Option<Instant> {
-        let rej = self.last_rejected_connection.map(|(_, t)| t);
-        let dis = self.last_disconnection.map(|(_, t)| t);
+        let rej = self.recorded(|h| h.last_rejected_connection.map(|(_, t)| t));
+        let dis = self.recorded(|h| h.last_disconnection.map(|(_, t)| t));
         self.last_failed_connection.max(rej).max(dis)
     }
     /// Whether the backoff still forbids the maintenance to dial (Octez: `now <= end_time`).
@@ -326,7 +350,7 @@ impl Info {
     pub(crate) fn set_running(&mut self, peer_id: PeerId, now: Instant) {
         self.state = State::Running { peer_id };
         self.last_peer_id = Some(peer_id);
-        self.last_established_connection = Some((peer_id, now));
+        self.history().last_established_connection = Some((peer_id, now));
         self.log(LogKind::ConnectionEstablished, Some(peer_id), now);
     }
 
@@ -336,7 +360,7 @@ impl Info {
     pub(crate) fn set_failed(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
         let peer = self.state.peer_id();
         if let Some(peer_id) = peer {
-            self.last_rejected_connection = Some((peer_id, now));
+            self.history().last_rejected_connection = Some((peer_id, now));
         }
         self.state = State::Disconnected;
         self.last_failed_connection = Some(now);
@@ -349,7 +373,7 @@ impl Info {
     pub(crate) fn set_rejected(&mut self, backoff: &Backoff, now: Instant, rng: &mut impl Rng) {
         let peer = self.state.peer_id();
         if let Some(peer_id) = peer {
-            self.last_rejected_connection = Some((peer_id, now));
+            self.history().last_rejected_connection = Some((peer_id, now));
         }
         self.state = State::Disconnected;
         self.log(LogKind::RequestRejected, peer, now);
@@ -383,7 +407,7 @@ impl Info {
     ) {
         let peer = self.state.peer_id();
         if let Some(peer_id) = peer {
-            self.last_disconnection = Some((peer_id, now));
+            self.history().last_disconnection = Some((peer_id, now));
         }
         let kind = if by_remote {
             LogKind::ExternalDisconnection
@@ -407,6 +431,25 @@ mod tests {
 
     fn ma(s: &str) -> Multiaddr {
         s.parse().unwrap()
+    }
+
+    /// A point heard of stays small: 10,000 simulated nodes hold about 350 points each.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_point_heard_of_is_compact() {
+        assert!(
+            std::mem::size_of::<Info>() <= 272,
+            "{}",
+            std::mem::size_of::<Info>()
+        );
+        let mut info = Info::new();
+        assert!(info.history.is_none());
+        info.set_expected_peer_id(None);
+        assert!(info.history.is_none(), "clearing allocates nothing");
+        let peer = PeerId::random();
+        info.set_expected_peer_id(Some(peer));
+        assert_eq!(info.expected_peer_id(), Some(peer));
+        assert_eq!(info.dial_peer_id(), Some(peer));
     }
 
     #[test]
