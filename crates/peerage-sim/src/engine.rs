@@ -131,6 +131,8 @@ struct Engine {
     done: bool,
     /// The latest time processed.
     now: Nanos,
+    /// When the last initial node starts.
+    joins_end: Nanos,
 }
 
 /// Runs a scenario.
@@ -234,6 +236,7 @@ impl Engine {
             recovered: None,
             done: false,
             now: 0,
+            joins_end: 0,
         };
         // Adversaries come after the honest nodes.
         let honest = s.nodes;
@@ -251,6 +254,7 @@ impl Engine {
                 options.seed,
                 logging,
             ))));
+            engine.joins_end = engine.joins_end.max(at);
             engine.schedule(at, Global::Join(index));
         }
         for a in &s.adversaries {
@@ -556,7 +560,10 @@ impl Engine {
             dials: c.dials,
             closes: c.closes,
         });
-        let all = live > 0 && within == live;
+        // Convergence counts once every initial node has started, as the devnet starts them
+        // all before it watches.
+        let started = t >= self.joins_end;
+        let all = started && live > 0 && within == live;
         let s = &self.world.scenario;
         let stable = nanos(s.stable);
         if all {

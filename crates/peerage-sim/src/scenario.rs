@@ -194,9 +194,10 @@ impl Scenario {
     ///   exchange on.
     /// - `static`: `churn` without churn.
     /// - `devnet`: `peerage devnet` modelled: 16 nodes on loopback (0.1 ms), `--connections
-    ///   6`, node 0 the only bootstrap point, all started at once, no NAT, no failures; ends
-    ///   once every node has been within its bounds for 3 s.
-    /// - `devnet-stop`: `peerage devnet --nodes 50 --stop 15`.
+    ///   6`, node 0 the only bootstrap point, started within 200 ms, no NAT, no failures,
+    ///   sampled every 200 ms as the devnet samples; ends once every node has been within its
+    ///   bounds for 3 s.
+    /// - `devnet-stop`: `peerage devnet --nodes 50 --stop 15`, the nodes started within 600 ms.
     pub fn built_in(name: &str) -> Option<Self> {
         let churn = Self::default();
         let devnet = Self {
@@ -222,7 +223,8 @@ impl Scenario {
             stop: 0,
             stable: Duration::from_secs(3),
             end_when_converged: true,
-            sample_every: Duration::from_millis(50),
+            // As `peerage devnet` samples its nodes.
+            sample_every: Duration::from_millis(200),
         };
         Some(match name {
             "churn" => churn,
@@ -232,10 +234,12 @@ impl Scenario {
                 ..churn
             },
             "devnet" => devnet,
+            // The devnet starts its nodes one after the other, 16 within 200 ms.
             "devnet-stop" => Self {
                 name: "devnet-stop".into(),
                 nodes: 50,
                 duration: Duration::from_secs(60),
+                join_over: Duration::from_millis(600),
                 stop: 15,
                 ..devnet
             },
