@@ -318,3 +318,104 @@ fn the_same_inputs_and_seed_give_the_same_commands() {
     assert!(!a.is_empty());
     assert_eq!(a, run());
 }
+
+#[test]
+fn a_nacked_peer_in_need_is_admitted_while_under_max() {
+    let now = Instant::now();
+    // 1/1/4: step_max 1, so max_threshold 3; max 4.
+    let bounds = crate::maintenance::Bounds::new(1, 1, 4).unwrap();
+    let mut m = machine(
+        Config::new()
+            .with_bounds(bounds)
+            .with_maintenance_enabled(false),
+        now,
+    );
+    for i in 1..=3 {
+        establish(&mut m, u64::from(i), i, true, now);
+    }
+    assert_eq!(establish(&mut m, 4, 4, true, now), Admission::Nacked);
+    drain(&mut m);
+    m.handle(
+        now,
+        Input::PexRequest {
+            peer: peer(4),
+            id: 4,
+            request: pex::Request { need: true },
+            token: 1,
+        },
+    );
+    let commands = drain(&mut m);
+    assert_eq!(commands[0], Command::Include(4));
+    assert!(
+        matches!(&commands[1], Command::AnswerPoints { token: 1, response } if !response.nack),
+        "admitted: answered as a peer, not nacked"
+    );
+    assert_eq!(m.pool().active(), 4);
+    // At max, the next one in need stays nacked.
+    assert_eq!(establish(&mut m, 5, 5, true, now), Admission::Nacked);
+    drain(&mut m);
+    m.handle(
+        now,
+        Input::PexRequest {
+            peer: peer(5),
+            id: 5,
+            request: pex::Request { need: true },
+            token: 2,
+        },
+    );
+    assert!(matches!(
+        &drain(&mut m)[..],
+        [Command::AnswerPoints { token: 2, response }] if response.nack
+    ));
+    // Its lingering connection closes after 2 s.
+    m.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(
+        drain(&mut m),
+        vec![Command::Close {
+            peer: peer(5),
+            id: Some(5)
+        }]
+    );
+}
+
+#[test]
+fn an_answer_over_the_limit_greylists_its_sender_before_closing() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    establish(&mut m, 1, 1, false, now);
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(1),
+            info: identify(true, 1),
+        },
+    );
+    assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
+    let points = (0..=pex::MAX_POINTS_ACCEPTED)
+        .map(|i| format!("/ip4/10.1.{}.{}/tcp/1", i / 250, i % 250))
+        .collect();
+    m.handle(
+        now,
+        Input::PexAnswer {
+            peer: peer(1),
+            id: 1,
+            response: pex::Response {
+                points,
+                ..Default::default()
+            },
+        },
+    );
+    assert!(m.pool().acl().is_peer_greylisted(&peer(1)));
+    assert_eq!(
+        drain(&mut m),
+        vec![Command::Close {
+            peer: peer(1),
+            id: None
+        }]
+    );
+    assert_eq!(m.pool().known_points(), 1, "nothing of the answer is kept");
+    assert!(
+        std::iter::from_fn(|| m.poll_event())
+            .any(|e| matches!(e, Event::PointsRefused { received: 101, .. }))
+    );
+}
