@@ -242,30 +242,24 @@ impl Engine {
         let honest = s.nodes;
         for i in 0..honest {
             let bootstrap = i < s.bootstrap;
-            let (index, key) = world.add_node(&mut rng, bootstrap, None);
+            let index = world.add_node(&mut rng, bootstrap, None);
             let at = if bootstrap || s.join_over.is_zero() {
                 0
             } else {
                 rng.random_range(0..nanos(s.join_over))
             };
-            engine.nodes.push(Some(Box::new(SimNode::new(
-                index,
-                key,
-                options.seed,
-                logging,
-            ))));
+            engine
+                .nodes
+                .push(Some(Box::new(SimNode::new(index, options.seed, logging))));
             engine.joins_end = engine.joins_end.max(at);
             engine.schedule(at, Global::Join(index));
         }
         for a in &s.adversaries {
             for _ in 0..a.count {
-                let (index, key) = world.add_node(&mut rng, false, Some(a.kind));
-                engine.nodes.push(Some(Box::new(SimNode::new(
-                    index,
-                    key,
-                    options.seed,
-                    logging,
-                ))));
+                let index = world.add_node(&mut rng, false, Some(a.kind));
+                engine
+                    .nodes
+                    .push(Some(Box::new(SimNode::new(index, options.seed, logging))));
                 engine.schedule(0, Global::Join(index));
             }
         }
@@ -444,10 +438,9 @@ impl Engine {
                 let mut rng = std::mem::replace(&mut self.rng, StdRng::seed_from_u64(0));
                 if let Some(&i) = candidates.choose(&mut rng) {
                     self.leave(t, i);
-                    let (index, key) = self.world.add_node(&mut rng, false, None);
+                    let index = self.world.add_node(&mut rng, false, None);
                     self.nodes.push(Some(Box::new(SimNode::new(
                         index,
-                        key,
                         rng.random(),
                         self.logging,
                     ))));

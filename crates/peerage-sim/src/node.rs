@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use libp2p_identity::{Keypair, PeerId};
+use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use peerage_core::{
     connmgr::{self, ConnManager},
@@ -132,7 +132,6 @@ impl node::ConnectionManager for Shared {
 /// A simulated node.
 pub(crate) struct SimNode {
     pub(crate) index: u32,
-    key: Option<Keypair>,
     pub(crate) machine: Option<Machine<u64>>,
     connmgr: Option<Shared>,
     queue: BinaryHeap<Reverse<(Nanos, u64, usize)>>,
@@ -161,10 +160,9 @@ pub(crate) struct SimNode {
 }
 
 impl SimNode {
-    pub(crate) fn new(index: u32, key: Keypair, seed: u64, log: bool) -> Self {
+    pub(crate) fn new(index: u32, seed: u64, log: bool) -> Self {
         Self {
             index,
-            key: Some(key),
             machine: None,
             connmgr: None,
             queue: BinaryHeap::new(),
@@ -375,7 +373,6 @@ impl SimNode {
 
     fn start(&mut self, t: Nanos, now: Instant, w: &World) {
         let info = &w.nodes[self.index as usize];
-        let key = self.key.take().expect("started once");
         let bounds = Bounds::from_connections(w.scenario.connections);
         let cm_config = connmgr::Config::new()
             .with_watermarks(bounds.expected(), bounds.max())
@@ -393,7 +390,6 @@ impl SimNode {
             StdRng::seed_from_u64(self.rng.random()),
             now,
         );
-        drop(key);
         machine.handle(now, Input::NewListenAddr(info.addr.clone()));
         for addr in &w.bootstrap {
             if *addr != info.addr {
@@ -867,7 +863,9 @@ impl SimNode {
                             .adversaries
                             .iter()
                             .find(|a| a.kind == AdversaryKind::PexLiar)
-                            .map_or(50.0, |a| a.rate);
+                            .map(|a| a.rate)
+                            .filter(|r| *r > 0.0)
+                            .unwrap_or(50.0);
                         let points = (0..rate as usize)
                             .map(|_| {
                                 let [a, b, c] = [
@@ -946,8 +944,9 @@ impl SimNode {
             .adversaries
             .iter()
             .find(|a| a.kind == AdversaryKind::Flooder)
-            .map_or(1.0, |a| a.rate)
-            .max(0.001);
+            .map(|a| a.rate)
+            .filter(|r| *r > 0.0)
+            .unwrap_or(1.0);
         let n = u32::try_from(w.nodes.len()).expect("fewer than 2^32 nodes");
         for _ in 0..16 {
             let to = self.rng.random_range(0..n);

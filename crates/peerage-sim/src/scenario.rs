@@ -99,8 +99,8 @@ pub struct Adversary {
     pub kind: AdversaryKind,
     /// How many.
     pub count: usize,
-    /// For `pex_liar`: points per answer (the attacker's own, or unreachable ones). For
-    /// `flooder`: inbound connections opened per simulated second.
+    /// For `pex_liar`: points per answer, all unreachable (in 240.0.0.0/8). For `flooder`:
+    /// inbound connections opened per simulated second. 50 and 1 if 0.
     #[serde(default)]
     pub rate: f64,
 }

@@ -81,14 +81,14 @@ impl World {
             .max(1)
     }
 
-    /// Adds a node, drawing its address, class and reachability from `rng`; returns its
-    /// index and key.
+    /// Adds a node, drawing its address, class and reachability from `rng`; returns its index.
+    /// Its peer ID comes from its key, derived from the seed and the index.
     pub(crate) fn add_node(
         &mut self,
         rng: &mut StdRng,
         bootstrap: bool,
         adversary: Option<AdversaryKind>,
-    ) -> (u32, Keypair) {
+    ) -> u32 {
         let index = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
         let key = node_key(self.seed, index);
         let groups = self.scenario.groups();
@@ -138,7 +138,7 @@ impl World {
             alive: false,
             adversary,
         });
-        (index, key)
+        index
     }
 
     /// One-way delay between two nodes: the mean of their delays to the core, plus a jitter

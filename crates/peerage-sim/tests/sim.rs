@@ -109,3 +109,59 @@ fn a_healed_partition_leaves_one_component() {
     let r = run(Options::new(s).with_seed(5)).unwrap();
     assert_healthy(&r);
 }
+
+/// Adversaries are part of the model. Nodes that answer every request for points with 50
+/// unreachable points, and nodes that never answer, cost the honest nodes dials, but the network
+/// still ends within its bounds and in one component.
+#[test]
+fn lying_and_silent_nodes_cost_dials_but_the_network_holds() {
+    use peerage_sim::scenario::{Adversary, AdversaryKind};
+    let mut s = churn(300, 15);
+    s.churn_per_hour = 0.0;
+    let honest = run(Options::new(s.clone()).with_seed(9)).unwrap();
+    s.adversaries = vec![
+        Adversary {
+            kind: AdversaryKind::PexLiar,
+            count: 10,
+            rate: 50.0,
+        },
+        Adversary {
+            kind: AdversaryKind::Silent,
+            count: 10,
+            rate: 0.0,
+        },
+    ];
+    let attacked = run(Options::new(s).with_seed(9)).unwrap();
+    assert_healthy(&attacked);
+    assert!(
+        attacked.per_node_hour.dials > honest.per_node_hour.dials,
+        "lies cost dials: {} vs {}",
+        attacked.per_node_hour.dials,
+        honest.per_node_hour.dials
+    );
+}
+
+/// Two nodes opening 5 inbound connections a second each, under fresh identities, fill honest
+/// nodes' inbound slots with peers that are not there (the median node ends near its
+/// `max_threshold` of 22 instead of 13). Today's pool admits them: the eclipse defences of the
+/// address-book issue (per-group inbound limits, protective eviction) are what answer this.
+#[test]
+fn an_inbound_flood_fills_honest_slots() {
+    use peerage_sim::scenario::{Adversary, AdversaryKind};
+    let mut s = churn(300, 15);
+    s.churn_per_hour = 0.0;
+    let honest = run(Options::new(s.clone()).with_seed(9)).unwrap();
+    s.adversaries = vec![Adversary {
+        kind: AdversaryKind::Flooder,
+        count: 2,
+        rate: 5.0,
+    }];
+    let flooded = run(Options::new(s).with_seed(9)).unwrap();
+    assert!(
+        flooded.connections.p50 >= honest.connections.p50 + 5,
+        "{}\n{}",
+        honest.table(),
+        flooded.table()
+    );
+    assert_eq!(flooded.over_max, 0, "the bounds hold even so");
+}
