@@ -664,6 +664,52 @@ impl SimNode {
         true
     }
 
+    /// Records a connection the machine admitted, lets it leave a nacked one out of the
+    /// connection manager (as the glue does before the connection manager's own admission),
+    /// counts it there, and tells the machine it is established. `false`, with the machine
+    /// told, if the connection manager's hard cap refuses it.
+    #[allow(clippy::too_many_arguments)]
+    fn establish(
+        &mut self,
+        t: Nanos,
+        now: Instant,
+        conn: u64,
+        from: u32,
+        peer: PeerId,
+        remote: Multiaddr,
+        inbound: bool,
+        w: &World,
+    ) -> bool {
+        let c = Conn {
+            remote: from,
+            peer,
+            inbound,
+            established: false,
+            excluded: false,
+        };
+        self.conns.insert(conn, c);
+        self.drain(t, now, w);
+        if !self.count(conn, now, w) {
+            self.conns.remove(&conn);
+            self.feed(t, now, Input::AdmissionFailed { id: conn });
+            return false;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.established = true;
+        }
+        self.feed(
+            t,
+            now,
+            Input::ConnectionEstablished {
+                id: conn,
+                peer,
+                remote,
+                inbound,
+            },
+        );
+        true
+    }
+
     fn identify(&self, w: &World) -> Identify {
         let info = &w.nodes[self.index as usize];
         Identify {
@@ -700,38 +746,10 @@ impl SimNode {
                     self.send(t, from, Msg::Refused { conn }, w);
                     return;
                 }
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        remote: from,
-                        peer,
-                        inbound: true,
-                        established: false,
-                        excluded: false,
-                    },
-                );
-                // Exclusion of a nacked connection comes before the connection manager's
-                // admission, as in the glue.
-                self.drain(t, now, w);
-                if !self.count(conn, now, w) {
-                    self.conns.remove(&conn);
-                    self.feed(t, now, Input::AdmissionFailed { id: conn });
+                if !self.establish(t, now, conn, from, peer, remote, true, w) {
                     self.send(t, from, Msg::Refused { conn }, w);
                     return;
                 }
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.established = true;
-                }
-                self.feed(
-                    t,
-                    now,
-                    Input::ConnectionEstablished {
-                        id: conn,
-                        peer,
-                        remote,
-                        inbound: true,
-                    },
-                );
                 self.send(
                     t,
                     from,
@@ -768,20 +786,7 @@ impl SimNode {
                     self.send(t, from, Msg::Close { conn }, w);
                     return;
                 }
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        remote: from,
-                        peer,
-                        inbound: false,
-                        established: false,
-                        excluded: false,
-                    },
-                );
-                self.drain(t, now, w);
-                if !self.count(conn, now, w) {
-                    self.conns.remove(&conn);
-                    self.feed(t, now, Input::AdmissionFailed { id: conn });
+                if !self.establish(t, now, conn, from, peer, remote, false, w) {
                     self.feed(
                         t,
                         now,
@@ -793,19 +798,6 @@ impl SimNode {
                     self.send(t, from, Msg::Close { conn }, w);
                     return;
                 }
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.established = true;
-                }
-                self.feed(
-                    t,
-                    now,
-                    Input::ConnectionEstablished {
-                        id: conn,
-                        peer,
-                        remote,
-                        inbound: false,
-                    },
-                );
                 let info = self.identify(w);
                 self.send(t, from, Msg::Identify { conn, info }, w);
             }
