@@ -64,8 +64,11 @@ impl Options {
         self.threads = threads.max(1);
         self
     }
-    /// Writes the event log (every input and output of every node machine, one per line)
-    /// to `log`. None by default; the log is hashed either way.
+    /// Writes the event log to `log`: one line per input fed to a node machine, per command
+    /// taken from it and per admission decision (`?`), with its time and node; an answer to a
+    /// request for points as its size and a digest of its points. The engine's own lines
+    /// (joins, leaves, samples) are hashed but not written. None by default; the log is
+    /// hashed either way.
     pub fn with_log(mut self, log: Box<dyn Write + Send>) -> Self {
         self.log = Some(log);
         self

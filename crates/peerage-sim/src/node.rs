@@ -84,8 +84,10 @@ pub(crate) enum Ev {
     DialTimeout {
         conn: u64,
     },
+    /// Request `seq` to `peer` got no answer in time.
     PexTimeout {
         peer: PeerId,
+        seq: u64,
     },
     Flood,
 }
@@ -150,7 +152,9 @@ pub(crate) struct SimNode {
     tokens: BTreeMap<u64, (u32, u64)>,
     next_token: u64,
     /// Requests for points of ours waiting for an answer, by peer.
-    asking: BTreeSet<PeerId>,
+    /// Requests of ours waiting for an answer: the peer, and the request's number.
+    asking: BTreeMap<PeerId, u64>,
+    next_ask: u64,
     /// Connections a flooder holds outside its machine.
     flood: BTreeSet<u64>,
     pub(crate) outbox: Vec<(u32, Nanos, Msg)>,
@@ -177,7 +181,8 @@ impl SimNode {
             dialing: BTreeMap::new(),
             tokens: BTreeMap::new(),
             next_token: 0,
-            asking: BTreeSet::new(),
+            asking: BTreeMap::new(),
+            next_ask: 0,
             flood: BTreeSet::new(),
             outbox: Vec::new(),
             log: log.then(String::new),
@@ -349,8 +354,9 @@ impl SimNode {
                     );
                 }
             }
-            Ev::PexTimeout { peer } => {
-                if self.asking.remove(&peer) {
+            Ev::PexTimeout { peer, seq } => {
+                if self.asking.get(&peer) == Some(&seq) {
+                    self.asking.remove(&peer);
                     self.feed(
                         t,
                         now,
@@ -473,10 +479,12 @@ impl SimNode {
                 match conn {
                     Some((conn, remote)) => {
                         self.counts.pex_requests += 1;
-                        self.asking.insert(peer);
+                        self.next_ask += 1;
+                        let seq = self.next_ask;
+                        self.asking.insert(peer, seq);
                         self.push(
                             t + nanos(node::pex::REQUEST_TIMEOUT),
-                            Ev::PexTimeout { peer },
+                            Ev::PexTimeout { peer, seq },
                         );
                         self.send(t, remote, Msg::PexRequest { conn, request }, w);
                     }
@@ -623,7 +631,7 @@ impl SimNode {
                 .values()
                 .filter(|o| o.peer == c.peer && o.established)
                 .count();
-            if remaining == 0 && self.asking.remove(&c.peer) {
+            if remaining == 0 && self.asking.remove(&c.peer).is_some() {
                 self.feed(
                     t,
                     now,
@@ -689,7 +697,8 @@ impl SimNode {
         };
         self.conns.insert(conn, c);
         self.drain(t, now, w);
-        if !self.count(conn, now, w) {
+        // A command carried out meanwhile (a ban's disconnection) may have closed it.
+        if !self.conns.contains_key(&conn) || !self.count(conn, now, w) {
             self.conns.remove(&conn);
             self.feed(t, now, Input::AdmissionFailed { id: conn });
             return false;
@@ -739,10 +748,10 @@ impl SimNode {
                 let remote = w.remote_addr(from, conn);
                 let m = self.machine.as_mut().expect("started");
                 let admitted = m
-                    .admit_pending_inbound(&remote, now)
+                    .admit_pending_inbound(conn, &remote, now)
                     .and_then(|()| m.admit_established(conn, peer, &remote, true, now));
-                if let Err(e) = admitted {
-                    self.trace(t, '!', &e);
+                self.trace(t, '?', &admitted);
+                if admitted.is_err() {
                     self.send(t, from, Msg::Refused { conn }, w);
                     return;
                 }
@@ -773,8 +782,9 @@ impl SimNode {
                 }
                 let remote = w.nodes[from as usize].addr.clone();
                 let m = self.machine.as_mut().expect("started");
-                if let Err(e) = m.admit_established(conn, peer, &remote, false, now) {
-                    self.trace(t, '!', &e);
+                let admitted = m.admit_established(conn, peer, &remote, false, now);
+                self.trace(t, '?', &admitted);
+                if admitted.is_err() {
                     self.feed(
                         t,
                         now,
@@ -894,7 +904,7 @@ impl SimNode {
             Msg::PexResponse { conn, response } => {
                 if let Some(c) = self.conns.get(&conn) {
                     let peer = c.peer;
-                    if self.asking.remove(&peer) {
+                    if self.asking.remove(&peer).is_some() {
                         self.counts.records_opened +=
                             u64::from(response.record.is_some()) + response.records.len() as u64;
                         self.feed(
@@ -912,7 +922,7 @@ impl SimNode {
             Msg::PexDropped { conn } => {
                 if let Some(c) = self.conns.get(&conn) {
                     let peer = c.peer;
-                    if self.asking.remove(&peer) {
+                    if self.asking.remove(&peer).is_some() {
                         self.feed(
                             t,
                             now,

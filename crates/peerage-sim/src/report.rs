@@ -19,7 +19,7 @@ pub struct Report {
     pub simulated_s: f64,
     /// Wall-clock time of the run, in milliseconds.
     pub wall_ms: u64,
-    /// BLAKE3 of the event log (every input and output of every node machine), hex.
+    /// BLAKE3 of the event log ([`Options::with_log`](crate::Options::with_log)), hex.
     pub log_hash: String,
     /// The bounds `[min, expected, max]`.
     pub bounds: [usize; 3],

@@ -367,7 +367,7 @@ impl NetworkBehaviour for Behaviour {
     ) -> Result<(), ConnectionDenied> {
         let result = self
             .machine
-            .admit_pending_inbound(remote_addr, Instant::now())
+            .admit_pending_inbound(connection_id, remote_addr, Instant::now())
             .map(|()| Admission::Accepted);
         self.admit(result)?;
         self.inner

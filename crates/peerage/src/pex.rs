@@ -7,8 +7,9 @@
 //! at the point is known. Messages are CBOR, and bounded: a request of at most
 //! [`MAX_REQUEST_BYTES`], a response of at most [`MAX_RESPONSE_BYTES`] and
 //! [`MAX_POINTS_ACCEPTED`] points (Octez's `Advertise` wire limit); a longer list is refused
-//! whole, as Octez fails to decode it. A peer is answered at most once per [`ANSWER_COOLDOWN`];
-//! an earlier request waits for the cooldown, as Octez delays rather than drops.
+//! whole, as Octez fails to decode it. A peer is answered at most once per [`ANSWER_COOLDOWN`]:
+//! an earlier request waits for the cooldown, as Octez delays rather than drops, and a further
+//! one while one waits is dropped (its asker sees the request fail).
 //!
 //! The answer on a connection the node refused (Octez's `Nack`) says so ([`Response::nack`]),
 //! and the asker closes it; a request that says the asker needs connections

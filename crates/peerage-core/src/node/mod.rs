@@ -30,11 +30,14 @@
 //!
 //! Octez's `Bootstrap`/`Advertise` ([`pex`]). The machine asks for points:
 //!
-//! - a peer it dialed, once its identify arrives;
-//! - when the maintenance runs out of candidates, some of its connected peers.
+//! - a peer it dialed, once its identify arrives: the first request on a new connection, which
+//!   is also how a full peer's nack reaches us (Octez sends its points with the `Nack`), goes
+//!   ahead of the queue and is not held to the round below;
+//! - when the maintenance runs out of candidates, some of its connected peers, each at most
+//!   once per `time_between_looking_for_peers` (5 s), those asked longest ago first.
 //!
-//! It asks only peers whose identify lists [`pex::PROTOCOL`] (before identify, nobody), each
-//! at most once per `time_between_looking_for_peers` (5 s), and never more than
+//! It asks only peers whose identify lists [`pex::PROTOCOL`] (before identify, nobody), never
+//! a peer whose only connections we nacked, and never more than
 //! [`Config::with_max_pex_in_flight`] (8) at once. This differs from Octez, which sends
 //! `Bootstrap` to every active connection: a node below its minimum that asked everyone on
 //! every cycle sent hundreds of requests in a second, to peers that could not answer (a
@@ -122,6 +125,8 @@ impl Connection {
 struct Link {
     /// Open connections, nacked ones included.
     connections: u32,
+    /// Of which we nacked.
+    nacked: u32,
     /// Of which we dialed.
     outbound: u32,
     /// Whether its identify lists the peer exchange; `None` before identify.
@@ -154,14 +159,18 @@ pub struct Machine<C> {
     nack_deadlines: VecDeque<(Instant, PeerId, C)>,
     /// When each peer was last answered a request for points.
     pex_answered: HashMap<PeerId, Instant>,
-    /// Requests waiting for their peer's cooldown, in deadline order; one per peer.
-    pex_delayed: VecDeque<(Instant, PeerId, u64)>,
+    /// Requests waiting for their peer's cooldown, in arrival order (each has its own
+    /// deadline); one per peer.
+    pex_delayed: Vec<(Instant, PeerId, u64)>,
     /// When each peer was last asked for points.
     pex_asked: HashMap<PeerId, Instant>,
     /// Peers with a request of ours in flight.
     pex_in_flight: HashSet<PeerId>,
-    /// Peers we dialed and that identified, waiting for a free request slot.
-    pex_queue: VecDeque<PeerId>,
+    /// Peers waiting for a free request slot; `true` for the first request on a new connection
+    /// we dialed, which is not held to the round.
+    pex_queue: VecDeque<(PeerId, bool)>,
+    /// Pending inbound connections whose IP was checked, with the ACL's IP generation then.
+    ip_checked: HashMap<C, u64>,
     commands: VecDeque<Command<C>>,
     events: VecDeque<Event>,
     next_gc: Instant,
@@ -213,10 +222,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             nacked_open: 0,
             nack_deadlines: VecDeque::new(),
             pex_answered: HashMap::new(),
-            pex_delayed: VecDeque::new(),
+            pex_delayed: Vec::new(),
             pex_asked: HashMap::new(),
             pex_in_flight: HashSet::new(),
             pex_queue: VecDeque::new(),
+            ip_checked: HashMap::new(),
             commands: VecDeque::new(),
             events: VecDeque::new(),
             next_gc: now + PEERSTORE_GC_INTERVAL,
@@ -284,7 +294,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.now = self.now.max(now);
         let result = f(&mut self.pool, now);
         self.drain_pool_events();
-        let running: Vec<PeerId> = self.pool.running_peers().collect();
+        let mut running: Vec<PeerId> = self.pool.running_peers().collect();
+        // Sorted, so that the commands come in the same order whatever the table's.
+        running.sort_unstable();
         for peer in running {
             self.commands
                 .push_back(if self.pool.is_trusted_peer(&peer) {
@@ -355,17 +367,25 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.maintenance.shutdown();
     }
 
-    /// Admission at pending inbound (step 1 of the [order](self#admission-in-order)).
+    /// Admission at pending inbound of connection `id` (step 1 of the
+    /// [order](self#admission-in-order)). The check is remembered: step 3 does not repeat it
+    /// unless an IP was banned or greylisted meanwhile (say, by another handshake's garbage).
     ///
     /// # Errors
     ///
     /// [`pool::Error::IpBanned`] if the remote IP is banned or greylisted.
-    pub fn admit_pending_inbound(&self, remote: &Multiaddr, now: Instant) -> Result<(), Refusal> {
+    pub fn admit_pending_inbound(
+        &mut self,
+        id: C,
+        remote: &Multiaddr,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         if let Some(ip) = pool::ip_of(remote)
             && self.pool.is_ip_banned(ip, now)
         {
             return Err(pool::Error::IpBanned(ip).into());
         }
+        self.ip_checked.insert(id, self.pool.acl().ip_generation());
         Ok(())
     }
 
@@ -413,10 +433,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         now: Instant,
     ) -> Result<Admission, Refusal> {
         self.now = self.now.max(now);
+        let ip_checked = self
+            .ip_checked
+            .remove(&id)
+            .is_some_and(|generation| generation == self.pool.acl().ip_generation());
         let point = self.dials.get(&id);
         let result = self
             .pool
-            .accept_checked(peer, remote, point, inbound, now, &mut self.rng);
+            .accept_checked(peer, remote, point, ip_checked, now, &mut self.rng);
         self.drain_pool_events();
         if let Err(e) = result {
             tracing::debug!(%peer, %remote, "refused: {e}");
@@ -534,7 +558,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.maintenance.is_run_requested().then_some(self.now),
             self.maintenance.poll_timeout(),
             self.nack_deadlines.front().map(|d| d.0),
-            self.pex_delayed.front().map(|d| d.0),
+            self.pex_delayed.iter().map(|d| d.0).min(),
             Some(self.next_gc),
         ]
         .into_iter()
@@ -557,13 +581,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     .push_back(Command::Close { peer, id: Some(id) });
             }
         }
-        while self
-            .pex_delayed
-            .front()
-            .is_some_and(|(due, ..)| *due <= now)
-        {
-            let (_, peer, token) = self.pex_delayed.pop_front().expect("front exists");
-            self.answer_pex(peer, token, false, now);
+        if self.pex_delayed.iter().any(|(due, ..)| *due <= now) {
+            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pex_delayed)
+                .into_iter()
+                .partition(|(due, ..)| *due <= now);
+            self.pex_delayed = waiting;
+            for (_, peer, token) in due {
+                self.answer_pex(peer, token, false, now);
+            }
         }
         if now >= self.next_gc {
             self.next_gc = now + PEERSTORE_GC_INTERVAL;
@@ -618,6 +643,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     ) {
         let point = self.dials.remove(&id);
         self.accepted.remove(&id);
+        self.ip_checked.remove(&id);
         let dialing = self.maintenance.is_dialing();
         let link = self.links.entry(peer).or_default();
         link.connections += 1;
@@ -626,6 +652,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             link.need |= dialing;
         }
         if self.nacking.remove(&id) {
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.nacked += 1;
+            }
             tracing::debug!(%peer, active = self.pool.active(), "nack: too many connections");
             self.pool.reject(peer, now);
             self.nack_deadlines
@@ -663,7 +692,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             // Identified already on another connection: ask now (the request goes on any
             // connection, so this is rare).
             if self.links.get(&peer).and_then(|l| l.pex) == Some(true) {
-                self.ask_or_queue(peer, now);
+                self.ask_or_queue(peer, true, now);
             }
         }
         self.connections.insert(
@@ -692,6 +721,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             if !conn.inbound {
                 link.outbound = link.outbound.saturating_sub(1);
             }
+            if conn.nacked {
+                link.nacked = link.nacked.saturating_sub(1);
+            }
             if link.connections == 0 {
                 self.links.remove(&peer);
                 self.pex_in_flight.remove(&peer);
@@ -699,6 +731,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
         if conn.nacked {
             self.nacked_open = self.nacked_open.saturating_sub(1);
+            self.serve_pex_queue(now);
             return;
         }
         let point = conn.point.as_ref();
@@ -736,6 +769,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// dialed point go back to disconnected. Nothing happens for one the pool did not admit.
     fn admission_failed(&mut self, id: C, now: Instant) {
         self.nacking.remove(&id);
+        self.ip_checked.remove(&id);
         if let Some(peer) = self.accepted.remove(&id) {
             let point = self.dials.get(&id);
             self.pool.accept_failed(peer, point, now, &mut self.rng);
@@ -804,7 +838,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         // Ask whoever we dial for points, once it has said it can answer (Octez sends
         // `Bootstrap` when it needs points; a new outbound connection is the cheapest moment).
         if first && public {
-            self.ask_or_queue(peer, now);
+            self.ask_or_queue(peer, true, now);
         }
         self.events.push_back(Event::Identified {
             peer_id: peer,
@@ -813,14 +847,19 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         });
     }
 
-    /// Whether `peer` may be asked for points now: it offers the exchange, has no request of
-    /// ours in flight and was not asked in the last `time_between_looking_for_peers`.
-    fn may_ask(&self, peer: &PeerId, now: Instant) -> bool {
+    /// Whether `peer` may be asked for points now: it offers the exchange, has a connection
+    /// we did not nack, has no request of ours in flight and, unless this is the first request
+    /// on a new connection we dialed (`fresh`), was not asked in the last
+    /// `time_between_looking_for_peers`.
+    fn may_ask(&self, peer: &PeerId, fresh: bool, now: Instant) -> bool {
         let round = self.config.maintenance.looking_for_peers();
         !self.pool.config().private_mode()
-            && self.links.get(peer).and_then(|l| l.pex) == Some(true)
+            && self
+                .links
+                .get(peer)
+                .is_some_and(|l| l.pex == Some(true) && l.connections > l.nacked)
             && !self.pex_in_flight.contains(peer)
-            && self.pex_asked.get(peer).is_none_or(|t| *t + round <= now)
+            && (fresh || self.pex_asked.get(peer).is_none_or(|t| *t + round <= now))
     }
 
     fn ask(&mut self, peer: PeerId, now: Instant) {
@@ -837,16 +876,23 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         });
     }
 
-    fn ask_or_queue(&mut self, peer: PeerId, now: Instant) {
-        if !self.may_ask(&peer, now) {
+    /// Asks `peer` now, or queues it for the next free slot: ahead of the others if `fresh`.
+    fn ask_or_queue(&mut self, peer: PeerId, fresh: bool, now: Instant) {
+        if !self.may_ask(&peer, fresh, now) {
             return;
         }
         if self.pex_in_flight.len() < self.config.max_pex_in_flight {
             self.ask(peer, now);
-        } else if !self.pex_queue.contains(&peer)
-            && self.pex_queue.len() < self.config.max_pex_in_flight * 4
-        {
-            self.pex_queue.push_back(peer);
+        } else if !self.pex_queue.iter().any(|(p, _)| *p == peer) {
+            if self.pex_queue.len() >= self.config.max_pex_in_flight * 4 {
+                // Bounded: the newest waiting entry gives way.
+                self.pex_queue.pop_back();
+            }
+            if fresh {
+                self.pex_queue.push_front((peer, true));
+            } else {
+                self.pex_queue.push_back((peer, false));
+            }
         }
     }
 
@@ -858,10 +904,10 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
 
     fn serve_pex_queue(&mut self, now: Instant) {
         while self.pex_in_flight.len() < self.config.max_pex_in_flight {
-            let Some(peer) = self.pex_queue.pop_front() else {
+            let Some((peer, fresh)) = self.pex_queue.pop_front() else {
                 break;
             };
-            if self.may_ask(&peer, now) {
+            if self.may_ask(&peer, fresh, now) {
                 self.ask(peer, now);
             }
         }
@@ -893,7 +939,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             Some(_) if self.pex_delayed.iter().any(|(_, p, _)| *p == peer) => {
                 self.commands.push_back(Command::DropRequest { token });
             }
-            Some(due) => self.pex_delayed.push_back((due, peer, token)),
+            Some(due) => self.pex_delayed.push((due, peer, token)),
         }
     }
 
@@ -1026,6 +1072,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
         conn.nacked = false;
         self.nacked_open = self.nacked_open.saturating_sub(1);
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.nacked = link.nacked.saturating_sub(1);
+        }
         self.commands.push_back(Command::Include(id));
         tracing::debug!(%peer, active = self.pool.active(), "admitted: the peer needs connections");
         let remote = conn.remote.clone();
@@ -1099,7 +1148,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             let mut eligible: Vec<PeerId> = self
                 .links
                 .keys()
-                .filter(|p| self.may_ask(p, now))
+                .filter(|p| self.may_ask(p, false, now))
                 .copied()
                 .collect();
             if eligible.len() > slots {

@@ -268,10 +268,10 @@ fn admission_refusals_are_typed_and_the_pending_ip_check_is_not_repeated() {
         pool.greylist_ip("10.0.0.1".parse().unwrap(), now)
     });
     assert!(matches!(
-        m.admit_pending_inbound(&addr(1), now),
+        m.admit_pending_inbound(1, &addr(1), now),
         Err(Refusal::Pool(pool::Error::IpBanned(_)))
     ));
-    assert!(m.admit_pending_inbound(&addr(2), now).is_ok());
+    assert!(m.admit_pending_inbound(2, &addr(2), now).is_ok());
     m.update_pool(now, |pool, _| pool.ban_peer(peer(2)));
     assert!(matches!(
         m.admit_established(2, peer(2), &addr(2), true, now),
@@ -281,11 +281,29 @@ fn admission_refusals_are_typed_and_the_pending_ip_check_is_not_repeated() {
         m.admit_pending_outbound(Some(peer(2)), &[addr(2)], now),
         Err(Refusal::Pool(pool::Error::PeerBanned(_)))
     ));
-    // Inbound: the IP was checked at pending inbound; outbound: the remote IP is checked here.
-    assert!(m.admit_established(3, peer(3), &addr(1), true, now).is_ok());
+    // Outbound: the remote IP is checked here.
     m.dial_started(4, addr(1));
     assert!(matches!(
         m.admit_established(4, peer(4), &addr(1), false, now),
+        Err(Refusal::Pool(pool::Error::IpBanned(_)))
+    ));
+    // Inbound: the IP checked at pending inbound is not checked again, unless an IP was banned
+    // or greylisted meanwhile. Two handshakes from 10.0.0.5 pass the pending check; the first
+    // sends garbage and greylists the IP; the second is then refused when established.
+    assert!(m.admit_pending_inbound(5, &addr(5), now).is_ok());
+    assert!(m.admit_established(5, peer(5), &addr(5), true, now).is_ok());
+    assert!(m.admit_pending_inbound(6, &addr(5), now).is_ok());
+    assert!(m.admit_pending_inbound(7, &addr(5), now).is_ok());
+    m.handle(
+        now,
+        Input::ListenFailed {
+            id: 6,
+            remote: addr(5),
+            violation: true,
+        },
+    );
+    assert!(matches!(
+        m.admit_established(7, peer(7), &addr(5), true, now),
         Err(Refusal::Pool(pool::Error::IpBanned(_)))
     ));
 }
@@ -417,5 +435,103 @@ fn an_answer_over_the_limit_greylists_its_sender_before_closing() {
     assert!(
         std::iter::from_fn(|| m.poll_event())
             .any(|e| matches!(e, Event::PointsRefused { received: 101, .. }))
+    );
+}
+
+#[test]
+fn a_new_connection_asks_again_within_the_round_but_the_maintenance_does_not() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    establish(&mut m, 1, 1, false, now);
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(1),
+            info: identify(true, 1),
+        },
+    );
+    assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
+    m.handle(
+        now,
+        Input::PexAnswer {
+            peer: peer(1),
+            id: 1,
+            response: pex::Response::default(),
+        },
+    );
+    m.handle(
+        now,
+        Input::ConnectionClosed {
+            id: 1,
+            peer: peer(1),
+            by_remote: true,
+            remaining: 0,
+        },
+    );
+    drain(&mut m);
+    // Redialed 1 s later (the peer trimmed us, or nacked us): the first request on the new
+    // connection goes out, although the peer was asked within the round; it is how its nack
+    // answer reaches us.
+    let t1 = now + Duration::from_secs(1);
+    establish(&mut m, 2, 1, false, t1);
+    m.handle(
+        t1,
+        Input::Identified {
+            peer: peer(1),
+            info: identify(true, 1),
+        },
+    );
+    assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
+}
+
+#[test]
+fn a_peer_we_nacked_is_not_asked_by_the_maintenance() {
+    let now = Instant::now();
+    // 20/40/60, max_threshold 54: fill to it, so that the next inbound is nacked, then lose
+    // every peer but one, so that the maintenance, out of points, asks.
+    let bounds = crate::maintenance::Bounds::from_connections(40);
+    let mut m = machine(Config::new().with_bounds(bounds), now);
+    let full = u8::try_from(bounds.max_threshold()).unwrap();
+    // No listen addresses: nothing to dial, so the maintenance asks for points.
+    let silent = |pex| Identify {
+        listen_addrs: Vec::new(),
+        ..identify(pex, 0)
+    };
+    for i in 1..=full {
+        establish(&mut m, u64::from(i), i, true, now);
+        m.handle(
+            now,
+            Input::Identified {
+                peer: peer(i),
+                info: silent(true),
+            },
+        );
+    }
+    let nacked = full + 1;
+    assert_eq!(establish(&mut m, 200, nacked, true, now), Admission::Nacked);
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(nacked),
+            info: silent(true),
+        },
+    );
+    for i in 2..=full {
+        m.handle(
+            now,
+            Input::ConnectionClosed {
+                id: u64::from(i),
+                peer: peer(i),
+                by_remote: true,
+                remaining: 0,
+            },
+        );
+    }
+    drain(&mut m);
+    m.handle_timeout(now);
+    assert_eq!(
+        asks(&drain(&mut m)),
+        vec![peer(1)],
+        "peer 1, not the one we nacked"
     );
 }

@@ -106,6 +106,8 @@ pub struct Acl {
     not_reliable_since: Option<Instant>,
     /// Greylisted peers; least recently greylisted first.
     peer_greylist: LinkedHashMap<PeerId, ()>,
+    /// Bumped by every IP ban and greylisting.
+    ip_generation: u64,
 }
 
 /// The canonical form of `ip`: IPv4-mapped IPv6 addresses as IPv4.
@@ -123,7 +125,14 @@ impl Acl {
             ip_greylist: LinkedHashMap::new(),
             not_reliable_since: None,
             peer_greylist: LinkedHashMap::new(),
+            ip_generation: 0,
         }
+    }
+
+    /// A number that changes whenever an IP is banned or greylisted: an admission that checked
+    /// an IP at one generation need not check it again at the same one.
+    pub fn ip_generation(&self) -> u64 {
+        self.ip_generation
     }
 
     /// The configuration.
@@ -137,6 +146,7 @@ impl Acl {
 
     /// Greylists `ip` (again) at `now`.
     pub fn greylist_ip(&mut self, ip: IpAddr, now: Instant) {
+        self.ip_generation += 1;
         let ip = canonical(ip);
         self.ip_greylist.remove(&ip);
         if self.ip_greylist.len() >= self.config.ip_greylist_size {
@@ -177,6 +187,12 @@ impl Acl {
         self.banned_peers.contains(peer)
     }
 
+    /// Whether any IP is blacklisted or greylisted: when none is, a point's IP need not be
+    /// read to know it is not banned.
+    pub fn has_ip_entries(&self) -> bool {
+        !self.banned_ips.is_empty() || !self.ip_greylist.is_empty()
+    }
+
     /// Whether `ip` is banned: blacklisted or greylisted (Octez `banned_addr`).
     pub fn is_ip_banned(&self, ip: IpAddr, now: Instant) -> bool {
         self.is_ip_blacklisted(ip) || self.is_ip_greylisted(ip, now)
@@ -184,11 +200,15 @@ impl Acl {
 
     /// Whether `peer` is banned: blacklisted or greylisted (Octez `banned_peer`).
     pub fn is_peer_banned(&self, peer: &PeerId) -> bool {
+        if self.banned_peers.is_empty() && self.peer_greylist.is_empty() {
+            return false;
+        }
         self.is_peer_blacklisted(peer) || self.is_peer_greylisted(peer)
     }
 
     /// Blacklists `ip`.
     pub fn ban_ip(&mut self, ip: IpAddr) {
+        self.ip_generation += 1;
         self.banned_ips.insert(canonical(ip));
     }
 

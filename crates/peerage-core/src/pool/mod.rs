@@ -233,7 +233,7 @@ impl Pool {
 
     /// Whether the point's IP is banned (a DNS point never is).
     pub fn is_point_banned(&self, point: &Multiaddr, now: Instant) -> bool {
-        ip_of(point).is_some_and(|ip| self.acl.is_ip_banned(ip, now))
+        self.acl.has_ip_entries() && ip_of(point).is_some_and(|ip| self.acl.is_ip_banned(ip, now))
     }
 
     /// Records our own listen addresses: they are never registered as points (Octez
@@ -660,12 +660,16 @@ impl Pool {
     /// Running peers whose current connection comes from `ip`.
     fn running_from(&self, ip: IpAddr) -> Vec<PeerId> {
         let ip = acl::canonical(ip);
-        self.peers
+        let mut peers: Vec<PeerId> = self
+            .peers
             .iter()
             .filter(|(_, p)| p.state != peer::State::Disconnected)
             .filter(|(_, p)| p.remote.as_ref().and_then(ip_of).map(acl::canonical) == Some(ip))
             .map(|(id, _)| *id)
-            .collect()
+            .collect();
+        // Sorted: the order reaches the disconnections, which a replay must see the same.
+        peers.sort_unstable();
+        peers
     }
 
     /// A dial of `point` asked by the operator or the application (Octez `connect`): registers
