@@ -118,7 +118,7 @@ struct Engine {
     rng: StdRng,
     hasher: blake3::Hasher,
     log: Option<Box<dyn Write + Send>>,
-    logging: bool,
+
     end: Nanos,
     bounds: Bounds,
     samples: Vec<Sample>,
@@ -215,8 +215,6 @@ impl Engine {
         let s = options.scenario.clone();
         let base = Instant::now();
         let mut rng = StdRng::seed_from_u64(options.seed);
-        let mut world = World::new(s.clone(), options.seed, base);
-        let logging = true;
         let mut engine = Self {
             bounds: Bounds::from_connections(s.connections),
             end: nanos(s.duration),
@@ -228,7 +226,6 @@ impl Engine {
             rng: StdRng::seed_from_u64(0),
             hasher: blake3::Hasher::new(),
             log: None,
-            logging,
             samples: Vec::new(),
             gone: Counts::default(),
             node_seconds: 0.0,
@@ -245,7 +242,7 @@ impl Engine {
         let honest = s.nodes;
         for i in 0..honest {
             let bootstrap = i < s.bootstrap;
-            let index = world.add_node(&mut rng, bootstrap, None);
+            let index = engine.world.add_node(&mut rng, bootstrap, None);
             let at = if bootstrap || s.join_over.is_zero() {
                 0
             } else {
@@ -253,16 +250,16 @@ impl Engine {
             };
             engine
                 .nodes
-                .push(Some(Box::new(SimNode::new(index, options.seed, logging))));
+                .push(Some(Box::new(SimNode::new(index, options.seed))));
             engine.joins_end = engine.joins_end.max(at);
             engine.schedule(at, Global::Join(index));
         }
         for a in &s.adversaries {
             for _ in 0..a.count {
-                let index = world.add_node(&mut rng, false, Some(a.kind));
+                let index = engine.world.add_node(&mut rng, false, Some(a.kind));
                 engine
                     .nodes
-                    .push(Some(Box::new(SimNode::new(index, options.seed, logging))));
+                    .push(Some(Box::new(SimNode::new(index, options.seed))));
                 engine.schedule(0, Global::Join(index));
             }
         }
@@ -275,7 +272,6 @@ impl Engine {
             engine.schedule(first, Global::Leave);
         }
         engine.schedule(0, Global::Sample);
-        engine.world = world;
         engine.rng = rng;
         engine
     }
@@ -353,17 +349,15 @@ impl Engine {
         let mut outboxes = Vec::new();
         for mut n in batch {
             let i = n.index;
-            if let Some(log) = &mut n.log {
-                self.hasher.update(log.as_bytes());
-                if let Some(w) = &mut self.log {
-                    // Errors surface at the next flush.
-                    let _ = w.write_all(log.as_bytes());
-                }
-                log.clear();
-                // A busy window (a join, a burst of answers) must not pin its buffer for good:
-                // 10,000 nodes each keeping a few tens of KB would be hundreds of MB.
-                log.shrink_to(4096);
+            self.hasher.update(n.log.as_bytes());
+            if let Some(w) = &mut self.log {
+                // Errors surface at the next flush.
+                let _ = w.write_all(n.log.as_bytes());
             }
+            n.log.clear();
+            // A busy window (a join, a burst of answers) must not pin its buffer for good:
+            // 10,000 nodes each keeping a few tens of KB would be hundreds of MB.
+            n.log.shrink_to(4096);
             outboxes.push((i, std::mem::take(&mut n.outbox)));
             self.nodes[i as usize] = Some(n);
             touched.push(i);
@@ -442,11 +436,8 @@ impl Engine {
                 if let Some(&i) = candidates.choose(&mut rng) {
                     self.leave(t, i);
                     let index = self.world.add_node(&mut rng, false, None);
-                    self.nodes.push(Some(Box::new(SimNode::new(
-                        index,
-                        rng.random(),
-                        self.logging,
-                    ))));
+                    self.nodes
+                        .push(Some(Box::new(SimNode::new(index, rng.random()))));
                     self.schedule(t, Global::Join(index));
                 }
                 let next = self.next_leave(&mut rng, t);

@@ -158,13 +158,14 @@ pub(crate) struct SimNode {
     /// Connections a flooder holds outside its machine.
     flood: BTreeSet<u64>,
     pub(crate) outbox: Vec<(u32, Nanos, Msg)>,
-    pub(crate) log: Option<String>,
+    /// This window's log lines; the engine hashes and empties it after each window.
+    pub(crate) log: String,
     pub(crate) counts: Counts,
     pub(crate) started: Option<Nanos>,
 }
 
 impl SimNode {
-    pub(crate) fn new(index: u32, seed: u64, log: bool) -> Self {
+    pub(crate) fn new(index: u32, seed: u64) -> Self {
         Self {
             index,
             machine: None,
@@ -185,7 +186,7 @@ impl SimNode {
             next_ask: 0,
             flood: BTreeSet::new(),
             outbox: Vec::new(),
-            log: log.then(String::new),
+            log: String::new(),
             counts: Counts::default(),
             started: None,
         }
@@ -275,36 +276,32 @@ impl SimNode {
     }
 
     fn trace(&mut self, t: Nanos, dir: char, what: &dyn std::fmt::Debug) {
-        if let Some(log) = &mut self.log {
-            // Writing to a String cannot fail.
-            let _ = writeln!(log, "{t} {} {dir} {what:?}", self.index);
-        }
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.log, "{t} {} {dir} {what:?}", self.index);
     }
 
     /// Logs an answer by its size and a hash of its points, not its text: answers are most
     /// of the log, and formatting them most of its cost.
     fn trace_answer(&mut self, t: Nanos, dir: char, what: &str, response: &node::pex::Response) {
-        if let Some(log) = &mut self.log {
-            let mut h = blake3::Hasher::new();
-            for p in &response.points {
-                h.update(p.as_bytes());
-                h.update(b" ");
-            }
-            for r in response.records.iter().chain(&response.record) {
-                h.update(r);
-                h.update(b" ");
-            }
-            let digest = h.finalize();
-            let _ = writeln!(
-                log,
-                "{t} {} {dir} {what} points={} records={} nack={} {}",
-                self.index,
-                response.points.len(),
-                response.records.len() + usize::from(response.record.is_some()),
-                response.nack,
-                &digest.to_hex()[..16]
-            );
+        let mut h = blake3::Hasher::new();
+        for p in &response.points {
+            h.update(p.as_bytes());
+            h.update(b" ");
         }
+        for r in response.records.iter().chain(&response.record) {
+            h.update(r);
+            h.update(b" ");
+        }
+        let digest = h.finalize();
+        let _ = writeln!(
+            self.log,
+            "{t} {} {dir} {what} points={} records={} nack={} {}",
+            self.index,
+            response.points.len(),
+            response.records.len() + usize::from(response.record.is_some()),
+            response.nack,
+            &digest.to_hex()[..16]
+        );
     }
 
     fn feed(&mut self, t: Nanos, now: Instant, input: Input<u64>) {
@@ -784,19 +781,9 @@ impl SimNode {
                 let m = self.machine.as_mut().expect("started");
                 let admitted = m.admit_established(conn, peer, &remote, false, now);
                 self.trace(t, '?', &admitted);
-                if admitted.is_err() {
-                    self.feed(
-                        t,
-                        now,
-                        Input::DialFailed {
-                            id: conn,
-                            error: DialError::Other,
-                        },
-                    );
-                    self.send(t, from, Msg::Close { conn }, w);
-                    return;
-                }
-                if !self.establish(t, now, conn, from, peer, remote, false, w) {
+                // Refused by the machine, or by the connection manager's hard cap.
+                if admitted.is_err() || !self.establish(t, now, conn, from, peer, remote, false, w)
+                {
                     self.feed(
                         t,
                         now,
