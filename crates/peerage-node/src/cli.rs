@@ -99,7 +99,8 @@ impl ConnectionArgs {
     }
 
     /// The connection manager's configuration for `bounds`: watermarks from `--low-water` and
-    /// `--high-water`, defaulting to `expected` and `max` (DESIGN.md), and the grace period.
+    /// `--high-water`, defaulting to `expected` and `max` (Octez's bounds as go's watermarks),
+    /// and the grace period.
     ///
     /// # Errors
     ///

@@ -1,4 +1,4 @@
-//! Octez's pool and ACL integration scenarios (`spec/tezos_p2p.md` §12, `tezt/tests/p2p.ml`)
+//! Octez's pool and ACL integration scenarios (`tezt/tests/p2p.ml`)
 //! on real swarms over TCP, each node on its own loopback address (127.0.0.N) so that IP
 //! greylisting tells them apart.
 

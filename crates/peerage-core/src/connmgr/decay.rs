@@ -1,4 +1,4 @@
-//! Decaying tags, as go-libp2p's decayer (`p2p/net/connmgr/decay.go`, `spec/connmgr.md` §2.10).
+//! Decaying tags, as go-libp2p's decayer (`p2p/net/connmgr/decay.go`).
 //!
 //! A decaying tag has a name, an interval, a [`DecayFn`] applied to each peer's value once per
 //! interval, and a [`BumpFn`] that folds a bump into the value. The decayer ticks every
@@ -79,7 +79,7 @@ impl DecayFn {
     }
     /// Keeps the value while the peer is bumped; removes it at the first visit at least `after`
     /// past its last bump. go's `DecayExpireWhenInactive` never expires and zeroes the value
-    /// instead (`spec/connmgr.md` §2.12).
+    /// instead (go-libp2p `core/connmgr/presets.go`).
     pub fn expire_when_inactive(after: Duration) -> Self {
         Self::custom(move |v, now| {
             (now.saturating_duration_since(v.last_bump) < after).then_some(v.value)

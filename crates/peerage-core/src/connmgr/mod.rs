@@ -1,5 +1,5 @@
 //! The connection manager: tags, protection, decaying tags, watermarks and trimming, as
-//! go-libp2p's `BasicConnMgr` and decayer (`p2p/net/connmgr`, `spec/connmgr.md`), with a hard
+//! go-libp2p's `BasicConnMgr` and decayer (`p2p/net/connmgr`), with a hard
 //! cap at admission.
 //!
 //! [`ConnManager`] is sans-IO. The caller reports connections

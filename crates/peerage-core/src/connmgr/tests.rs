@@ -1,4 +1,4 @@
-//! go-libp2p's `connmgr_test.go` and `decay_test.go` scenarios (`spec/connmgr.md` §3), with
+//! go-libp2p's `connmgr_test.go` and `decay_test.go` scenarios (`p2p/net/connmgr`), with
 //! their numbers, on a manual clock; then ours.
 
 use std::time::{Duration, Instant};

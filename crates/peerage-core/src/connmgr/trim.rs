@@ -1,5 +1,5 @@
-//! Victim selection (go `getConnsToClose`, `getConnsToCloseEmergency`, `spec/connmgr.md`
-//! §2.7-2.8).
+//! Victim selection (go-libp2p `p2p/net/connmgr/connmgr.go`: `getConnsToClose`,
+//! `getConnsToCloseEmergency`).
 //!
 //! A trim ranks candidate peers by a compact key, then chooses the lowest-ranked until the
 //! target is met. Only as many peers as the target can need (each has at least one connection)

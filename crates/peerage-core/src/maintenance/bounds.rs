@@ -16,7 +16,7 @@ use std::fmt;
 /// Below `min_threshold` the maintenance dials until at least `min_target`; above
 /// `max_threshold` it closes connections down to `max_target`. Incoming connections are refused
 /// (nacked) once there are `max_threshold` of them, as Octez since 2026, except from a peer
-/// that says it needs connections, which is admitted up to `max` (DESIGN.md's hard ceiling).
+/// that says it needs connections, which is admitted up to `max` (the node's hard ceiling).
 /// Without that exception a network can lock: every node a starving peer can reach sits at
 /// `max_threshold`, full yet never above it, so nobody trims and the peer stays below `min`.
 ///
@@ -131,7 +131,7 @@ impl fmt::Display for Bounds {
 mod tests {
     use super::*;
 
-    /// The table of `spec/tezos_p2p.md` §6, from Octez's `make_maintenance_bounds`.
+    /// Golden values of Octez's `make_maintenance_bounds`.
     #[test]
     fn golden_thresholds_match_octez() {
         let golden = [

@@ -1,5 +1,5 @@
 //! The maintenance: keeps the number of connections between its bounds, as Octez
-//! `P2p_maintenance` (`spec/tezos_p2p.md` §7).
+//! `P2p_maintenance` (`p2p_maintenance.ml`).
 //!
 //! The [`Maintenance`] is a sans-IO planner. The caller feeds it what happened (`on_*`), then
 //! calls [`Maintenance::step`], which returns a [`Plan`]: points to dial, peers to disconnect,

@@ -1,7 +1,7 @@
 //! The peerstore conformance suite: go-libp2p's shared suites (`p2p/host/peerstore/test`:
 //! `addr_book_suite.go`, `keybook_suite.go`, `peerstore_suite.go`) with their numbers and clock
 //! steps, go's implementation tests worth copying (`pstoremem`), and one test per go bug that we
-//! fix (`spec/peerstore.md` §2.2, §3). Time is a manual clock: `now` is stepped, never read.
+//! fix. Time is a manual clock: `now` is stepped, never read.
 //!
 //! A backend runs the whole suite with [`peerstore_conformance!`](crate::peerstore_conformance):
 //!

@@ -1,4 +1,4 @@
-//! The peerstore: facts about peers, as go-libp2p `core/peerstore` (`spec/peerstore.md`).
+//! The peerstore: facts about peers, as go-libp2p `core/peerstore`.
 //!
 //! - **Address book**: addresses with a [`Ttl`]. `add_addrs` never shortens a TTL or an expiry
 //!   (each is raised independently); `set_addrs` overrides, and a zero TTL deletes;

@@ -1,4 +1,4 @@
-//! Access control of the pool, as Octez `P2p_acl` (`spec/tezos_p2p.md` §4): bans (blacklists)
+//! Access control of the pool, as Octez `P2p_acl`: bans (blacklists)
 //! of IPs and peers, set by the operator and never expiring, and greylists of IPs and peers,
 //! filled automatically when a peer misbehaves.
 //!

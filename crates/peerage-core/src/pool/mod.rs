@@ -1,5 +1,6 @@
 //! The pool: the connection lifecycle state of points and peers, as Octez `P2p_pool`
-//! (`spec/tezos_p2p.md` §2-§5), with its access control ([`acl`], Octez `P2p_acl`).
+//! (`p2p_pool.ml`, `p2p_point_state.ml`, `p2p_peer_state.ml`), with its access control
+//! ([`acl`], Octez `P2p_acl`).
 //!
 //! A **point** is a dialable address without `/p2p` (`/ip4/1.2.3.4/tcp/9732`); a **peer** is a
 //! [`PeerId`]. The pool keeps the two tables apart, as Octez does: points carry the dial state

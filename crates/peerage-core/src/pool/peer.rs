@@ -1,4 +1,4 @@
-//! Peers and their state, as Octez `P2p_peer_state` (`spec/tezos_p2p.md` §3).
+//! Peers and their state, as Octez `P2p_peer_state`.
 
 use std::{
     collections::VecDeque,

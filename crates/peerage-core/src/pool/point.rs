@@ -1,5 +1,5 @@
 //! Points: dialable addresses, their state machine and reconnection backoff, as Octez
-//! `P2p_point_state` (`spec/tezos_p2p.md` §2).
+//! `P2p_point_state`.
 
 use std::{
     collections::VecDeque,

@@ -1,4 +1,4 @@
-//! The admin HTTP API (axum): Octez's `/network/...` resources (`spec/tezos_p2p.md` §11), the
+//! The admin HTTP API (axum): Octez's `/network/...` resources (Octez's `P2p_services` RPCs), the
 //! connection manager and the resource manager, Prometheus metrics, and an OpenAPI document
 //! generated from the routes (utoipa) at `/openapi.json`.
 //!
