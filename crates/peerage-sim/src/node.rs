@@ -10,7 +10,7 @@ use std::{
 };
 
 use libp2p_identity::PeerId;
-use multiaddr::Multiaddr;
+use multiaddr::{Multiaddr, Protocol};
 use peerage_core::{
     connmgr::{self, ConnManager},
     maintenance::Bounds,
@@ -285,7 +285,7 @@ impl SimNode {
     fn trace_answer(&mut self, t: Nanos, dir: char, what: &str, response: &node::pex::Response) {
         let mut h = blake3::Hasher::new();
         for p in &response.points {
-            h.update(p.as_bytes());
+            h.update(p.as_ref());
             h.update(b" ");
         }
         for r in response.records.iter().chain(&response.record) {
@@ -862,7 +862,9 @@ impl SimNode {
                                     self.rng.random::<u8>(),
                                     self.rng.random::<u8>(),
                                 ];
-                                format!("/ip4/240.{a}.{b}.{c}/tcp/9732")
+                                Multiaddr::empty()
+                                    .with(Protocol::Ip4([240, a, b, c].into()))
+                                    .with(Protocol::Tcp(9732))
                             })
                             .collect();
                         let response = node::pex::Response {

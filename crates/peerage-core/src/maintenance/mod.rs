@@ -37,11 +37,9 @@
 
 mod bounds;
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashSet, HashSetExt};
 use multiaddr::Multiaddr;
 use rand::{Rng, seq::SliceRandom};
 

@@ -1,8 +1,9 @@
 //! The peer exchange's policy: whom the machine asks for points and when, and how it answers
 //! and reads answers (see the [module docs](super#peer-exchange)).
 
-use std::{collections::HashSet, fmt, time::Instant};
+use std::{fmt, time::Instant};
 
+use foldhash::{HashSet, HashSetExt};
 use multiaddr::Protocol;
 
 use super::{Command, Event, Machine, pex};
@@ -142,11 +143,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         if let Some(bytes) = &response.record {
             self.consume_record(peer, Some(peer), bytes, Ttl::Connected, now);
         }
-        let mut points: Vec<Multiaddr> = response
-            .points
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
+        let mut points = response.points;
         // Advertised peers' own signed records: their addresses are certified.
         for bytes in &response.records {
             if let Some(addrs) = self.consume_record(peer, None, bytes, Ttl::ADDRESS, now) {
@@ -254,26 +251,25 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     pub(super) fn answer_pex(&mut self, peer: PeerId, token: u64, nack: bool, now: Instant) {
-        let listed =
-            self.pool
-                .list_known_points(pex::MAX_POINTS_SENT, Some(peer), now, &mut self.rng);
+        let listed = self
+            .pool
+            .advertised(pex::MAX_POINTS_SENT, Some(peer), now, &mut self.rng);
         // A listed peer with a signed record goes as that record (its addresses are then
         // certified at the asker); the others as plain points.
         let mut points = Vec::new();
         let mut records = Vec::new();
         let mut sent: HashSet<PeerId> = HashSet::new();
-        for addr in listed {
-            let id = match addr.iter().last() {
-                Some(Protocol::P2p(id)) => Some(id),
-                _ => None,
-            };
+        for (addr, id) in listed {
             match id.and_then(|id| Some((id, self.peerstore.peer_record(&id, now)?))) {
                 Some((id, envelope)) => {
                     if sent.insert(id) {
                         records.push(envelope.into_protobuf_encoding());
                     }
                 }
-                None => points.push(addr.to_string()),
+                None => points.push(match id {
+                    Some(id) => addr.clone().with(Protocol::P2p(id)),
+                    None => addr.clone(),
+                }),
             }
         }
         self.pex_answered.insert(peer, now);

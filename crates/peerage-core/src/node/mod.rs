@@ -51,11 +51,12 @@ mod io;
 pub mod pex;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     fmt,
     time::{Duration, Instant},
 };
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rand::{rngs::StdRng, seq::SliceRandom};
 
 pub use self::{

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 /// The protocol name.
@@ -34,8 +35,11 @@ pub struct Request {
 /// The points a peer knows (Octez `Advertise`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// Multiaddrs of points, each ending in `/p2p/<id>` when the peer at the point is known.
-    pub points: Vec<String>,
+    /// Points, each ending in `/p2p/<id>` when the peer at the point is known. On the wire, a
+    /// list of multiaddrs as text; one that does not parse is dropped when the list is read, and
+    /// the list as sent counts toward [`MAX_POINTS_ACCEPTED`] only through what remains.
+    #[serde(with = "text")]
+    pub points: Vec<Multiaddr>,
     /// The answering node is full and is about to close this connection (Octez's `Nack`): the
     /// asker should back off from it as from a refused connection and try the points instead.
     #[serde(default)]
@@ -49,4 +53,80 @@ pub struct Response {
     /// [`MAX_POINTS_ACCEPTED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<Vec<u8>>,
+}
+
+/// Points as text on the wire: the encoding of `/peerage/pex/1.0.0` since its first version,
+/// kept so that every node reads every other. The node machine and the simulator see parsed
+/// [`Multiaddr`]s only.
+mod text {
+    use std::fmt;
+
+    use multiaddr::Multiaddr;
+    use serde::{
+        Deserializer, Serializer,
+        de::{SeqAccess, Visitor},
+        ser::SerializeSeq,
+    };
+
+    pub(super) fn serialize<S: Serializer>(
+        points: &[Multiaddr],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(points.len()))?;
+        for point in points {
+            seq.serialize_element(&point.to_string())?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Multiaddr>, D::Error> {
+        struct Points;
+        impl<'de> Visitor<'de> for Points {
+            type Value = Vec<Multiaddr>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of multiaddrs as text")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // The codec bounds the message's bytes; the list is no longer than they allow.
+                let mut points = Vec::new();
+                while let Some(text) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+                    if let Ok(point) = text.parse() {
+                        points.push(point);
+                    }
+                }
+                Ok(points)
+            }
+        }
+        deserializer.deserialize_seq(Points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_are_text_on_the_wire_and_unreadable_ones_are_dropped() {
+        let response = Response {
+            points: vec!["/ip4/1.2.3.4/tcp/9732".parse().unwrap()],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&response).unwrap();
+        assert_eq!(json, r#"{"points":["/ip4/1.2.3.4/tcp/9732"],"nack":false}"#);
+        let read: Response = serde_json::from_str(
+            r#"{"points":["/ip4/1.2.3.4/tcp/9732","/nonsense/1","/ip6/::1/udp/1/quic-v1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read.points,
+            vec![
+                "/ip4/1.2.3.4/tcp/9732".parse::<Multiaddr>().unwrap(),
+                "/ip6/::1/udp/1/quic-v1".parse().unwrap()
+            ]
+        );
+    }
 }

@@ -410,7 +410,11 @@ fn an_answer_over_the_limit_greylists_its_sender_before_closing() {
     );
     assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
     let points = (0..=pex::MAX_POINTS_ACCEPTED)
-        .map(|i| format!("/ip4/10.1.{}.{}/tcp/1", i / 250, i % 250))
+        .map(|i| {
+            format!("/ip4/10.1.{}.{}/tcp/1", i / 250, i % 250)
+                .parse()
+                .unwrap()
+        })
         .collect();
     m.handle(
         now,

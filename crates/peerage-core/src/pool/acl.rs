@@ -22,11 +22,11 @@
 //! > under the former's name).
 
 use std::{
-    collections::HashSet,
     net::IpAddr,
     time::{Duration, Instant},
 };
 
+use foldhash::{HashSet, HashSetExt};
 use hashlink::LinkedHashMap;
 
 use crate::PeerId;

@@ -53,11 +53,12 @@ mod score;
 mod select;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::VecDeque,
     net::IpAddr,
     time::{Duration, Instant},
 };
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use multiaddr::{Multiaddr, Protocol};
 use rand::Rng;
 
@@ -101,6 +102,9 @@ pub struct Pool {
     points: HashMap<Multiaddr, point::Info>,
     peers: HashMap<PeerId, peer::Info>,
     own_points: HashSet<Multiaddr>,
+    /// The points whose `trusted` is set: few (the configured ones), so that whether a peer is
+    /// trusted does not walk every point.
+    trusted_points: HashSet<Multiaddr>,
     acl: Acl,
     active: usize,
     events: VecDeque<Event>,
@@ -116,6 +120,7 @@ impl Pool {
             points: HashMap::new(),
             peers: HashMap::new(),
             own_points: HashSet::new(),
+            trusted_points: HashSet::new(),
             active: 0,
             events: VecDeque::new(),
         }
@@ -216,8 +221,11 @@ impl Pool {
     /// maintenance never closes such a peer, and private mode admits it.
     pub fn is_trusted_peer(&self, peer: &PeerId) -> bool {
         self.peers.get(peer).is_some_and(|p| p.record.trusted)
-            || self.points.values().any(|p| {
-                p.trusted && (p.state.peer_id() == Some(*peer) || p.dial_peer_id() == Some(*peer))
+            || self.trusted_points.iter().any(|a| {
+                self.points.get(a).is_some_and(|p| {
+                    p.trusted
+                        && (p.state.peer_id() == Some(*peer) || p.dial_peer_id() == Some(*peer))
+                })
             })
     }
 
@@ -242,6 +250,7 @@ impl Pool {
     pub fn add_own_point(&mut self, addr: &Multiaddr) {
         if let Ok((point, _)) = point::split(addr) {
             self.points.remove(&point);
+            self.trusted_points.remove(&point);
             self.own_points.insert(point);
         }
     }
@@ -272,6 +281,15 @@ impl Pool {
         if let Some(id) = expected.or(peer) {
             info.set_expected_peer_id(Some(id));
         }
+        match trusted {
+            Some(true) => {
+                self.trusted_points.insert(point.clone());
+            }
+            Some(false) => {
+                self.trusted_points.remove(&point);
+            }
+            None => {}
+        }
         Ok(point)
     }
 
@@ -291,6 +309,7 @@ impl Pool {
 
     /// Forgets a point (Octez `unregister_point`). A connection through it stays open.
     pub fn unregister_point(&mut self, point: &Multiaddr) -> bool {
+        self.trusted_points.remove(point);
         self.points.remove(point).is_some()
     }
 
@@ -589,6 +608,7 @@ impl Pool {
 
     /// Stops trusting a point; returns whether it was known.
     pub fn untrust_point(&mut self, point: &Multiaddr) -> bool {
+        self.trusted_points.remove(point);
         self.points
             .get_mut(point)
             .map(|info| info.trusted = false)

@@ -1,7 +1,7 @@
 //! Choosing points: those to dial ([`Pool::candidates`]) and those to advertise
 //! ([`Pool::list_known_points`]).
 
-use std::time::Instant;
+use std::{hash::BuildHasher, time::Instant};
 
 use multiaddr::{Multiaddr, Protocol};
 use rand::Rng;
@@ -22,15 +22,16 @@ impl Pool {
         max: usize,
         skip: impl Fn(&Multiaddr) -> bool,
     ) -> Vec<Multiaddr> {
+        // The checks on the point itself first: they are the cheapest and rule out most.
         let mut candidates: Vec<(Option<Instant>, &Multiaddr)> = self
             .points
             .iter()
             .filter(|(a, p)| {
-                !skip(a)
-                    && p.state == point::State::Disconnected
+                p.state == point::State::Disconnected
                     && p.last_miss().is_none_or(|t| t <= round_start)
                     && !p.cannot_reconnect_yet(now)
                     && (p.trusted || !self.config.private_mode)
+                    && !skip(a)
                     && !self.is_point_banned(a, now)
                     && !p.dial_peer_id().is_some_and(|id| {
                         id == self.local_peer_id
@@ -41,13 +42,16 @@ impl Pool {
             .map(|(a, p)| (p.last_miss(), a))
             .collect();
         // `None < Some(_)`: never-missed points first, then the oldest miss; the address breaks
-        // ties so that the choice is deterministic.
-        candidates.sort_by(|a, b| (a.0, a.1.as_ref()).cmp(&(b.0, b.1.as_ref())));
-        candidates
-            .into_iter()
-            .take(max)
-            .map(|(_, a)| a.clone())
-            .collect()
+        // ties, so that the order is total and the choice deterministic whatever the map's order.
+        let order = |a: &(Option<Instant>, &Multiaddr), b: &(Option<Instant>, &Multiaddr)| {
+            (a.0, a.1.as_ref()).cmp(&(b.0, b.1.as_ref()))
+        };
+        if candidates.len() > max && max > 0 {
+            candidates.select_nth_unstable_by(max - 1, order);
+        }
+        candidates.truncate(max);
+        candidates.sort_unstable_by(order);
+        candidates.into_iter().map(|(_, a)| a.clone()).collect()
     }
 
     /// The points to advertise to `requester` (Octez `list_known_points ~ignore_private:true`):
@@ -65,60 +69,99 @@ impl Pool {
         now: Instant,
         rng: &mut impl Rng,
     ) -> Vec<Multiaddr> {
-        if self.config.private_mode {
+        self.advertised(size, requester, now, rng)
+            .into_iter()
+            .map(|(addr, peer)| match peer {
+                Some(id) => addr.clone().with(Protocol::P2p(id)),
+                None => addr.clone(),
+            })
+            .collect()
+    }
+
+    /// [`Pool::list_known_points`] without the `/p2p` suffixes: each point with its peer if
+    /// known, by reference. The choice does not depend on the map's iteration order: the best
+    /// are chosen by a total order, the others by a hash of their address seeded from `rng`.
+    pub(crate) fn advertised(
+        &self,
+        size: usize,
+        requester: Option<PeerId>,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Vec<(&Multiaddr, Option<PeerId>)> {
+        if self.config.private_mode || size == 0 {
             return Vec::new();
         }
-        let mut known: Vec<(bool, Option<Instant>, &Multiaddr, &point::Info)> = self
+        let mut known: Vec<Known<'_>> = self
             .points
             .iter()
             .filter(|(_, p)| p.known_public)
-            .filter(|(_, p)| requester.is_none() || p.dial_peer_id() != requester)
-            .filter(|(a, p)| {
-                !self.is_point_banned(a, now)
-                    && !p.dial_peer_id().is_some_and(|id| self.is_peer_banned(&id))
-            })
-            .map(|(a, p)| {
-                let peer = p.dial_peer_id().and_then(|id| self.peers.get(&id));
+            .filter_map(|(a, p)| {
+                let id = p.dial_peer_id();
+                if (requester.is_some() && id == requester)
+                    || self.is_point_banned(a, now)
+                    || id.is_some_and(|id| self.is_peer_banned(&id))
+                {
+                    return None;
+                }
+                let peer = id.and_then(|id| self.peers.get(&id));
                 let peer_running = peer.is_some_and(|i| i.state == peer::State::Running);
                 let connected = p.state != point::State::Disconnected || peer_running;
                 let peer_seen = peer
                     .and_then(|i| i.record.last_established_connection.as_ref())
                     .map(|(_, t)| *t);
-                (connected, p.last_seen().max(peer_seen), a, p)
+                Some(Known {
+                    connected,
+                    seen: p.last_seen().max(peer_seen),
+                    addr: a,
+                    peer: id,
+                })
             })
             .collect();
-        known.sort_by(|a, b| {
-            use std::cmp::Ordering;
-            match (a.0, b.0) {
-                (true, false) => Ordering::Less,
-                (false, true) => Ordering::Greater,
-                // Connected: oldest `last_seen` first.
-                (true, true) => (a.1, a.2.as_ref()).cmp(&(b.1, b.2.as_ref())),
-                // Disconnected: newest `last_seen` first, never seen (`None`) last.
-                (false, false) => (b.1, a.2.as_ref()).cmp(&(a.1, b.2.as_ref())),
-            }
-        });
         let other = size * 2 / 5;
         let best = size - other;
-        let picked: Vec<usize> = if known.len() <= size {
-            (0..known.len()).collect()
-        } else {
-            let mut rest: Vec<usize> = rand::seq::index::sample(rng, known.len() - best, other)
-                .into_iter()
-                .map(|i| i + best)
+        if known.len() > size {
+            known.select_nth_unstable_by(best - 1, Known::octez_order);
+            let seed: u64 = rng.random();
+            let hasher = foldhash::fast::FixedState::with_seed(seed);
+            let mut rest: Vec<(u64, Known<'_>)> = known
+                .drain(best..)
+                .map(|k| (hasher.hash_one(k.addr.as_ref()), k))
                 .collect();
-            rest.sort_unstable();
-            (0..best).chain(rest).collect()
-        };
-        picked
-            .into_iter()
-            .map(|i| {
-                let (_, _, addr, info) = known[i];
-                match info.dial_peer_id() {
-                    Some(id) => addr.clone().with(Protocol::P2p(id)),
-                    None => addr.clone(),
-                }
-            })
-            .collect()
+            let draw = |a: &(u64, Known<'_>), b: &(u64, Known<'_>)| {
+                (a.0, a.1.addr.as_ref()).cmp(&(b.0, b.1.addr.as_ref()))
+            };
+            if other > 0 {
+                rest.select_nth_unstable_by(other - 1, draw);
+            }
+            rest.truncate(other);
+            rest.sort_unstable_by(draw);
+            known.sort_unstable_by(Known::octez_order);
+            known.extend(rest.into_iter().map(|(_, k)| k));
+        } else {
+            known.sort_unstable_by(Known::octez_order);
+        }
+        known.into_iter().map(|k| (k.addr, k.peer)).collect()
+    }
+}
+
+/// A point that may be advertised, with what Octez's order needs.
+struct Known<'a> {
+    connected: bool,
+    seen: Option<Instant>,
+    addr: &'a Multiaddr,
+    peer: Option<PeerId>,
+}
+
+impl Known<'_> {
+    /// Octez's order: connected points first, longest-standing (oldest `last_seen`) first; then
+    /// disconnected points, most recently seen first, never seen last; the address breaks ties.
+    fn octez_order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (a.connected, b.connected) {
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (true, true) => (a.seen, a.addr.as_ref()).cmp(&(b.seen, b.addr.as_ref())),
+            (false, false) => (b.seen, a.addr.as_ref()).cmp(&(a.seen, b.addr.as_ref())),
+        }
     }
 }
