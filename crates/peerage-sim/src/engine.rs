@@ -386,7 +386,7 @@ impl Engine {
                     back,
                     Ev::Msg {
                         from: to,
-                        msg: Msg::Refused { conn },
+                        msg: Box::new(Msg::Refused { conn }),
                     },
                 );
                 self.reschedule(from);
@@ -394,7 +394,7 @@ impl Engine {
             return;
         }
         if let Some(n) = self.nodes[to as usize].as_mut() {
-            n.push(at, Ev::Msg { from, msg });
+            n.push(at, Ev::Msg { from, msg: Box::new(msg) });
         }
     }
 
@@ -472,7 +472,7 @@ impl Engine {
                             t,
                             Ev::Msg {
                                 from: b,
-                                msg: Msg::Close { conn },
+                                msg: Box::new(Msg::Close { conn }),
                             },
                         );
                     }
@@ -501,7 +501,7 @@ impl Engine {
                     at,
                     Ev::Msg {
                         from: i,
-                        msg: Msg::Close { conn },
+                        msg: Box::new(Msg::Close { conn }),
                     },
                 );
             }

@@ -79,7 +79,8 @@ pub(crate) enum Ev {
     Timer,
     Msg {
         from: u32,
-        msg: Msg,
+        /// Boxed: a message is up to 180 bytes, and a node's queue holds its peak of events.
+        msg: Box<Msg>,
     },
     DialTimeout {
         conn: u64,
@@ -338,7 +339,7 @@ impl SimNode {
                     }
                 }
             }
-            Ev::Msg { from, msg } => self.on_msg(t, now, from, msg, w),
+            Ev::Msg { from, msg } => self.on_msg(t, now, from, *msg, w),
             Ev::DialTimeout { conn } => {
                 if self.dialing.remove(&conn).is_some() {
                     self.feed(

@@ -16,6 +16,7 @@ pub struct Config {
     pub(super) max_nacked: usize,
     pub(super) max_pex_in_flight: usize,
     pub(super) maintenance_enabled: bool,
+    pub(super) peerstore_grace: Duration,
 }
 
 impl Default for Config {
@@ -27,6 +28,7 @@ impl Default for Config {
             max_nacked: 20,
             max_pex_in_flight: 8,
             maintenance_enabled: true,
+            peerstore_grace: Duration::from_secs(60),
         }
     }
 }
@@ -34,7 +36,7 @@ impl Default for Config {
 impl Config {
     /// Defaults: Octez's maintenance and pool defaults (bounds 10/50/100), nacked connections
     /// closed after 2 s, at most 20 of them open, at most 8 requests for points in flight, the
-    /// maintenance running.
+    /// maintenance running, a disconnected peer's peerstore entries kept for 1 min.
     pub fn new() -> Self {
         Self::default()
     }
@@ -83,6 +85,16 @@ impl Config {
     /// most once per `time_between_looking_for_peers` (5 s).
     pub fn with_max_pex_in_flight(mut self, n: usize) -> Self {
         self.max_pex_in_flight = n;
+        self
+    }
+    /// How long a peer's keys, protocols, metadata and latency stay in the peerstore after its
+    /// last connection closed; then the machine removes them
+    /// ([`Store::remove_peer`](crate::peerstore::Store::remove_peer)), leaving its addresses and
+    /// signed record to their TTLs. 1 min by default, as go-libp2p's `pstoremanager`
+    /// (`gracePeriod`), which checks every `gracePeriod / 2`, as the machine does. Without it
+    /// those tables only grow (go-libp2p #715, kubo #9712).
+    pub fn with_peerstore_grace(mut self, d: Duration) -> Self {
+        self.peerstore_grace = d;
         self
     }
     /// The connection bounds.

@@ -175,6 +175,13 @@ pub struct Machine<C> {
     commands: VecDeque<Command<C>>,
     events: VecDeque<Event>,
     next_gc: Instant,
+    /// Peers whose last connection closed, by when: their peerstore entries go once the
+    /// grace period has passed, unless they came back (go-libp2p `pstoremanager`).
+    departed: VecDeque<(Instant, PeerId)>,
+    /// The time of each peer's entry in `departed` that still counts.
+    departed_at: HashMap<PeerId, Instant>,
+    /// When `departed` is next looked at: at most every half grace period.
+    next_forget: Option<Instant>,
     listen_addrs: Vec<Multiaddr>,
     own_record: Option<Vec<u8>>,
     /// The latest time the machine was given.
@@ -231,6 +238,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             next_gc: now + PEERSTORE_GC_INTERVAL,
+            departed: VecDeque::new(),
+            departed_at: HashMap::new(),
+            next_forget: None,
             listen_addrs: Vec::new(),
             own_record: None,
             now,
@@ -561,6 +571,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.nack_deadlines.front().map(|d| d.0),
             self.pex_delayed.iter().map(|d| d.0).min(),
             Some(self.next_gc),
+            self.next_forget,
         ]
         .into_iter()
         .flatten()
@@ -591,6 +602,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 self.answer_pex(peer, token, false, now);
             }
         }
+        if self.next_forget.is_some_and(|t| t <= now) {
+            self.forget_departed(now);
+        }
         if now >= self.next_gc {
             self.next_gc = now + PEERSTORE_GC_INTERVAL;
             let collected = self.peerstore.gc(now);
@@ -612,6 +626,27 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.execute(plan, active, now);
         }
         self.drain_pool_events();
+    }
+
+    /// Removes from the peerstore what it holds of the peers gone for the grace period.
+    fn forget_departed(&mut self, now: Instant) {
+        let grace = self.config.peerstore_grace;
+        while let Some(&(since, peer)) = self.departed.front() {
+            if since + grace > now {
+                break;
+            }
+            self.departed.pop_front();
+            if self.departed_at.get(&peer) == Some(&since) {
+                self.departed_at.remove(&peer);
+                if !self.links.contains_key(&peer) {
+                    self.peerstore.remove_peer(&peer);
+                }
+            }
+        }
+        self.next_forget = self
+            .departed
+            .front()
+            .map(|(since, _)| (*since + grace).max(now + grace / 2));
     }
 
     fn drain_pool_events(&mut self) {
@@ -646,6 +681,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.accepted.remove(&id);
         self.ip_checked.remove(&id);
         let dialing = self.maintenance.is_dialing();
+        self.departed_at.remove(&peer);
         let link = self.links.entry(peer).or_default();
         link.connections += 1;
         if !inbound {
@@ -728,6 +764,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             if link.connections == 0 {
                 self.links.remove(&peer);
                 self.pex_in_flight.remove(&peer);
+                self.departed.push_back((now, peer));
+                self.departed_at.insert(peer, now);
+                if self.next_forget.is_none() {
+                    self.next_forget = Some(now + self.config.peerstore_grace);
+                }
             }
         }
         if conn.nacked {

@@ -539,3 +539,62 @@ fn a_peer_we_nacked_is_not_asked_by_the_maintenance() {
         "peer 1, not the one we nacked"
     );
 }
+
+#[test]
+fn a_departed_peer_is_forgotten_by_the_peerstore_after_the_grace_period_but_not_its_addrs() {
+    let t0 = Instant::now();
+    let config = Config::new()
+        .with_maintenance_enabled(false)
+        .with_peerstore_grace(Duration::from_secs(60));
+    let mut m = machine(config, t0);
+    for (i, id) in [(1, 1), (2, 2)] {
+        establish(&mut m, id, i, true, t0);
+        m.handle(
+            t0,
+            Input::Identified {
+                peer: peer(i),
+                info: identify(true, i),
+            },
+        );
+        m.handle(
+            t0,
+            Input::Ping {
+                peer: peer(i),
+                rtt: Duration::from_millis(20),
+            },
+        );
+    }
+    let close = |m: &mut Machine<u64>, id: u64, i: u8, now: Instant| {
+        m.handle(
+            now,
+            Input::ConnectionClosed {
+                id,
+                peer: peer(i),
+                by_remote: true,
+                remaining: 0,
+            },
+        );
+    };
+    close(&mut m, 1, 1, t0);
+    close(&mut m, 2, 2, t0 + Duration::from_secs(10));
+    // Peer 2 comes back within its grace period.
+    establish(&mut m, 3, 2, true, t0 + Duration::from_secs(20));
+    let store = m.peerstore().clone();
+    assert!(!store.protocols(&peer(1)).is_empty());
+    assert!(store.latency_ewma(&peer(1)).is_some());
+    // Checked every half grace period: not yet at 59 s, done by 90 s.
+    let t = t0 + Duration::from_secs(59);
+    assert!(m.poll_timeout().is_some_and(|d| d <= t0 + Duration::from_secs(60)));
+    m.handle_timeout(t);
+    assert!(!store.protocols(&peer(1)).is_empty());
+    let t = m.poll_timeout().unwrap();
+    assert!(t <= t0 + Duration::from_secs(90), "{:?}", t - t0);
+    m.handle_timeout(t);
+    assert!(store.protocols(&peer(1)).is_empty(), "forgotten");
+    assert!(store.latency_ewma(&peer(1)).is_none());
+    assert!(!store.addrs(&peer(1), t).is_empty(), "addresses stay, to their TTLs");
+    // Peer 2 is connected: kept, even past its first departure's grace.
+    m.handle_timeout(t0 + Duration::from_secs(200));
+    assert!(!store.protocols(&peer(2)).is_empty());
+    assert!(m.departed.is_empty() && m.departed_at.is_empty());
+}

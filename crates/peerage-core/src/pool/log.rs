@@ -55,6 +55,10 @@ pub(crate) fn push_log<T>(
 ) {
     if log.len() >= LOG_SIZE {
         log.pop_front();
+    } else if log.len() < 8 {
+        // Most points and peers log a handful of events: grow one at a time (a `VecDeque`
+        // starts at 4 entries and doubles), then geometrically.
+        log.reserve_exact(1);
     }
     log.push_back(LogEntry { kind, at, with });
 }

@@ -85,13 +85,14 @@ pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 
 /// The point `point` if it is accepted or running with `peer`.
 fn point_with<'a>(
-    points: &'a mut HashMap<Multiaddr, point::Info>,
+    points: &'a mut HashMap<Multiaddr, Box<point::Info>>,
     peer: PeerId,
     point: Option<&Multiaddr>,
 ) -> Option<&'a mut point::Info> {
     points
         .get_mut(point?)
         .filter(|info| info.state.peer_id() == Some(peer))
+        .map(|info| &mut **info)
 }
 
 /// The point and peer tables of a node, and its ACL. See the [module docs](self).
@@ -99,7 +100,9 @@ fn point_with<'a>(
 pub struct Pool {
     config: Config,
     local_peer_id: PeerId,
-    points: HashMap<Multiaddr, point::Info>,
+    /// Boxed: a point's record is about 270 bytes, and a table's capacity (a power of two) is
+    /// up to twice its length, so the empty slots would cost more than the pointers.
+    points: HashMap<Multiaddr, Box<point::Info>>,
     peers: HashMap<PeerId, peer::Info>,
     own_points: HashSet<Multiaddr>,
     /// The points whose `trusted` is set: few (the configured ones), so that whether a peer is
@@ -172,7 +175,7 @@ impl Pool {
 
     /// What the pool knows of `point` (without `/p2p`).
     pub fn point(&self, point: &Multiaddr) -> Option<&point::Info> {
-        self.points.get(point)
+        self.points.get(point).map(|info| &**info)
     }
 
     /// What the pool knows of `peer`.
@@ -182,7 +185,7 @@ impl Pool {
 
     /// All known points.
     pub fn points(&self) -> impl Iterator<Item = (&Multiaddr, &point::Info)> {
-        self.points.iter()
+        self.points.iter().map(|(a, info)| (a, &**info))
     }
 
     /// All known peers.
@@ -412,7 +415,7 @@ impl Pool {
         Ok(self
             .points
             .entry(point.clone())
-            .or_insert_with(point::Info::new))
+            .or_insert_with(|| Box::new(point::Info::new())))
     }
 
     /// Octez `gc_points`: removes disconnected, untrusted points, oldest `last_miss` first (a
