@@ -394,7 +394,13 @@ impl Engine {
             return;
         }
         if let Some(n) = self.nodes[to as usize].as_mut() {
-            n.push(at, Ev::Msg { from, msg: Box::new(msg) });
+            n.push(
+                at,
+                Ev::Msg {
+                    from,
+                    msg: Box::new(msg),
+                },
+            );
         }
     }
 

@@ -130,6 +130,9 @@ impl node::ConnectionManager for Shared {
     fn tag_value(&self, peer: &PeerId) -> i64 {
         self.lock().tag_info(peer).map_or(0, |t| t.value)
     }
+    fn admit(&self, peer: &PeerId) -> Result<(), peerage_core::connmgr::HardCapReached> {
+        self.lock().admit(peer)
+    }
 }
 
 /// A simulated node.
@@ -653,27 +656,27 @@ impl SimNode {
         }
     }
 
-    /// Counts an admitted connection in the connection manager, unless it is excluded; `false`
-    /// if the hard cap refuses it.
-    fn count(&mut self, conn: u64, now: Instant, w: &World) -> bool {
+    /// Counts an admitted connection in the connection manager, unless it is excluded (the
+    /// machine checked the hard cap when it admitted it).
+    fn count(&mut self, conn: u64, now: Instant, w: &World) {
         let (Some(c), Some(cm)) = (self.conns.get(&conn), &self.connmgr) else {
-            return true;
+            return;
         };
-        if c.excluded {
-            return true;
+        if !c.excluded {
+            cm.lock().connection_established(
+                c.peer,
+                conn,
+                c.inbound,
+                w.remote_addr(c.remote, conn),
+                now,
+            );
         }
-        let mut cm = cm.lock();
-        if cm.admit(&c.peer).is_err() {
-            return false;
-        }
-        cm.connection_established(c.peer, conn, c.inbound, w.remote_addr(c.remote, conn), now);
-        true
     }
 
-    /// Records a connection the machine admitted, lets it leave a nacked one out of the
-    /// connection manager (as the glue does before the connection manager's own admission),
-    /// counts it there, and tells the machine it is established. `false`, with the machine
-    /// told, if the connection manager's hard cap refuses it.
+    /// Records a connection the machine admitted, carries out its commands (a nacked one is
+    /// left out of the connection manager, as the glue does), counts it there, and tells the
+    /// machine it is established. `false`, with the machine told, if a command carried out
+    /// meanwhile closed it.
     #[allow(clippy::too_many_arguments)]
     fn establish(
         &mut self,
@@ -696,11 +699,11 @@ impl SimNode {
         self.conns.insert(conn, c);
         self.drain(t, now, w);
         // A command carried out meanwhile (a ban's disconnection) may have closed it.
-        if !self.conns.contains_key(&conn) || !self.count(conn, now, w) {
-            self.conns.remove(&conn);
+        if !self.conns.contains_key(&conn) {
             self.feed(t, now, Input::AdmissionFailed { id: conn });
             return false;
         }
+        self.count(conn, now, w);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.established = true;
         }
@@ -782,7 +785,7 @@ impl SimNode {
                 let m = self.machine.as_mut().expect("started");
                 let admitted = m.admit_established(conn, peer, &remote, false, now);
                 self.trace(t, '?', &admitted);
-                // Refused by the machine, or by the connection manager's hard cap.
+                // Refused by the machine (its last check is the connection manager's hard cap).
                 if admitted.is_err() || !self.establish(t, now, conn, from, peer, remote, false, w)
                 {
                     self.feed(

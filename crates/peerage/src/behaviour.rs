@@ -87,7 +87,9 @@ impl Behaviour {
             }
         }
         // Validated by `with_connmgr`; the derived one is valid for any bounds.
-        let connmgr = connmgr::Behaviour::new(connmgr_config).expect("valid connmgr config");
+        let connmgr = connmgr::Behaviour::new(connmgr_config)
+            .expect("valid connmgr config")
+            .admitted_elsewhere();
         let handle = connmgr.handle();
         let identify = identify::Behaviour::new(
             identify::Config::new("ipfs/0.1.0".to_owned(), local_key.public())
@@ -351,6 +353,7 @@ impl Behaviour {
         result.map(|_| ()).map_err(|e| match e {
             Refusal::Pool(e) => ConnectionDenied::new(e),
             Refusal::TooManyConnections(e) => ConnectionDenied::new(e),
+            Refusal::HardCap(e) => ConnectionDenied::new(e),
         })
     }
 }

@@ -247,6 +247,20 @@ impl Handle {
         self.lock().core.tag_info(peer).map_or(0, |t| t.value)
     }
 
+    /// Whether one more connection of `peer` fits under the hard cap (protected peers are
+    /// exempt); a refusal is counted in [`Stats::denied_connections`].
+    ///
+    /// # Errors
+    ///
+    /// [`HardCapReached`] when the cap is reached.
+    pub fn admit(&self, peer: &PeerId) -> Result<(), HardCapReached> {
+        let mut s = self.lock();
+        s.core.admit(peer).inspect_err(|e| {
+            s.counts.denied += 1;
+            tracing::debug!(%peer, "connection denied: {e}");
+        })
+    }
+
     /// What the behaviour did: trims run and peers closed by kind, connections denied.
     pub fn stats(&self) -> Stats {
         let c = self.lock().counts;
@@ -338,6 +352,9 @@ pub struct Behaviour {
     /// Connections left out ([`Behaviour::exclude`]): what counting one needs, once it is
     /// established.
     excluded: HashMap<ConnectionId, Option<Excluded>>,
+    /// Whether this behaviour checks the hard cap itself; `false` inside Peerage's
+    /// behaviour, whose node machine checks it in its admission order.
+    admits: bool,
 }
 
 /// An established connection left out of the count.
@@ -373,7 +390,16 @@ impl Behaviour {
             next_memory_sample: memory.then_some(now),
             last_emergency: None,
             excluded: HashMap::new(),
+            admits: true,
         })
+    }
+
+    /// Leaves the hard-cap check to the caller, which admits connections through the shared
+    /// [`Handle`] (as `peerage::Behaviour`'s node machine does); this behaviour then only counts
+    /// and trims.
+    pub(crate) fn admitted_elsewhere(mut self) -> Self {
+        self.admits = false;
+        self
     }
 
     /// The shared handle.
@@ -407,15 +433,10 @@ impl Behaviour {
     }
 
     fn admit(&self, id: ConnectionId, peer: &PeerId) -> Result<(), ConnectionDenied> {
-        if self.excluded.contains_key(&id) {
+        if !self.admits || self.excluded.contains_key(&id) {
             return Ok(());
         }
-        let mut s = self.handle.lock();
-        s.core.admit(peer).map_err(|e| {
-            s.counts.denied += 1;
-            tracing::debug!(%peer, "connection denied: {e}");
-            ConnectionDenied::new(e)
-        })
+        self.handle.admit(peer).map_err(ConnectionDenied::new)
     }
 
     fn run(&mut self, s: &mut State, trim: Trim) {
@@ -724,5 +745,9 @@ impl peerage_core::node::ConnectionManager for Handle {
 
     fn tag_value(&self, peer: &PeerId) -> i64 {
         Handle::tag_value(self, peer)
+    }
+
+    fn admit(&self, peer: &PeerId) -> Result<(), HardCapReached> {
+        Handle::admit(self, peer)
     }
 }

@@ -6,7 +6,7 @@ use libp2p_core::{PeerRecord, SignedEnvelope};
 use libp2p_identity::Keypair;
 
 use super::pex;
-use crate::{Multiaddr, PeerId, pool};
+use crate::{Multiaddr, PeerId, connmgr, pool};
 
 /// An event fed to the machine ([`Machine::handle`](super::Machine::handle)). `C` is the
 /// caller's connection ID (libp2p's `ConnectionId` in the glue, a number in the simulator).
@@ -243,6 +243,10 @@ pub enum Refusal {
     /// connections open: refused outright, without points.
     #[error(transparent)]
     TooManyConnections(#[from] TooManyConnections),
+    /// The connection manager's hard cap: it holds `hard_cap` connections of unprotected peers
+    /// (trusted peers and nacked connections are exempt).
+    #[error(transparent)]
+    HardCap(#[from] connmgr::HardCapReached),
 }
 
 /// An inbound connection refused outright, without points: the node has `max_threshold`
@@ -272,6 +276,17 @@ pub trait ConnectionManager: Send {
     fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId>;
     /// The total value of a peer's tags, 0 if unknown.
     fn tag_value(&self, peer: &PeerId) -> i64;
+    /// Whether one more connection of `peer` fits under the hard cap
+    /// ([`connmgr::ConnManager::admit`]: protected peers are exempt). Admits everything by
+    /// default, for a connection manager without a hard cap.
+    ///
+    /// # Errors
+    ///
+    /// [`connmgr::HardCapReached`] when the cap is reached.
+    fn admit(&self, peer: &PeerId) -> Result<(), connmgr::HardCapReached> {
+        let _ = peer;
+        Ok(())
+    }
 }
 
 /// A peer record, opened and verified.

@@ -22,9 +22,10 @@
 //!    [`Pool::accept`] in Octez's order; an inbound IP checked at step 1 is not checked
 //!    again); then the nack: an inbound connection that finds `max_threshold` connections,
 //!    from a peer neither connected nor trusted, is admitted only to be nacked, or refused
-//!    with [`TooManyConnections`] when `max_nacked` nacked connections are open; then, in the
-//!    glue, the connection manager's hard cap (nacked connections excluded) and the resource
-//!    manager's peer scope.
+//!    with [`TooManyConnections`] when `max_nacked` nacked connections are open; then the
+//!    connection manager's hard cap ([`ConnectionManager::admit`]; trusted peers and nacked
+//!    connections are exempt, [`Refusal::HardCap`]); then, in the glue, the resource manager's
+//!    peer scope.
 //!
 //! # Peer exchange
 //!
@@ -430,11 +431,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
 
     /// Admission of an authenticated connection (step 3). On success, the commands it queued
     /// ([`Command::Protect`] for a trusted peer, [`Command::Exclude`] for a nacked connection)
-    /// must be carried out before the connection manager's own admission.
+    /// must be carried out before the connection manager counts the connection.
     ///
     /// # Errors
     ///
-    /// [`Refusal::Pool`] with the pool's reason, or [`Refusal::TooManyConnections`].
+    /// [`Refusal::Pool`] with the pool's reason, [`Refusal::TooManyConnections`], or
+    /// [`Refusal::HardCap`].
     pub fn admit_established(
         &mut self,
         id: C,
@@ -467,7 +469,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let full = self.pool.active() >= self.bounds().max_threshold();
         if !inbound || !full || trusted || self.links.contains_key(&peer) {
             if trusted {
+                // Protected before the connection manager counts it: exempt from the hard cap.
                 self.commands.push_back(Command::Protect(peer));
+            } else if let Err(e) = self.connmgr.admit(&peer) {
+                self.admission_failed(id, now);
+                tracing::debug!(%peer, "refused: {e}");
+                return Err(e.into());
             }
             return Ok(Admission::Accepted);
         }

@@ -4,7 +4,7 @@ use libp2p_identity::Keypair;
 use rand::{SeedableRng, rngs::StdRng};
 
 use super::*;
-use crate::peerstore;
+use crate::{connmgr, peerstore};
 
 /// Closes peers in the order given; no tags.
 struct Plain;
@@ -584,7 +584,10 @@ fn a_departed_peer_is_forgotten_by_the_peerstore_after_the_grace_period_but_not_
     assert!(store.latency_ewma(&peer(1)).is_some());
     // Checked every half grace period: not yet at 59 s, done by 90 s.
     let t = t0 + Duration::from_secs(59);
-    assert!(m.poll_timeout().is_some_and(|d| d <= t0 + Duration::from_secs(60)));
+    assert!(
+        m.poll_timeout()
+            .is_some_and(|d| d <= t0 + Duration::from_secs(60))
+    );
     m.handle_timeout(t);
     assert!(!store.protocols(&peer(1)).is_empty());
     let t = m.poll_timeout().unwrap();
@@ -592,9 +595,99 @@ fn a_departed_peer_is_forgotten_by_the_peerstore_after_the_grace_period_but_not_
     m.handle_timeout(t);
     assert!(store.protocols(&peer(1)).is_empty(), "forgotten");
     assert!(store.latency_ewma(&peer(1)).is_none());
-    assert!(!store.addrs(&peer(1), t).is_empty(), "addresses stay, to their TTLs");
+    assert!(
+        !store.addrs(&peer(1), t).is_empty(),
+        "addresses stay, to their TTLs"
+    );
     // Peer 2 is connected: kept, even past its first departure's grace.
     m.handle_timeout(t0 + Duration::from_secs(200));
     assert!(!store.protocols(&peer(2)).is_empty());
     assert!(m.departed.is_empty() && m.departed_at.is_empty());
+}
+
+/// A connection manager with a hard cap of `cap` connections, counting what it is told.
+struct Capped {
+    cap: usize,
+    counted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectionManager for Capped {
+    fn close_order(&self, peers: &[PeerId], _: Instant) -> Vec<PeerId> {
+        peers.to_vec()
+    }
+    fn tag_value(&self, _: &PeerId) -> i64 {
+        0
+    }
+    fn admit(&self, _: &PeerId) -> Result<(), connmgr::HardCapReached> {
+        let connections = self.counted.load(std::sync::atomic::Ordering::SeqCst);
+        if connections >= self.cap {
+            return Err(connmgr::HardCapReached {
+                limit: self.cap,
+                connections,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn capped_machine(bounds: crate::maintenance::Bounds, cap: usize, now: Instant) -> Machine<u64> {
+    let local = peer(0);
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Machine::new(
+        local,
+        Config::new()
+            .with_maintenance_enabled(false)
+            .with_bounds(bounds),
+        Peerstore::memory(peerstore::Config::default()),
+        Box::new(Capped { cap, counted }),
+        Box::new(Unsigned::new(local)),
+        StdRng::seed_from_u64(1),
+        now,
+    )
+}
+
+#[test]
+fn the_hard_cap_is_the_last_check_and_spares_trusted_peers_and_nacks() {
+    let now = Instant::now();
+    // Bounds 2/4/6: max_threshold 6, so the third connection is admitted, not nacked; the
+    // connection manager holds 2 connections (what the glue counted), its cap.
+    let mut m = capped_machine(crate::maintenance::Bounds::new(2, 4, 6).unwrap(), 0, now);
+    let refused = m.admit_established(3, peer(3), &addr(3), true, now);
+    assert!(
+        matches!(refused, Err(Refusal::HardCap(ref e)) if e.limit == 0),
+        "{refused:?}"
+    );
+    // The refusal left no trace in the pool: the peer was not kept accepted.
+    assert!(
+        m.pool()
+            .peer(&peer(3))
+            .is_none_or(|p| p.state() == pool::peer::State::Disconnected)
+    );
+    assert_eq!(m.pool().active(), 0);
+    // A trusted peer is exempt, and protected first.
+    m.update_pool(now, |pool, now| pool.add_trusted_point(&addr(4), now))
+        .unwrap();
+    m.dial_started(4, addr(4));
+    assert_eq!(
+        m.admit_established(4, peer(4), &addr(4), false, now)
+            .unwrap(),
+        Admission::Accepted
+    );
+    assert!(drain(&mut m).contains(&Command::Protect(peer(4))));
+
+    // Bounds 1/2/2: at max_threshold (2), an inbound connection is nacked, which the hard cap
+    // does not refuse (the nack is left out of the connection manager).
+    let mut m = capped_machine(crate::maintenance::Bounds::new(1, 2, 2).unwrap(), 0, now);
+    for i in 1..=2 {
+        m.update_pool(now, |pool, now| pool.add_trusted_point(&addr(i), now))
+            .unwrap();
+        m.dial_started(u64::from(i), addr(i));
+        establish(&mut m, u64::from(i), i, false, now);
+    }
+    assert_eq!(m.pool().active(), 2);
+    assert_eq!(
+        m.admit_established(3, peer(3), &addr(3), true, now)
+            .unwrap(),
+        Admission::Nacked
+    );
 }
