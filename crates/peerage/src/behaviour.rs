@@ -60,6 +60,7 @@ pub struct Behaviour {
     inner: Inner,
     machine: Machine<ConnectionId>,
     connmgr: connmgr::Handle,
+    rcmgr: Option<rcmgr::ResourceManager>,
     metrics: Option<ProtocolMetrics>,
     /// Callers of `maintain` waiting for the end of a cycle.
     maintain_waiters: Vec<(u64, oneshot::Sender<()>)>,
@@ -75,19 +76,8 @@ impl Behaviour {
     /// record, which answers to requests for points carry).
     pub fn new(local_key: &Keypair, config: Config) -> Self {
         let now = Instant::now();
-        let connmgr_config = config
-            .connmgr
-            .clone()
-            .unwrap_or_else(|| config.default_connmgr());
-        if let Some(rm) = &config.rcmgr {
-            let limit = rm.limits().system().conns;
-            if let Err(e) = connmgr_config.check_limit(usize::try_from(limit).unwrap_or(usize::MAX))
-            {
-                tracing::warn!("{e} (the resource manager's system connection limit)");
-            }
-        }
         // Validated by `with_connmgr`; the derived one is valid for any bounds.
-        let connmgr = connmgr::Behaviour::new(connmgr_config)
+        let connmgr = connmgr::Behaviour::new(config.connmgr_in_use())
             .expect("valid connmgr config")
             .admitted_elsewhere();
         let handle = connmgr.handle();
@@ -104,7 +94,7 @@ impl Behaviour {
         let peerstore = config
             .peerstore
             .unwrap_or_else(|| Peerstore::memory(peerstore::Config::default()));
-        let machine = Machine::new(
+        let mut machine = Machine::new(
             local_key.public().to_peer_id(),
             config.node,
             peerstore,
@@ -113,16 +103,14 @@ impl Behaviour {
             rng,
             now,
         );
+        if let Some(rm) = &config.rcmgr {
+            machine.set_resources(Box::new(rcmgr::Connections::new(rm.clone())));
+        }
         Self {
-            inner: Inner::new(
-                connmgr,
-                config.rcmgr.map(rcmgr::Behaviour::new),
-                identify,
-                ping,
-                pex::behaviour(private_mode),
-            ),
+            inner: Inner::new(connmgr, identify, ping, pex::behaviour(private_mode)),
             machine,
             connmgr: handle,
+            rcmgr: config.rcmgr,
             metrics: config.metrics,
             maintain_waiters: Vec::new(),
             channels: pex::Channels::default(),
@@ -140,7 +128,7 @@ impl Behaviour {
     /// The resource manager, if the configuration has one
     /// ([`Config::with_resource_manager`]).
     pub fn resource_manager(&self) -> Option<&rcmgr::ResourceManager> {
-        self.inner.rcmgr.as_ref().map(|b| b.resource_manager())
+        self.rcmgr.as_ref()
     }
 
     /// The node machine, for reading its state.
@@ -354,6 +342,7 @@ impl Behaviour {
             Refusal::Pool(e) => ConnectionDenied::new(e),
             Refusal::TooManyConnections(e) => ConnectionDenied::new(e),
             Refusal::HardCap(e) => ConnectionDenied::new(e),
+            Refusal::Resources(e) => ConnectionDenied::new(e),
         })
     }
 }

@@ -110,8 +110,23 @@ impl Config {
             .with_watermarks(bounds.expected(), bounds.max())
             .with_grace_period(self.node.maintenance().grace_period())
     }
-    /// A resource manager admitting every connection ([`rcmgr::Behaviour`]). None by default.
-    /// For stream limits, wrap the transport's muxer with the same manager
+    /// The connection manager's configuration in use: the one given, else the derived one; a
+    /// high watermark above the resource manager's system connection limit is logged.
+    pub(crate) fn connmgr_in_use(&self) -> connmgr::Config {
+        let config = self
+            .connmgr
+            .clone()
+            .unwrap_or_else(|| self.default_connmgr());
+        if let Some(rm) = &self.rcmgr {
+            let limit = usize::try_from(rm.limits().system().conns).unwrap_or(usize::MAX);
+            if let Err(e) = config.check_limit(limit) {
+                tracing::warn!("{e} (the resource manager's system connection limit)");
+            }
+        }
+        config
+    }
+    /// A resource manager admitting every connection, in the node machine's admission order
+    /// (the same checks as [`rcmgr::Behaviour`]). None by default. For stream limits, wrap the transport's muxer with the same manager
     /// ([`rcmgr::transport`]). A high watermark above its system connection limit is logged as
     /// a warning (go-libp2p GH#1640); check it with [`connmgr::Config::check_limit`].
     pub fn with_resource_manager(mut self, rcmgr: rcmgr::ResourceManager) -> Self {

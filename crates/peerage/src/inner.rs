@@ -1,26 +1,20 @@
 //! The protocols inside the Peerage behaviour, and their events translated for the node
 //! machine.
 
-use libp2p::{
-    identify, metrics::Recorder, ping, swarm::ConnectionId, swarm::behaviour::toggle::Toggle,
-};
+use libp2p::{identify, metrics::Recorder, ping, swarm::ConnectionId};
 use peerage_core::node::Input;
 
-use crate::{Event, config::ProtocolMetrics, connmgr, identify as id, keep_alive, pex, rcmgr};
+use crate::{Event, config::ProtocolMetrics, connmgr, identify as id, keep_alive, pex};
 
 /// The protocols inside [`Behaviour`]. Public only because its handler type is
-/// `Behaviour::ConnectionHandler`. The derived hooks call the fields in order and stop at the
-/// first denial: the connection manager (hard cap), then the resource manager (peer scope),
-/// then the protocols.
+/// `Behaviour::ConnectionHandler`. The node machine has admitted every connection they see
+/// (the hard cap and the resource manager included); the connection manager counts and trims.
 #[doc(hidden)]
 #[allow(unreachable_pub, missing_docs)]
 #[derive(libp2p::swarm::NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 pub struct Inner {
-    // First: a connection the connection manager refuses must not reach request-response,
-    // which records it in `handle_established_*` and never forgets it.
     pub(crate) connmgr: connmgr::Behaviour,
-    pub(crate) rcmgr: Toggle<rcmgr::Behaviour>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) pex: pex::Behaviour,
@@ -31,14 +25,12 @@ impl Inner {
     /// The inner behaviours.
     pub(crate) fn new(
         connmgr: connmgr::Behaviour,
-        rcmgr: Option<rcmgr::Behaviour>,
         identify: identify::Behaviour,
         ping: ping::Behaviour,
         pex: pex::Behaviour,
     ) -> Self {
         Self {
             connmgr,
-            rcmgr: Toggle::from(rcmgr),
             identify,
             ping,
             pex,

@@ -9,7 +9,9 @@
 //! - **Connections**: [`Behaviour`] opens a connection scope in
 //!   `handle_pending_inbound_connection` (rate limit, per-IP limit, transient, FD) and attaches it
 //!   to the peer in `handle_established_*_connection` (peer scope); outbound connections are
-//!   opened and attached when established. Refusals deny the connection with a
+//!   opened and attached when established. It keeps the scopes in a [`Connections`], through
+//!   which `peerage::Behaviour`'s node machine admits connections too (in its own order, with
+//!   the pool's and the connection manager's checks). Refusals deny the connection with a
 //!   [`rcmgr::Error`](Error) that `ConnectionDenied::downcast` gives back. The scope is released
 //!   when the connection closes or fails.
 //! - **Streams**: [`Muxer`] wraps a connection's muxer. Each stream opens a scope in the peer and
@@ -25,7 +27,6 @@
 //! [`ResourceManager::open_stream`] and [`StreamScope::set_protocol`].
 
 use std::{
-    collections::HashMap,
     io,
     pin::Pin,
     task::{Context, Poll},
@@ -42,7 +43,6 @@ use libp2p::{
         upgrade,
     },
     identity::Keypair,
-    multiaddr::Protocol,
     noise, quic,
     swarm::{
         ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
@@ -81,43 +81,24 @@ fn machine() -> (u64, u64) {
     (system.total_memory(), fds)
 }
 
-/// Whether a connection to `addr` takes a file descriptor (TCP and WebSocket do; QUIC shares
-/// its socket).
-fn uses_fd(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
-}
-
 /// A `NetworkBehaviour` that admits connections through a [`ResourceManager`] and releases them
 /// when they close. Put it before behaviours that record connections in their
 /// `handle_established_*` hooks (request-response), so that its refusals reach none of them.
 pub struct Behaviour {
-    rcmgr: ResourceManager,
-    scopes: HashMap<ConnectionId, ConnectionScope>,
+    connections: Connections<ConnectionId>,
 }
 
 impl Behaviour {
     /// A behaviour admitting connections through `rcmgr`.
     pub fn new(rcmgr: ResourceManager) -> Self {
         Behaviour {
-            rcmgr,
-            scopes: HashMap::new(),
+            connections: Connections::new(rcmgr),
         }
     }
 
     /// The resource manager.
     pub fn resource_manager(&self) -> &ResourceManager {
-        &self.rcmgr
-    }
-
-    fn attach(&mut self, id: ConnectionId, peer: PeerId) -> Result<(), ConnectionDenied> {
-        let Some(scope) = self.scopes.get_mut(&id) else {
-            return Ok(());
-        };
-        if let Err(e) = scope.set_peer(peer) {
-            self.scopes.remove(&id);
-            return Err(ConnectionDenied::new(e));
-        }
-        Ok(())
+        self.connections.resource_manager()
     }
 }
 
@@ -131,12 +112,9 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let scope = self
-            .rcmgr
-            .open_connection(Direction::Inbound, uses_fd(remote), remote, Instant::now())
-            .map_err(ConnectionDenied::new)?;
-        self.scopes.insert(id, scope);
-        Ok(())
+        self.connections
+            .open(id, Direction::Inbound, remote, Instant::now())
+            .map_err(ConnectionDenied::new)
     }
 
     fn handle_established_inbound_connection(
@@ -146,7 +124,9 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.attach(id, peer)?;
+        self.connections
+            .attach(id, peer)
+            .map_err(ConnectionDenied::new)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -158,12 +138,10 @@ impl NetworkBehaviour for Behaviour {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        let scope = self
-            .rcmgr
-            .open_connection(Direction::Outbound, uses_fd(addr), addr, Instant::now())
+        self.connections
+            .open(id, Direction::Outbound, addr, Instant::now())
+            .and_then(|()| self.connections.attach(id, peer))
             .map_err(ConnectionDenied::new)?;
-        self.scopes.insert(id, scope);
-        self.attach(id, peer)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -174,7 +152,7 @@ impl NetworkBehaviour for Behaviour {
             FromSwarm::ListenFailure(e) => e.connection_id,
             _ => return,
         };
-        self.scopes.remove(&id);
+        self.connections.release(&id);
     }
 
     fn on_connection_handler_event(

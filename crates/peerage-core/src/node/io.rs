@@ -6,7 +6,7 @@ use libp2p_core::{PeerRecord, SignedEnvelope};
 use libp2p_identity::Keypair;
 
 use super::pex;
-use crate::{Multiaddr, PeerId, connmgr, pool};
+use crate::{Multiaddr, PeerId, connmgr, pool, rcmgr};
 
 /// An event fed to the machine ([`Machine::handle`](super::Machine::handle)). `C` is the
 /// caller's connection ID (libp2p's `ConnectionId` in the glue, a number in the simulator).
@@ -247,6 +247,10 @@ pub enum Refusal {
     /// (trusted peers and nacked connections are exempt).
     #[error(transparent)]
     HardCap(#[from] connmgr::HardCapReached),
+    /// The resource manager: at pending inbound, its rate, per-IP or transient limits; once
+    /// established, its peer scope (or, for an outbound connection, all of them).
+    #[error(transparent)]
+    Resources(#[from] rcmgr::Error),
 }
 
 /// An inbound connection refused outright, without points: the node has `max_threshold`
@@ -286,6 +290,56 @@ pub trait ConnectionManager: Send {
     fn admit(&self, peer: &PeerId) -> Result<(), connmgr::HardCapReached> {
         let _ = peer;
         Ok(())
+    }
+}
+
+/// The resource manager as the machine consults it, by connection ID: a connection's scope is
+/// opened at its first admission point (pending inbound; established, for an outbound one),
+/// attached to its peer once established, and released when the connection ends or a later
+/// check refuses it. [`rcmgr::Connections`] is the real one.
+pub trait Resources<C>: Send {
+    /// Opens connection `id`'s scope (transient: rate, per-IP and system limits).
+    ///
+    /// # Errors
+    ///
+    /// The resource manager's refusal.
+    fn open(
+        &mut self,
+        id: C,
+        inbound: bool,
+        remote: &Multiaddr,
+        now: Instant,
+    ) -> Result<(), rcmgr::Error>;
+    /// Moves connection `id` into `peer`'s scope; a connection not opened is left alone.
+    ///
+    /// # Errors
+    ///
+    /// The resource manager's refusal; the scope is released then.
+    fn attach(&mut self, id: C, peer: PeerId) -> Result<(), rcmgr::Error>;
+    /// Releases connection `id`'s scope, if it holds one.
+    fn release(&mut self, id: C);
+}
+
+impl<C: Eq + std::hash::Hash + Send> Resources<C> for rcmgr::Connections<C> {
+    fn open(
+        &mut self,
+        id: C,
+        inbound: bool,
+        remote: &Multiaddr,
+        now: Instant,
+    ) -> Result<(), rcmgr::Error> {
+        let dir = if inbound {
+            rcmgr::Direction::Inbound
+        } else {
+            rcmgr::Direction::Outbound
+        };
+        rcmgr::Connections::open(self, id, dir, remote, now)
+    }
+    fn attach(&mut self, id: C, peer: PeerId) -> Result<(), rcmgr::Error> {
+        rcmgr::Connections::attach(self, id, peer)
+    }
+    fn release(&mut self, id: C) {
+        rcmgr::Connections::release(self, &id);
     }
 }
 

@@ -13,8 +13,8 @@
 //! Each rule is evaluated once, and each refusal is a typed [`Refusal`]:
 //!
 //! 1. pending inbound ([`Machine::admit_pending_inbound`]): the remote IP is banned or
-//!    greylisted ([`pool::Error::IpBanned`]); then, in the glue, the resource manager's
-//!    transient scope, per-IP and rate limits;
+//!    greylisted ([`pool::Error::IpBanned`]); then the resource manager's rate, per-IP and
+//!    transient limits ([`Machine::set_resources`], [`Refusal::Resources`]);
 //! 2. pending outbound ([`Machine::admit_pending_outbound`]): the peer is banned, or every
 //!    address's IP is;
 //! 3. established ([`Machine::admit_established`]): the peer is banned or greylisted, the
@@ -24,8 +24,9 @@
 //!    from a peer neither connected nor trusted, is admitted only to be nacked, or refused
 //!    with [`TooManyConnections`] when `max_nacked` nacked connections are open; then the
 //!    connection manager's hard cap ([`ConnectionManager::admit`]; trusted peers and nacked
-//!    connections are exempt, [`Refusal::HardCap`]); then, in the glue, the resource manager's
-//!    peer scope.
+//!    connections are exempt, [`Refusal::HardCap`]); then the resource manager's peer scope
+//!    (for an outbound connection, its whole connection scope first, as go-libp2p opens it
+//!    only once the dial succeeded; [`Refusal::Resources`]).
 //!
 //! # Peer exchange
 //!
@@ -64,7 +65,7 @@ pub use self::{
     config::Config,
     io::{
         Admission, Command, ConnectionManager, DialError, Event, Identify, Input, Record, Records,
-        Refusal, Signed, TooManyConnections, Unsigned,
+        Refusal, Resources, Signed, TooManyConnections, Unsigned,
     },
 };
 use crate::{
@@ -145,6 +146,8 @@ pub struct Machine<C> {
     maintenance: Maintenance,
     peerstore: Peerstore,
     connmgr: Box<dyn ConnectionManager>,
+    /// The resource manager's connection scopes, if one is set.
+    resources: Option<Box<dyn Resources<C>>>,
     records: Box<dyn Records>,
     rng: StdRng,
     connections: BTreeMap<C, Connection>,
@@ -221,6 +224,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             config,
             peerstore,
             connmgr,
+            resources: None,
             records,
             rng,
             connections: BTreeMap::new(),
@@ -363,6 +367,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.dials.insert(id, point);
     }
 
+    /// Admits connections through a resource manager too, at the places its
+    /// [order](self#admission-in-order) gives it. None by default.
+    pub fn set_resources(&mut self, resources: Box<dyn Resources<C>>) {
+        self.resources = Some(resources);
+    }
+
     /// Asks the maintenance for a check (Octez `maintain`); returns a ticket for
     /// [`Maintenance::is_done`].
     pub fn maintain(&mut self) -> u64 {
@@ -385,7 +395,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     ///
     /// # Errors
     ///
-    /// [`pool::Error::IpBanned`] if the remote IP is banned or greylisted.
+    /// [`pool::Error::IpBanned`] if the remote IP is banned or greylisted, or
+    /// [`Refusal::Resources`] if the resource manager refuses a connection scope.
     pub fn admit_pending_inbound(
         &mut self,
         id: C,
@@ -396,6 +407,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             && self.pool.is_ip_banned(ip, now)
         {
             return Err(pool::Error::IpBanned(ip).into());
+        }
+        if let Some(r) = &mut self.resources {
+            r.open(id, true, remote, now)?;
         }
         self.ip_checked.insert(id, self.pool.acl().ip_generation());
         Ok(())
@@ -468,13 +482,15 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let trusted = via_trusted_point || self.pool.is_trusted_peer(&peer);
         let full = self.pool.active() >= self.bounds().max_threshold();
         if !inbound || !full || trusted || self.links.contains_key(&peer) {
-            if trusted {
-                // Protected before the connection manager counts it: exempt from the hard cap.
-                self.commands.push_back(Command::Protect(peer));
-            } else if let Err(e) = self.connmgr.admit(&peer) {
+            if !trusted && let Err(e) = self.connmgr.admit(&peer) {
                 self.admission_failed(id, now);
                 tracing::debug!(%peer, "refused: {e}");
                 return Err(e.into());
+            }
+            self.reserve(id, peer, remote, inbound, now)?;
+            if trusted {
+                // Protected before the connection manager counts it: exempt from the hard cap.
+                self.commands.push_back(Command::Protect(peer));
             }
             return Ok(Admission::Accepted);
         }
@@ -488,9 +504,37 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             tracing::debug!(%peer, "refused: {e}");
             return Err(e.into());
         }
+        self.reserve(id, peer, remote, inbound, now)?;
         self.nacking.insert(id);
         self.commands.push_back(Command::Exclude(id));
         Ok(Admission::Nacked)
+    }
+
+    /// The resource manager's part of step 3, last: an outbound connection's scope is opened,
+    /// then any connection's is attached to its peer. A refusal undoes the admission.
+    fn reserve(
+        &mut self,
+        id: C,
+        peer: PeerId,
+        remote: &Multiaddr,
+        inbound: bool,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let Some(r) = &mut self.resources else {
+            return Ok(());
+        };
+        let result = if inbound {
+            Ok(())
+        } else {
+            r.open(id, false, remote, now)
+        }
+        .and_then(|()| r.attach(id, peer));
+        if let Err(e) = result {
+            self.admission_failed(id, now);
+            tracing::debug!(%peer, "refused: {e}");
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Feeds an event.
@@ -754,6 +798,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     fn on_closed(&mut self, id: C, peer: PeerId, by_remote: bool, remaining: usize, now: Instant) {
+        if let Some(r) = &mut self.resources {
+            r.release(id);
+        }
         if remaining == 0 {
             self.demote_addrs(&peer, now);
         }
@@ -817,6 +864,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// A connection the pool had admitted failed before it was established: its peer and
     /// dialed point go back to disconnected. Nothing happens for one the pool did not admit.
     fn admission_failed(&mut self, id: C, now: Instant) {
+        if let Some(r) = &mut self.resources {
+            r.release(id);
+        }
         self.nacking.remove(&id);
         self.ip_checked.remove(&id);
         if let Some(peer) = self.accepted.remove(&id) {

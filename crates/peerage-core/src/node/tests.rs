@@ -691,3 +691,109 @@ fn the_hard_cap_is_the_last_check_and_spares_trusted_peers_and_nacks() {
         Admission::Nacked
     );
 }
+
+/// A resource manager stand-in: logs its calls, refuses what it is told to.
+struct FakeResources {
+    calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refuse_open: bool,
+    refuse_attach: bool,
+}
+
+impl Resources<u64> for FakeResources {
+    fn open(
+        &mut self,
+        id: u64,
+        inbound: bool,
+        _: &Multiaddr,
+        _: Instant,
+    ) -> Result<(), crate::rcmgr::Error> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("open {id} {inbound}"));
+        if self.refuse_open {
+            return Err(crate::rcmgr::Error::ScopeClosed {
+                scope: "transient".into(),
+            });
+        }
+        Ok(())
+    }
+    fn attach(&mut self, id: u64, _: PeerId) -> Result<(), crate::rcmgr::Error> {
+        self.calls.lock().unwrap().push(format!("attach {id}"));
+        if self.refuse_attach {
+            return Err(crate::rcmgr::Error::ScopeClosed {
+                scope: "peer".into(),
+            });
+        }
+        Ok(())
+    }
+    fn release(&mut self, id: u64) {
+        self.calls.lock().unwrap().push(format!("release {id}"));
+    }
+}
+
+#[test]
+fn the_resource_manager_is_asked_at_its_places_in_the_order_and_released_once_done() {
+    let now = Instant::now();
+    let with = |refuse_open, refuse_attach| {
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+        m.set_resources(Box::new(FakeResources {
+            calls: calls.clone(),
+            refuse_open,
+            refuse_attach,
+        }));
+        (m, calls)
+    };
+    let taken = |calls: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| {
+        std::mem::take(&mut *calls.lock().unwrap())
+    };
+
+    // Inbound: opened at pending inbound, attached once established, released when closed.
+    let (mut m, calls) = with(false, false);
+    m.admit_pending_inbound(1, &addr(1), now).unwrap();
+    establish(&mut m, 1, 1, true, now);
+    m.handle(
+        now,
+        Input::ConnectionClosed {
+            id: 1,
+            peer: peer(1),
+            by_remote: true,
+            remaining: 0,
+        },
+    );
+    assert_eq!(taken(&calls), ["open 1 true", "attach 1", "release 1"]);
+    // Outbound: opened and attached once established (go opens it after the dial).
+    establish(&mut m, 2, 2, false, now);
+    assert_eq!(taken(&calls), ["open 2 false", "attach 2"]);
+
+    // A banned IP is refused before the resource manager is asked.
+    m.update_pool(now, |pool, _| {
+        pool.ban_ip("10.0.0.3".parse().unwrap(), false)
+    });
+    assert!(matches!(
+        m.admit_pending_inbound(3, &addr(3), now),
+        Err(Refusal::Pool(pool::Error::IpBanned(_)))
+    ));
+    assert!(taken(&calls).is_empty());
+
+    // Refused at pending inbound: nothing held.
+    let (mut m, calls) = with(true, false);
+    assert!(matches!(
+        m.admit_pending_inbound(1, &addr(1), now),
+        Err(Refusal::Resources(_))
+    ));
+    assert_eq!(taken(&calls), ["open 1 true"]);
+
+    // Refused by the peer scope: the pool's admission is undone and the scope released.
+    let (mut m, calls) = with(false, true);
+    m.admit_pending_inbound(1, &addr(1), now).unwrap();
+    let refused = m.admit_established(1, peer(1), &addr(1), true, now);
+    assert!(matches!(refused, Err(Refusal::Resources(_))), "{refused:?}");
+    assert_eq!(taken(&calls), ["open 1 true", "attach 1", "release 1"]);
+    assert!(
+        m.pool()
+            .peer(&peer(1))
+            .is_none_or(|p| p.state() == pool::peer::State::Disconnected)
+    );
+}

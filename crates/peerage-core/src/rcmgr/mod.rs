@@ -49,6 +49,7 @@
 //!   the new values at once.
 
 mod allowlist;
+mod connections;
 mod guard;
 mod ip;
 mod json;
@@ -69,6 +70,7 @@ use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
 pub use self::allowlist::AllowlistError;
+pub use self::connections::{Connections, uses_fd};
 pub use self::guard::{ConnectionScope, Reservation, ResourceScope, ScopeView, Span, StreamScope};
 pub use self::ip::{IpLimits, PrefixLimit, SubnetLimit};
 pub use self::json::LimitsError;
