@@ -247,6 +247,7 @@ impl SimNode {
             f.point_log_entries += info.events().len() as f64;
             f.point_bytes += (size_of::<Multiaddr>()
                 + addr.len()
+                + size_of::<Box<peerage_core::pool::point::Info>>()
                 + size_of::<peerage_core::pool::point::Info>()
                 + info.events().len() * size_of::<peerage_core::pool::LogEntry<PeerId>>())
                 as f64;
@@ -254,6 +255,7 @@ impl SimNode {
         for (_, info) in pool.peers() {
             f.peer_log_entries += info.events().len() as f64;
             f.peer_bytes += (size_of::<PeerId>()
+                + size_of::<Box<peerage_core::pool::peer::Info>>()
                 + size_of::<peerage_core::pool::peer::Info>()
                 + info.events().len() * size_of::<peerage_core::pool::LogEntry<Multiaddr>>())
                 as f64;
@@ -277,6 +279,24 @@ impl SimNode {
             self.free.push(slot);
             self.process(t, ev, w);
         }
+        if self.slots.len() > 64 && self.queue.len() * 4 < self.slots.len() {
+            self.compact();
+        }
+    }
+
+    /// Moves the queued events into a table of their size: a burst (a bootstrap node's joins)
+    /// must not pin its peak of slots for good. The order (time, then arrival) is unchanged.
+    fn compact(&mut self) {
+        let queued = std::mem::take(&mut self.queue).into_vec();
+        let mut slots = Vec::with_capacity(queued.len());
+        let mut queue = Vec::with_capacity(queued.len());
+        for Reverse((t, seq, slot)) in queued {
+            slots.push(self.slots[slot].take());
+            queue.push(Reverse((t, seq, slots.len() - 1)));
+        }
+        self.slots = slots;
+        self.free = Vec::new();
+        self.queue = BinaryHeap::from(queue);
     }
 
     fn trace(&mut self, t: Nanos, dir: char, what: &dyn std::fmt::Debug) {

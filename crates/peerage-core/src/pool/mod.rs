@@ -103,7 +103,8 @@ pub struct Pool {
     /// Boxed: a point's record is about 270 bytes, and a table's capacity (a power of two) is
     /// up to twice its length, so the empty slots would cost more than the pointers.
     points: HashMap<Multiaddr, Box<point::Info>>,
-    peers: HashMap<PeerId, peer::Info>,
+    /// Boxed, as points are: a peer's record is about 240 bytes.
+    peers: HashMap<PeerId, Box<peer::Info>>,
     own_points: HashSet<Multiaddr>,
     /// The points whose `trusted` is set: few (the configured ones), so that whether a peer is
     /// trusted does not walk every point.
@@ -180,7 +181,7 @@ impl Pool {
 
     /// What the pool knows of `peer`.
     pub fn peer(&self, peer: &PeerId) -> Option<&peer::Info> {
-        self.peers.get(peer)
+        self.peers.get(peer).map(|info| &**info)
     }
 
     /// All known points.
@@ -190,7 +191,7 @@ impl Pool {
 
     /// All known peers.
     pub fn peers(&self) -> impl Iterator<Item = (&PeerId, &peer::Info)> {
-        self.peers.iter()
+        self.peers.iter().map(|(id, info)| (id, &**info))
     }
 
     /// The running peers.
@@ -491,7 +492,7 @@ impl Pool {
         Ok(self
             .peers
             .entry(peer)
-            .or_insert_with(|| peer::Info::new(peer::Record::new(now))))
+            .or_insert_with(|| Box::new(peer::Info::new(peer::Record::new(now)))))
     }
 
     /// Restores a peer saved in the peers file (Octez `create` loading `peers.json`): its record
@@ -507,7 +508,7 @@ impl Pool {
             .as_ref()
             .or(record.last_failed_connection.as_ref())
             .map(|(a, _)| a.clone().with(Protocol::P2p(peer)));
-        self.peers.insert(peer, peer::Info::new(record));
+        self.peers.insert(peer, Box::new(peer::Info::new(record)));
         if let Some(addr) = last {
             self.register_list_of_new_points(None, Medium::PeersFile, [&addr], now);
         }
