@@ -328,13 +328,98 @@ impl SimNode {
         );
     }
 
-    fn feed(&mut self, t: Nanos, now: Instant, input: Input<u64>) {
-        match &input {
-            Input::PexAnswer { peer, id, response } => {
-                let what = format!("PexAnswer {peer} {id}");
-                self.trace_answer(t, '<', &what, response);
+    /// Logs a line of its own form for the frequent inputs and commands, naming peers by node
+    /// (`n12`): most lines name a peer, and base58 of peer IDs was a tenth of the run's time.
+    /// `false` for the others, which go as their `Debug`.
+    fn trace_input(&mut self, t: Nanos, input: &Input<u64>, w: &World) -> bool {
+        let i = self.index;
+        let _ = match input {
+            Input::ConnectionEstablished {
+                id,
+                peer,
+                remote,
+                inbound,
+            } => writeln!(
+                self.log,
+                "{t} {i} < ConnectionEstablished {id} {} {remote} inbound={inbound}",
+                w.name(peer)
+            ),
+            Input::ConnectionClosed {
+                id,
+                peer,
+                by_remote,
+                remaining,
+            } => writeln!(
+                self.log,
+                "{t} {i} < ConnectionClosed {id} {} by_remote={by_remote} remaining={remaining}",
+                w.name(peer)
+            ),
+            Input::Identified { peer, info } => writeln!(
+                self.log,
+                "{t} {i} < Identified {} {:?} {:?} {:?} {:?}",
+                w.name(peer),
+                info.listen_addrs,
+                info.protocols,
+                info.agent_version,
+                info.protocol_version
+            ),
+            Input::Ping { peer, rtt } => {
+                writeln!(self.log, "{t} {i} < Ping {} {rtt:?}", w.name(peer))
             }
-            _ => self.trace(t, '<', &input),
+            Input::PexRequest {
+                peer,
+                id,
+                request,
+                token,
+            } => writeln!(
+                self.log,
+                "{t} {i} < PexRequest {} {id} need={} token={token}",
+                w.name(peer),
+                request.need
+            ),
+            Input::PexAnswer { peer, id, response } => {
+                let what = format!("PexAnswer {} {id}", w.name(peer));
+                self.trace_answer(t, '<', &what, response);
+                Ok(())
+            }
+            _ => return false,
+        };
+        true
+    }
+
+    /// As [`trace_input`](Self::trace_input), for commands.
+    fn trace_command(&mut self, t: Nanos, command: &Command<u64>, w: &World) -> bool {
+        let i = self.index;
+        let _ = match command {
+            Command::Dial { point, peer } => match peer {
+                Some(p) => writeln!(self.log, "{t} {i} > Dial {point} {}", w.name(p)),
+                None => writeln!(self.log, "{t} {i} > Dial {point} -"),
+            },
+            Command::Close { peer, id } => {
+                writeln!(self.log, "{t} {i} > Close {} {id:?}", w.name(peer))
+            }
+            Command::AskPoints { peer, request } => writeln!(
+                self.log,
+                "{t} {i} > AskPoints {} need={}",
+                w.name(peer),
+                request.need
+            ),
+            Command::AnswerPoints { token, response } => {
+                self.trace_answer(t, '>', &format!("AnswerPoints {token}"), response);
+                Ok(())
+            }
+            Command::Protect(peer) => writeln!(self.log, "{t} {i} > Protect {}", w.name(peer)),
+            Command::Unprotect(peer) => {
+                writeln!(self.log, "{t} {i} > Unprotect {}", w.name(peer))
+            }
+            _ => return false,
+        };
+        true
+    }
+
+    fn feed(&mut self, t: Nanos, now: Instant, input: Input<u64>, w: &World) {
+        if !self.trace_input(t, &input, w) {
+            self.trace(t, '<', &input);
         }
         if let Some(m) = &mut self.machine {
             m.handle(now, input);
@@ -372,6 +457,7 @@ impl SimNode {
                             id: conn,
                             error: DialError::Other,
                         },
+                        w,
                     );
                 }
             }
@@ -386,6 +472,7 @@ impl SimNode {
                             outbound: true,
                             invalid_data: false,
                         },
+                        w,
                     );
                 }
             }
@@ -452,11 +539,8 @@ impl SimNode {
             let Some(command) = m.poll_command() else {
                 break;
             };
-            match &command {
-                Command::AnswerPoints { token, response } => {
-                    self.trace_answer(t, '>', &format!("AnswerPoints {token}"), response);
-                }
-                _ => self.trace(t, '>', &command),
+            if !self.trace_command(t, &command, w) {
+                self.trace(t, '>', &command);
             }
             self.execute(t, now, command, w);
         }
@@ -517,6 +601,7 @@ impl SimNode {
                             outbound: true,
                             invalid_data: false,
                         },
+                        w,
                     ),
                 }
             }
@@ -574,6 +659,7 @@ impl SimNode {
                     id: conn,
                     error: DialError::Other,
                 },
+                w,
             );
             return;
         }
@@ -588,6 +674,7 @@ impl SimNode {
                         id: conn,
                         error: DialError::LocalPeer,
                     },
+                    w,
                 );
             }
             Some(to)
@@ -661,6 +748,7 @@ impl SimNode {
                         outbound: true,
                         invalid_data: false,
                     },
+                    w,
                 );
             }
             self.feed(
@@ -672,6 +760,7 @@ impl SimNode {
                     by_remote,
                     remaining,
                 },
+                w,
             );
         }
     }
@@ -720,7 +809,7 @@ impl SimNode {
         self.drain(t, now, w);
         // A command carried out meanwhile (a ban's disconnection) may have closed it.
         if !self.conns.contains_key(&conn) {
-            self.feed(t, now, Input::AdmissionFailed { id: conn });
+            self.feed(t, now, Input::AdmissionFailed { id: conn }, w);
             return false;
         }
         self.count(conn, now, w);
@@ -736,6 +825,7 @@ impl SimNode {
                 remote,
                 inbound,
             },
+            w,
         );
         true
     }
@@ -815,6 +905,7 @@ impl SimNode {
                             id: conn,
                             error: DialError::Other,
                         },
+                        w,
                     );
                     self.send(t, from, Msg::Close { conn }, w);
                     return;
@@ -834,6 +925,7 @@ impl SimNode {
                             id: conn,
                             error: DialError::Other,
                         },
+                        w,
                     );
                 }
             }
@@ -846,6 +938,7 @@ impl SimNode {
                             id: conn,
                             error: DialError::WrongPeer,
                         },
+                        w,
                     );
                 }
             }
@@ -858,9 +951,9 @@ impl SimNode {
             Msg::Identify { conn, info } => {
                 if let Some(c) = self.conns.get(&conn).filter(|c| c.established) {
                     let peer = c.peer;
-                    self.feed(t, now, Input::Identified { peer, info });
+                    self.feed(t, now, Input::Identified { peer, info }, w);
                     let rtt = std::time::Duration::from_nanos(2 * w.delay(self.index, from));
-                    self.feed(t, now, Input::Ping { peer, rtt });
+                    self.feed(t, now, Input::Ping { peer, rtt }, w);
                 }
             }
             Msg::PexRequest { conn, request } => {
@@ -910,6 +1003,7 @@ impl SimNode {
                                 request,
                                 token,
                             },
+                            w,
                         );
                     }
                 }
@@ -928,6 +1022,7 @@ impl SimNode {
                                 id: conn,
                                 response,
                             },
+                            w,
                         );
                     }
                 }
@@ -944,6 +1039,7 @@ impl SimNode {
                                 outbound: true,
                                 invalid_data: false,
                             },
+                            w,
                         );
                     }
                 }

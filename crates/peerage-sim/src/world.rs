@@ -34,6 +34,21 @@ pub(crate) struct NodeInfo {
     pub(crate) adversary: Option<AdversaryKind>,
 }
 
+/// A peer's name in the event log.
+pub(crate) enum Name {
+    Node(u32),
+    Other(PeerId),
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Name::Node(i) => write!(f, "n{i}"),
+            Name::Other(peer) => write!(f, "{peer}"),
+        }
+    }
+}
+
 /// The network.
 #[derive(Debug)]
 pub(crate) struct World {
@@ -41,6 +56,8 @@ pub(crate) struct World {
     pub(crate) scenario: Scenario,
     pub(crate) nodes: Vec<NodeInfo>,
     pub(crate) by_addr: HashMap<Multiaddr, u32>,
+    /// Node indices by peer ID, for the event log.
+    by_peer: HashMap<PeerId, u32>,
     pub(crate) bootstrap: Vec<Multiaddr>,
     /// The open partition's share, if one is open.
     pub(crate) partition: Option<f64>,
@@ -55,6 +72,7 @@ impl World {
             scenario,
             nodes: Vec::new(),
             by_addr: HashMap::new(),
+            by_peer: HashMap::new(),
             bootstrap: Vec::new(),
             partition: None,
             seed,
@@ -71,6 +89,14 @@ impl World {
     }
 
     /// The least one-way delay of any link: the engine's lookahead.
+    /// How the event log names `peer`: `n<index>` for a node of the world, else its ID.
+    pub(crate) fn name(&self, peer: &PeerId) -> Name {
+        match self.by_peer.get(peer) {
+            Some(i) => Name::Node(*i),
+            None => Name::Other(*peer),
+        }
+    }
+
     pub(crate) fn min_delay(&self) -> Nanos {
         self.scenario
             .latency
@@ -91,6 +117,8 @@ impl World {
     ) -> u32 {
         let index = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
         let key = node_key(self.seed, index);
+        let peer = key.public().to_peer_id();
+        self.by_peer.insert(peer, index);
         let groups = self.scenario.groups();
         let ip = loop {
             let group = rng.random_range(0..groups);
@@ -130,7 +158,7 @@ impl World {
             self.bootstrap.push(addr.clone());
         }
         self.nodes.push(NodeInfo {
-            peer: key.public().to_peer_id(),
+            peer,
             addr,
             ip,
             delay: class,

@@ -388,6 +388,10 @@ impl Maintenance {
             .saturating_sub(pending)
             .min(self.config.max_pending_dials.saturating_sub(pending));
         let mut plan = Plan::default();
+        if budget == 0 && pending > 0 {
+            // Every slot is taken by a dial in flight: nothing to choose (and no table to walk).
+            return plan;
+        }
         for point in pool.candidates(now, round_start, budget, |p| self.seen.contains(p)) {
             if let Ok(peer) = pool.set_requested(&point, now) {
                 self.seen.insert(point.clone());

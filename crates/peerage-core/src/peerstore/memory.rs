@@ -820,9 +820,13 @@ impl Store for MemoryStore {
 
     fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope> {
         let inner = self.lock();
-        inner.book.unexpired(peer, now).next()?;
-        let record = inner.book.peers.get(peer)?.record.as_ref()?;
-        Some(record.envelope.clone())
+        let addrs = inner.book.peers.get(peer)?;
+        let record = addrs.record.as_ref()?;
+        addrs
+            .addrs
+            .iter()
+            .any(|(_, e)| !e.is_expired(now))
+            .then(|| record.envelope.clone())
     }
 
     fn pub_key(&self, peer: &PeerId) -> Option<PublicKey> {
