@@ -9,6 +9,11 @@ use multiaddr::Protocol;
 use super::{Command, Event, Machine, pex};
 use crate::{Multiaddr, PeerId, peerstore::Ttl, pool};
 
+/// Entries in `pex_asked` or `pex_answered` past which the stale ones are dropped at the next
+/// insertion, not only at the minute's GC: a node that meets hundreds of peers a minute (a
+/// bootstrap node) would otherwise keep a table of them all.
+const PRUNE_AT: usize = 32;
+
 impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// Whether `peer` may be asked for points now: it offers the exchange, has a connection
     /// we did not nack, has no request of ours in flight and, unless this is the first request
@@ -32,6 +37,10 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .is_some_and(|l| std::mem::take(&mut l.need));
         let need = dialed_in_need || self.maintenance.is_dialing();
         self.pex_in_flight.insert(peer);
+        if self.pex_asked.len() >= PRUNE_AT {
+            let round = self.config.maintenance.looking_for_peers();
+            self.pex_asked.retain(|_, t| *t + round > now);
+        }
         self.pex_asked.insert(peer, now);
         self.commands.push_back(Command::AskPoints {
             peer,
@@ -271,6 +280,10 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     None => addr.clone(),
                 }),
             }
+        }
+        if self.pex_answered.len() >= PRUNE_AT {
+            self.pex_answered
+                .retain(|_, t| *t + pex::ANSWER_COOLDOWN > now);
         }
         self.pex_answered.insert(peer, now);
         let record = self.own_record(now);

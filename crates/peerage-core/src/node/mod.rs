@@ -180,10 +180,10 @@ pub struct Machine<C> {
     events: VecDeque<Event>,
     next_gc: Instant,
     /// Peers whose last connection closed, by when: their peerstore entries go once the
-    /// grace period has passed, unless they came back (go-libp2p `pstoremanager`).
+    /// grace period has passed, unless they are connected then (go-libp2p `pstoremanager`,
+    /// which also looks only at the connectedness then). A peer that left, came back and left
+    /// again is forgotten a grace period after its first departure.
     departed: VecDeque<(Instant, PeerId)>,
-    /// The time of each peer's entry in `departed` that still counts.
-    departed_at: HashMap<PeerId, Instant>,
     /// When `departed` is next looked at: at most every half grace period.
     next_forget: Option<Instant>,
     listen_addrs: Vec<Multiaddr>,
@@ -244,7 +244,6 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             events: VecDeque::new(),
             next_gc: now + PEERSTORE_GC_INTERVAL,
             departed: VecDeque::new(),
-            departed_at: HashMap::new(),
             next_forget: None,
             listen_addrs: Vec::new(),
             own_record: None,
@@ -687,11 +686,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 break;
             }
             self.departed.pop_front();
-            if self.departed_at.get(&peer) == Some(&since) {
-                self.departed_at.remove(&peer);
-                if !self.links.contains_key(&peer) {
-                    self.peerstore.remove_peer(&peer);
-                }
+            if !self.links.contains_key(&peer) {
+                self.peerstore.remove_peer(&peer);
             }
         }
         self.next_forget = self
@@ -732,7 +728,6 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.accepted.remove(&id);
         self.ip_checked.remove(&id);
         let dialing = self.maintenance.is_dialing();
-        self.departed_at.remove(&peer);
         let link = self.links.entry(peer).or_default();
         link.connections += 1;
         if !inbound {
@@ -819,7 +814,6 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 self.links.remove(&peer);
                 self.pex_in_flight.remove(&peer);
                 self.departed.push_back((now, peer));
-                self.departed_at.insert(peer, now);
                 if self.next_forget.is_none() {
                     self.next_forget = Some(now + self.config.peerstore_grace);
                 }
