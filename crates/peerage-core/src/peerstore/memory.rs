@@ -42,11 +42,52 @@ impl Default for MemoryStore {
 struct Inner {
     book: AddrBook,
     keys: HashMap<PeerId, Keys>,
-    protocols: HashMap<PeerId, BTreeSet<String>>,
+    protocols: HashMap<PeerId, Protocols>,
     latency: HashMap<PeerId, Duration>,
-    metadata: HashMap<PeerId, HashMap<String, serde_json::Value>>,
+    /// A few keys per peer (identify's two, an application's own): a vector costs a fraction
+    /// of a map.
+    metadata: HashMap<PeerId, Vec<(String, serde_json::Value)>>,
     /// Peers changed since the last [`MemoryStore::take_changes`], if changes are tracked.
     changes: Option<HashSet<PeerId>>,
+}
+
+/// A peer's protocols: a sorted vector, not a tree, as a peer has a handful (at most
+/// `max_protocols_per_peer`) and a tree's node holds room for eleven.
+#[derive(Debug, Default)]
+struct Protocols(Vec<String>);
+
+impl Protocols {
+    fn insert(&mut self, p: &str) {
+        if let Err(i) = self.0.binary_search_by(|q| q.as_str().cmp(p)) {
+            self.0.insert(i, p.to_owned());
+        }
+    }
+    fn remove(&mut self, p: &str) {
+        if let Ok(i) = self.0.binary_search_by(|q| q.as_str().cmp(p)) {
+            self.0.remove(i);
+        }
+    }
+    fn contains(&self, p: &str) -> bool {
+        self.0.binary_search_by(|q| q.as_str().cmp(p)).is_ok()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Protocols {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut v: Vec<String> = iter.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        v.sort_unstable();
+        v.dedup();
+        Self(v)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -871,16 +912,15 @@ impl Store for MemoryStore {
     fn add_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error> {
         let limit = self.config.max_protocols_per_peer;
         let mut inner = self.write(peer);
-        let existing = inner.protocols.get(peer).map_or(0, BTreeSet::len);
+        let existing = inner.protocols.get(peer).map_or(0, Protocols::len);
         if existing + protocols.len() > limit {
             return Err(Error::TooManyProtocols { peer: *peer, limit });
         }
         if !protocols.is_empty() {
-            inner
-                .protocols
-                .entry(*peer)
-                .or_default()
-                .extend(protocols.iter().cloned());
+            let set = inner.protocols.entry(*peer).or_default();
+            for p in protocols {
+                set.insert(p);
+            }
         }
         Ok(())
     }
@@ -920,7 +960,7 @@ impl Store for MemoryStore {
         };
         protocols
             .iter()
-            .filter(|p| set.contains(**p))
+            .filter(|p| set.contains(p))
             .map(|p| (*p).to_owned())
             .collect()
     }
@@ -930,7 +970,7 @@ impl Store for MemoryStore {
         let set = inner.protocols.get(peer)?;
         protocols
             .iter()
-            .find(|p| set.contains(**p))
+            .find(|p| set.contains(p))
             .map(|p| (*p).to_owned())
     }
 
@@ -951,19 +991,20 @@ impl Store for MemoryStore {
     }
 
     fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value) {
-        self.write(peer)
-            .metadata
-            .entry(*peer)
-            .or_default()
-            .insert(key.to_owned(), value);
+        let mut inner = self.write(peer);
+        let entries = inner.metadata.entry(*peer).or_default();
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => entries.push((key.to_owned(), value)),
+        }
     }
 
     fn get_value(&self, peer: &PeerId, key: &str) -> Result<serde_json::Value, Error> {
         self.lock()
             .metadata
             .get(peer)
-            .and_then(|m| m.get(key))
-            .cloned()
+            .and_then(|m| m.iter().find(|(k, _)| k == key))
+            .map(|(_, v)| v.clone())
             .ok_or_else(|| Error::NotFound {
                 peer: *peer,
                 key: key.to_owned(),
