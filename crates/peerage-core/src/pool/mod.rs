@@ -412,11 +412,15 @@ impl Pool {
                 source,
                 medium,
             });
+            // A key of its own size: `point` may share the buffer of a longer address whose
+            // `/p2p` suffix was popped.
+            let key = Multiaddr::try_from(point.to_vec()).unwrap_or_else(|_| point.clone());
+            return Ok(self
+                .points
+                .entry(key)
+                .or_insert_with(|| Box::new(point::Info::new())));
         }
-        Ok(self
-            .points
-            .entry(point.clone())
-            .or_insert_with(|| Box::new(point::Info::new())))
+        Ok(self.points.get_mut(point).expect("a known point"))
     }
 
     /// Octez `gc_points`: removes disconnected, untrusted points, oldest `last_miss` first (a
