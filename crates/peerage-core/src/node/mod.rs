@@ -448,8 +448,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     ///
     /// # Errors
     ///
-    /// [`Refusal::Pool`] with the pool's reason, [`Refusal::TooManyConnections`], or
-    /// [`Refusal::HardCap`].
+    /// [`Refusal::Pool`] with the pool's reason, [`Refusal::TooManyConnections`],
+    /// [`Refusal::HardCap`] or [`Refusal::Resources`].
     pub fn admit_established(
         &mut self,
         id: C,
@@ -470,6 +470,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         self.drain_pool_events();
         if let Err(e) = result {
             tracing::debug!(%peer, %remote, "refused: {e}");
+            if let Some(r) = &mut self.resources {
+                r.release(id);
+            }
             return Err(e.into());
         }
         self.accepted.insert(id, peer);

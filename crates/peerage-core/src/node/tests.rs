@@ -767,6 +767,15 @@ fn the_resource_manager_is_asked_at_its_places_in_the_order_and_released_once_do
     establish(&mut m, 2, 2, false, now);
     assert_eq!(taken(&calls), ["open 2 false", "attach 2"]);
 
+    // A peer the pool refuses once established gives its scope back.
+    m.update_pool(now, |pool, _| pool.ban_peer(peer(5)));
+    m.admit_pending_inbound(5, &addr(5), now).unwrap();
+    assert!(matches!(
+        m.admit_established(5, peer(5), &addr(5), true, now),
+        Err(Refusal::Pool(_))
+    ));
+    assert_eq!(taken(&calls), ["open 5 true", "release 5"]);
+
     // A banned IP is refused before the resource manager is asked.
     m.update_pool(now, |pool, _| {
         pool.ban_ip("10.0.0.3".parse().unwrap(), false)
