@@ -109,6 +109,9 @@ pub struct Pool {
     /// The points whose `trusted` is set: few (the configured ones), so that whether a peer is
     /// trusted does not walk every point.
     trusted_points: HashSet<Multiaddr>,
+    /// The points whose `known_public` is set, the only ones an answer may advertise: an
+    /// answer walks them, not every point (most points are only heard of).
+    public_points: HashSet<Multiaddr>,
     acl: Acl,
     active: usize,
     events: VecDeque<Event>,
@@ -125,6 +128,7 @@ impl Pool {
             peers: HashMap::new(),
             own_points: HashSet::new(),
             trusted_points: HashSet::new(),
+            public_points: HashSet::new(),
             active: 0,
             events: VecDeque::new(),
         }
@@ -255,6 +259,7 @@ impl Pool {
         if let Ok((point, _)) = point::split(addr) {
             self.points.remove(&point);
             self.trusted_points.remove(&point);
+            self.public_points.remove(&point);
             self.own_points.insert(point);
         }
     }
@@ -314,6 +319,7 @@ impl Pool {
     /// Forgets a point (Octez `unregister_point`). A connection through it stays open.
     pub fn unregister_point(&mut self, point: &Multiaddr) -> bool {
         self.trusted_points.remove(point);
+        self.public_points.remove(point);
         self.points.remove(point).is_some()
     }
 
@@ -379,9 +385,14 @@ impl Pool {
             .map(|(p, _)| p.with(Protocol::P2p(peer)))
             .collect();
         let new = self.register_list_of_new_points(Some(peer), Medium::Identify, &with_id, now);
-        for info in self.points.values_mut() {
+        for (addr, info) in &mut self.points {
             if info.last_peer_id == Some(peer) || info.state.peer_id() == Some(peer) {
                 info.known_public = public;
+                if public {
+                    self.public_points.insert(addr.clone());
+                } else {
+                    self.public_points.remove(addr);
+                }
             }
         }
         new
@@ -438,6 +449,7 @@ impl Pool {
         let mut removed = 0;
         for (_, addr) in candidates.into_iter().take(to_remove) {
             self.points.remove(&addr);
+            self.public_points.remove(&addr);
             removed += 1;
         }
         if removed > 0 {

@@ -91,9 +91,15 @@ impl Pool {
         if self.config.private_mode || size == 0 {
             return Vec::new();
         }
+        debug_assert_eq!(
+            self.public_points.len(),
+            self.points.values().filter(|p| p.known_public).count(),
+            "the index of known-public points is exact"
+        );
         let mut known: Vec<Known<'_>> = self
-            .points
+            .public_points
             .iter()
+            .filter_map(|a| self.points.get_key_value(a))
             .filter(|(_, p)| p.known_public)
             .filter_map(|(a, p)| {
                 let id = p.dial_peer_id();
