@@ -309,7 +309,10 @@ impl SimNode {
     fn trace_answer(&mut self, t: Nanos, dir: char, what: &str, response: &node::pex::Response) {
         let mut h = blake3::Hasher::new();
         for p in &response.points {
-            h.update(p.as_ref());
+            h.update(p.addr.as_ref());
+            if let Some(peer) = &p.peer {
+                h.update(&peer.to_bytes());
+            }
             h.update(b" ");
         }
         for r in response.records.iter().chain(&response.record) {
@@ -979,9 +982,12 @@ impl SimNode {
                                     self.rng.random::<u8>(),
                                     self.rng.random::<u8>(),
                                 ];
-                                Multiaddr::empty()
-                                    .with(Protocol::Ip4([240, a, b, c].into()))
-                                    .with(Protocol::Tcp(9732))
+                                node::pex::Point {
+                                    addr: Multiaddr::empty()
+                                        .with(Protocol::Ip4([240, a, b, c].into()))
+                                        .with(Protocol::Tcp(9732)),
+                                    peer: None,
+                                }
                             })
                             .collect();
                         let response = node::pex::Response {

@@ -3,11 +3,9 @@
 
 use std::{fmt, time::Instant};
 
-use foldhash::{HashSet, HashSetExt};
-use multiaddr::Protocol;
-
 use super::{Command, Event, Machine, pex};
 use crate::{Multiaddr, PeerId, peerstore::Ttl, pool};
+use foldhash::{HashSet, HashSetExt};
 
 /// Entries in `pex_asked` or `pex_answered` past which the stale ones are dropped at the next
 /// insertion, not only at the minute's GC: a node that meets hundreds of peers a minute (a
@@ -155,8 +153,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let mut points = response.points;
         // Advertised peers' own signed records: their addresses are certified.
         for bytes in &response.records {
-            if let Some(addrs) = self.consume_record(peer, None, bytes, Ttl::ADDRESS, now) {
-                points.extend(addrs);
+            if let Some((id, addrs)) = self.consume_record(peer, None, bytes, Ttl::ADDRESS, now) {
+                points.extend(addrs.into_iter().map(|addr| pex::Point {
+                    addr,
+                    peer: Some(id),
+                }));
             }
         }
         let medium = if response.nack {
@@ -164,9 +165,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         } else {
             pool::Medium::Advertise
         };
-        let new = self
-            .pool
-            .register_list_of_new_points(Some(peer), medium, &points, now);
+        let new = self.pool.register_points(
+            Some(peer),
+            medium,
+            points.iter().map(|p| (&p.addr, p.peer)),
+            now,
+        );
         self.drain_pool_events();
         self.events.push_back(Event::PointsReceived {
             peer_id: peer,
@@ -195,8 +199,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     /// Stores a signed peer record that `from` sent (its own if `signer` is `Some(from)`, else
-    /// an advertised peer's), with `ttl`; returns its addresses as points of its peer. Our own
-    /// record and records that do not verify are refused.
+    /// an advertised peer's), with `ttl`; returns its peer and addresses. Our own record and
+    /// records that do not verify are refused.
     pub(super) fn consume_record(
         &mut self,
         from: PeerId,
@@ -204,7 +208,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         bytes: &[u8],
         ttl: Ttl,
         now: Instant,
-    ) -> Option<Vec<Multiaddr>> {
+    ) -> Option<(PeerId, Vec<Multiaddr>)> {
         let local = self.pool.local_peer_id();
         let result = self.records.open(bytes).and_then(|record| {
             let id = record.peer;
@@ -224,10 +228,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 }
                 None => self.peerstore.add_addrs(&id, &addrs, ttl, now),
             }
-            Ok(addrs
-                .into_iter()
-                .map(|a| a.clone().with_p2p(id).unwrap_or(a))
-                .collect())
+            Ok((id, addrs))
         });
         result
             .inspect_err(|e| tracing::debug!(%from, "peer record refused: {e}"))
@@ -275,9 +276,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                         records.push(envelope.into_protobuf_encoding());
                     }
                 }
-                None => points.push(match id {
-                    Some(id) => addr.clone().with(Protocol::P2p(id)),
-                    None => addr.clone(),
+                None => points.push(pex::Point {
+                    addr: addr.clone(),
+                    peer: id,
                 }),
             }
         }

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use multiaddr::Multiaddr;
+use libp2p_identity::PeerId;
+use multiaddr::{Multiaddr, Protocol};
 use serde::{Deserialize, Serialize};
 
 /// The protocol name.
@@ -35,11 +36,12 @@ pub struct Request {
 /// The points a peer knows (Octez `Advertise`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// Points, each ending in `/p2p/<id>` when the peer at the point is known. On the wire, a
-    /// list of multiaddrs as text; one that does not parse is dropped when the list is read, and
-    /// the list as sent counts toward [`MAX_POINTS_ACCEPTED`] only through what remains.
+    /// Points, each with the peer at it when known. On the wire, a list of multiaddrs as text,
+    /// each ending in `/p2p/<id>` when the peer is known; one that does not parse is dropped
+    /// when the list is read, and the list as sent counts toward [`MAX_POINTS_ACCEPTED`] only
+    /// through what remains.
     #[serde(with = "text")]
-    pub points: Vec<Multiaddr>,
+    pub points: Vec<Point>,
     /// The answering node is full and is about to close this connection (Octez's `Nack`): the
     /// asker should back off from it as from a refused connection and try the points instead.
     #[serde(default)]
@@ -53,6 +55,41 @@ pub struct Response {
     /// [`MAX_POINTS_ACCEPTED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<Vec<u8>>,
+}
+
+/// A point as an answer carries it: its address and, when known, the peer at it. Kept apart
+/// inside the node, so that neither side writes the peer into the address and cuts it off
+/// again; joined on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// The address, without a `/p2p` suffix.
+    pub addr: Multiaddr,
+    /// The peer at the point, if known.
+    pub peer: Option<PeerId>,
+}
+
+impl From<Multiaddr> for Point {
+    /// Splits a trailing `/p2p/<id>` off into [`Point::peer`].
+    fn from(mut addr: Multiaddr) -> Self {
+        let peer = match addr.iter().last() {
+            Some(Protocol::P2p(id)) => Some(id),
+            _ => None,
+        };
+        if peer.is_some() {
+            addr.pop();
+        }
+        Self { addr, peer }
+    }
+}
+
+impl Point {
+    /// The address with its `/p2p/<id>` suffix if the peer is known.
+    pub fn to_multiaddr(&self) -> Multiaddr {
+        match self.peer {
+            Some(id) => self.addr.clone().with(Protocol::P2p(id)),
+            None => self.addr.clone(),
+        }
+    }
 }
 
 /// Points as text on the wire: the encoding of `/peerage/pex/1.0.0` since its first version,
@@ -69,22 +106,22 @@ mod text {
     };
 
     pub(super) fn serialize<S: Serializer>(
-        points: &[Multiaddr],
+        points: &[super::Point],
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(points.len()))?;
         for point in points {
-            seq.serialize_element(&point.to_string())?;
+            seq.serialize_element(&point.to_multiaddr().to_string())?;
         }
         seq.end()
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Vec<Multiaddr>, D::Error> {
+    ) -> Result<Vec<super::Point>, D::Error> {
         struct Points;
         impl<'de> Visitor<'de> for Points {
-            type Value = Vec<Multiaddr>;
+            type Value = Vec<super::Point>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of multiaddrs as text")
@@ -94,8 +131,8 @@ mod text {
                 // The codec bounds the message's bytes; the list is no longer than they allow.
                 let mut points = Vec::new();
                 while let Some(text) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-                    if let Ok(point) = text.parse() {
-                        points.push(point);
+                    if let Ok(addr) = text.parse::<Multiaddr>() {
+                        points.push(addr.into());
                     }
                 }
                 Ok(points)
@@ -111,12 +148,29 @@ mod tests {
 
     #[test]
     fn points_are_text_on_the_wire_and_unreadable_ones_are_dropped() {
+        let peer: PeerId = "12D3KooWDZJ7AeptbzZJaH3zj1htGT67nFzykiWthgzQaCRkBz3S"
+            .parse()
+            .unwrap();
+        let addr: Multiaddr = "/ip4/1.2.3.4/tcp/9732".parse().unwrap();
         let response = Response {
-            points: vec!["/ip4/1.2.3.4/tcp/9732".parse().unwrap()],
+            points: vec![
+                Point {
+                    addr: addr.clone(),
+                    peer: None,
+                },
+                Point {
+                    addr: addr.clone(),
+                    peer: Some(peer),
+                },
+            ],
             ..Default::default()
         };
         let json = serde_json::to_string(&response).unwrap();
-        assert_eq!(json, r#"{"points":["/ip4/1.2.3.4/tcp/9732"],"nack":false}"#);
+        assert_eq!(
+            json,
+            format!(r#"{{"points":["{addr}","{addr}/p2p/{peer}"],"nack":false}}"#)
+        );
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), response);
         let read: Response = serde_json::from_str(
             r#"{"points":["/ip4/1.2.3.4/tcp/9732","/nonsense/1","/ip6/::1/udp/1/quic-v1"]}"#,
         )
@@ -124,8 +178,11 @@ mod tests {
         assert_eq!(
             read.points,
             vec![
-                "/ip4/1.2.3.4/tcp/9732".parse::<Multiaddr>().unwrap(),
-                "/ip6/::1/udp/1/quic-v1".parse().unwrap()
+                Point { addr, peer: None },
+                Point {
+                    addr: "/ip6/::1/udp/1/quic-v1".parse().unwrap(),
+                    peer: None
+                }
             ]
         );
     }

@@ -412,8 +412,9 @@ fn an_answer_over_the_limit_greylists_its_sender_before_closing() {
     let points = (0..=pex::MAX_POINTS_ACCEPTED)
         .map(|i| {
             format!("/ip4/10.1.{}.{}/tcp/1", i / 250, i % 250)
-                .parse()
+                .parse::<Multiaddr>()
                 .unwrap()
+                .into()
         })
         .collect();
     m.handle(

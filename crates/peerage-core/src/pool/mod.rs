@@ -347,10 +347,27 @@ impl Pool {
         addrs: impl IntoIterator<Item = &'a Multiaddr>,
         now: Instant,
     ) -> usize {
+        self.register_points(source, medium, addrs.into_iter().map(|a| (a, None)), now)
+    }
+
+    /// [`Pool::register_list_of_new_points`] for entries whose peer comes apart from the
+    /// address (a peer exchange's [`Point`](crate::node::pex::Point)s). An address that ends
+    /// in `/p2p/<id>` anyway must name the same peer, or the entry is skipped.
+    pub fn register_points<'a>(
+        &mut self,
+        source: Option<PeerId>,
+        medium: Medium,
+        points: impl IntoIterator<Item = (&'a Multiaddr, Option<PeerId>)>,
+        now: Instant,
+    ) -> usize {
         let mut new = 0;
-        for addr in addrs {
-            let Ok((point, peer)) = point::split(addr) else {
+        for (addr, given) in points {
+            let Ok((point, suffix)) = point::split(addr) else {
                 continue;
+            };
+            let peer = match (given, suffix) {
+                (Some(a), Some(b)) if a != b => continue,
+                (a, b) => a.or(b),
             };
             if peer == Some(self.local_peer_id) || self.own_points.contains(&point) {
                 continue;
