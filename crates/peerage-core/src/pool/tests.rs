@@ -179,6 +179,35 @@ fn new_points_skip_undialable_and_keep_hints() {
     assert!(pool.point(&point(5)).unwrap().is_known_public());
 }
 
+#[test]
+fn points_with_their_peer_apart_keep_it_and_a_contradicting_suffix_is_skipped() {
+    let mut pool = pool(Config::new());
+    let t0 = Instant::now();
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let suffixed: Multiaddr = format!("{}/p2p/{a}", point(8)).parse().unwrap();
+    let new = pool.register_points(
+        None,
+        Medium::Advertise,
+        [
+            (&point(7), Some(a)),
+            // The same peer twice is fine; another one is a contradiction.
+            (&suffixed, Some(a)),
+            (&suffixed.clone(), Some(b)),
+            (&point(9), None),
+        ],
+        t0,
+    );
+    assert_eq!(new, 3);
+    assert_eq!(pool.point(&point(7)).unwrap().last_peer_id(), Some(a));
+    assert_eq!(pool.point(&point(8)).unwrap().last_peer_id(), Some(a));
+    assert_eq!(pool.point(&point(9)).unwrap().last_peer_id(), None);
+    let mut only_b = Pool::new(PeerId::random(), Config::new());
+    assert_eq!(
+        only_b.register_points(None, Medium::Advertise, [(&suffixed, Some(b))], t0),
+        0
+    );
+}
+
 /// The table never holds more than `high` (Octez can hold `high + 1`, #3175), the GC removes
 /// down to `low`, oldest miss first, never-missed last, and never trusted or connected points.
 #[test]
