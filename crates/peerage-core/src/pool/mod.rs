@@ -283,7 +283,8 @@ impl Pool {
         if peer == Some(self.local_peer_id) || expected == Some(self.local_peer_id) {
             return Err(Error::OwnPoint(addr.clone()));
         }
-        let info = self.insert_point(&point, trusted == Some(true), None, Medium::Config, now)?;
+        let (info, _) =
+            self.insert_point(&point, trusted == Some(true), None, Medium::Config, now)?;
         if let Some(trusted) = trusted {
             info.trusted = trusted;
         }
@@ -369,18 +370,20 @@ impl Pool {
                 (Some(a), Some(b)) if a != b => continue,
                 (a, b) => a.or(b),
             };
-            if peer == Some(self.local_peer_id) || self.own_points.contains(&point) {
+            if peer == Some(self.local_peer_id) {
                 continue;
             }
-            let was_known = self.points.contains_key(&point);
-            let Ok(info) = self.insert_point(&point, false, source, medium, now) else {
-                break;
+            let (info, was_new) = match self.insert_point(&point, false, source, medium, now) {
+                Ok(inserted) => inserted,
+                Err(Error::PointTableFull { .. }) => break,
+                // Our own point.
+                Err(_) => continue,
             };
             // A peer announcing its own address is authoritative; a third party only hints.
             if peer.is_some() && (info.last_peer_id.is_none() || peer == source) {
                 info.last_peer_id = peer;
             }
-            new += usize::from(!was_known);
+            new += usize::from(was_new);
         }
         new
     }
@@ -415,6 +418,13 @@ impl Pool {
         new
     }
 
+    /// The point's record, created if new (with whether it was), collecting the table first
+    /// if it is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OwnPoint`] for our own points; [`Error::PointTableFull`] if no point can be
+    /// collected to make room for an untrusted one.
     fn insert_point(
         &mut self,
         point: &Multiaddr,
@@ -422,7 +432,7 @@ impl Pool {
         source: Option<PeerId>,
         medium: Medium,
         now: Instant,
-    ) -> Result<&mut point::Info, Error> {
+    ) -> Result<(&mut point::Info, bool), Error> {
         if self.own_points.contains(point) {
             return Err(Error::OwnPoint(point.clone()));
         }
@@ -443,12 +453,13 @@ impl Pool {
             // A key of its own size: `point` may share the buffer of a longer address whose
             // `/p2p` suffix was popped.
             let key = Multiaddr::try_from(point.to_vec()).unwrap_or_else(|_| point.clone());
-            return Ok(self
+            let info = self
                 .points
                 .entry(key)
-                .or_insert_with(|| Box::new(point::Info::new())));
+                .or_insert_with(|| Box::new(point::Info::new()));
+            return Ok((info, true));
         }
-        Ok(self.points.get_mut(point).expect("a known point"))
+        Ok((self.points.get_mut(point).expect("a known point"), false))
     }
 
     /// Octez `gc_points`: removes disconnected, untrusted points, oldest `last_miss` first (a
