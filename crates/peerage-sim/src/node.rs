@@ -967,14 +967,7 @@ impl SimNode {
                 match adversary {
                     Some(AdversaryKind::Silent) => {}
                     Some(AdversaryKind::PexLiar) => {
-                        let rate = w
-                            .scenario
-                            .adversaries
-                            .iter()
-                            .find(|a| a.kind == AdversaryKind::PexLiar)
-                            .map(|a| a.rate)
-                            .filter(|r| *r > 0.0)
-                            .unwrap_or(50.0);
+                        let rate = w.scenario.adversary_rate(AdversaryKind::PexLiar);
                         let points = (0..rate as usize)
                             .map(|_| {
                                 let [a, b, c] = [
@@ -1056,14 +1049,7 @@ impl SimNode {
     /// A flooder opens one more inbound connection to a random live honest node, under a
     /// fresh identity, and holds it outside its machine.
     fn flood_once(&mut self, t: Nanos, w: &World) {
-        let rate = w
-            .scenario
-            .adversaries
-            .iter()
-            .find(|a| a.kind == AdversaryKind::Flooder)
-            .map(|a| a.rate)
-            .filter(|r| *r > 0.0)
-            .unwrap_or(1.0);
+        let rate = w.scenario.adversary_rate(AdversaryKind::Flooder);
         let n = u32::try_from(w.nodes.len()).expect("fewer than 2^32 nodes");
         for _ in 0..16 {
             let to = self.rng.random_range(0..n);

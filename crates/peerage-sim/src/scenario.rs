@@ -331,6 +331,22 @@ impl Scenario {
     pub fn groups(&self) -> usize {
         self.groups.unwrap_or((self.nodes / 5).max(16)).max(1)
     }
+
+    /// The `rate` of the first adversary of `kind`, or its default if 0: 50 points per answer
+    /// for a `pex_liar`, 1 connection per second for a `flooder` (a `silent` one has none).
+    pub fn adversary_rate(&self, kind: AdversaryKind) -> f64 {
+        let default = match kind {
+            AdversaryKind::PexLiar => 50.0,
+            AdversaryKind::Flooder => 1.0,
+            AdversaryKind::Silent => 0.0,
+        };
+        self.adversaries
+            .iter()
+            .find(|a| a.kind == kind)
+            .map(|a| a.rate)
+            .filter(|r| *r > 0.0)
+            .unwrap_or(default)
+    }
 }
 
 #[cfg(test)]
