@@ -1,9 +1,13 @@
 //! A js-libp2p node (npm `libp2p` 3.x; `interop/js`) dials a running Peerage node, identifies
 //! and pings it; the node's peerstore must hold the js peer's protocols and a latency.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::Duration,
+};
 
-use libp2p::{PeerId, identity::Keypair, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use peerage::maintenance::Bounds;
 use peerage_node::node::{Node, NodeConfig};
 
@@ -11,13 +15,36 @@ fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/js")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
-    let js = js_dir();
+/// Fails the test at once, with what to do, if js-libp2p is not installed.
+fn assert_js_installed() {
     assert!(
-        js.join("node_modules/libp2p").is_dir(),
+        js_dir().join("node_modules/libp2p").is_dir(),
         "js-libp2p is not installed: run `npm ci --prefix interop/js` (.ci/run does)"
     );
+}
+
+/// Runs `interop/js/<script>` with Node.js against `target`, with `env`, to its end.
+async fn run_js(
+    script: &'static str,
+    target: Multiaddr,
+    env: Vec<(&'static str, String)>,
+) -> Output {
+    let js = js_dir();
+    tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(&js)
+            .args(["--import", "./polyfill.mjs", script, &target.to_string()])
+            .envs(env)
+            .output()
+            .expect("run node (Node.js)")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
+    assert_js_installed();
     let node = Node::start(NodeConfig::new(
         Keypair::generate_ed25519(),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -30,21 +57,7 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
         .clone()
         .with(Protocol::P2p(handle.peer_id()));
 
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(&js)
-            .args([
-                "--import",
-                "./polyfill.mjs",
-                "dial.mjs",
-                &target.to_string(),
-            ])
-            .env("SECS", "30")
-            .output()
-            .expect("run node (Node.js)")
-    })
-    .await
-    .unwrap();
+    let output = run_js("dial.mjs", target, vec![("SECS", "30".into())]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -108,11 +121,7 @@ async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
 
     const PEERS: usize = 40;
     const LOW_WATER: usize = 5;
-    let js = js_dir();
-    assert!(
-        js.join("node_modules/libp2p").is_dir(),
-        "js-libp2p is not installed: run `npm ci --prefix interop/js` (.ci/run does)"
-    );
+    assert_js_installed();
     // The configuration `peerage run` resolves from these flags (no file); the identity, the
     // in-memory peerstore and the absence of a peers file are the test's.
     let data_dir = tempfile::tempdir().unwrap();
@@ -162,23 +171,16 @@ async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
         .clone()
         .with(Protocol::P2p(handle.peer_id()));
 
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(&js)
-            .args([
-                "--import",
-                "./polyfill.mjs",
-                "flood.mjs",
-                &target.to_string(),
-            ])
-            .env("PEERS", PEERS.to_string())
-            .env("HOLD_MS", "8000")
-            .env("SECS", "25")
-            .output()
-            .expect("run node (Node.js)")
-    })
-    .await
-    .unwrap();
+    let output = run_js(
+        "flood.mjs",
+        target,
+        vec![
+            ("PEERS", PEERS.to_string()),
+            ("HOLD_MS", "8000".into()),
+            ("SECS", "25".into()),
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report: Vec<&str> = stdout
         .lines()
