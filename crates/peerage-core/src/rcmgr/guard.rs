@@ -217,28 +217,49 @@ impl StreamScope {
     /// or protocol-peer scope is full (go then resets the stream).
     pub fn set_protocol(&mut self, protocol: &str) -> Result<(), Error> {
         let mut s = self.handle.mgr.lock();
+        set_protocol(&mut s, self.handle.id, protocol)
+    }
+
+    /// Attaches the stream to `protocol` and to the protocol's service if the manager's
+    /// configuration names one ([`Config::with_service`](super::Config::with_service)), under
+    /// one lock: [`set_protocol`](Self::set_protocol) then [`set_service`](Self::set_service).
+    /// The muxer calls it once it has learnt the protocol from the negotiation.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`set_protocol`](Self::set_protocol) and [`set_service`](Self::set_service);
+    /// when the service refuses, the stream stays attached to the protocol.
+    pub fn attach(&mut self, protocol: &str) -> Result<(), Error> {
+        let mut s = self.handle.mgr.lock();
+        let id = self.handle.id;
+        set_protocol(&mut s, id, protocol)?;
+        let Some(service) = s.services.get(protocol).cloned() else {
+            return Ok(());
+        };
+        s.acct.attaching = Some(protocol.to_owned());
+        let r = set_service(&mut s, id, &service);
+        s.acct.attaching = None;
+        r
+    }
+
+    /// Detaches the stream from its protocol and service: it goes back to its peer and system
+    /// scopes only (never to transient), as a stream of a muxer is before its negotiation. For
+    /// a protocol the stream proposed and the remote refused (multistream-select's `na`);
+    /// go has no such call, as go attaches only after the negotiation. Nothing happens without
+    /// a protocol.
+    pub fn clear_protocol(&mut self) {
+        let mut s = self.handle.mgr.lock();
         let a = &mut s.acct;
         let id = self.handle.id;
-        let scope = a
-            .scope(id)
-            .ok_or_else(|| Error::ScopeClosed { scope: a.name(id) })?;
-        if scope.protocol.is_some() {
-            return Err(Error::AlreadyAttached {
-                scope: a.name(id),
-                what: "protocol",
-            });
-        }
-        let peer = scope.peer.expect("streams have a peer");
-        let peer_scope = scope.edges[0];
-        let p = a.protocol_scope(protocol);
-        let pp = a.protocol_peer_scope(protocol, peer);
-        if let Err(e) = a.move_edges(id, vec![peer_scope, p, pp, a.system]) {
-            a.release_lookup(pp);
-            a.release_lookup(p);
-            return Err(e);
-        }
-        a.scope_mut(id).protocol = Some(protocol.to_owned());
-        Ok(())
+        let Some(scope) = a.scope(id).filter(|s| s.protocol.is_some()) else {
+            return;
+        };
+        let edges = vec![scope.edges[0], a.system];
+        // Only edges are lost, which cannot fail.
+        let _ = a.move_edges(id, edges);
+        let scope = a.scope_mut(id);
+        scope.protocol = None;
+        scope.service = None;
     }
 
     /// Attaches the stream to a service (go `SetService`), after its protocol.
@@ -250,32 +271,11 @@ impl StreamScope {
     /// service-peer scope is full.
     pub fn set_service(&mut self, service: &str) -> Result<(), Error> {
         let mut s = self.handle.mgr.lock();
-        let a = &mut s.acct;
         let id = self.handle.id;
-        let scope = a
-            .scope(id)
-            .ok_or_else(|| Error::ScopeClosed { scope: a.name(id) })?;
-        if scope.service.is_some() {
-            return Err(Error::AlreadyAttached {
-                scope: a.name(id),
-                what: "service",
-            });
-        }
-        if scope.protocol.is_none() {
-            return Err(Error::NoProtocol { scope: a.name(id) });
-        }
-        let peer = scope.peer.expect("streams have a peer");
-        let mut edges = scope.edges.clone();
-        let sv = a.service_scope(service);
-        let sp = a.service_peer_scope(service, peer);
-        let system = edges.pop().expect("system is the last edge");
-        edges.extend([sv, sp, system]);
-        if let Err(e) = a.move_edges(id, edges) {
-            a.release_lookup(sp);
-            return Err(e);
-        }
-        a.scope_mut(id).service = Some(service.to_owned());
-        Ok(())
+        s.acct.attaching = s.acct.scope(id).and_then(|sc| sc.protocol.clone());
+        let r = set_service(&mut s, id, service);
+        s.acct.attaching = None;
+        r
     }
 
     /// The protocol set by [`set_protocol`](Self::set_protocol).
@@ -291,8 +291,67 @@ impl StreamScope {
 
 impl Drop for StreamScope {
     fn drop(&mut self) {
-        self.handle.done();
+        let mut s = self.handle.mgr.lock();
+        s.counts.stream_closed(self.handle.id);
+        s.acct.done(self.handle.id);
     }
+}
+
+/// go `SetProtocol` on the stream `id`; a refusal is counted with the protocol named.
+fn set_protocol(s: &mut State, id: ScopeId, protocol: &str) -> Result<(), Error> {
+    let a = &mut s.acct;
+    let scope = a
+        .scope(id)
+        .ok_or_else(|| Error::ScopeClosed { scope: a.name(id) })?;
+    if scope.protocol.is_some() {
+        return Err(Error::AlreadyAttached {
+            scope: a.name(id),
+            what: "protocol",
+        });
+    }
+    let peer = scope.peer.expect("streams have a peer");
+    let peer_scope = scope.edges[0];
+    let p = a.protocol_scope(protocol);
+    let pp = a.protocol_peer_scope(protocol, peer);
+    a.attaching = Some(protocol.to_owned());
+    let moved = a.move_edges(id, vec![peer_scope, p, pp, a.system]);
+    a.attaching = None;
+    if let Err(e) = moved {
+        a.release_lookup(pp);
+        a.release_lookup(p);
+        return Err(e);
+    }
+    a.scope_mut(id).protocol = Some(protocol.to_owned());
+    Ok(())
+}
+
+/// go `SetService` on the stream `id`.
+fn set_service(s: &mut State, id: ScopeId, service: &str) -> Result<(), Error> {
+    let a = &mut s.acct;
+    let scope = a
+        .scope(id)
+        .ok_or_else(|| Error::ScopeClosed { scope: a.name(id) })?;
+    if scope.service.is_some() {
+        return Err(Error::AlreadyAttached {
+            scope: a.name(id),
+            what: "service",
+        });
+    }
+    if scope.protocol.is_none() {
+        return Err(Error::NoProtocol { scope: a.name(id) });
+    }
+    let peer = scope.peer.expect("streams have a peer");
+    let mut edges = scope.edges.clone();
+    let sv = a.service_scope(service);
+    let sp = a.service_peer_scope(service, peer);
+    let system = edges.pop().expect("system is the last edge");
+    edges.extend([sv, sp, system]);
+    if let Err(e) = a.move_edges(id, edges) {
+        a.release_lookup(sp);
+        return Err(e);
+    }
+    a.scope_mut(id).service = Some(service.to_owned());
+    Ok(())
 }
 
 /// A span (go `ResourceScopeSpan`): a child of another scope with that scope's limits,
@@ -318,9 +377,9 @@ pub struct ScopeView {
 /// collected while the memory is reserved.
 #[must_use = "dropping the reservation releases the memory at once"]
 pub struct Reservation {
-    mgr: ResourceManager,
-    id: ScopeId,
-    bytes: u64,
+    pub(super) mgr: ResourceManager,
+    pub(super) id: ScopeId,
+    pub(super) bytes: u64,
 }
 
 impl Reservation {

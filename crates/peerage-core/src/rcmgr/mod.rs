@@ -50,16 +50,18 @@
 
 mod allowlist;
 mod connections;
+mod counts;
 mod guard;
 mod ip;
 mod json;
 mod limit;
+pub mod multistream;
 mod rate;
 mod scope;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,6 +73,7 @@ use multiaddr::Multiaddr;
 
 pub use self::allowlist::AllowlistError;
 pub use self::connections::{Connections, uses_fd};
+pub use self::counts::{CounterId, StreamCounter};
 pub use self::guard::{ConnectionScope, Reservation, ResourceScope, ScopeView, Span, StreamScope};
 pub use self::ip::{IpLimits, PrefixLimit, SubnetLimit};
 pub use self::json::LimitsError;
@@ -296,13 +299,46 @@ impl Error {
     }
 }
 
+/// The service of identify's protocols (go-libp2p `identify.ServiceName`).
+pub const IDENTIFY_SERVICE: &str = "libp2p.identify";
+/// The service of ping's protocol (go-libp2p `ping.ServiceName`).
+pub const PING_SERVICE: &str = "libp2p.ping";
+/// The service of Peerage's peer exchange.
+pub const PEX_SERVICE: &str = "peerage.pex";
+
+/// identify's protocols: `/ipfs/id/1.0.0` and `/ipfs/id/push/1.0.0`.
+pub const IDENTIFY_PROTOCOLS: [&str; 2] = ["/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0"];
+/// ping's protocol.
+pub const PING_PROTOCOL: &str = "/ipfs/ping/1.0.0";
+/// Peerage's peer-exchange protocol.
+pub const PEX_PROTOCOL: &str = "/peerage/pex/1.0.0";
+
 /// Settings of a [`ResourceManager`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     limits: LimitConfig,
     allowlist: Vec<Multiaddr>,
     ip_limits: IpLimits,
     rate_limits: RateLimits,
+    services: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let services = IDENTIFY_PROTOCOLS
+            .iter()
+            .map(|p| (*p, IDENTIFY_SERVICE))
+            .chain([(PING_PROTOCOL, PING_SERVICE), (PEX_PROTOCOL, PEX_SERVICE)])
+            .map(|(p, s)| (p.to_owned(), s.to_owned()))
+            .collect();
+        Config {
+            limits: LimitConfig::default(),
+            allowlist: Vec::new(),
+            ip_limits: IpLimits::default(),
+            rate_limits: RateLimits::default(),
+            services,
+        }
+    }
 }
 
 impl Config {
@@ -337,9 +373,31 @@ impl Config {
         self
     }
 
+    /// Names the service of `protocol`: a stream attached to the protocol
+    /// ([`StreamScope::attach`], as the muxer does once multistream-select has negotiated it)
+    /// is attached to the service too, so that the `Service`, `ServiceDefault`, `ServicePeer`
+    /// and `ServicePeerDefault` limits apply (go-libp2p's services call `SetService`
+    /// themselves). Default: identify's two protocols in [`IDENTIFY_SERVICE`], ping's in
+    /// [`PING_SERVICE`] and peer exchange's in [`PEX_SERVICE`]. An empty `service` removes the
+    /// protocol's entry.
+    pub fn with_service(mut self, protocol: &str, service: &str) -> Self {
+        if service.is_empty() {
+            self.services.remove(protocol);
+        } else {
+            self.services
+                .insert(protocol.to_owned(), service.to_owned());
+        }
+        self
+    }
+
     /// The limits.
     pub fn limits(&self) -> &LimitConfig {
         &self.limits
+    }
+
+    /// The service of each protocol that has one.
+    pub fn services(&self) -> &BTreeMap<String, String> {
+        &self.services
     }
 }
 
@@ -348,6 +406,11 @@ struct State {
     allowlist: Allowlist,
     ip: IpLimiter,
     rate: ConnRateLimiter,
+    /// The service of each protocol that has one.
+    services: HashMap<String, String>,
+    counts: counts::Counts,
+    /// Streams whose protocol the muxer could not learn.
+    unattributed_streams: u64,
 }
 
 impl State {
@@ -355,7 +418,7 @@ impl State {
         *self
             .acct
             .blocked
-            .entry((class, Some(dir), Resource::Connection))
+            .entry((class, Some(dir), Resource::Connection, None))
             .or_default() += 1;
     }
 }
@@ -407,6 +470,9 @@ impl ResourceManager {
                 allowlist,
                 ip,
                 rate: ConnRateLimiter::new(&config.rate_limits),
+                services: config.services.into_iter().collect(),
+                counts: counts::Counts::default(),
+                unattributed_streams: 0,
             })),
         })
     }
@@ -513,6 +579,35 @@ impl ResourceManager {
     pub fn open_muxer_stream(&self, peer: PeerId, dir: Direction) -> Result<StreamScope, Error> {
         let mut s = self.lock();
         self.open_stream_in(&mut s, peer, dir, None)
+    }
+
+    /// A counter of the open streams of a new connection with `peer` at `remote` (the muxer's
+    /// end of the wiring; see [`StreamCounter::open_stream`]).
+    pub fn stream_counter(&self, peer: PeerId, remote: Multiaddr) -> StreamCounter {
+        let id = self.lock().counts.register(peer, remote);
+        StreamCounter {
+            mgr: self.clone(),
+            id,
+            peer,
+        }
+    }
+
+    /// Claims the counter of the connection with `peer` at `remote`, once it is established
+    /// (the node's end): its counts are reported by [`take_stream_counts`](Self::take_stream_counts)
+    /// from now on, starting with the current one if not zero. `None` if no muxer registered one.
+    pub fn claim_stream_counter(&self, peer: PeerId, remote: &Multiaddr) -> Option<CounterId> {
+        self.lock().counts.claim(peer, remote)
+    }
+
+    /// Appends to `out` the claimed counters whose count changed since the last call, with the
+    /// count now (each once).
+    pub fn take_stream_counts(&self, out: &mut Vec<(CounterId, u32)>) {
+        self.lock().counts.take(out);
+    }
+
+    /// Counts a stream whose protocol the muxer could not learn (see [`multistream`]).
+    pub fn count_unattributed_stream(&self) {
+        self.lock().unattributed_streams += 1;
     }
 
     fn open_stream_in(
@@ -687,14 +782,22 @@ impl ResourceManager {
         let mut blocked: Vec<BlockedCount> = a
             .blocked
             .iter()
-            .map(|(&(scope, direction, resource), &count)| BlockedCount {
+            .map(|((scope, direction, resource, protocol), &count)| BlockedCount {
                 scope,
-                direction,
-                resource,
+                direction: *direction,
+                resource: *resource,
+                protocol: protocol.clone(),
                 count,
             })
             .collect();
-        blocked.sort_by_key(|b| (b.scope, b.direction, b.resource));
+        blocked.sort_by(|a, b| {
+            (a.scope, a.direction, a.resource, &a.protocol).cmp(&(
+                b.scope,
+                b.direction,
+                b.resource,
+                &b.protocol,
+            ))
+        });
         Stat {
             system: snap(a.system),
             transient: snap(a.transient),
@@ -719,6 +822,7 @@ impl ResourceManager {
             allowlist_entries: s.allowlist.len(),
             ip_networks: s.ip.tracked(),
             rate_buckets: s.rate.tracked(),
+            unattributed_streams: s.unattributed_streams,
         }
     }
 
@@ -738,8 +842,9 @@ pub struct ScopeSnapshot {
 }
 
 /// Refusals counted by the scope class that refused (`system`, `transient`, `peer`,
-/// `protocol`, ..., or `ip-limit` and `rate-limit`), direction and resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// `protocol`, ..., or `ip-limit` and `rate-limit`), direction, resource and, for a stream
+/// refused its protocol or service, the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BlockedCount {
     /// The class of the scope that refused.
     pub scope: &'static str,
@@ -747,6 +852,10 @@ pub struct BlockedCount {
     pub direction: Option<Direction>,
     /// The resource.
     pub resource: Resource,
+    /// The protocol a stream was being attached to ([`StreamScope::set_protocol`],
+    /// [`StreamScope::set_service`], [`StreamScope::attach`]), if that was the refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// Refusals since start.
     pub count: u64,
 }
@@ -776,4 +885,7 @@ pub struct Stat {
     pub ip_networks: usize,
     /// Rate-limit buckets held (not full).
     pub rate_buckets: usize,
+    /// Streams whose protocol the muxer could not learn from their negotiation since start
+    /// (see [`multistream`]): they stay in their peer and system scopes only.
+    pub unattributed_streams: u64,
 }

@@ -249,9 +249,10 @@ pub(crate) struct Scope {
     pub(crate) allowlisted: bool,
 }
 
-/// Connections and streams refused, by blocking scope class, direction and resource (go
-/// `libp2p_rcmgr_blocked_resources`).
-pub(crate) type Blocked = HashMap<(&'static str, Option<Direction>, Resource), u64>;
+/// Connections and streams refused, by blocking scope class, direction, resource and, for a
+/// stream refused its protocol, the protocol (go `libp2p_rcmgr_blocked_resources`, which does
+/// not name the protocol).
+pub(crate) type Blocked = HashMap<(&'static str, Option<Direction>, Resource, Option<String>), u64>;
 
 #[derive(Debug)]
 pub(crate) struct Accountant {
@@ -271,6 +272,8 @@ pub(crate) struct Accountant {
     protocol_peers: HashMap<(String, PeerId), ScopeId>,
     pub(crate) limits: LimitConfig,
     pub(crate) blocked: Blocked,
+    /// The protocol a stream is being attached to, named in the blocked counts of a refusal.
+    pub(crate) attaching: Option<String>,
     chain: Vec<ScopeId>,
 }
 
@@ -293,6 +296,7 @@ impl Accountant {
             protocol_peers: HashMap::new(),
             limits,
             blocked: HashMap::new(),
+            attaching: None,
             chain: Vec::new(),
         };
         a.system = a.create(Kind::System, vec![], None);
@@ -509,7 +513,8 @@ impl Accountant {
         dir: Option<Direction>,
     ) -> Error {
         let class = self.scopes[&at].kind.class();
-        *self.blocked.entry((class, dir, resource)).or_default() += 1;
+        let key = (class, dir, resource, self.attaching.clone());
+        *self.blocked.entry(key).or_default() += 1;
         let mut path = vec![self.name(leaf)];
         if at != leaf {
             path.push(self.name(at));
