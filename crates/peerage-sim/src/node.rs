@@ -625,6 +625,12 @@ impl SimNode {
                     cm.lock().protect(peer, TRUSTED_TAG);
                 }
             }
+            // The simulator models no streams, so it never reports counts.
+            Command::SetStreams { peer, id, streams } => {
+                if let Some(cm) = &self.connmgr {
+                    cm.lock().set_streams(&peer, id, streams);
+                }
+            }
             Command::Unprotect(peer) => {
                 if let Some(cm) = &self.connmgr {
                     cm.lock().unprotect(&peer, TRUSTED_TAG);

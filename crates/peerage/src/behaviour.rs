@@ -35,6 +35,7 @@ use crate::{
     connmgr,
     inner::{self, Inner, InnerEvent},
     pex, rcmgr,
+    streams::StreamCounts,
     timer::Timer,
 };
 
@@ -61,6 +62,7 @@ pub struct Behaviour {
     machine: Machine<ConnectionId>,
     connmgr: connmgr::Handle,
     rcmgr: Option<rcmgr::ResourceManager>,
+    streams: StreamCounts,
     metrics: Option<ProtocolMetrics>,
     /// Callers of `maintain` waiting for the end of a cycle.
     maintain_waiters: Vec<(u64, oneshot::Sender<()>)>,
@@ -111,6 +113,7 @@ impl Behaviour {
             machine,
             connmgr: handle,
             rcmgr: config.rcmgr,
+            streams: StreamCounts::default(),
             metrics: config.metrics,
             maintain_waiters: Vec::new(),
             channels: pex::Channels::default(),
@@ -311,6 +314,9 @@ impl Behaviour {
             Command::Include(id) => {
                 self.inner.connmgr.include(id);
             }
+            Command::SetStreams { peer, id, streams } => {
+                self.connmgr.set_streams(&peer, id, streams);
+            }
         }
     }
 
@@ -431,6 +437,9 @@ impl NetworkBehaviour for Behaviour {
         if let Some(input) = input {
             self.machine.handle(now, input);
         }
+        if let Some(rm) = &self.rcmgr {
+            self.streams.on_swarm_event(rm, &event);
+        }
         self.inner.on_swarm_event(event);
         self.drain();
     }
@@ -455,6 +464,12 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
+            // Stream counts first, so that a trim that is due ranks peers by them.
+            if let Some(rm) = &self.rcmgr {
+                for input in self.streams.inputs(rm) {
+                    self.machine.handle(now, input);
+                }
+            }
             self.machine.handle_timeout(now);
             self.drain();
             // A waiter whose cycle ended is resolved by dropping its sender.

@@ -179,6 +179,13 @@ impl Handle {
         still
     }
 
+    /// Reports the open streams of a connection, for trimming: among peers of equal value, those
+    /// with fewer streams are closed first (go `connmgr`). `peerage::Behaviour` reports them
+    /// from the muxer's counts ([`rcmgr::Muxer`](crate::rcmgr::Muxer)).
+    pub fn set_streams(&self, peer: &PeerId, id: ConnectionId, streams: u32) {
+        self.lock().core.set_streams(peer, id, streams);
+    }
+
     /// Whether the peer is protected under `tag`, or any tag if empty (go `IsProtected`).
     pub fn is_protected(&self, peer: &PeerId, tag: &str) -> bool {
         self.lock().core.is_protected(peer, tag)

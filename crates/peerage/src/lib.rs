@@ -58,6 +58,7 @@ mod keep_alive;
 pub mod peers_file;
 pub mod pex;
 pub mod rcmgr;
+mod streams;
 mod timer;
 
 pub use peerage_core::{

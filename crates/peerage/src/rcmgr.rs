@@ -33,7 +33,7 @@ use std::{
     time::Instant,
 };
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, ready};
 use libp2p::{
     Multiaddr, PeerId, Transport,
     core::{
@@ -63,12 +63,16 @@ pub use peerage_core::rcmgr::*;
 /// `initialStreamWindow` and rust-yamux's `DEFAULT_CREDIT`.
 pub const STREAM_WINDOW: u64 = 256 * 1024;
 
-/// go-libp2p's default limits scaled to this machine, as go `AutoScale`: an eighth of the total
-/// memory and half of the file-descriptor limit (the soft `RLIMIT_NOFILE`; 1024 where it cannot
-/// be read).
+/// go-libp2p's default limits with the default service limits
+/// ([`ScalingLimitConfig::with_default_service_limits`]: identify, ping, peer exchange) scaled
+/// to this machine, as go-libp2p's default resource manager (`SetDefaultServiceLimits`, then
+/// `AutoScale`): an eighth of the total memory and half of the file-descriptor limit (the soft
+/// `RLIMIT_NOFILE`; 1024 where it cannot be read).
 pub fn auto_scale() -> LimitConfig {
     let (memory, fds) = machine();
-    ScalingLimitConfig::default().scale(memory / 8, fds / 2)
+    ScalingLimitConfig::default()
+        .with_default_service_limits()
+        .scale(memory / 8, fds / 2)
 }
 
 /// Total memory in bytes and the file-descriptor limit.
@@ -169,32 +173,44 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// A muxer that counts every stream in the [`ResourceManager`] and reserves its receive window
-/// ([`STREAM_WINDOW`]); an inbound stream beyond the limits is reset, an outbound one fails with
-/// the refusal (an `io::Error` wrapping the [`Error`]).
+/// A muxer that charges every stream to the [`ResourceManager`]: opened in the peer and system
+/// scopes with its receive window ([`STREAM_WINDOW`]) reserved in the peer scope, then moved into
+/// its protocol's scopes (and its service's) once the multistream-select negotiation read on
+/// the stream names it ([`multistream::Sniffer`]), and counted for the connection manager
+/// ([`StreamCounter`]). A stream beyond the limits when it opens is reset (inbound) or fails
+/// with the refusal (outbound, an `io::Error` wrapping the [`Error`]); a stream refused by its
+/// protocol's or service's scopes is reset there and then. The connection and its other
+/// streams are untouched either way (go-yamux tears down the whole session when a window
+/// reservation fails).
 pub struct Muxer {
     inner: StreamMuxerBox,
-    rcmgr: ResourceManager,
-    peer: PeerId,
+    counter: StreamCounter,
     /// Reserved for the outbound stream being opened.
     pending: Option<(StreamScope, Reservation)>,
 }
 
 impl Muxer {
-    /// Wraps the muxer of a connection with `peer`.
-    pub fn new(inner: StreamMuxerBox, rcmgr: ResourceManager, peer: PeerId) -> Self {
+    /// Wraps the muxer of a connection with `peer`, whose remote address is `remote` (libp2p's
+    /// `ConnectedPoint::get_remote_address`, by which the node finds the connection's stream
+    /// counts: [`ResourceManager::claim_stream_counter`]).
+    pub fn new(
+        inner: StreamMuxerBox,
+        rcmgr: &ResourceManager,
+        peer: PeerId,
+        remote: Multiaddr,
+    ) -> Self {
         Muxer {
             inner,
-            rcmgr,
-            peer,
+            counter: rcmgr.stream_counter(peer, remote),
             pending: None,
         }
     }
 
-    fn reserve(&self, dir: Direction) -> Result<(StreamScope, Reservation), Error> {
-        let scope = self.rcmgr.open_muxer_stream(self.peer, dir)?;
-        let window = scope.reserve_memory(STREAM_WINDOW, Priority::ALWAYS)?;
-        Ok((scope, window))
+    fn open(&self, dir: Direction, stream: SubstreamBox) -> Substream {
+        match self.counter.open_stream(dir, STREAM_WINDOW) {
+            Ok((scope, window)) => Substream::open(stream, dir, scope, window),
+            Err(e) => Substream::Refused(e),
+        }
     }
 }
 
@@ -212,19 +228,12 @@ impl StreamMuxer for Muxer {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
-            match self.reserve(Direction::Inbound) {
-                Ok((scope, window)) => {
-                    return Poll::Ready(Ok(Substream::Open {
-                        inner: stream,
-                        _window: window,
-                        _scope: scope,
-                    }));
+            match self.open(Direction::Inbound, stream) {
+                // Dropping an open yamux stream (inside the refusal) resets it.
+                Substream::Refused(e) => {
+                    tracing::debug!(target: "rcmgr", error = %e, "inbound stream reset");
                 }
-                // Dropping an open yamux stream resets it.
-                Err(e) => {
-                    tracing::debug!(target: "rcmgr", peer = %self.peer, error = %e, "inbound stream reset");
-                    drop(stream);
-                }
+                open => return Poll::Ready(Ok(open)),
             }
         }
     }
@@ -234,10 +243,10 @@ impl StreamMuxer for Muxer {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Substream, io::Error>> {
         if self.pending.is_none() {
-            match self.reserve(Direction::Outbound) {
+            match self.counter.open_stream(Direction::Outbound, STREAM_WINDOW) {
                 Ok(reserved) => self.pending = Some(reserved),
                 Err(e) => {
-                    tracing::debug!(target: "rcmgr", peer = %self.peer, error = %e, "outbound stream refused");
+                    tracing::debug!(target: "rcmgr", error = %e, "outbound stream refused");
                     return Poll::Ready(Ok(Substream::Refused(e)));
                 }
             }
@@ -251,11 +260,12 @@ impl StreamMuxer for Muxer {
             Poll::Pending => return Poll::Pending,
         };
         let (scope, window) = self.pending.take().expect("reserved above");
-        Poll::Ready(Ok(Substream::Open {
-            inner: stream,
-            _window: window,
-            _scope: scope,
-        }))
+        Poll::Ready(Ok(Substream::open(
+            stream,
+            Direction::Outbound,
+            scope,
+            window,
+        )))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
@@ -276,18 +286,70 @@ pub enum Substream {
     Open {
         /// The muxer's stream.
         inner: SubstreamBox,
-        /// Its receive window, released before the scope.
+        /// Its negotiation, read until it names the protocol.
+        sniffer: Option<multistream::Sniffer>,
+        /// Its receive window, reserved in the peer scope.
         _window: Reservation,
         /// Its scope.
-        _scope: StreamScope,
+        scope: StreamScope,
     },
     /// Refused by the resource manager: every read and write fails with the refusal.
     Refused(Error),
 }
 
 impl Substream {
+    fn open(inner: SubstreamBox, dir: Direction, scope: StreamScope, window: Reservation) -> Self {
+        let role = match dir {
+            Direction::Inbound => multistream::Role::Listener,
+            Direction::Outbound => multistream::Role::Dialer,
+        };
+        Substream::Open {
+            inner,
+            sniffer: Some(multistream::Sniffer::new(role)),
+            _window: window,
+            scope,
+        }
+    }
+
     fn refused(e: &Error) -> io::Error {
         io::Error::other(e.clone())
+    }
+
+    /// Feeds bytes that went by to the sniffer; on a refusal the stream is reset (its muxer
+    /// stream dropped) and every later call fails.
+    fn sniff(&mut self, wrote: bool, bytes: &[u8]) -> io::Result<()> {
+        let Substream::Open {
+            sniffer: sniffer @ Some(_),
+            scope,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let s = sniffer.as_mut().expect("matched Some");
+        let mut result = Ok(());
+        let apply = |event: multistream::Sniffed<'_>| {
+            if result.is_ok() {
+                result = scope.sniffed(event);
+            }
+        };
+        if wrote {
+            s.wrote(bytes, apply);
+        } else {
+            s.read(bytes, apply);
+        }
+        if s.is_done() {
+            *sniffer = None;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::debug!(target: "rcmgr", error = %e, "stream reset: its protocol is full");
+                let err = Substream::refused(&e);
+                *self = Substream::Refused(e);
+                Err(err)
+            }
+        }
     }
 }
 
@@ -297,10 +359,13 @@ impl AsyncRead for Substream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Substream::Open { inner, .. } => Pin::new(inner).poll_read(cx, buf),
-            Substream::Refused(e) => Poll::Ready(Err(Substream::refused(e))),
-        }
+        let this = self.get_mut();
+        let n = match this {
+            Substream::Open { inner, .. } => ready!(Pin::new(inner).poll_read(cx, buf))?,
+            Substream::Refused(e) => return Poll::Ready(Err(Substream::refused(e))),
+        };
+        this.sniff(false, &buf[..n])?;
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -310,10 +375,13 @@ impl AsyncWrite for Substream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Substream::Open { inner, .. } => Pin::new(inner).poll_write(cx, buf),
-            Substream::Refused(e) => Poll::Ready(Err(Substream::refused(e))),
-        }
+        let this = self.get_mut();
+        let n = match this {
+            Substream::Open { inner, .. } => ready!(Pin::new(inner).poll_write(cx, buf))?,
+            Substream::Refused(e) => return Poll::Ready(Err(Substream::refused(e))),
+        };
+        this.sniff(true, &buf[..n])?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -352,11 +420,12 @@ pub fn transport(
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     Ok(tcp
         .or_transport(quic)
-        .map(move |either, _| {
+        .map(move |either, endpoint| {
             let (peer, muxer) = either.into_inner();
+            let remote = endpoint.get_remote_address().clone();
             (
                 peer,
-                StreamMuxerBox::new(Muxer::new(muxer, rcmgr.clone(), peer)),
+                StreamMuxerBox::new(Muxer::new(muxer, &rcmgr, peer, remote)),
             )
         })
         .boxed())

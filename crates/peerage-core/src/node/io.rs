@@ -77,6 +77,18 @@ pub enum Input<C> {
         /// The round-trip time.
         rtt: Duration,
     },
+    /// The number of open streams on a connection changed (the muxer counts them:
+    /// `rcmgr::StreamCounter`). Passed on to the connection manager
+    /// ([`Command::SetStreams`]), whose trimming closes peers with fewer streams first among
+    /// equals, as go's `connmgr`.
+    Streams {
+        /// The connection.
+        id: C,
+        /// The peer.
+        peer: PeerId,
+        /// Its open streams now.
+        streams: u32,
+    },
     /// A peer asks for points. Answer with [`Command::AnswerPoints`] carrying `token`, or
     /// drop it ([`Command::DropRequest`]).
     PexRequest {
@@ -182,6 +194,16 @@ pub enum Command<C> {
     Exclude(C),
     /// Count the connection in the connection manager after all (a nacked connection admitted).
     Include(C),
+    /// Tell the connection manager a connection's open streams
+    /// (`connmgr::ConnManager::set_streams`).
+    SetStreams {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        id: C,
+        /// Its open streams.
+        streams: u32,
+    },
 }
 
 /// What the machine reports ([`Machine::poll_event`](super::Machine::poll_event)).

@@ -582,6 +582,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 self.own_record = None;
             }
             Input::Identified { peer, info } => self.on_identified(peer, info, now),
+            Input::Streams { id, peer, streams } => {
+                // Only connections the connection manager counts: not nacked ones (excluded)
+                // nor those of the last instant before closing.
+                if self.connections.get(&id).is_some_and(|c| !c.nacked) {
+                    self.commands
+                        .push_back(Command::SetStreams { peer, id, streams });
+                }
+            }
             Input::Ping { peer, rtt } => {
                 self.peerstore.record_latency(&peer, rtt);
                 if let Some(ewma) = self.peerstore.latency_ewma(&peer) {

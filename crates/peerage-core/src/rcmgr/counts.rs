@@ -56,9 +56,12 @@ impl StreamCounter {
         let mut s = mgr.lock();
         let scope = mgr.open_stream_in(&mut s, self.peer, dir, None)?;
         let peer_scope = s.acct.peer_scope(self.peer);
-        let reserved = s
-            .acct
-            .reserve(peer_scope, &ScopeStat::memory(window), Priority::ALWAYS, None);
+        let reserved = s.acct.reserve(
+            peer_scope,
+            &ScopeStat::memory(window),
+            Priority::ALWAYS,
+            None,
+        );
         if let Err(e) = reserved {
             // The scope's drop takes the lock.
             drop(s);

@@ -278,6 +278,33 @@ impl StreamScope {
         r
     }
 
+    /// Applies what a muxer's [`Sniffer`](super::multistream::Sniffer) learnt of the stream's
+    /// negotiation: a protocol we propose or accept is [attached](Self::attach) (go
+    /// `SetProtocol`, then `SetService` where configured); a refused proposal is
+    /// [cleared](Self::clear_protocol); a negotiation the sniffer gave up on is cleared and
+    /// counted in [`Stat::unattributed_streams`](super::Stat::unattributed_streams).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`attach`](Self::attach): the muxer then resets the stream (go resets it with
+    /// `StreamResourceLimitExceeded`), leaving the connection and its other streams alone.
+    pub fn sniffed(&mut self, event: super::multistream::Sniffed<'_>) -> Result<(), Error> {
+        use super::multistream::Sniffed;
+        match event {
+            Sniffed::Proposed(protocol) | Sniffed::Accepted(protocol) => self.attach(protocol),
+            Sniffed::Refused => {
+                self.clear_protocol();
+                Ok(())
+            }
+            Sniffed::Confirmed => Ok(()),
+            Sniffed::GaveUp => {
+                self.clear_protocol();
+                self.handle.mgr.lock().unattributed_streams += 1;
+                Ok(())
+            }
+        }
+    }
+
     /// The protocol set by [`set_protocol`](Self::set_protocol).
     pub fn protocol(&self) -> Option<String> {
         self.handle.read(|s| s.protocol.clone())

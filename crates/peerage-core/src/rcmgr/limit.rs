@@ -312,6 +312,67 @@ impl ScalingLimitConfig {
     pub fn scale(&self, memory: u64, fds: u64) -> LimitConfig {
         self.map(|l| l.scale(memory, fds))
     }
+
+    /// Adds the limits of the services a Peerage node runs: go-libp2p's
+    /// `SetDefaultServiceLimits` (`limits.go`, which go-libp2p applies before `AutoScale`) for
+    /// identify and ping, and Peerage's for peer exchange. Streams inbound/outbound/total,
+    /// then memory; above 128 MiB the increase is added per GiB of memory; service-peer and protocol-peer
+    /// limits do not grow:
+    ///
+    /// | scope | base | increase |
+    /// |---|---|---|
+    /// | service `libp2p.identify`; protocols `/ipfs/id/1.0.0`, `/ipfs/id/push/1.0.0` | 64/64/128, 4 MiB | 64/64/128, 4 MiB |
+    /// | its service-peer scope | 16/16/32, 1 MiB | – |
+    /// | the protocols' protocol-peer scopes | 16/16/32, 32 × (256 MiB + 16 KiB) | – |
+    /// | service `libp2p.ping`; protocol `/ipfs/ping/1.0.0` | 64/64/64, 4 MiB | 64/64/64, 4 MiB |
+    /// | their service-peer and protocol-peer scopes | 2/3/4, 32 × (256 MiB + 16 KiB) | – |
+    /// | service `peerage.pex`; protocol `/peerage/pex/1.0.0` | 1024/1024/2048, 16 MiB | 1024/1024/2048, 16 MiB |
+    /// | their service-peer and protocol-peer scopes | 4/4/8, 1 MiB | – |
+    ///
+    /// Peer exchange: a node asks each peer at most once per round and answers each peer at
+    /// most once per cooldown with one more request waiting, so an honest peer holds at most
+    /// two inbound streams and one outbound; 4 leaves room for a second connection. The
+    /// service-wide limit only bounds the total, at a node answering a thousand peers at once.
+    pub fn with_default_service_limits(mut self) -> Self {
+        let (k, m) = (1 << 10, MIB);
+        let window = 32 * (256 * MIB + 16 * k);
+        let limit = |streams: [u64; 3], memory: u64, inc: [u64; 3], inc_memory: u64| ScaledLimit {
+            base: counts([0; 3], streams, memory, 0),
+            increase: increase([0; 3], inc, inc_memory, 0.0),
+        };
+        let fixed = |streams: [u64; 3], memory: u64| limit(streams, memory, [0; 3], 0);
+        let identify = limit([64, 64, 128], 4 * m, [64, 64, 128], 4 * m);
+        self.service
+            .insert(super::IDENTIFY_SERVICE.into(), identify);
+        self.service_peer
+            .insert(super::IDENTIFY_SERVICE.into(), fixed([16, 16, 32], m));
+        for p in super::IDENTIFY_PROTOCOLS {
+            self.protocol.insert(p.into(), identify);
+            self.protocol_peer
+                .insert(p.into(), fixed([16, 16, 32], window));
+        }
+        let services = [
+            (
+                super::PING_SERVICE,
+                super::PING_PROTOCOL,
+                limit([64, 64, 64], 4 * m, [64, 64, 64], 4 * m),
+                fixed([2, 3, 4], window),
+            ),
+            (
+                super::PEX_SERVICE,
+                super::PEX_PROTOCOL,
+                limit([1024, 1024, 2048], 16 * m, [1024, 1024, 2048], 16 * m),
+                fixed([4, 4, 8], m),
+            ),
+        ];
+        for (service, protocol, all, per_peer) in services {
+            self.service.insert(service.into(), all);
+            self.protocol.insert(protocol.into(), all);
+            self.service_peer.insert(service.into(), per_peer);
+            self.protocol_peer.insert(protocol.into(), per_peer);
+        }
+        self
+    }
 }
 
 fn counts(conns: [u64; 3], streams: [u64; 3], memory: u64, fd: u64) -> BaseLimit {

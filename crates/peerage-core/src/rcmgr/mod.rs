@@ -605,11 +605,6 @@ impl ResourceManager {
         self.lock().counts.take(out);
     }
 
-    /// Counts a stream whose protocol the muxer could not learn (see [`multistream`]).
-    pub fn count_unattributed_stream(&self) {
-        self.lock().unattributed_streams += 1;
-    }
-
     fn open_stream_in(
         &self,
         s: &mut State,
@@ -782,13 +777,15 @@ impl ResourceManager {
         let mut blocked: Vec<BlockedCount> = a
             .blocked
             .iter()
-            .map(|((scope, direction, resource, protocol), &count)| BlockedCount {
-                scope,
-                direction: *direction,
-                resource: *resource,
-                protocol: protocol.clone(),
-                count,
-            })
+            .map(
+                |((scope, direction, resource, protocol), &count)| BlockedCount {
+                    scope,
+                    direction: *direction,
+                    resource: *resource,
+                    protocol: protocol.clone(),
+                    count,
+                },
+            )
             .collect();
         blocked.sort_by(|a, b| {
             (a.scope, a.direction, a.resource, &a.protocol).cmp(&(

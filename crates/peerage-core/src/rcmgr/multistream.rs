@@ -82,7 +82,11 @@ struct Frames {
 
 enum Piece<'b> {
     /// Part of a body (of a message of `len` bytes), and whether it ends it.
-    Body { bytes: &'b [u8], len: usize, end: bool },
+    Body {
+        bytes: &'b [u8],
+        len: usize,
+        end: bool,
+    },
     /// A length of 0, above [`MAX_MESSAGE`], or a varint too long for one.
     Bad,
 }
@@ -228,11 +232,12 @@ impl Sniffer {
                 Piece::Bad => return self.give_up(&mut f),
             };
             if self.write == Phase::Header {
+                // A wrong header is given up on at its first wrong byte.
                 self.out_header.feed(HEADER, body);
+                if self.out_header.differs || (end && !self.out_header.matches(HEADER)) {
+                    return self.give_up(&mut f);
+                }
                 if end {
-                    if !self.out_header.matches(HEADER) {
-                        return self.give_up(&mut f);
-                    }
                     self.write = Phase::Messages;
                 }
                 continue;
@@ -301,12 +306,10 @@ impl Sniffer {
             };
             if !self.read_header {
                 self.in_header.feed(HEADER, body);
-                if end {
-                    if !self.in_header.matches(HEADER) {
-                        return self.give_up(&mut f);
-                    }
-                    self.read_header = true;
+                if self.in_header.differs || (end && !self.in_header.matches(HEADER)) {
+                    return self.give_up(&mut f);
                 }
+                self.read_header = end;
                 continue;
             }
             // An answer with no proposal out breaks the protocol.
@@ -394,6 +397,98 @@ mod tests {
         evs
     }
 
+    /// Feeds each script step split at the given cut points (modulo its length).
+    fn run_cut(role: Role, script: &[(bool, Vec<u8>)], cuts: &[usize]) -> Vec<Ev> {
+        let mut s = Sniffer::new(role);
+        let mut evs = Vec::new();
+        let mut cuts = cuts.iter().cycle();
+        for (wrote, bytes) in script {
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = 1 + cuts.next().copied().unwrap_or(0) % rest.len();
+                let (piece, tail) = rest.split_at(n);
+                rest = tail;
+                if *wrote {
+                    s.wrote(piece, |e| evs.push(own(e)));
+                } else {
+                    s.read(piece, |e| evs.push(own(e)));
+                }
+            }
+        }
+        evs
+    }
+
+    /// Nothing follows an event that ends the negotiation.
+    fn well_formed(evs: &[Ev]) -> bool {
+        evs.iter()
+            .position(|e| matches!(e, Ev::Confirmed | Ev::Accepted(_) | Ev::GaveUp))
+            .is_none_or(|i| i == evs.len() - 1)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            steps in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                0..8,
+            ),
+            cuts in proptest::collection::vec(0usize..64, 1..16),
+            dialer in proptest::bool::ANY,
+        ) {
+            let role = if dialer { Role::Dialer } else { Role::Listener };
+            let evs = run_cut(role, &steps, &cuts);
+            proptest::prop_assert!(well_formed(&evs), "{evs:?}");
+        }
+
+        #[test]
+        fn a_valid_negotiation_is_found_however_it_is_split(
+            refused in proptest::collection::vec("/[a-z0-9/._-]{0,40}", 0..=7),
+            chosen in "/[a-z0-9/._-]{0,1023}",
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            lazy in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0usize..2048, 1..16),
+        ) {
+            let h = msg("/multistream/1.0.0");
+            // The dialer's side: each proposal refused, then the chosen one echoed.
+            let mut script = vec![(true, h.clone()), (false, h.clone())];
+            for p in &refused {
+                script.push((true, msg(p)));
+                script.push((false, msg("na")));
+            }
+            if lazy {
+                script.push((true, cat(&[&msg(&chosen), &data])));
+                script.push((false, cat(&[&msg(&chosen), &data])));
+            } else {
+                script.push((true, msg(&chosen)));
+                script.push((false, cat(&[&msg(&chosen), &data])));
+                script.push((true, data.clone()));
+            }
+            let mut want = Vec::new();
+            for p in &refused {
+                want.push(Ev::Proposed(p.clone()));
+                want.push(Ev::Refused);
+            }
+            want.push(Ev::Proposed(chosen.clone()));
+            want.push(Ev::Confirmed);
+            proptest::prop_assert_eq!(run_cut(Role::Dialer, &script, &cuts), want);
+
+            // The listener's side of the same negotiation.
+            let mut proposals = h.clone();
+            let mut answers = h.clone();
+            for p in &refused {
+                proposals.extend(msg(p));
+                answers.extend(msg("na"));
+            }
+            proposals.extend(msg(&chosen));
+            answers.extend(cat(&[&msg(&chosen), &data]));
+            let script = [(false, proposals), (true, answers)];
+            proptest::prop_assert_eq!(
+                run_cut(Role::Listener, &script, &cuts),
+                vec![Ev::Accepted(chosen.clone())]
+            );
+        }
+    }
+
     #[test]
     fn dialer_v1_with_a_refusal_then_an_acceptance() {
         let h = msg("/multistream/1.0.0");
@@ -475,7 +570,11 @@ mod tests {
         assert_eq!(evs[16], Ev::GaveUp);
         // Not multistream-select at all; `ls`; an answer that is neither `na` nor the echo.
         assert_eq!(
-            run(Role::Dialer, &[(true, b"GET / HTTP/1.1\r\n".to_vec())], 1000),
+            run(
+                Role::Dialer,
+                &[(true, b"GET / HTTP/1.1\r\n".to_vec())],
+                1000
+            ),
             [Ev::GaveUp]
         );
         assert_eq!(
@@ -485,7 +584,10 @@ mod tests {
         assert_eq!(
             run(
                 Role::Dialer,
-                &[(true, cat(&[&h, &msg("/a")])), (false, cat(&[&h, &msg("/b")]))],
+                &[
+                    (true, cat(&[&h, &msg("/a")])),
+                    (false, cat(&[&h, &msg("/b")]))
+                ],
                 1000
             ),
             [Ev::Proposed("/a".into()), Ev::GaveUp]

@@ -1545,3 +1545,164 @@ fn bad_config_is_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("burst"), "{e}");
 }
+
+/// A muxer's stream, opened through a connection's counter.
+fn counted(rm: &ResourceManager, peer: PeerId) -> StreamCounter {
+    rm.stream_counter(peer, "/ip4/1.2.3.4/tcp/1".parse().unwrap())
+}
+
+#[test]
+fn muxer_window_is_charged_to_the_peer_not_to_the_protocol() {
+    let rm = manager(LimitConfig::unlimited());
+    let peer = PeerId::random();
+    let counter = counted(&rm, peer);
+    let (mut s, window) = counter.open_stream(Direction::Inbound, 1000).unwrap();
+    assert_eq!(window.bytes(), 1000);
+    s.attach(PING_PROTOCOL).unwrap();
+    let st = rm.stat();
+    assert_eq!(st.peers[&peer.to_base58()].usage.memory, 1000);
+    assert_eq!(st.protocols[PING_PROTOCOL].usage.memory, 0);
+    assert_eq!(st.protocols[PING_PROTOCOL].usage.streams_inbound, 1);
+    assert_eq!(st.services[PING_SERVICE].usage.streams_inbound, 1);
+    drop((s, window));
+    let st = rm.stat();
+    assert_eq!(st.system.usage, ScopeStat::default());
+    assert!(st.protocols.is_empty());
+}
+
+#[test]
+fn protocol_peer_limit_refuses_with_the_protocol_named() {
+    // A Kubo-style file: one inbound ping stream per peer.
+    let rm = manager(LimitConfig::unlimited().with_protocol_peer(PING_PROTOCOL, streams(1, 8, 8)));
+    let peer = PeerId::random();
+    let counter = counted(&rm, peer);
+    let (mut a, _wa) = counter.open_stream(Direction::Inbound, 0).unwrap();
+    let (mut b, _wb) = counter.open_stream(Direction::Inbound, 0).unwrap();
+    let (mut c, _wc) = counter.open_stream(Direction::Inbound, 0).unwrap();
+    a.attach(PING_PROTOCOL).unwrap();
+    let e = b.attach(PING_PROTOCOL).unwrap_err();
+    assert!(
+        e.to_string().contains("protocol:/ipfs/ping/1.0.0.peer:"),
+        "{e}"
+    );
+    // Another protocol of the same peer is unaffected.
+    c.attach("/other/1").unwrap();
+    let st = rm.stat();
+    let blocked: Vec<_> = st
+        .blocked
+        .iter()
+        .map(|b| (b.scope, b.protocol.as_deref(), b.count))
+        .collect();
+    assert_eq!(blocked, [("protocol-peer", Some(PING_PROTOCOL), 1)]);
+    assert_eq!(st.protocols[PING_PROTOCOL].usage.streams_inbound, 1);
+    assert_eq!(st.protocols["/other/1"].usage.streams_inbound, 1);
+}
+
+#[test]
+fn service_limits_apply_through_the_configured_map() {
+    let limits = LimitConfig::unlimited().with_service_peer(PING_SERVICE, streams(8, 1, 8));
+    let rm = manager(limits);
+    let peer = PeerId::random();
+    let counter = counted(&rm, peer);
+    let (mut a, _wa) = counter.open_stream(Direction::Outbound, 0).unwrap();
+    let (mut b, _wb) = counter.open_stream(Direction::Outbound, 0).unwrap();
+    a.attach(PING_PROTOCOL).unwrap();
+    let e = b.attach(PING_PROTOCOL).unwrap_err();
+    assert!(e.to_string().contains("service:libp2p.ping.peer:"), "{e}");
+    assert_eq!(
+        rm.stat().blocked[0].protocol.as_deref(),
+        Some(PING_PROTOCOL),
+        "a service refusal names the protocol too"
+    );
+    // Without the map entry, no service scope is involved.
+    let config = Config::default()
+        .with_limits(LimitConfig::unlimited().with_service_peer(PING_SERVICE, streams(8, 0, 8)))
+        .with_service(PING_PROTOCOL, "");
+    let rm = ResourceManager::new(config).unwrap();
+    let counter = counted(&rm, peer);
+    let (mut s, _w) = counter.open_stream(Direction::Outbound, 0).unwrap();
+    s.attach(PING_PROTOCOL).unwrap();
+    assert!(rm.stat().services.is_empty());
+}
+
+#[test]
+fn a_refused_proposal_is_released_and_the_next_one_charged() {
+    use super::multistream::Sniffed;
+    let rm = manager(LimitConfig::unlimited());
+    let peer = PeerId::random();
+    let counter = counted(&rm, peer);
+    let (mut s, _w) = counter.open_stream(Direction::Outbound, 0).unwrap();
+    s.sniffed(Sniffed::Proposed("/a/1")).unwrap();
+    assert_eq!(rm.stat().protocols["/a/1"].usage.streams_outbound, 1);
+    s.sniffed(Sniffed::Refused).unwrap();
+    let st = rm.stat();
+    assert!(st.protocols.is_empty(), "{:?}", st.protocols);
+    assert_eq!(st.peers[&peer.to_base58()].usage.streams_outbound, 1);
+    s.sniffed(Sniffed::Proposed(PING_PROTOCOL)).unwrap();
+    s.sniffed(Sniffed::Confirmed).unwrap();
+    assert_eq!(s.protocol().as_deref(), Some(PING_PROTOCOL));
+    assert_eq!(rm.stat().services[PING_SERVICE].usage.streams_outbound, 1);
+    // Giving up leaves the stream in its peer scope and counts it.
+    let (mut t, _w) = counter.open_stream(Direction::Inbound, 0).unwrap();
+    t.sniffed(Sniffed::GaveUp).unwrap();
+    let st = rm.stat();
+    assert_eq!(st.unattributed_streams, 1);
+    assert_eq!(st.peers[&peer.to_base58()].usage.streams_inbound, 1);
+}
+
+#[test]
+fn stream_counts_reach_whoever_claimed_the_connection() {
+    let rm = manager(LimitConfig::unlimited());
+    let peer = PeerId::random();
+    let remote: Multiaddr = "/ip4/1.2.3.4/tcp/1".parse().unwrap();
+    let counter = rm.stream_counter(peer, remote.clone());
+    let mut out = Vec::new();
+    let a = counter.open_stream(Direction::Inbound, 0).unwrap();
+    rm.take_stream_counts(&mut out);
+    assert!(out.is_empty(), "not reported before the claim");
+    let id = rm.claim_stream_counter(peer, &remote).unwrap();
+    assert_eq!(id, counter.id());
+    assert_eq!(rm.claim_stream_counter(peer, &remote), None, "claimed once");
+    let b = counter.open_stream(Direction::Outbound, 0).unwrap();
+    let c = counter.open_stream(Direction::Outbound, 0).unwrap();
+    drop(c);
+    rm.take_stream_counts(&mut out);
+    assert_eq!(out, [(id, 2)], "one report per change, with the count now");
+    out.clear();
+    drop((a, b));
+    rm.take_stream_counts(&mut out);
+    assert_eq!(out, [(id, 0)]);
+    // A counter dropped unclaimed leaves nothing behind.
+    let other = rm.stream_counter(peer, remote.clone());
+    drop(other);
+    assert_eq!(rm.claim_stream_counter(peer, &remote), None);
+}
+
+#[test]
+fn default_service_limits_are_gos() {
+    let l = ScalingLimitConfig::default()
+        .with_default_service_limits()
+        .scale(128 << 20, 256);
+    let counts = |b: &BaseLimit| (b.streams_inbound, b.streams_outbound, b.streams, b.memory);
+    assert_eq!(counts(l.service(IDENTIFY_SERVICE)), (64, 64, 128, 4 << 20));
+    assert_eq!(
+        counts(l.service_peer(IDENTIFY_SERVICE)),
+        (16, 16, 32, 1 << 20)
+    );
+    assert_eq!(
+        counts(l.protocol("/ipfs/id/push/1.0.0")),
+        (64, 64, 128, 4 << 20)
+    );
+    assert_eq!(counts(l.service(PING_SERVICE)), (64, 64, 64, 4 << 20));
+    assert_eq!(
+        counts(l.protocol_peer(PING_PROTOCOL)),
+        (2, 3, 4, 32 * ((256 << 20) + (16 << 10)))
+    );
+    assert_eq!(counts(l.protocol_peer(PEX_PROTOCOL)), (4, 4, 8, 1 << 20));
+    // Scaled to 1 GiB: above 128 MiB, go adds the increase per GiB of the whole memory.
+    let l = ScalingLimitConfig::default()
+        .with_default_service_limits()
+        .scale(1 << 30, 256);
+    assert_eq!(l.service(IDENTIFY_SERVICE).streams, 128 + 128);
+    assert_eq!(l.service_peer(IDENTIFY_SERVICE).streams, 32);
+}
