@@ -530,6 +530,7 @@ impl Collector for Metrics {
                         ("dir", dir),
                         ("scope", b.scope),
                         ("resource", b.resource.label()),
+                        ("protocol", b.protocol.as_deref().unwrap_or("")),
                     ]),
                     clamp(b.count),
                 )
@@ -563,9 +564,17 @@ impl Collector for Metrics {
         gauge_family(
             &mut encoder,
             "libp2p_rcmgr_blocked_resources",
-            "Refusals since start, by direction, refusing scope class and resource.",
+            "Refusals since start, by direction, refusing scope class, resource and, for a stream refused by its protocol's or service's scopes, the protocol.",
             &blocked,
         )?;
+        let unattributed = encoder.encode_descriptor(
+            "peerage_rcmgr_unattributed_streams",
+            "Streams whose protocol the muxer could not learn from their negotiation.",
+            None,
+            MetricType::Counter,
+        )?;
+        prometheus_client::metrics::counter::ConstCounter::new(st.unattributed_streams)
+            .encode(unattributed)?;
         gauge_family(
             &mut encoder,
             "libp2p_rcmgr_limit",

@@ -204,6 +204,177 @@ async fn streams_past_the_peer_limit_are_reset_and_the_rest_stays_healthy() {
     spawn_idle(hub);
 }
 
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Protocols {
+    ping: request_response::cbor::Behaviour<u32, u32>,
+    other: request_response::cbor::Behaviour<u32, u32>,
+}
+
+/// Two request-response protocols whose requests the hub may hold open: one on ping's protocol
+/// name (the limit is by name), one on another.
+fn protocols() -> Protocols {
+    let rr = |name| {
+        request_response::cbor::Behaviour::new(
+            [(
+                StreamProtocol::new(name),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+        )
+    };
+    Protocols {
+        ping: rr("/ipfs/ping/1.0.0"),
+        other: rr("/test/other/1"),
+    }
+}
+
+fn protocols_swarm(rm: ResourceManager) -> Swarm<Protocols> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| rcmgr::transport(key, rm, tcp::Config::default()).unwrap())
+        .unwrap()
+        .with_behaviour(|_| protocols())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+#[tokio::test]
+async fn a_protocol_peer_limit_resets_the_stream_past_it_and_nothing_else() {
+    // A Kubo-style limits file: one inbound stream per peer on ping's protocol.
+    let file = r#"{"ProtocolPeer": {"/ipfs/ping/1.0.0": {"StreamsInbound": 1}}}"#;
+    let limits = LimitConfig::from_json(file, &LimitConfig::default()).unwrap();
+    let hub_rm = manager(limits);
+    let mut hub = protocols_swarm(hub_rm.clone());
+    let hub_addr = support::listen(&mut hub).await;
+    let hub_id = *hub.local_peer_id();
+    let mut a = protocols_swarm(manager(LimitConfig::unlimited()));
+    a.dial(hub_addr).unwrap();
+    let a_id = *a.local_peer_id();
+
+    // A opens two ping streams at once, then one of another protocol; the hub holds them.
+    let mut held = Vec::new();
+    let mut failed = Vec::new();
+    let mut sent = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while !(held.len() == 2 && failed.len() == 1) {
+        tokio::select! {
+            _ = &mut deadline => panic!("timeout: held {held:?}, failed {failed:?}"),
+            e = hub.select_next_some() => match e {
+                SwarmEvent::Behaviour(ProtocolsEvent::Ping(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, request, .. }, ..
+                })) => held.push((request, Some(channel), None)),
+                SwarmEvent::Behaviour(ProtocolsEvent::Other(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, request, .. }, ..
+                })) => held.push((request, None, Some(channel))),
+                _ => {}
+            },
+            e = a.select_next_some() => match e {
+                SwarmEvent::ConnectionEstablished { .. } if !sent => {
+                    sent = true;
+                    a.behaviour_mut().ping.send_request(&hub_id, 1);
+                    a.behaviour_mut().ping.send_request(&hub_id, 2);
+                    a.behaviour_mut().other.send_request(&hub_id, 3);
+                }
+                SwarmEvent::Behaviour(ProtocolsEvent::Ping(
+                    request_response::Event::OutboundFailure { error, .. },
+                )) => failed.push(error.to_string()),
+                _ => {}
+            },
+        }
+    }
+    // The hub sees one ping stream and the other protocol's, per protocol, and the refusal
+    // named with its protocol.
+    let stat = hub_rm.stat();
+    assert_eq!(stat.protocols["/ipfs/ping/1.0.0"].usage.streams_inbound, 1);
+    assert_eq!(stat.protocols["/test/other/1"].usage.streams_inbound, 1);
+    assert_eq!(stat.peers[&a_id.to_base58()].usage.streams_inbound, 2);
+    let blocked: Vec<_> = stat
+        .blocked
+        .iter()
+        .map(|b| (b.scope, b.direction, b.protocol.as_deref(), b.count))
+        .collect();
+    assert_eq!(
+        blocked,
+        [(
+            "protocol-peer",
+            Some(Direction::Inbound),
+            Some("/ipfs/ping/1.0.0"),
+            1
+        )]
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    rcmgr::register_metrics(&hub_rm, &mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(r#"libp2p_rcmgr_blocked_resources{dir="inbound",scope="protocol-peer",resource="stream",protocol="/ipfs/ping/1.0.0"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"libp2p_rcmgr_streams{dir="inbound",scope="protocol",protocol="/ipfs/ping/1.0.0"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(hub.is_connected(&a_id), "the connection survives");
+
+    // Both held streams still work: their answers arrive; and a new ping stream passes once
+    // the first is released.
+    // Either ping request may have been the one refused: they race.
+    let held_ping = held.iter().find(|(_, p, _)| p.is_some()).unwrap().0;
+    for (request, ping, other) in held.drain(..) {
+        if let Some(channel) = ping {
+            hub.behaviour_mut()
+                .ping
+                .send_response(channel, request + 10)
+                .unwrap();
+        }
+        if let Some(channel) = other {
+            hub.behaviour_mut()
+                .other
+                .send_response(channel, request + 10)
+                .unwrap();
+        }
+    }
+    let mut answers = Vec::new();
+    let mut resent = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while answers.len() < 3 {
+        tokio::select! {
+            _ = &mut deadline => panic!("timeout: answers {answers:?}"),
+            e = hub.select_next_some() => {
+                if let SwarmEvent::Behaviour(ProtocolsEvent::Ping(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, request, .. }, ..
+                })) = e {
+                    hub.behaviour_mut().ping.send_response(channel, request + 10).unwrap();
+                }
+            }
+            e = a.select_next_some() => match e {
+                SwarmEvent::Behaviour(ProtocolsEvent::Ping(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. }, ..
+                }))
+                | SwarmEvent::Behaviour(ProtocolsEvent::Other(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. }, ..
+                })) => {
+                    answers.push(response);
+                    if !resent && answers.len() == 2 {
+                        resent = true;
+                        a.behaviour_mut().ping.send_request(&hub_id, 4);
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    answers.sort_unstable();
+    assert_eq!(answers, [held_ping + 10, 13, 14]);
+    assert!(hub.is_connected(&a_id));
+}
+
 /// A TCP transport that dials from a chosen source address (libp2p-tcp binds the unspecified
 /// address), for dialers at 127.0.0.2, 127.0.0.3, ...
 #[derive(Clone)]

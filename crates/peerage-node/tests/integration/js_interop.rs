@@ -253,3 +253,61 @@ async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
         "only {connected} of {PEERS} js peers still connected\n{report}"
     );
 }
+
+/// A Kubo-style limits file gives the peer-exchange protocol 2 inbound streams per peer; a
+/// js-libp2p peer opens 3 and holds them. The node learns each stream's protocol from its
+/// multistream-select negotiation: the third is reset, the first two stay open, and the
+/// connection survives (a ping still passes on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
+    assert_js_installed();
+    let file = r#"{"ProtocolPeer": {"/peerage/pex/1.0.0": {"StreamsInbound": 2}}}"#;
+    let mut config = NodeConfig::new(
+        Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        Bounds::from_connections(6),
+    );
+    config.limits =
+        Some(peerage::rcmgr::LimitConfig::from_json(file, &peerage::rcmgr::auto_scale()).unwrap());
+    let node = Node::start(config).await.unwrap();
+    let handle = node.handle;
+    let target = handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(handle.peer_id()));
+
+    let output = run_js(
+        "streams.mjs",
+        target,
+        vec![
+            ("SECS", "30".into()),
+            ("STREAMS", "3".into()),
+            ("HOLD_MS", "1500".into()),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "js peer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {stdout}"))
+            .to_owned()
+    };
+    assert_eq!(line("JS STREAM 1 "), "open", "{stdout}");
+    assert_eq!(line("JS STREAM 2 "), "open", "{stdout}");
+    let third = line("JS STREAM 3 ");
+    assert!(
+        third == "reset" || third.starts_with("error "),
+        "the third stream must be reset: {stdout}"
+    );
+    assert!(
+        !line("JS PING ").starts_with("failed"),
+        "the connection must survive: {stdout}"
+    );
+    assert_eq!(line("JS CONNECTIONS "), "1", "{stdout}");
+}
