@@ -575,3 +575,133 @@ async fn per_ip_limit_rate_limit_and_allowlist_with_distinct_source_addresses() 
     assert_eq!(stat.system.usage.conns_inbound, 3);
     assert_eq!(stat.allowlisted_system.usage.conns_inbound, 2);
 }
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Hub {
+    peerage: peerage::Behaviour,
+    hold: request_response::cbor::Behaviour<u32, u32>,
+}
+
+fn hold() -> request_response::cbor::Behaviour<u32, u32> {
+    request_response::cbor::Behaviour::new(
+        [(
+            StreamProtocol::new("/test/hold/1"),
+            request_response::ProtocolSupport::Full,
+        )],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+    )
+}
+
+/// The muxer counts each connection's streams and the node hands the counts to the connection
+/// manager: at equal tag values, a trim closes the idle peer and keeps the one holding streams,
+/// although the idle one connected first (the newest peer goes first among equals otherwise).
+#[tokio::test]
+async fn a_trim_closes_an_idle_peer_before_a_stream_heavy_one() {
+    let rm = manager(LimitConfig::unlimited());
+    let connmgr = peerage::connmgr::Config::new()
+        .with_watermarks(1, 4)
+        .with_grace_period(Duration::ZERO);
+    let config = peerage::Config::new()
+        .with_maintenance(
+            peerage::maintenance::Config::new()
+                .with_bounds(peerage::maintenance::Bounds::new(1, 1, 4).unwrap()),
+        )
+        .with_connmgr(connmgr)
+        .unwrap()
+        .with_resource_manager(rm.clone());
+    let rm2 = rm.clone();
+    let mut hub = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| rcmgr::transport(key, rm2, tcp::Config::default()).unwrap())
+        .unwrap()
+        .with_behaviour(|key| Hub {
+            peerage: peerage::Behaviour::new(key, config),
+            hold: hold(),
+        })
+        .unwrap()
+        .build();
+    let hub_addr = support::listen(&mut hub).await;
+    let hub_id = *hub.local_peer_id();
+    let dialer = || {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| hold())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    };
+    let (mut idle, mut heavy) = (dialer(), dialer());
+    let (idle_id, heavy_id) = (*idle.local_peer_id(), *heavy.local_peer_id());
+
+    idle.dial(hub_addr.clone()).unwrap();
+    let mut held = Vec::new();
+    let mut heavy_dialed = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    // The idle peer connects first; then the heavy one, which opens 3 streams the hub holds.
+    while held.len() < 3 || hub.behaviour().peerage.connmgr().info().connections < 2 {
+        tokio::select! {
+            _ = &mut deadline => panic!("timeout: held {}", held.len()),
+            e = hub.select_next_some() => match e {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == idle_id && !heavy_dialed => {
+                    heavy_dialed = true;
+                    heavy.dial(hub_addr.clone()).unwrap();
+                }
+                SwarmEvent::Behaviour(HubEvent::Hold(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. }, ..
+                })) => held.push(channel),
+                _ => {}
+            },
+            e = heavy.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { .. } = e {
+                    for i in 0..3 {
+                        heavy.behaviour_mut().send_request(&hub_id, i);
+                    }
+                }
+            }
+            _ = idle.select_next_some() => {}
+        }
+    }
+    // Let the hub poll once more, so that the counts reach the connection manager.
+    let settle = tokio::time::sleep(Duration::from_millis(300));
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = &mut settle => break,
+            _ = hub.select_next_some() => {}
+            _ = heavy.select_next_some() => {}
+            _ = idle.select_next_some() => {}
+        }
+    }
+    let cm = hub.behaviour().peerage.connmgr();
+    assert_eq!(cm.tag_value(&idle_id), cm.tag_value(&heavy_id));
+    assert_eq!(
+        cm.close_order(&[heavy_id, idle_id], std::time::Instant::now()),
+        [idle_id, heavy_id],
+        "the idle peer ranks lowest"
+    );
+    // A trim to the low watermark of 1 closes the idle peer only.
+    let trim = cm.trim_open_conns();
+    tokio::pin!(trim);
+    let mut trimmed = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(20));
+    tokio::pin!(deadline);
+    while hub.is_connected(&idle_id) {
+        tokio::select! {
+            _ = &mut deadline => panic!("the idle peer was not trimmed"),
+            _ = &mut trim, if !trimmed => trimmed = true,
+            _ = hub.select_next_some() => {}
+            _ = heavy.select_next_some() => {}
+            _ = idle.select_next_some() => {}
+        }
+    }
+    assert!(hub.is_connected(&heavy_id), "the stream-heavy peer stays");
+    drop(held);
+}

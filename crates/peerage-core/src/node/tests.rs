@@ -807,3 +807,44 @@ fn the_resource_manager_is_asked_at_its_places_in_the_order_and_released_once_do
             .is_none_or(|p| p.state() == pool::peer::State::Disconnected)
     );
 }
+
+#[test]
+fn stream_counts_go_to_the_connection_manager_for_counted_connections_only() {
+    let now = Instant::now();
+    // 1/2/3: max_threshold is 3.
+    let bounds = crate::maintenance::Bounds::new(1, 2, 3).unwrap();
+    let mut m = machine(
+        Config::new()
+            .with_bounds(bounds)
+            .with_maintenance_enabled(false),
+        now,
+    );
+    for i in 1..=3 {
+        assert_eq!(
+            establish(&mut m, u64::from(i), i, true, now),
+            Admission::Accepted
+        );
+    }
+    drain(&mut m);
+    let streams = |id, i, streams| Input::Streams {
+        id,
+        peer: peer(i),
+        streams,
+    };
+    m.handle(now, streams(1, 1, 3));
+    assert_eq!(
+        drain(&mut m),
+        vec![Command::SetStreams {
+            peer: peer(1),
+            id: 1,
+            streams: 3
+        }]
+    );
+    // A nacked connection is left out of the connection manager, and so are its streams; so
+    // is a connection the machine does not know.
+    assert_eq!(establish(&mut m, 4, 4, true, now), Admission::Nacked);
+    drain(&mut m);
+    m.handle(now, streams(4, 4, 5));
+    m.handle(now, streams(9, 9, 1));
+    assert!(drain(&mut m).is_empty());
+}
