@@ -15,16 +15,28 @@
 //!   [`rcmgr::Error`](Error) that `ConnectionDenied::downcast` gives back. The scope is released
 //!   when the connection closes or fails.
 //! - **Streams**: [`Muxer`] wraps a connection's muxer. Each stream opens a scope in the peer and
-//!   system scopes and reserves its receive window (256 KiB, go-yamux's `initialStreamWindow`) at
-//!   priority [`Priority::ALWAYS`]; an inbound stream beyond the limits is reset, an outbound one
-//!   fails with the error. The connection and the other streams are untouched (go-yamux tears
-//!   down the whole session when a window reservation fails).
-//! - **Services and protocols** reserve memory through [`ResourceManager::view_service`],
+//!   system scopes and reserves its receive window (256 KiB, go-yamux's `initialStreamWindow`)
+//!   in the peer scope at priority [`Priority::ALWAYS`] (go-yamux takes a span of the peer
+//!   scope); an inbound stream beyond the limits is reset, an outbound one fails with the error.
+//!   The connection and the other streams are untouched (go-yamux tears down the whole session
+//!   when a window reservation fails).
+//! - **Protocols and services of streams**: the muxer reads each stream's multistream-select
+//!   negotiation as its bytes go by ([`multistream::Sniffer`]; nothing is changed, buffered or
+//!   delayed) and, once it names the protocol, moves the stream into the protocol and
+//!   protocol-peer scopes and, if [`Config::with_service`] names one, the service and
+//!   service-peer scopes ([`StreamScope::sniffed`]; go calls `SetProtocol` after negotiating and
+//!   each service calls `SetService`). A stream we propose lazily (rust-libp2p's `V1Lazy`) is
+//!   charged when proposed and released if the remote answers `na`; an inbound stream is
+//!   charged when we accept it, so a remote never names a scope. A refusal resets that stream
+//!   only, and is counted in `libp2p_rcmgr_blocked_resources` with its protocol. A negotiation
+//!   past go-multistream's bounds (names over 1,024 bytes, more than 8 proposals) leaves the
+//!   stream in its peer scope, counted in [`Stat::unattributed_streams`].
+//! - **Stream counts**: each connection's open streams are counted
+//!   ([`ResourceManager::stream_counter`]) and `peerage::Behaviour` hands them to the node
+//!   machine, which passes them to the connection manager: trims close peers without streams
+//!   first among equals, as go's.
+//! - **Services and protocols** also reserve memory through [`ResourceManager::view_service`],
 //!   [`ResourceManager::view_protocol`] and spans.
-//!
-//! The muxer sees streams before protocol negotiation, so it cannot attribute them to a
-//! protocol: per-protocol stream counts apply to streams opened through
-//! [`ResourceManager::open_stream`] and [`StreamScope::set_protocol`].
 
 use std::{
     io,

@@ -16,7 +16,8 @@
 //! | stream, opened ([`ResourceManager::open_stream`]) | peer, transient, system |
 //! | stream, after [`StreamScope::set_protocol`] | peer, protocol, protocol-peer, system |
 //! | stream, after [`StreamScope::set_service`] | the same plus service, service-peer |
-//! | stream of a muxer ([`ResourceManager::open_muxer_stream`]) | peer, system |
+//! | stream of a muxer ([`ResourceManager::open_muxer_stream`], [`StreamCounter::open_stream`]) | peer, system |
+//! | stream of a muxer, after [`StreamScope::attach`] (its negotiation read: [`multistream`]) | as after `set_protocol` (and `set_service`) |
 //!
 //! Moving a leaf (`set_peer`, `set_protocol`, `set_service`) charges its whole usage to the
 //! scopes it gains (memory at priority [`Priority::ALWAYS`]) and releases it from those it

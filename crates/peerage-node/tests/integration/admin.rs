@@ -359,6 +359,30 @@ async fn every_route_serves_the_node_and_reports_errors() {
     let (s, stat) = call(&router, Method::GET, "/rcmgr/stat", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(stat.is_object(), "{stat}");
+    // Every stream with B is attributed to its protocol (the muxer reads the negotiations):
+    // the protocols' counts add up to the peer's once no negotiation is under way, and ping's
+    // streams (one each way, held between pings) are among them.
+    let streams = |v: &Value, dir: &str| v[format!("streams_{dir}")].as_u64().unwrap();
+    let mut settled = None;
+    for _ in 0..100 {
+        let (_, stat) = call(&router, Method::GET, "/rcmgr/stat", None, None).await;
+        let peer = &stat["peers"][b_id.to_string()]["usage"];
+        let protocols = stat["protocols"].as_object().unwrap();
+        let sum = |dir| -> u64 { protocols.values().map(|p| streams(&p["usage"], dir)).sum() };
+        let ping = &stat["protocols"]["/ipfs/ping/1.0.0"]["usage"];
+        if !ping.is_null()
+            && streams(ping, "inbound") >= 1
+            && streams(ping, "outbound") >= 1
+            && sum("inbound") == streams(peer, "inbound")
+            && sum("outbound") == streams(peer, "outbound")
+        {
+            settled = Some(stat);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stat = settled.expect("per-protocol stream counts matching the peer's");
+    assert_eq!(stat["unattributed_streams"], 0, "{stat}");
     let (s, before) = call(&router, Method::GET, "/rcmgr/limits", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let (s, err) = call(
