@@ -1,5 +1,6 @@
 // Dials the multiaddr in argv[2] (ending in /p2p/<id>), waits for identify, opens STREAMS
-// streams of PROTOCOL one after the other and holds them without writing. After HOLD_MS it
+// streams of PROTOCOL one after the other and holds them without writing (PROTOCOL may be a
+// comma-separated list, proposed in turn on each stream until one is accepted). After HOLD_MS it
 // prints `JS STREAM <i> <status>` for each (`error <name>` if opening failed), pings the node
 // over the same connection (`JS PING <ms>` or `JS PING failed <name>`), prints
 // `JS CONNECTIONS <n>` and exits 0. Exits 2 after SECS seconds whatever happens.
@@ -13,7 +14,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 
 const secs = Number(process.env.SECS ?? 20)
 const count = Number(process.env.STREAMS ?? 3)
-const protocol = process.env.PROTOCOL ?? '/peerage/pex/1.0.0'
+const protocols = (process.env.PROTOCOL ?? '/peerage/pex/1.0.0').split(',')
 const guard = setTimeout(() => { console.error('JS TIMEOUT'); process.exit(2) }, secs * 1000)
 const target = multiaddr(process.argv[2])
 
@@ -30,7 +31,7 @@ await identified
 const streams = []
 for (let i = 0; i < count; i++) {
   try {
-    streams.push(await conn.newStream(protocol))
+    streams.push(await conn.newStream(protocols))
   } catch (err) {
     streams.push(err)
   }

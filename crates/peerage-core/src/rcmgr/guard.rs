@@ -286,8 +286,10 @@ impl StreamScope {
     ///
     /// # Errors
     ///
-    /// Those of [`attach`](Self::attach): the muxer then resets the stream (go resets it with
-    /// `StreamResourceLimitExceeded`), leaving the connection and its other streams alone.
+    /// Those of [`attach`](Self::attach), and [`Error::TooManyProposals`] when the remote
+    /// proposes more protocols than the sniffer reads (counted as unattributed too): the muxer
+    /// then resets the stream (go resets it with `StreamResourceLimitExceeded`), leaving the
+    /// connection and its other streams alone.
     pub fn sniffed(&mut self, event: super::multistream::Sniffed<'_>) -> Result<(), Error> {
         use super::multistream::Sniffed;
         match event {
@@ -301,6 +303,13 @@ impl StreamScope {
                 self.clear_protocol();
                 self.handle.mgr.lock().unattributed_streams += 1;
                 Ok(())
+            }
+            Sniffed::TooManyProposals => {
+                let mut s = self.handle.mgr.lock();
+                s.unattributed_streams += 1;
+                Err(Error::TooManyProposals {
+                    scope: s.acct.name(self.handle.id),
+                })
             }
         }
     }

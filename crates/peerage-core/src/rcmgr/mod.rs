@@ -279,6 +279,16 @@ pub enum Error {
         /// The stream's scope.
         scope: String,
     },
+    /// The remote proposed more protocols on one stream than the muxer reads
+    /// ([`multistream::MAX_PROPOSALS`]); the stream is reset.
+    #[error(
+        "{scope}: the remote proposed more than {} protocols",
+        multistream::MAX_PROPOSALS
+    )]
+    TooManyProposals {
+        /// The stream's scope.
+        scope: String,
+    },
     /// A configuration value is invalid.
     #[error("invalid resource manager setting `{field}`: {reason}")]
     Config {

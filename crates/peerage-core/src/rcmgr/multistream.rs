@@ -27,11 +27,15 @@
 //! ## Bounds
 //!
 //! A message longer than [`MAX_MESSAGE`] bytes (a protocol name of [`MAX_PROTOCOL_LEN`] bytes
-//! and its `\n`, go-multistream's limit), more than [`MAX_PROPOSALS`] proposals, a first
-//! message that is not the header, a name that is not UTF-8, `ls` (the listing request) or an
-//! answer that is neither `na` nor the proposal end the sniffing with [`Sniffed::GaveUp`]: the
-//! stream stays unattributed. The only allocation is the protocol name's (as dialer, the
-//! buffer of our proposal, which the answer is compared with in place).
+//! and its `\n`, go-multistream's limit), more than [`MAX_PROPOSALS`] of our proposals, a
+//! first message that is not the header, a name that is not UTF-8, `ls` (the listing request)
+//! or an answer that is neither `na` nor the proposal end the sniffing with
+//! [`Sniffed::GaveUp`]: the stream stays unattributed. As listener, a remote that proposes
+//! more than [`MAX_PROPOSALS`] protocols on one stream gets [`Sniffed::TooManyProposals`]
+//! instead, and the stream is refused: otherwise eight unknown proposals and then a real one
+//! would take a stream past the sniffer's bound and out of its protocol's limits. The only
+//! allocation is the protocol name's (as dialer, the buffer of our proposal, which the answer
+//! is compared with in place).
 
 /// The longest protocol name read, in bytes (go-multistream's limit).
 pub const MAX_PROTOCOL_LEN: usize = 1024;
@@ -69,6 +73,8 @@ pub enum Sniffed<'a> {
     Accepted(&'a str),
     /// Not a negotiation within the bounds: release any charge; the stream stays unattributed.
     GaveUp,
+    /// The remote proposed more than [`MAX_PROPOSALS`] protocols (listener): refuse the stream.
+    TooManyProposals,
 }
 
 /// Reads the frames of one direction: a varint length, then the body, in pieces.
@@ -282,8 +288,10 @@ impl Sniffer {
             // `na`, or the listing answering `ls`: the next proposal may follow.
             (Role::Listener, None) => {
                 self.proposals += 1;
-                if self.proposals > MAX_PROPOSALS {
-                    return self.give_up(f);
+                if self.proposals >= MAX_PROPOSALS {
+                    self.write = Phase::Done;
+                    self.message = Vec::new();
+                    return f(Sniffed::TooManyProposals);
                 }
                 self.message.clear();
             }
@@ -369,6 +377,7 @@ mod tests {
         Confirmed,
         Accepted(String),
         GaveUp,
+        TooMany,
     }
 
     fn own(s: Sniffed<'_>) -> Ev {
@@ -378,6 +387,7 @@ mod tests {
             Sniffed::Confirmed => Ev::Confirmed,
             Sniffed::Accepted(p) => Ev::Accepted(p.to_owned()),
             Sniffed::GaveUp => Ev::GaveUp,
+            Sniffed::TooManyProposals => Ev::TooMany,
         }
     }
 
@@ -421,7 +431,12 @@ mod tests {
     /// Nothing follows an event that ends the negotiation.
     fn well_formed(evs: &[Ev]) -> bool {
         evs.iter()
-            .position(|e| matches!(e, Ev::Confirmed | Ev::Accepted(_) | Ev::GaveUp))
+            .position(|e| {
+                matches!(
+                    e,
+                    Ev::Confirmed | Ev::Accepted(_) | Ev::GaveUp | Ev::TooMany
+                )
+            })
             .is_none_or(|i| i == evs.len() - 1)
     }
 
@@ -592,6 +607,16 @@ mod tests {
             ),
             [Ev::Proposed("/a".into()), Ev::GaveUp]
         );
+        // A remote that proposes protocols we refuse: refused at the eighth `na`, so that a
+        // ninth proposal, one we would accept, cannot escape its protocol's scope.
+        let mut answers = h.clone();
+        for _ in 0..7 {
+            answers.extend(msg("na"));
+        }
+        assert!(run(Role::Listener, &[(true, answers.clone())], 1000).is_empty());
+        answers.extend(msg("na"));
+        answers.extend(msg("/ipfs/ping/1.0.0"));
+        assert_eq!(run(Role::Listener, &[(true, answers)], 1000), [Ev::TooMany]);
         // A varint of three bytes.
         assert_eq!(
             run(Role::Listener, &[(true, vec![0x80, 0x80, 0x01])], 1000),

@@ -311,3 +311,53 @@ async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
     );
     assert_eq!(line("JS CONNECTIONS "), "1", "{stdout}");
 }
+
+/// A js-libp2p peer proposes eight protocols the node does not speak and then one it does, on
+/// one stream: past the sniffer's bound of 8 proposals, the stream is refused rather than left
+/// outside its protocol's limits; the connection lives on. Seven refusals are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_peer_proposing_past_the_bound_is_refused_the_stream() {
+    assert_js_installed();
+    let node = Node::start(NodeConfig::new(
+        Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        Bounds::from_connections(6),
+    ))
+    .await
+    .unwrap();
+    let handle = node.handle;
+    let target = handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(handle.peer_id()));
+    for (unknown, want_open) in [(7, true), (8, false)] {
+        let mut list: Vec<String> = (0..unknown).map(|i| format!("/unknown/{i}")).collect();
+        list.push("/peerage/pex/1.0.0".into());
+        let output = run_js(
+            "streams.mjs",
+            target.clone(),
+            vec![
+                ("SECS", "30".into()),
+                ("STREAMS", "1".into()),
+                ("PROTOCOL", list.join(",")),
+            ],
+        )
+        .await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "js peer failed: {stdout}");
+        let line = |prefix: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` line in {stdout}"))
+                .to_owned()
+        };
+        let stream = line("JS STREAM 1 ");
+        assert_eq!(
+            stream == "open",
+            want_open,
+            "{unknown} unknown first: {stdout}"
+        );
+        assert!(!line("JS PING ").starts_with("failed"), "{stdout}");
+        assert_eq!(line("JS CONNECTIONS "), "1", "{stdout}");
+    }
+}
