@@ -78,12 +78,13 @@ pub enum Sniffed<'a> {
 }
 
 /// Reads the frames of one direction: a varint length, then the body, in pieces.
+/// Small, as each open stream holds one (every length fits in 14 bits).
 #[derive(Debug, Default, Clone, Copy)]
 struct Frames {
-    /// The body bytes still to come, or `None` while reading the length.
-    remaining: Option<usize>,
-    len: usize,
-    shift: u32,
+    /// The body bytes still to come; 0 while reading the length (a body is never empty).
+    remaining: u16,
+    len: u16,
+    shift: u8,
 }
 
 enum Piece<'b> {
@@ -102,43 +103,40 @@ impl Frames {
     fn next<'b>(&mut self, input: &mut &'b [u8]) -> Option<Piece<'b>> {
         loop {
             let (&first, rest) = input.split_first()?;
-            match self.remaining {
-                None => {
-                    *input = rest;
-                    self.len |= usize::from(first & 0x7f) << self.shift;
-                    self.shift += 7;
-                    if first & 0x80 != 0 {
-                        // Two varint bytes hold 16,383, well above the longest message.
-                        if self.shift >= 14 {
-                            return Some(Piece::Bad);
-                        }
-                        continue;
-                    }
-                    if self.len == 0 || self.len > MAX_MESSAGE {
+            if self.remaining == 0 {
+                *input = rest;
+                self.len |= u16::from(first & 0x7f) << self.shift;
+                self.shift += 7;
+                if first & 0x80 != 0 {
+                    // Two varint bytes hold 16,383, well above the longest message.
+                    if self.shift >= 14 {
                         return Some(Piece::Bad);
                     }
-                    self.remaining = Some(self.len);
-                    self.shift = 0;
+                    continue;
                 }
-                Some(r) => {
-                    let n = r.min(input.len());
-                    let (bytes, rest) = input.split_at(n);
-                    *input = rest;
-                    let left = r - n;
-                    let len = self.len;
-                    if left == 0 {
-                        self.remaining = None;
-                        self.len = 0;
-                    } else {
-                        self.remaining = Some(left);
-                    }
-                    return Some(Piece::Body {
-                        bytes,
-                        len,
-                        end: left == 0,
-                    });
+                if self.len == 0 || usize::from(self.len) > MAX_MESSAGE {
+                    return Some(Piece::Bad);
                 }
+                self.remaining = self.len;
+                self.shift = 0;
+                continue;
             }
+            let r = usize::from(self.remaining);
+            let n = r.min(input.len());
+            let (bytes, rest) = input.split_at(n);
+            *input = rest;
+            let left = r - n;
+            let len = usize::from(self.len);
+            // `left < remaining`, which fits.
+            self.remaining = left as u16;
+            if left == 0 {
+                self.len = 0;
+            }
+            return Some(Piece::Body {
+                bytes,
+                len,
+                end: left == 0,
+            });
         }
     }
 }
@@ -146,21 +144,23 @@ impl Frames {
 /// Compares a message with an expected one as its pieces arrive, without buffering it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Compare {
-    pos: usize,
+    /// Bytes compared so far (a message is at most [`MAX_MESSAGE`] bytes).
+    pos: u16,
     differs: bool,
 }
 
 impl Compare {
     fn feed(&mut self, expected: &[u8], bytes: &[u8]) {
+        let pos = usize::from(self.pos);
         if !self.differs {
-            let end = self.pos + bytes.len();
-            self.differs = expected.get(self.pos..end) != Some(bytes);
+            self.differs = expected.get(pos..pos + bytes.len()) != Some(bytes);
         }
-        self.pos += bytes.len();
+        // Within one message, which fits.
+        self.pos = (pos + bytes.len()) as u16;
     }
 
     fn matches(self, expected: &[u8]) -> bool {
-        !self.differs && self.pos == expected.len()
+        !self.differs && usize::from(self.pos) == expected.len()
     }
 }
 
@@ -502,6 +502,16 @@ mod tests {
                 vec![Ev::Accepted(chosen.clone())]
             );
         }
+    }
+
+    #[test]
+    fn a_sniffer_is_small() {
+        // Every open stream holds one until its negotiation ends.
+        assert!(
+            std::mem::size_of::<Sniffer>() <= 64,
+            "{}",
+            std::mem::size_of::<Sniffer>()
+        );
     }
 
     #[test]
