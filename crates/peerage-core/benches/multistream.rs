@@ -3,6 +3,11 @@
 //! run. Each iteration is one stream: a new sniffer fed the negotiation as rust-libp2p writes
 //! and reads it (one slice per message), then 32 bytes of data each way (ping's payload).
 //!
+//! Then the whole cost a muxer stream adds to the resource manager, per stream: opened through
+//! its connection's counter and closed (what the muxer did before it learnt protocols, with
+//! its window), against the same plus the negotiation sniffed and the stream attached to its
+//! protocol and service (go's `SetProtocol` and `SetService`), on a manager holding 1,000 peers.
+//!
 //! `cargo bench -p peerage-core --bench multistream`; figures in `benches/README.md`.
 
 #![allow(missing_docs, clippy::disallowed_methods)]
@@ -10,7 +15,13 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use peerage_core::rcmgr::multistream::{Role, Sniffed, Sniffer};
+use peerage_core::{
+    PeerId,
+    rcmgr::{
+        Config, Direction, IpLimits, LimitConfig, RateLimits, ResourceManager, StreamCounter,
+        multistream::{Role, Sniffed, Sniffer},
+    },
+};
 
 fn msg(text: &str) -> Vec<u8> {
     let body = format!("{text}\n");
@@ -94,6 +105,60 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    let mut g = c.benchmark_group("muxer stream");
+    let rm = ResourceManager::new(
+        Config::new()
+            .with_limits(LimitConfig::unlimited())
+            .with_ip_limits(IpLimits::disabled())
+            .with_rate_limits(RateLimits::disabled()),
+    )
+    .unwrap();
+    let counters: Vec<StreamCounter> = (0..1000)
+        .map(|i| {
+            let remote = format!("/ip4/10.0.{}.{}/tcp/1", i / 256, i % 256);
+            rm.stream_counter(PeerId::random(), remote.parse().unwrap())
+        })
+        .collect();
+    // Each peer holds a ping stream, as between pings, so that its protocol scopes live.
+    let held: Vec<_> = counters
+        .iter()
+        .map(|c| {
+            let (mut s, w) = c.open_stream(Direction::Outbound, 256 * 1024).unwrap();
+            s.attach("/ipfs/ping/1.0.0").unwrap();
+            (s, w)
+        })
+        .collect();
+    let script = listener("/ipfs/ping/1.0.0");
+    let mut i = 0;
+    g.bench_function("open and close", |b| {
+        b.iter(|| {
+            i = (i + 1) % counters.len();
+            counters[i]
+                .open_stream(Direction::Inbound, 256 * 1024)
+                .unwrap()
+        })
+    });
+    g.bench_function("open, sniff, attach to ping and its service, close", |b| {
+        b.iter(|| {
+            i = (i + 1) % counters.len();
+            let (mut scope, window) = counters[i]
+                .open_stream(Direction::Inbound, 256 * 1024)
+                .unwrap();
+            let mut sniffer = Sniffer::new(Role::Listener);
+            for (wrote, bytes) in &script {
+                let apply = |e: Sniffed<'_>| scope.sniffed(e).unwrap();
+                if *wrote {
+                    sniffer.wrote(bytes, apply);
+                } else {
+                    sniffer.read(bytes, apply);
+                }
+            }
+            (scope, window)
+        })
+    });
+    g.finish();
+    drop(held);
 }
 
 criterion_group!(benches, bench);
