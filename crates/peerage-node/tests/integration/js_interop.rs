@@ -9,7 +9,8 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use peerage::maintenance::Bounds;
-use peerage_node::node::{Node, NodeConfig};
+use peerage::rcmgr::LimitConfig;
+use peerage_node::node::{Handle, Node, NodeConfig};
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/js")
@@ -42,20 +43,47 @@ async fn run_js(
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
-    assert_js_installed();
-    let node = Node::start(NodeConfig::new(
+/// A node on 127.0.0.1 with the bounds of 6 connections and `limits` (the machine's scaled
+/// defaults if `None`), and its address with `/p2p`.
+async fn start_node(limits: Option<LimitConfig>) -> (Handle, Multiaddr) {
+    let mut config = NodeConfig::new(
         Keypair::generate_ed25519(),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         Bounds::from_connections(6),
-    ))
-    .await
-    .unwrap();
-    let handle = node.handle;
+    );
+    config.limits = limits;
+    let handle = Node::start(config).await.unwrap().handle;
     let target = handle.listen_addrs()[0]
         .clone()
         .with(Protocol::P2p(handle.peer_id()));
+    (handle, target)
+}
+
+/// Runs `interop/js/streams.mjs` against `target` with `env`; its stdout, once it succeeded.
+async fn run_streams_js(target: Multiaddr, env: Vec<(&'static str, String)>) -> String {
+    let output = run_js("streams.mjs", target, env).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "js peer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The rest of the first line of `stdout` that starts with `prefix`.
+fn js_line(stdout: &str, prefix: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in {stdout}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
+    assert_js_installed();
+    let (handle, target) = start_node(None).await;
 
     let output = run_js("dial.mjs", target, vec![("SECS", "30".into())]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -262,21 +290,9 @@ async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
 async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
     assert_js_installed();
     let file = r#"{"ProtocolPeer": {"/peerage/pex/1.0.0": {"StreamsInbound": 2}}}"#;
-    let mut config = NodeConfig::new(
-        Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        Bounds::from_connections(6),
-    );
-    config.limits =
-        Some(peerage::rcmgr::LimitConfig::from_json(file, &peerage::rcmgr::auto_scale()).unwrap());
-    let node = Node::start(config).await.unwrap();
-    let handle = node.handle;
-    let target = handle.listen_addrs()[0]
-        .clone()
-        .with(Protocol::P2p(handle.peer_id()));
-
-    let output = run_js(
-        "streams.mjs",
+    let limits = LimitConfig::from_json(file, &peerage::rcmgr::auto_scale()).unwrap();
+    let (_handle, target) = start_node(Some(limits)).await;
+    let stdout = run_streams_js(
         target,
         vec![
             ("SECS", "30".into()),
@@ -285,19 +301,7 @@ async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
         ],
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "js peer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = |prefix: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` line in {stdout}"))
-            .to_owned()
-    };
+    let line = |prefix: &str| js_line(&stdout, prefix);
     assert_eq!(line("JS STREAM 1 "), "open", "{stdout}");
     assert_eq!(line("JS STREAM 2 "), "open", "{stdout}");
     let third = line("JS STREAM 3 ");
@@ -318,22 +322,11 @@ async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_js_peer_proposing_past_the_bound_is_refused_the_stream() {
     assert_js_installed();
-    let node = Node::start(NodeConfig::new(
-        Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        Bounds::from_connections(6),
-    ))
-    .await
-    .unwrap();
-    let handle = node.handle;
-    let target = handle.listen_addrs()[0]
-        .clone()
-        .with(Protocol::P2p(handle.peer_id()));
+    let (_handle, target) = start_node(None).await;
     for (unknown, want_open) in [(7, true), (8, false)] {
         let mut list: Vec<String> = (0..unknown).map(|i| format!("/unknown/{i}")).collect();
         list.push("/peerage/pex/1.0.0".into());
-        let output = run_js(
-            "streams.mjs",
+        let stdout = run_streams_js(
             target.clone(),
             vec![
                 ("SECS", "30".into()),
@@ -342,15 +335,7 @@ async fn a_js_peer_proposing_past_the_bound_is_refused_the_stream() {
             ],
         )
         .await;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "js peer failed: {stdout}");
-        let line = |prefix: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .unwrap_or_else(|| panic!("no `{prefix}` line in {stdout}"))
-                .to_owned()
-        };
+        let line = |prefix: &str| js_line(&stdout, prefix);
         let stream = line("JS STREAM 1 ");
         assert_eq!(
             stream == "open",
