@@ -641,3 +641,133 @@ impl Collector for Metrics {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
+
+    use futures::{AsyncReadExt, AsyncWriteExt, executor::block_on};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A muxer stream in memory: what is written is kept, what is read comes from `incoming`,
+    /// in pieces of at most `chunk` bytes.
+    struct Pipe {
+        written: Arc<Mutex<Vec<u8>>>,
+        incoming: VecDeque<u8>,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Pipe {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.chunk).min(self.incoming.len());
+            for b in &mut buf[..n] {
+                *b = self.incoming.pop_front().expect("counted");
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Pipe {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.chunk);
+            self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn msg(text: &str) -> Vec<u8> {
+        let mut out = vec![u8::try_from(text.len() + 1).unwrap()];
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+        out
+    }
+
+    proptest! {
+        /// Whatever goes through a stream, negotiation or not, reaches the other side
+        /// unchanged, in both directions, however the muxer splits it; the stream is refused
+        /// only by a negotiation past the bounds, and then only after what was already
+        /// passed on.
+        #[test]
+        fn the_muxer_stream_never_changes_a_byte(
+            writes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+            incoming in proptest::collection::vec(any::<u8>(), 0..256),
+            negotiate in any::<bool>(),
+            inbound in any::<bool>(),
+            chunk in 1usize..40,
+        ) {
+            let rm = ResourceManager::new(Config::new().with_limits(LimitConfig::unlimited())).unwrap();
+            let counter = rm.stream_counter(PeerId::random(), "/ip4/1.2.3.4/tcp/1".parse().unwrap());
+            let dir = if inbound { Direction::Inbound } else { Direction::Outbound };
+            let (scope, window) = counter.open_stream(dir, STREAM_WINDOW).unwrap();
+            // A valid negotiation first, or only arbitrary bytes.
+            let mut writes = writes;
+            let mut incoming = incoming;
+            if negotiate {
+                let mut ours = msg("/multistream/1.0.0");
+                ours.extend(msg("/ipfs/ping/1.0.0"));
+                writes.insert(0, ours.clone());
+                incoming.splice(0..0, ours);
+            }
+            let written = Arc::new(Mutex::new(Vec::new()));
+            let pipe = Pipe {
+                written: written.clone(),
+                incoming: incoming.iter().copied().collect(),
+                chunk,
+            };
+            let mut stream = Substream::open(SubstreamBox::new(pipe), dir, scope, window);
+            let mut sent = Vec::new();
+            let mut refused = false;
+            block_on(async {
+                for w in &writes {
+                    match stream.write_all(w).await {
+                        Ok(()) => sent.extend_from_slice(w),
+                        Err(_) => { refused = true; break; }
+                    }
+                }
+            });
+            let passed = written.lock().unwrap().clone();
+            if refused {
+                // What was passed on before the refusal is a prefix of what was written.
+                let all: Vec<u8> = writes.concat();
+                prop_assert!(all.starts_with(&passed));
+            } else {
+                prop_assert_eq!(&passed, &sent);
+            }
+            if !refused {
+                let mut got = Vec::new();
+                let r = block_on(stream.read_to_end(&mut got));
+                prop_assert!(incoming.starts_with(&got));
+                if r.is_ok() {
+                    prop_assert_eq!(&got, &incoming);
+                }
+            }
+            if negotiate && !refused {
+                prop_assert_eq!(
+                    rm.stat().protocols.get("/ipfs/ping/1.0.0").map(|p| p.usage.streams()),
+                    Some(1)
+                );
+            }
+        }
+    }
+}
