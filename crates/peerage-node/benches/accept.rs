@@ -12,8 +12,10 @@
 //!
 //! ```text
 //! cargo bench -p peerage-node --bench accept -- [--pairs 9] [--dials 1000] [--in-flight 50]
-//!     [--against PATH_TO_ANOTHER_PEERAGE_BINARY]
+//!     [--against PATH_TO_ANOTHER_PEERAGE_BINARY] [--only peerage]
 //! ```
+//!
+//! `--only peerage` runs `peerage run` alone (no bare swarm, no ratios), to profile it.
 //!
 //! `--against` adds a third server, another build of `peerage` (say, of an earlier commit), to
 //! compare two builds in the same run. Figures: `crates/peerage-core/benches/README.md`.
@@ -344,6 +346,9 @@ fn main() {
             PathBuf::from(env!("CARGO_BIN_EXE_peerage")),
         ),
     ];
+    if flag("--only").as_deref() == Some("peerage") {
+        variants.remove(0);
+    }
     if let Some(path) = flag("--against") {
         variants.push(Variant::Peerage(
             format!("peerage run ({path})"),
@@ -403,6 +408,9 @@ fn main() {
     println!();
     println!("| ratio, per round | accepted conn/s | server CPU per conn | server RSS per conn |");
     println!("|---|---|---|---|");
+    if matches!(variants[0], Variant::Peerage(..)) {
+        return;
+    }
     for (i, v) in variants.iter().enumerate().skip(1) {
         // Each server against the bare swarm; a second peerage build also against the first.
         let mut against = vec![(0, "bare swarm")];

@@ -266,15 +266,23 @@ impl Behaviour {
         }
     }
 
-    /// Carries out the machine's commands and queues its events, then wakes the task.
+    /// Carries out the machine's commands and queues its events, then wakes the task (from a
+    /// callback outside `poll`: the task must run `poll` to hand them out).
     fn drain(&mut self) {
+        self.run_commands();
+        self.wake();
+    }
+
+    /// Carries out the machine's commands and queues its events, without waking the task: for
+    /// `poll` itself, which hands them out before it returns. Waking there would make every
+    /// poll schedule the next one, and an idle node would spin.
+    fn run_commands(&mut self) {
         while let Some(command) = self.machine.poll_command() {
             self.execute(command);
         }
         while let Some(event) = self.machine.poll_event() {
             self.events.push_back(ToSwarm::GenerateEvent(event.into()));
         }
-        self.wake();
     }
 
     fn execute(&mut self, command: Command<ConnectionId>) {
@@ -330,8 +338,10 @@ impl Behaviour {
         if let Some(event) = event {
             self.events.push_back(ToSwarm::GenerateEvent(event));
         }
+        // Called from `poll`, which hands out what this queues: no wake.
         if let Some(input) = input {
-            self.handle(now, input);
+            self.machine.handle(now, input);
+            self.run_commands();
         }
     }
 
@@ -471,7 +481,7 @@ impl NetworkBehaviour for Behaviour {
                 }
             }
             self.machine.handle_timeout(now);
-            self.drain();
+            self.run_commands();
             // A waiter whose cycle ended is resolved by dropping its sender.
             let maintenance = self.machine.maintenance();
             self.maintain_waiters

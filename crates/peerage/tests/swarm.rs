@@ -438,3 +438,43 @@ async fn a_trusted_peer_is_protected_in_the_connection_manager() {
     assert!(!a.behaviour().connmgr().is_protected(&b_id, ""));
     assert_eq!(a.behaviour().connmgr().info().connections, 1);
 }
+
+/// An idle node's task sleeps: polling it wakes nothing. It used to wake itself on every poll
+/// (the behaviour woke its task whenever it carried out the machine's commands, `poll`
+/// included), so that an idle `peerage run` spun more than a core.
+#[tokio::test]
+async fn an_idle_node_does_not_wake_itself() {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Context, Poll, Wake, Waker},
+    };
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let mut a = swarm(Bounds::new(1, 1, 4).unwrap());
+    listen(&mut a).await;
+    // Let start-up settle: the listener, the first maintenance cycle.
+    let settle = tokio::time::sleep(Duration::from_millis(300));
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            () = &mut settle => break,
+            _ = a.select_next_some() => {}
+        }
+    }
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..5 {
+        assert!(matches!(a.poll_next_unpin(&mut cx), Poll::Pending));
+    }
+    assert_eq!(count.0.load(Ordering::SeqCst), 0, "polling woke the task");
+}
