@@ -112,8 +112,8 @@ impl Behaviour {
             inner: Inner::new(connmgr, identify, ping, pex::behaviour(private_mode)),
             machine,
             connmgr: handle,
+            streams: StreamCounts::new(config.rcmgr.clone()),
             rcmgr: config.rcmgr,
-            streams: StreamCounts::default(),
             metrics: config.metrics,
             maintain_waiters: Vec::new(),
             channels: pex::Channels::default(),
@@ -166,25 +166,6 @@ impl Behaviour {
         let result = self.machine.update_pool(Instant::now(), f);
         self.drain();
         result
-    }
-
-    /// The pool's known peers as peers-file entries ([`crate::peers_file::export`]).
-    pub fn export_peers(&self) -> Vec<crate::peers_file::Entry> {
-        crate::peers_file::export(
-            self.machine.pool(),
-            self.machine.peerstore(),
-            Instant::now(),
-            std::time::SystemTime::now(),
-        )
-    }
-
-    /// Restores peers saved in a peers file ([`crate::peers_file::import`]); their last points
-    /// become candidates for the maintenance.
-    pub fn import_peers(&mut self, entries: Vec<crate::peers_file::Entry>) {
-        let peerstore = self.machine.peerstore().clone();
-        self.update_pool(|pool, now| {
-            crate::peers_file::import(pool, &peerstore, entries, now, std::time::SystemTime::now());
-        });
     }
 
     /// Dials a point now, whatever its backoff (Octez `connect`, RPC `PUT /network/points`):
@@ -266,16 +247,14 @@ impl Behaviour {
         }
     }
 
-    /// Carries out the machine's commands and queues its events, then wakes the task (from a
-    /// callback outside `poll`: the task must run `poll` to hand them out).
+    /// [`run_commands`](Self::run_commands), then wakes the task to hand out what it queued:
+    /// for callbacks outside `poll` (waking from `poll` would make an idle node spin).
     fn drain(&mut self) {
         self.run_commands();
         self.wake();
     }
 
-    /// Carries out the machine's commands and queues its events, without waking the task: for
-    /// `poll` itself, which hands them out before it returns. Waking there would make every
-    /// poll schedule the next one, and an idle node would spin.
+    /// Carries out the machine's commands and queues its events.
     fn run_commands(&mut self) {
         while let Some(command) = self.machine.poll_command() {
             self.execute(command);
@@ -447,9 +426,7 @@ impl NetworkBehaviour for Behaviour {
         if let Some(input) = input {
             self.machine.handle(now, input);
         }
-        if let Some(rm) = &self.rcmgr {
-            self.streams.on_swarm_event(rm, &event);
-        }
+        self.streams.on_swarm_event(&event);
         self.inner.on_swarm_event(event);
         self.drain();
     }
@@ -475,11 +452,7 @@ impl NetworkBehaviour for Behaviour {
             }
             let now = Instant::now();
             // Stream counts first, so that a trim that is due ranks peers by them.
-            if let Some(rm) = &self.rcmgr {
-                for input in self.streams.inputs(rm) {
-                    self.machine.handle(now, input);
-                }
-            }
+            self.streams.feed(&mut self.machine, now);
             self.machine.handle_timeout(now);
             self.run_commands();
             // A waiter whose cycle ended is resolved by dropping its sender.

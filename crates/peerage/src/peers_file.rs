@@ -107,6 +107,28 @@ pub fn import(
     }
 }
 
+impl crate::Behaviour {
+    /// The pool's known peers as peers-file entries ([`export`]).
+    pub fn export_peers(&self) -> Vec<Entry> {
+        let machine = self.machine();
+        export(
+            machine.pool(),
+            machine.peerstore(),
+            Instant::now(),
+            SystemTime::now(),
+        )
+    }
+
+    /// Restores peers saved in a peers file ([`import`]); their last points become candidates
+    /// for the maintenance.
+    pub fn import_peers(&mut self, entries: Vec<Entry>) {
+        let peerstore = self.peerstore().clone();
+        self.update_pool(|pool, now| {
+            import(pool, &peerstore, entries, now, SystemTime::now());
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::disallowed_methods)]
