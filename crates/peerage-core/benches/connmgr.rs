@@ -1,7 +1,8 @@
 //! Trim cost of the connection manager at 10k, 100k and 1M connections (issue #4): one
 //! connection per peer, random tag values, every peer out of grace, low watermark at half, so
-//! a trim chooses half the peers. After criterion, the growth per 10x is printed next to what
-//! `n log n` predicts.
+//! a trim chooses half the peers (`connmgr_trim`); and the same down to a low watermark of 90 %,
+//! a tenth of the peers chosen (`connmgr_trim_to_90pct`, the case of the issue on the cost of
+//! the stack). After criterion, the growth per 10x is printed next to what `n log n` predicts.
 //!
 //! `cargo bench -p peerage-core --bench connmgr`; figures in `benches/README.md`.
 
@@ -22,8 +23,13 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 
 fn manager(n: usize, now: Instant) -> ConnManager<u64> {
+    manager_to(n, n / 2, now)
+}
+
+/// `n` connections, low watermark `low`.
+fn manager_to(n: usize, low: usize, now: Instant) -> ConnManager<u64> {
     let config = Config::new()
-        .with_watermarks(n / 2, n)
+        .with_watermarks(low, n)
         .with_grace_period(Duration::ZERO);
     let mut cm = ConnManager::new(config, now).unwrap();
     let mut rng = StdRng::seed_from_u64(1);
@@ -45,6 +51,20 @@ fn trim(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             // By reference: dropping the copy is not part of a trim.
+            b.iter_batched_ref(
+                || cm.clone(),
+                |cm| black_box(cm.trim_open_conns(now)),
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("connmgr_trim_to_90pct");
+    group.sample_size(10);
+    for n in SIZES {
+        let cm = manager_to(n, n * 9 / 10, now);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_batched_ref(
                 || cm.clone(),
                 |cm| black_box(cm.trim_open_conns(now)),

@@ -497,7 +497,6 @@ pub struct ConnManager<C = u64> {
     last_trim: Option<Instant>,
     /// When a background trim may next run while the count is above the high watermark.
     next_background: Option<Instant>,
-    scratch: Vec<trim::Candidate>,
 }
 
 impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
@@ -527,7 +526,6 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             ticks,
             last_trim: None,
             next_background: None,
-            scratch: Vec::new(),
         })
     }
 

@@ -4,8 +4,9 @@
 //! A trim ranks candidate peers by a compact key, then chooses the lowest-ranked until the
 //! target is met. Only as many peers as the target can need (each has at least one connection)
 //! are ordered: a linear-time selection (`select_nth_unstable`) isolates them, and only those
-//! are sorted. The candidate buffer is kept between trims, so a trim allocates nothing but its
-//! list of victims. Cost: `O(n + t log t)` for `n` candidates and a target of `t` connections.
+//! are sorted. Candidates refer to their peer IDs instead of copying them, so selection moves
+//! small values; a trim allocates its candidate list and its list of victims. Cost:
+//! `O(n + t log t)` for `n` candidates and a target of `t` connections.
 
 use std::{cmp::Reverse, fmt, hash::Hash, time::Instant};
 
@@ -27,10 +28,12 @@ struct Key {
     first_seen: Reverse<Instant>,
 }
 
+/// A candidate refers to its peer ID (80 bytes) rather than copying it, so that the selection
+/// moves 48-byte candidates.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Candidate {
+struct Candidate<'a> {
     key: Key,
-    peer: PeerId,
+    peer: &'a PeerId,
     connections: u32,
     protected: bool,
 }
@@ -88,8 +91,7 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         if self.connections - self.closing <= low {
             return;
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
+        let mut scratch = Vec::with_capacity(self.peers.len());
         let mut temp = Vec::new();
         let mut candidates = 0;
         for (id, p) in &self.peers {
@@ -105,20 +107,19 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
                 candidates += live as usize;
                 scratch.push(Candidate {
                     key,
-                    peer: *id,
+                    peer: id,
                     connections: live,
                     protected: false,
                 });
             }
         }
         if candidates > low {
+            take_lowest(&mut scratch, candidates - low, victims);
             // Temporary entries rank first in go and are dropped, not closed.
             for id in &temp {
                 self.remove_entry(id, true);
             }
-            take_lowest(&mut scratch, candidates - low, victims);
         }
-        self.scratch = scratch;
     }
 
     /// go `getConnsToCloseEmergency`: unprotected peers, grace ignored, more streams first;
@@ -128,7 +129,7 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         else {
             return;
         };
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut scratch = Vec::with_capacity(self.peers.len());
         for protected in [false, true] {
             if target == 0 {
                 break;
@@ -142,7 +143,7 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
                 if live > 0 {
                     scratch.push(Candidate {
                         key,
-                        peer: *id,
+                        peer: id,
                         connections: live,
                         protected,
                     });
@@ -150,7 +151,6 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             }
             target = take_lowest(&mut scratch, target, victims);
         }
-        self.scratch = scratch;
     }
 
     /// `peers` in the order a trim closes them, for a caller that decides how many to close
@@ -189,7 +189,7 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
 /// Chooses the lowest-ranked candidates, whole peers, until `target` connections are chosen;
 /// returns what is left of the target.
 fn take_lowest(
-    candidates: &mut [Candidate],
+    candidates: &mut [Candidate<'_>],
     mut target: usize,
     victims: &mut Vec<Victim>,
 ) -> usize {
@@ -211,7 +211,7 @@ fn take_lowest(
         }
         target = target.saturating_sub(c.connections as usize);
         victims.push(Victim {
-            peer: c.peer,
+            peer: *c.peer,
             connections: c.connections as usize,
             value: c.key.value,
             protected: c.protected,
