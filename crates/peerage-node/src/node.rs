@@ -118,6 +118,7 @@ pub struct Handle {
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
     peerstore: Peerstore,
+    bandwidth: Arc<prometheus_client::registry::Registry>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -135,6 +136,13 @@ impl Handle {
     /// The node's peerstore.
     pub fn peerstore(&self) -> &Peerstore {
         &self.peerstore
+    }
+
+    /// The registry of libp2p-metrics' `libp2p_bandwidth_bytes_total{protocols, direction}`
+    /// alone, apart from [`Node::registry`], so that reading the byte totals encodes a few
+    /// lines instead of every metric (`/metrics` serves both).
+    pub fn bandwidth_registry(&self) -> &prometheus_client::registry::Registry {
+        &self.bandwidth
     }
 
     /// The node's current state.
@@ -193,7 +201,7 @@ pub struct Node {
     /// The handle.
     pub handle: Handle,
     /// Its Prometheus registry (libp2p-metrics, connection manager, resource manager, pool,
-    /// maintenance).
+    /// maintenance); the bandwidth counters are in [`Handle::bandwidth_registry`].
     pub registry: Arc<prometheus_client::registry::Registry>,
     /// The event loop; it ends when every [`Handle`] is dropped.
     pub task: tokio::task::JoinHandle<()>,
@@ -207,7 +215,13 @@ fn build_swarm(
     limits: rcmgr::LimitConfig,
     pool: pool::Config,
     registry: &mut prometheus_client::registry::Registry,
-) -> anyhow::Result<(Swarm<peerage::Behaviour>, Arc<libp2p::metrics::Metrics>)> {
+) -> anyhow::Result<(
+    Swarm<peerage::Behaviour>,
+    Arc<libp2p::metrics::Metrics>,
+    prometheus_client::registry::Registry,
+)> {
+    // The bandwidth counters in a registry of their own (`Handle::bandwidth_registry`).
+    let mut bandwidth = prometheus_client::registry::Registry::default();
     // go-libp2p GH#1640: above the system connection limit, trims would never start.
     connmgr
         .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
@@ -233,13 +247,13 @@ fn build_swarm(
             rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
         })?
         // libp2p-metrics: `libp2p_bandwidth_bytes_total{protocols, direction}`.
-        .with_bandwidth_metrics(registry)
+        .with_bandwidth_metrics(&mut bandwidth)
         .with_behaviour(|key| peerage::Behaviour::new(key, config))?
         // The behaviour keeps connections alive itself; this only bounds connections that no
         // handler wants, which do not occur.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    Ok((swarm, metrics))
+    Ok((swarm, metrics, bandwidth))
 }
 
 /// The socket address of a `/ip4|ip6/…/tcp|udp/PORT` multiaddr, with whether it is UDP.
@@ -286,7 +300,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let peer_id = config.keypair.public().to_peer_id();
         let mut registry = prometheus_client::registry::Registry::default();
-        let (mut swarm, swarm_metrics) = build_swarm(
+        let (mut swarm, swarm_metrics, bandwidth) = build_swarm(
             config.keypair,
             config.bounds,
             config.connmgr,
@@ -375,6 +389,7 @@ impl Node {
                 peer_id,
                 listen,
                 peerstore,
+                bandwidth: Arc::new(bandwidth),
                 tx,
             },
             registry: Arc::new(registry),

@@ -11,8 +11,11 @@ use super::{ApiError, AppState};
 /// Prometheus metrics (text format).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
 pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &s.registry)
+    encode_registry(&mut text, &s.registry)
+        .and_then(|()| encode_registry(&mut text, s.node.bandwidth_registry()))
+        .and_then(|()| encode_eof(&mut text))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e))?;
     Ok((
         [(

@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiResult, AppState, parse_peer};
 
 /// Bytes received and sent so far: the sums of libp2p-metrics'
-/// `libp2p_bandwidth_bytes_total{direction}` over every transport.
+/// `libp2p_bandwidth_bytes_total{direction}` over every transport, from the registry that holds
+/// them alone (a few lines to encode, whatever the number of peers).
 fn bytes_total(registry: &Registry) -> (u64, u64) {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
@@ -113,7 +114,7 @@ pub(super) async fn network_stat(State(s): State<AppState>) -> ApiResult<Network
         .await?;
     let mut stat = stat;
     let now = Instant::now();
-    let (recv, sent) = bytes_total(&s.registry);
+    let (recv, sent) = bytes_total(s.node.bandwidth_registry());
     let mut last = s.last_bytes.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((then, r0, s0)) = *last {
         let secs = now.saturating_duration_since(then).as_secs_f64();
