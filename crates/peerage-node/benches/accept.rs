@@ -17,6 +17,10 @@
 //!
 //! `--only peerage` runs `peerage run` alone (no bare swarm, no ratios), to profile it.
 //!
+//! `peerage run` also serves its admin API on 127.0.0.1; with every connection held, the bench
+//! times 100 `GET /network/stat` and 20 `GET /metrics` one after the other and reports the
+//! median of each.
+//!
 //! `--against` adds a third server, another build of `peerage` (say, of an earlier commit), to
 //! compare two builds in the same run. Figures: `crates/peerage-core/benches/README.md`.
 
@@ -137,6 +141,8 @@ impl Files {
 struct Server {
     child: Child,
     addr: Multiaddr,
+    /// The admin API's address (`peerage run` only).
+    admin: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -157,7 +163,8 @@ impl Server {
                     .arg(files.config.path())
                     .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--connections", "2000"])
                     .arg("--limits")
-                    .arg(files.limits.path());
+                    .arg(files.limits.path())
+                    .args(["--admin", "127.0.0.1:0"]);
                 (cmd, Some(dir))
             }
         };
@@ -167,27 +174,35 @@ impl Server {
             .spawn()
             .expect("start the server");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
+        let wants_admin = matches!(variant, Variant::Peerage(..));
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || (wants_admin && admin.is_none()) {
             let line = lines
                 .next()
-                .expect("the server printed its address")
+                .expect("the server printed its addresses")
                 .unwrap();
             if let Some(a) = line.strip_prefix("listening on ")
                 && a.contains("/tcp/")
             {
-                let addr: Multiaddr = a.parse().unwrap();
+                let a: Multiaddr = a.parse().unwrap();
                 // Dial without /p2p: the clients do not know the peer ID.
-                break addr
-                    .into_iter()
-                    .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                    .collect();
+                addr = Some(
+                    a.into_iter()
+                        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                        .collect(),
+                );
             }
-        };
+            if let Some(a) = line.strip_prefix("admin API: http://") {
+                admin = Some(a.to_owned());
+            }
+        }
+        let addr = addr.expect("read above");
         // Keep reading stdout so that the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
             addr,
+            admin,
             _dir: dir,
         }
     }
@@ -250,6 +265,30 @@ struct Run {
     cpu_us_per_conn: f64,
     rss_kb_per_conn: f64,
     failed: usize,
+    /// Median latency of `GET /network/stat` and `GET /metrics`, in ms, with every connection
+    /// held (`peerage run` only).
+    admin_ms: Option<(f64, f64)>,
+}
+
+/// The median time of `n` sequential `GET path` requests to `addr`, in ms.
+fn time_get(addr: &str, path: &str, n: usize) -> f64 {
+    use std::io::{Read, Write};
+    let times: Vec<f64> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut response = Vec::new();
+            s.read_to_end(&mut response).unwrap();
+            assert!(response.starts_with(b"HTTP/1.1 200"), "GET {path} failed");
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median_min_max(times).0
 }
 
 /// Dials `server` from `dials` client swarms, `in_flight` at a time, and measures.
@@ -298,6 +337,19 @@ fn run(server: &Server, dials: usize, in_flight: usize) -> Run {
         // Hold every connection a moment, then read the memory they take.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = server.rss().saturating_sub(rss0);
+        let admin_ms = match server.admin.clone() {
+            Some(admin) => Some(
+                tokio::task::spawn_blocking(move || {
+                    (
+                        time_get(&admin, "/network/stat", 100),
+                        time_get(&admin, "/metrics", 20),
+                    )
+                })
+                .await
+                .unwrap(),
+            ),
+            None => None,
+        };
         for t in tasks {
             t.abort();
         }
@@ -307,6 +359,7 @@ fn run(server: &Server, dials: usize, in_flight: usize) -> Run {
             cpu_us_per_conn: cpu.as_secs_f64() * 1e6 / ok,
             rss_kb_per_conn: rss as f64 / 1024.0 / ok,
             failed,
+            admin_ms,
         }
     })
 }
@@ -367,11 +420,14 @@ fn main() {
             let server = Server::start(&variants[i], &files);
             let r = run(&server, dials, in_flight);
             eprintln!(
-                "round {round} {:<28} {:>7.0} conn/s {:>6.0} µs CPU/conn {:>5.1} KB/conn{}",
+                "round {round} {:<28} {:>7.0} conn/s {:>6.0} µs CPU/conn {:>5.1} KB/conn{}{}",
                 variants[i].name(),
                 r.accepts_per_s,
                 r.cpu_us_per_conn,
                 r.rss_kb_per_conn,
+                r.admin_ms.map_or(String::new(), |(stat, metrics)| format!(
+                    ", /network/stat {stat:.2} ms, /metrics {metrics:.2} ms"
+                )),
                 if r.failed > 0 {
                     format!(" ({} failed)", r.failed)
                 } else {
@@ -406,11 +462,26 @@ fn main() {
         );
     }
     println!();
-    println!("| ratio, per round | accepted conn/s | server CPU per conn | server RSS per conn |");
-    println!("|---|---|---|---|");
+    println!("| server | `GET /network/stat`, ms | `GET /metrics`, ms |");
+    println!("|---|---|---|");
+    for (v, runs) in variants.iter().zip(&results) {
+        let admin: Vec<(f64, f64)> = runs.iter().filter_map(|r| r.admin_ms).collect();
+        if admin.is_empty() {
+            continue;
+        }
+        println!(
+            "| {} | {} | {} |",
+            v.name(),
+            fmt(median_min_max(admin.iter().map(|a| a.0).collect()), 2),
+            fmt(median_min_max(admin.iter().map(|a| a.1).collect()), 2),
+        );
+    }
+    println!();
     if matches!(variants[0], Variant::Peerage(..)) {
         return;
     }
+    println!("| ratio, per round | accepted conn/s | server CPU per conn | server RSS per conn |");
+    println!("|---|---|---|---|");
     for (i, v) in variants.iter().enumerate().skip(1) {
         // Each server against the bare swarm; a second peerage build also against the first.
         let mut against = vec![(0, "bare swarm")];
