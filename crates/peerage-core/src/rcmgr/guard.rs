@@ -236,10 +236,7 @@ impl StreamScope {
         let Some(service) = s.services.get(protocol).cloned() else {
             return Ok(());
         };
-        s.acct.attaching = Some(protocol.to_owned());
-        let r = set_service(&mut s, id, &service);
-        s.acct.attaching = None;
-        r
+        set_service(&mut s, id, &service)
     }
 
     /// Detaches the stream from its protocol and service: it goes back to its peer and system
@@ -271,11 +268,7 @@ impl StreamScope {
     /// service-peer scope is full.
     pub fn set_service(&mut self, service: &str) -> Result<(), Error> {
         let mut s = self.handle.mgr.lock();
-        let id = self.handle.id;
-        s.acct.attaching = s.acct.scope(id).and_then(|sc| sc.protocol.clone());
-        let r = set_service(&mut s, id, service);
-        s.acct.attaching = None;
-        r
+        set_service(&mut s, self.handle.id, service)
     }
 
     /// Applies what a muxer's [`Sniffer`](super::multistream::Sniffer) learnt of the stream's
@@ -361,7 +354,7 @@ fn set_protocol(s: &mut State, id: ScopeId, protocol: &str) -> Result<(), Error>
     Ok(())
 }
 
-/// go `SetService` on the stream `id`.
+/// go `SetService` on the stream `id`; a refusal is counted with the stream's protocol named.
 fn set_service(s: &mut State, id: ScopeId, service: &str) -> Result<(), Error> {
     let a = &mut s.acct;
     let scope = a
@@ -382,7 +375,10 @@ fn set_service(s: &mut State, id: ScopeId, service: &str) -> Result<(), Error> {
     let sp = a.service_peer_scope(service, peer);
     let system = edges.pop().expect("system is the last edge");
     edges.extend([sv, sp, system]);
-    if let Err(e) = a.move_edges(id, edges) {
+    a.attaching = a.scope(id).and_then(|sc| sc.protocol.clone());
+    let moved = a.move_edges(id, edges);
+    a.attaching = None;
+    if let Err(e) = moved {
         a.release_lookup(sp);
         return Err(e);
     }
