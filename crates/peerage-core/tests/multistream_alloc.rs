@@ -19,6 +19,17 @@ fn msg(text: &str) -> Vec<u8> {
     out
 }
 
+/// Allocations and reallocations while a sniffer for `role` is fed by `feed` and dropped.
+fn allocations(role: Role, feed: impl FnOnce(&mut Sniffer)) -> (usize, usize) {
+    let region = Region::new(GLOBAL);
+    let mut s = Sniffer::new(role);
+    feed(&mut s);
+    black_box(&s);
+    drop(s);
+    let stats = region.change();
+    (stats.allocations, stats.reallocations)
+}
+
 #[test]
 fn one_allocation_per_stream_the_protocol_name() {
     let header = msg("/multistream/1.0.0");
@@ -31,50 +42,35 @@ fn one_allocation_per_stream_the_protocol_name() {
     let mut found = 0;
 
     // Dialer: header and proposal out, header and echo in, then data both ways.
-    let region = Region::new(GLOBAL);
-    let mut s = Sniffer::new(Role::Dialer);
-    s.wrote(&header, |_| {});
-    s.wrote(&ping, |e| {
-        found += usize::from(e == Sniffed::Proposed("/ipfs/ping/1.0.0"))
+    let counted = allocations(Role::Dialer, |s| {
+        s.wrote(&header, |_| {});
+        s.wrote(&ping, |e| {
+            found += usize::from(e == Sniffed::Proposed("/ipfs/ping/1.0.0"))
+        });
+        s.read(&header, |_| {});
+        s.read(&ping, |e| found += usize::from(e == Sniffed::Confirmed));
+        s.wrote(&data, |_| {});
+        s.read(&data, |_| {});
     });
-    s.read(&header, |_| {});
-    s.read(&ping, |e| found += usize::from(e == Sniffed::Confirmed));
-    s.wrote(&data, |_| {});
-    s.read(&data, |_| {});
-    black_box(&s);
-    drop(s);
-    let stats = region.change();
-    assert_eq!(
-        (stats.allocations, stats.reallocations),
-        (1, 0),
-        "{stats:?}"
-    );
+    assert_eq!(counted, (1, 0));
 
     // Listener: our header, then our acceptance.
-    let region = Region::new(GLOBAL);
-    let mut s = Sniffer::new(Role::Listener);
-    s.read(&proposals, |_| {});
-    s.wrote(&header, |_| {});
-    s.wrote(&ping, |e| {
-        found += usize::from(e == Sniffed::Accepted("/ipfs/ping/1.0.0"))
+    let counted = allocations(Role::Listener, |s| {
+        s.read(&proposals, |_| {});
+        s.wrote(&header, |_| {});
+        s.wrote(&ping, |e| {
+            found += usize::from(e == Sniffed::Accepted("/ipfs/ping/1.0.0"))
+        });
+        s.wrote(&data, |_| {});
     });
-    s.wrote(&data, |_| {});
-    drop(s);
-    let stats = region.change();
-    assert_eq!(
-        (stats.allocations, stats.reallocations),
-        (1, 0),
-        "{stats:?}"
-    );
+    assert_eq!(counted, (1, 0));
 
     // A refused proposal first: its buffer is reused, and grows once for the longer name.
-    let region = Region::new(GLOBAL);
-    let mut s = Sniffer::new(Role::Dialer);
-    s.wrote(&refused_out, |_| {});
-    s.read(&refused_in, |_| {});
-    s.wrote(&ping, |_| {});
-    drop(s);
-    let stats = region.change();
-    assert_eq!(stats.allocations + stats.reallocations, 2, "{stats:?}");
+    let (allocated, reallocated) = allocations(Role::Dialer, |s| {
+        s.wrote(&refused_out, |_| {});
+        s.read(&refused_in, |_| {});
+        s.wrote(&ping, |_| {});
+    });
+    assert_eq!(allocated + reallocated, 2);
     assert_eq!(found, 3);
 }
