@@ -9,31 +9,14 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, noise,
+    Multiaddr, PeerId, Swarm,
     swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent, dummy},
-    tcp, yamux,
 };
 use peerage::connmgr::{self, HardCapReached};
 use prometheus_client::registry::Registry;
-use support::{Denied, Denier, listen};
+use support::{Denied, Denier, listen, tcp_swarm as swarm};
 
 mod support;
-
-fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce() -> B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| behaviour())
-        .unwrap()
-        // Nothing keeps these connections busy; only the connection manager may close them.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build()
-}
 
 fn hub(config: connmgr::Config) -> Swarm<connmgr::Behaviour> {
     swarm(|| connmgr::Behaviour::new(config).unwrap())

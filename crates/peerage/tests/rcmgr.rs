@@ -623,21 +623,7 @@ async fn a_trim_closes_an_idle_peer_before_a_stream_heavy_one() {
         .build();
     let hub_addr = support::listen(&mut hub).await;
     let hub_id = *hub.local_peer_id();
-    let dialer = || {
-        libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| hold())
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build()
-    };
-    let (mut idle, mut heavy) = (dialer(), dialer());
+    let (mut idle, mut heavy) = (support::tcp_swarm(hold), support::tcp_swarm(hold));
     let (idle_id, heavy_id) = (*idle.local_peer_id(), *heavy.local_peer_id());
 
     idle.dial(hub_addr.clone()).unwrap();

@@ -53,10 +53,10 @@ pub(crate) fn node_with(
         .build()
 }
 
-/// Spawns a bare libp2p node (no peerage behaviour, nothing to ask) that dials `addr` and
-/// holds the connection for as long as the other side keeps it. Returns its peer ID.
-pub(crate) fn spawn_bare_dialer(addr: Multiaddr) -> PeerId {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+/// A swarm over TCP (Noise, Yamux) with `behaviour`. Nothing keeps its connections busy; they
+/// stay open for 5 minutes unless a behaviour under test closes them.
+pub(crate) fn tcp_swarm<B: NetworkBehaviour>(behaviour: impl FnOnce() -> B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
             libp2p::tcp::Config::default().nodelay(true),
@@ -64,10 +64,16 @@ pub(crate) fn spawn_bare_dialer(addr: Multiaddr) -> PeerId {
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| dummy::Behaviour)
+        .with_behaviour(|_| behaviour())
         .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
-        .build();
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(300)))
+        .build()
+}
+
+/// Spawns a bare libp2p node (no peerage behaviour, nothing to ask) that dials `addr` and
+/// holds the connection for as long as the other side keeps it. Returns its peer ID.
+pub(crate) fn spawn_bare_dialer(addr: Multiaddr) -> PeerId {
+    let mut swarm = tcp_swarm(|| dummy::Behaviour);
     let peer = *swarm.local_peer_id();
     swarm.dial(addr).unwrap();
     tokio::spawn(async move {
