@@ -20,12 +20,7 @@
 //
 // Env: PEERS, HOLD_MS, SECS (guard, default HOLD_MS/1000 + 30), LISTEN=1 to make each js node
 // listen on 127.0.0.1/tcp/0 (by default they do not listen, so the target cannot dial them).
-import { createLibp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
-import { ping } from '@libp2p/ping'
+import { createNode } from './node.mjs'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 
@@ -73,13 +68,7 @@ try {
   streamErrors['(not observed: ' + errorName(err) + ')'] = 0
 }
 
-const nodes = await Promise.all(Array.from({ length: peers }, () => createLibp2p({
-  addresses: { listen: listen ? ['/ip4/127.0.0.1/tcp/0'] : [] },
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: { identify: identify(), ping: ping() }
-})))
+const nodes = await Promise.all(Array.from({ length: peers }, () => createNode({ listen })))
 
 for (const node of nodes) {
   node.addEventListener('connection:open', e => {

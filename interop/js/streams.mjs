@@ -4,12 +4,7 @@
 // prints `JS STREAM <i> <status>` for each (`error <name>` if opening failed), pings the node
 // over the same connection (`JS PING <ms>` or `JS PING failed <name>`), prints
 // `JS CONNECTIONS <n>` and exits 0. Exits 2 after SECS seconds whatever happens.
-import { createLibp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
-import { ping } from '@libp2p/ping'
+import { createNode } from './node.mjs'
 import { multiaddr } from '@multiformats/multiaddr'
 
 const secs = Number(process.env.SECS ?? 20)
@@ -18,13 +13,7 @@ const protocols = (process.env.PROTOCOL ?? '/peerage/pex/1.0.0').split(',')
 const guard = setTimeout(() => { console.error('JS TIMEOUT'); process.exit(2) }, secs * 1000)
 const target = multiaddr(process.argv[2])
 
-const node = await createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: { identify: identify(), ping: ping() }
-})
+const node = await createNode()
 const identified = new Promise(resolve => node.addEventListener('peer:identify', resolve))
 const conn = await node.dial(target)
 await identified
