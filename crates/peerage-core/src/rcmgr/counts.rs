@@ -10,7 +10,13 @@
 //! address at once (two simultaneous dials to one address) leave the first one's streams
 //! uncounted.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
@@ -103,11 +109,24 @@ pub(super) struct Counts {
     counters: HashMap<CounterId, Counter>,
     unclaimed: HashMap<(PeerId, Multiaddr), CounterId>,
     changed: Vec<CounterId>,
+    /// Set whenever `changed` gets an entry (read without the manager's lock).
+    changed_flag: Arc<AtomicBool>,
     /// The counter of each open stream scope.
     by_stream: HashMap<ScopeId, CounterId>,
 }
 
 impl Counts {
+    /// The flag set whenever a count to report changes.
+    pub(super) fn changed_flag(&self) -> Arc<AtomicBool> {
+        self.changed_flag.clone()
+    }
+
+    /// Queues a counter's count for the next report.
+    fn mark(&mut self, id: CounterId) {
+        self.changed.push(id);
+        self.changed_flag.store(true, Ordering::Release);
+    }
+
     pub(super) fn register(&mut self, peer: PeerId, remote: Multiaddr) -> CounterId {
         self.next += 1;
         let id = CounterId(self.next);
@@ -140,7 +159,7 @@ impl Counts {
         c.key = None;
         if c.streams > 0 && !c.dirty {
             c.dirty = true;
-            self.changed.push(id);
+            self.mark(id);
         }
         Some(id)
     }
@@ -156,7 +175,7 @@ impl Counts {
         }
         if c.key.is_none() && !c.dirty {
             c.dirty = true;
-            self.changed.push(id);
+            self.mark(id);
         }
     }
 

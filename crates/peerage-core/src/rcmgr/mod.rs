@@ -65,7 +65,10 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, Ordering},
+};
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -439,6 +442,9 @@ impl State {
 #[derive(Clone)]
 pub struct ResourceManager {
     state: Arc<Mutex<State>>,
+    /// Set when a claimed counter's count changed: the node reads the counts on each poll of
+    /// its behaviour, and takes the lock only then.
+    counts_changed: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for ResourceManager {
@@ -475,14 +481,17 @@ impl ResourceManager {
             allowlist.networks(),
             config.limits.allowlisted_system().conns,
         );
+        let counts = counts::Counts::default();
+        let counts_changed = counts.changed_flag();
         Ok(ResourceManager {
+            counts_changed,
             state: Arc::new(Mutex::new(State {
                 acct: Accountant::new(config.limits),
                 allowlist,
                 ip,
                 rate: ConnRateLimiter::new(&config.rate_limits),
                 services: config.services.into_iter().collect(),
-                counts: counts::Counts::default(),
+                counts,
                 unattributed_streams: 0,
             })),
         })
@@ -613,7 +622,10 @@ impl ResourceManager {
     /// Appends to `out` the claimed counters whose count changed since the last call, with the
     /// count now (each once).
     pub fn take_stream_counts(&self, out: &mut Vec<(CounterId, u32)>) {
-        self.lock().counts.take(out);
+        // A change made after the swap is taken now or at the next call, never lost.
+        if self.counts_changed.swap(false, Ordering::AcqRel) {
+            self.lock().counts.take(out);
+        }
     }
 
     fn open_stream_in(
