@@ -53,6 +53,7 @@ pub struct Config {
     idle_time: Duration,
     looking_for_peers: Duration,
     max_pending_dials: usize,
+    max_trusted_dials: usize,
     grace_period: Duration,
 }
 
@@ -63,6 +64,7 @@ impl Default for Config {
             idle_time: Duration::from_secs(120),
             looking_for_peers: Duration::from_secs(5),
             max_pending_dials: 16,
+            max_trusted_dials: 4,
             grace_period: Duration::from_secs(60),
         }
     }
@@ -70,7 +72,8 @@ impl Default for Config {
 
 impl Config {
     /// Octez's defaults: bounds 10/50/100, idle time 120 s, 5 s between requests for points;
-    /// at most 16 dials in flight, and go's 1 min grace period.
+    /// at most 16 dials in flight, at most 4 trusted points dialed per round, and go's 1 min
+    /// grace period.
     pub fn new() -> Self {
         Self::default()
     }
@@ -98,6 +101,18 @@ impl Config {
     pub fn with_max_pending_dials(mut self, n: usize) -> Self {
         assert!(n > 0, "max_pending_dials must be positive");
         self.max_pending_dials = n;
+        self
+    }
+    /// At most this many trusted points (bootstrap points) dialed in a round, outside private
+    /// mode. 4 by default; Octez has no such cap.
+    ///
+    /// A joining node knows only its bootstrap points: without the cap it dials them all at
+    /// once (up to `max_target`), and every bootstrap node takes every joining node's
+    /// connection only to nack or trim it. A few of them answer with enough points (50 each)
+    /// to dial the rest; the others stay candidates for the next round, as Bitcoin Core
+    /// queries only a few seeds.
+    pub fn with_max_trusted_dials(mut self, n: usize) -> Self {
+        self.max_trusted_dials = n;
         self
     }
     /// How long a new connection is spared when closing extras (unless there are not enough
@@ -168,6 +183,8 @@ pub struct Maintenance {
     /// Points dialed in the current round, whatever came of the dial (Octez's `seen`): none is
     /// dialed twice in a round, so a dial that is aborted at once cannot spin.
     seen: HashSet<Multiaddr>,
+    /// Trusted points dialed in the current round (capped by `max_trusted_dials`).
+    trusted_dialed: usize,
 }
 
 impl Maintenance {
@@ -183,6 +200,7 @@ impl Maintenance {
             new_points: false,
             next_tick: None,
             seen: HashSet::new(),
+            trusted_dialed: 0,
         }
     }
 
@@ -374,6 +392,7 @@ impl Maintenance {
             // A new round: points seen or missed in the last one may be tried again.
             Phase::Idle | Phase::Waiting { .. } => {
                 self.seen.clear();
+                self.trusted_dialed = 0;
                 now
             }
         };
@@ -392,8 +411,20 @@ impl Maintenance {
             // Every slot is taken by a dial in flight: nothing to choose (and no table to walk).
             return plan;
         }
-        for point in pool.candidates(now, round_start, budget, |p| self.seen.contains(p)) {
+        let salt: u64 = rng.random();
+        // Private mode dials only trusted points: no cap there.
+        let max_trusted = if pool.config().private_mode() {
+            usize::MAX
+        } else {
+            self.config
+                .max_trusted_dials
+                .saturating_sub(self.trusted_dialed)
+        };
+        let skip = |p: &Multiaddr| self.seen.contains(p);
+        for point in pool.candidates(now, round_start, budget, max_trusted, salt, skip) {
+            let trusted = pool.point(&point).is_some_and(|p| p.is_trusted());
             if let Ok(peer) = pool.set_requested(&point, now) {
+                self.trusted_dialed += usize::from(trusted);
                 self.seen.insert(point.clone());
                 plan.dial.push((point, peer));
             }

@@ -137,8 +137,78 @@ fn no_candidate_asks_for_points_and_waits_for_them() {
     assert!(f.step().is_empty(), "still waiting");
     // New points end the wait at once.
     f.learn([1, 2]);
+    let mut dials = dialed(&f.step());
+    dials.sort();
+    assert_eq!(dials, vec![point(1), point(2)]);
+}
+
+/// A node that knows only its bootstrap (trusted) points dials 4 of them in a round, then the
+/// points they answer with; a new round may dial 4 more.
+#[test]
+fn a_round_dials_at_most_four_trusted_points() {
+    let mut f = Fixture::with_config(Config::new().with_bounds(Bounds::from_connections(16)));
+    let trusted: Vec<Multiaddr> = (0..20)
+        .map(|i| f.pool.add_trusted_point(&point(i), f.now).unwrap())
+        .collect();
+    let first = dialed(&f.step());
+    assert_eq!(first.len(), 4, "4 of 20 trusted points, not max_target (20)");
+    assert!(first.iter().all(|p| trusted.contains(p)));
+    for p in &first {
+        f.connect(p);
+    }
+    // Their answers: the round goes on with those points, not with more trusted ones.
+    f.learn(100..116);
+    let second = dialed(&f.step());
+    assert_eq!(second.len(), 20 - 4, "max_target - n");
+    assert!(second.iter().all(|p| !trusted.contains(p)));
+    // Nothing left but trusted points, and the round's 4 are spent: it asks and waits.
+    for p in &second {
+        f.fail(p);
+    }
     let plan = f.step();
-    assert_eq!(dialed(&plan), vec![point(1), point(2)]);
+    assert!(plan.dial.is_empty());
+    assert!(plan.ask_for_points);
+    // The next round may dial 4 more trusted points (beside the failed points, whose
+    // backoff has passed).
+    f.now += secs(5);
+    let third: Vec<Multiaddr> = dialed(&f.step())
+        .into_iter()
+        .filter(|p| trusted.contains(p))
+        .collect();
+    assert_eq!(third.len(), 4);
+    assert!(third.iter().all(|p| !first.contains(p)));
+}
+
+/// In private mode only trusted points may be dialed: the cap does not apply.
+#[test]
+fn private_mode_dials_trusted_points_uncapped() {
+    let config = Config::new().with_bounds(Bounds::from_connections(16));
+    let mut f = Fixture::with_config(config);
+    f.pool = Pool::new(
+        PeerId::random(),
+        pool::Config::new().with_private_mode(true),
+    );
+    for i in 0..20 {
+        f.pool.add_trusted_point(&point(i), f.now).unwrap();
+    }
+    assert_eq!(f.step().dial.len(), 16, "max_target 20, capped by 16 in flight");
+}
+
+/// Nodes that learned the same points do not all dial the same ones first: the order of
+/// never-missed points is drawn per round, not by address.
+#[test]
+fn nodes_that_know_the_same_points_dial_different_ones() {
+    let mut firsts = HashSet::new();
+    for seed in 0..8 {
+        let mut f = Fixture::new();
+        f.rng = StdRng::seed_from_u64(seed);
+        f.learn(0..100);
+        let mut dials = dialed(&f.step());
+        assert_eq!(dials.len(), 7);
+        dials.sort();
+        firsts.insert(dials);
+    }
+    assert_eq!(firsts.len(), 8, "eight nodes, eight different choices");
 }
 
 #[test]
@@ -483,9 +553,11 @@ fn octez_too_many_connections_trigger_scenario() {
         ),
         (8, 16, 28, 32)
     );
+    // Octez dials every trusted point: no cap on them per round here.
     let config = Config::new()
         .with_bounds(bounds)
-        .with_idle_time(secs(36_000));
+        .with_idle_time(secs(36_000))
+        .with_max_trusted_dials(usize::MAX);
     let mut f = Fixture::with_config(config);
     let trusted: Vec<Multiaddr> = (0..24)
         .map(|i| f.pool.add_trusted_point(&point(i), f.now).unwrap())

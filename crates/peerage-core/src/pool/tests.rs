@@ -51,17 +51,17 @@ fn failed_dial_returns_point_to_disconnected_with_backoff() {
     assert_eq!(pool.requested(), 0);
     // In its 1 s backoff (inclusive), then a candidate again in a later round.
     assert!(
-        pool.candidates(t0 + secs(1), t0 + secs(1), 10, |_| false)
+        pool.candidates(t0 + secs(1), t0 + secs(1), 10, usize::MAX, 0, |_| false)
             .is_empty()
     );
     let later = t0 + secs(2);
     assert_eq!(
-        pool.candidates(later, later, 10, |_| false),
+        pool.candidates(later, later, 10, usize::MAX, 0, |_| false),
         vec![p.clone()]
     );
     // A failure during the current round keeps it out of that round.
     assert!(
-        pool.candidates(later, t0 - secs(1), 10, |_| false)
+        pool.candidates(later, t0 - secs(1), 10, usize::MAX, 0, |_| false)
             .is_empty()
     );
     // Wrong peer: the hint goes, the backoff grows.
@@ -85,7 +85,7 @@ fn dial_aborted_is_not_a_failure() {
     let info = pool.point(&p).unwrap();
     assert_eq!(info.state(), point::State::Disconnected);
     assert_eq!(info.last_failed_connection(), None);
-    assert_eq!(pool.candidates(t0, t0, 10, |_| false), vec![p]);
+    assert_eq!(pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false), vec![p]);
 }
 
 #[test]
@@ -311,11 +311,11 @@ fn candidates_prefer_never_missed_then_oldest_miss() {
     pool.connection_established(peer3, None, &remote(), t0);
     let now = t0 + secs(100);
     assert_eq!(
-        pool.candidates(now, now, 10, |_| false),
+        pool.candidates(now, now, 10, usize::MAX, 0, |_| false),
         vec![point(4), point(1), point(0)]
     );
     assert_eq!(
-        pool.candidates(now, now, 2, |_| false),
+        pool.candidates(now, now, 2, usize::MAX, 0, |_| false),
         vec![point(4), point(1)]
     );
 }
@@ -398,7 +398,7 @@ fn nacked_connection_backs_off_as_a_failure() {
     );
     assert_eq!(pool.peer(&peer).unwrap().last_disconnection(), None);
     let later = t0 + secs(2);
-    assert_eq!(pool.candidates(later, later, 10, |_| false), vec![p]);
+    assert_eq!(pool.candidates(later, later, 10, usize::MAX, 0, |_| false), vec![p]);
 }
 
 fn with_id(i: u32, peer: PeerId) -> Multiaddr {
@@ -618,7 +618,7 @@ fn wrong_expected_peer_id_greylists_then_disconnects() {
     );
     pool.connection_closed(actual, Some(&p), false, t0, &mut rng);
     assert!(
-        pool.candidates(t0 + secs(100), t0 + secs(100), 10, |_| false)
+        pool.candidates(t0 + secs(100), t0 + secs(100), 10, usize::MAX, 0, |_| false)
             .is_empty()
     );
     assert_eq!(
@@ -779,7 +779,7 @@ fn private_mode_admits_and_dials_trusted_only() {
     let trusted = pool.add_trusted_point(&with_id(1, friend), t0).unwrap();
     pool.register_list_of_new_points(None, Medium::Advertise, [&point(2)], t0);
     assert_eq!(
-        pool.candidates(t0, t0, 10, |_| false),
+        pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false),
         vec![trusted.clone()]
     );
     assert!(matches!(
@@ -902,7 +902,7 @@ fn banned_points_and_peers_are_neither_dialed_nor_advertised() {
     announce(&mut pool, &point(3), t0);
     pool.ban_peer(a);
     pool.greylist_ip(ip_of(&point(2)).unwrap(), t0);
-    assert_eq!(pool.candidates(t0, t0, 10, |_| false), vec![point(3)]);
+    assert_eq!(pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false), vec![point(3)]);
     let listed: Vec<Multiaddr> = pool
         .list_known_points(50, None, t0, &mut rng)
         .iter()
