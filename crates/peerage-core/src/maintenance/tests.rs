@@ -151,7 +151,11 @@ fn a_round_dials_at_most_four_trusted_points() {
         .map(|i| f.pool.add_trusted_point(&point(i), f.now).unwrap())
         .collect();
     let first = dialed(&f.step());
-    assert_eq!(first.len(), 4, "4 of 20 trusted points, not max_target (20)");
+    assert_eq!(
+        first.len(),
+        4,
+        "4 of 20 trusted points, not max_target (20)"
+    );
     assert!(first.iter().all(|p| trusted.contains(p)));
     for p in &first {
         f.connect(p);
@@ -191,7 +195,11 @@ fn private_mode_dials_trusted_points_uncapped() {
     for i in 0..20 {
         f.pool.add_trusted_point(&point(i), f.now).unwrap();
     }
-    assert_eq!(f.step().dial.len(), 16, "max_target 20, capped by 16 in flight");
+    assert_eq!(
+        f.step().dial.len(),
+        16,
+        "max_target 20, capped by 16 in flight"
+    );
 }
 
 /// Nodes that learned the same points do not all dial the same ones first: the order of

@@ -56,9 +56,8 @@ impl Pool {
         // `None < Some(_)`: never-missed points first, then the oldest miss; then the keyed
         // hash, and the address if hashes collide, so that the order is total and the choice
         // deterministic whatever the map's order.
-        let order = |a: &Entry<'_>, b: &Entry<'_>| {
-            (a.0, a.1, a.2.as_ref()).cmp(&(b.0, b.1, b.2.as_ref()))
-        };
+        let order =
+            |a: &Entry<'_>, b: &Entry<'_>| (a.0, a.1, a.2.as_ref()).cmp(&(b.0, b.1, b.2.as_ref()));
         if candidates.iter().filter(|c| c.3).count() > max_trusted {
             let (mut trusted, mut others): (Vec<_>, Vec<_>) =
                 candidates.into_iter().partition(|c| c.3);
@@ -74,7 +73,10 @@ impl Pool {
         }
         candidates.truncate(max);
         candidates.sort_unstable_by(order);
-        candidates.into_iter().map(|(_, _, a, _)| a.clone()).collect()
+        candidates
+            .into_iter()
+            .map(|(_, _, a, _)| a.clone())
+            .collect()
     }
 
     /// The points to advertise to `requester` (Octez `list_known_points ~ignore_private:true`):

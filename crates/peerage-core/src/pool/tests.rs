@@ -85,7 +85,10 @@ fn dial_aborted_is_not_a_failure() {
     let info = pool.point(&p).unwrap();
     assert_eq!(info.state(), point::State::Disconnected);
     assert_eq!(info.last_failed_connection(), None);
-    assert_eq!(pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false), vec![p]);
+    assert_eq!(
+        pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false),
+        vec![p]
+    );
 }
 
 #[test]
@@ -398,7 +401,10 @@ fn nacked_connection_backs_off_as_a_failure() {
     );
     assert_eq!(pool.peer(&peer).unwrap().last_disconnection(), None);
     let later = t0 + secs(2);
-    assert_eq!(pool.candidates(later, later, 10, usize::MAX, 0, |_| false), vec![p]);
+    assert_eq!(
+        pool.candidates(later, later, 10, usize::MAX, 0, |_| false),
+        vec![p]
+    );
 }
 
 fn with_id(i: u32, peer: PeerId) -> Multiaddr {
@@ -902,7 +908,10 @@ fn banned_points_and_peers_are_neither_dialed_nor_advertised() {
     announce(&mut pool, &point(3), t0);
     pool.ban_peer(a);
     pool.greylist_ip(ip_of(&point(2)).unwrap(), t0);
-    assert_eq!(pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false), vec![point(3)]);
+    assert_eq!(
+        pool.candidates(t0, t0, 10, usize::MAX, 0, |_| false),
+        vec![point(3)]
+    );
     let listed: Vec<Multiaddr> = pool
         .list_known_points(50, None, t0, &mut rng)
         .iter()
