@@ -13,7 +13,7 @@ use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 use peerage_core::{
     connmgr::{self, ConnManager},
-    maintenance::Bounds,
+    maintenance::{self, Bounds},
     node::{self, Command, DialError, Identify, Input, Machine},
     peerstore::{self, Peerstore},
 };
@@ -497,7 +497,11 @@ impl SimNode {
         let cm = Shared(Arc::new(Mutex::new(
             ConnManager::new(cm_config, now).expect("valid watermarks"),
         )));
-        let config = node::Config::new().with_bounds(bounds);
+        let config = node::Config::new().with_maintenance(
+            maintenance::Config::new()
+                .with_bounds(bounds)
+                .with_rotation_interval(w.scenario.rotation),
+        );
         let mut machine = Machine::new(
             info.peer,
             config,

@@ -46,6 +46,10 @@ pub struct Scenario {
     /// Share of live non-bootstrap nodes that leave per simulated hour, replaced by as many
     /// new ones, uniformly in time. 0.1 by default.
     pub churn_per_hour: f64,
+    /// How often a node within its bounds replaces one connection
+    /// (`maintenance::Config::with_rotation_interval`). Off by default, as in the node.
+    #[serde(with = "humantime_serde")]
+    pub rotation: Option<Duration>,
     /// Partitions that open and heal.
     pub partitions: Vec<Partition>,
     /// Adversarial nodes.
@@ -147,6 +151,7 @@ impl Default for Scenario {
             dial_failure: 0.02,
             dial_timeout: Duration::from_secs(10),
             churn_per_hour: 0.1,
+            rotation: None,
             partitions: Vec::new(),
             adversaries: Vec::new(),
             stop: 0,
@@ -218,6 +223,7 @@ impl Scenario {
             dial_failure: 0.0,
             dial_timeout: Duration::from_secs(10),
             churn_per_hour: 0.0,
+            rotation: None,
             partitions: Vec::new(),
             adversaries: Vec::new(),
             stop: 0,

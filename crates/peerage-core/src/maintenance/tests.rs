@@ -590,3 +590,79 @@ fn octez_too_many_connections_trigger_scenario() {
     assert!(plan.close.iter().all(|p| extra.contains(p)));
     assert!(plan.close.iter().all(|p| !trusted_peers.contains(p)));
 }
+
+/// Within its bounds a node replaces one connection every 10 min (Octez's swap, done
+/// locally): at the first idle tick past the interval it dials one candidate, never a trusted
+/// point, and once that connects it closes one peer out of its grace period, so its count
+/// stays the same. A failed dial closes nothing.
+#[test]
+fn within_bounds_a_node_rotates_one_connection_every_ten_minutes() {
+    let mut f = Fixture::new();
+    let old: Vec<PeerId> = (0..5).map(|_| f.inbound()).collect();
+    f.pool.add_trusted_point(&point(99), f.now).unwrap();
+    assert!(
+        f.step().is_empty(),
+        "5 connections: within 4..=8, nothing to do"
+    );
+    f.learn(10..12);
+    // The first idle tick sets the interval going; ticks before it has passed do nothing.
+    for _ in 0..5 {
+        f.now += secs(120);
+        assert!(f.step().is_empty(), "not before 10 min");
+    }
+    f.now += secs(120);
+    let dials = dialed(&f.step());
+    assert_eq!(dials.len(), 1);
+    assert_ne!(dials[0], point(99), "a trusted point is not a rotation's");
+    assert!(f.step().is_empty(), "nothing while the dial is in flight");
+    let new = f.connect(&dials[0]);
+    let plan = f.step();
+    assert_eq!(plan.close.len(), 1);
+    assert!(
+        old.contains(&plan.close[0]),
+        "an old peer goes, not the new one: {new}"
+    );
+    f.close(plan.close[0]);
+    assert_eq!(f.pool.active(), 5);
+    // The next rotation's dial fails: nothing is closed.
+    for _ in 0..4 {
+        f.now += secs(120);
+        assert!(f.step().is_empty());
+    }
+    f.now += secs(120);
+    let dials = dialed(&f.step());
+    assert_eq!(dials.len(), 1);
+    f.fail(&dials[0]);
+    assert!(f.step().is_empty());
+    assert_eq!(f.pool.active(), 5);
+}
+
+#[test]
+fn rotation_can_be_turned_off_and_private_mode_never_rotates() {
+    let config = Config::new()
+        .with_bounds(Bounds::from_connections(6))
+        .with_rotation_interval(None);
+    let mut f = Fixture::with_config(config);
+    for _ in 0..5 {
+        f.inbound();
+    }
+    f.learn(10..12);
+    for _ in 0..12 {
+        assert!(f.step().is_empty());
+        f.now += secs(120);
+    }
+
+    let mut f = Fixture::new();
+    f.pool = Pool::new(
+        PeerId::random(),
+        pool::Config::new().with_private_mode(true),
+    );
+    for _ in 0..5 {
+        f.inbound();
+    }
+    f.pool.add_trusted_point(&point(1), f.now).unwrap();
+    for _ in 0..12 {
+        assert!(f.step().is_empty());
+        f.now += secs(120);
+    }
+}
