@@ -591,13 +591,16 @@ fn octez_too_many_connections_trigger_scenario() {
     assert!(plan.close.iter().all(|p| !trusted_peers.contains(p)));
 }
 
-/// Within its bounds a node replaces one connection every 10 min (Octez's swap, done
-/// locally): at the first idle tick past the interval it dials one candidate, never a trusted
+/// Within its bounds a node with rotation every 10 min replaces one connection (Octez's swap,
+/// done locally): at the first idle tick past the interval it dials one candidate, never a trusted
 /// point, and once that connects it closes one peer out of its grace period, so its count
 /// stays the same. A failed dial closes nothing.
 #[test]
 fn within_bounds_a_node_rotates_one_connection_every_ten_minutes() {
-    let mut f = Fixture::new();
+    let config = Config::new()
+        .with_bounds(Bounds::from_connections(6))
+        .with_rotation_interval(Some(secs(600)));
+    let mut f = Fixture::with_config(config);
     let old: Vec<PeerId> = (0..5).map(|_| f.inbound()).collect();
     f.pool.add_trusted_point(&point(99), f.now).unwrap();
     assert!(
@@ -638,10 +641,8 @@ fn within_bounds_a_node_rotates_one_connection_every_ten_minutes() {
 }
 
 #[test]
-fn rotation_can_be_turned_off_and_private_mode_never_rotates() {
-    let config = Config::new()
-        .with_bounds(Bounds::from_connections(6))
-        .with_rotation_interval(None);
+fn rotation_is_off_by_default_and_private_mode_never_rotates() {
+    let config = Config::new().with_bounds(Bounds::from_connections(6));
     let mut f = Fixture::with_config(config);
     for _ in 0..5 {
         f.inbound();
@@ -652,7 +653,10 @@ fn rotation_can_be_turned_off_and_private_mode_never_rotates() {
         f.now += secs(120);
     }
 
-    let mut f = Fixture::new();
+    let config = Config::new()
+        .with_bounds(Bounds::from_connections(6))
+        .with_rotation_interval(Some(secs(600)));
+    let mut f = Fixture::with_config(config);
     f.pool = Pool::new(
         PeerId::random(),
         pool::Config::new().with_private_mode(true),
