@@ -23,7 +23,7 @@ impl Pool {
     /// different order for each node and round, as Octez's hash-table order is in effect. An
     /// order by address would send every joining node that learned the same points to the
     /// same lowest addresses (in the simulator, 150 times the average inbound dial rate on a
-    /// few nodes).
+    /// few nodes), and would let an attacker be dialed first by listening on low addresses.
     pub fn candidates(
         &self,
         now: Instant,
