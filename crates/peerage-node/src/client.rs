@@ -407,10 +407,28 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
             if args.json {
                 return Ok(json(v));
             }
-            format!(
+            let mut out = format!(
                 "{target}: trusted {}, banned {}\n",
                 v["trusted"], v["banned"]
-            )
+            );
+            // A point's IP ban or unban also says what it did to the IP's peers.
+            let changed = &v["peers_changed"];
+            for (key, what) in [
+                ("disconnected", "disconnected (connected from its IP)"),
+                ("banned", "banned with its IP"),
+                ("untrusted", "no longer trusted"),
+                ("unbanned", "unbanned with its IP"),
+                ("trusted", "trusted again"),
+            ] {
+                let peers: Vec<&str> = changed[key]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if !peers.is_empty() {
+                    out += &format!("  {what}: {}\n", peers.join(", "));
+                }
+            }
+            out
         }
         C::Greylist { action } => match action.as_deref() {
             Some("clear") => {

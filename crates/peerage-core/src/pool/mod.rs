@@ -113,8 +113,30 @@ pub struct Pool {
     /// answer walks them, not every point (most points are only heard of).
     public_points: HashSet<Multiaddr>,
     acl: Acl,
+    /// The peers each IP ban banned, and whether it untrusted them, for the unban to undo.
+    ip_banned_peers: HashMap<IpAddr, Vec<(PeerId, bool)>>,
     active: usize,
     events: VecDeque<Event>,
+}
+
+/// What [`Pool::ban_ip`] did, besides blacklisting the IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpBan {
+    /// Peers connected from the IP, now being disconnected.
+    pub disconnected: Vec<PeerId>,
+    /// Of those, the peers it blacklisted (those not already blacklisted).
+    pub banned: Vec<PeerId>,
+    /// Of those, the peers that were trusted and no longer are.
+    pub untrusted: Vec<PeerId>,
+}
+
+/// What [`Pool::unban_ip`] did, besides unbanning the IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpUnban {
+    /// Peers unbanned: those the IP's ban banned, and those connected from it.
+    pub unbanned: Vec<PeerId>,
+    /// Peers trusted again: those the IP's ban untrusted.
+    pub trusted: Vec<PeerId>,
 }
 
 impl Pool {
@@ -122,6 +144,7 @@ impl Pool {
     pub fn new(local_peer_id: PeerId, config: Config) -> Self {
         Self {
             acl: Acl::new(config.acl),
+            ip_banned_peers: HashMap::new(),
             config,
             local_peer_id,
             points: HashMap::new(),
@@ -597,30 +620,60 @@ impl Pool {
     }
 
     /// Blacklists `ip` (Octez `Points.ban`); every running peer connected from it is
-    /// disconnected and, if `ban_peers`, blacklisted too.
-    pub fn ban_ip(&mut self, ip: IpAddr, ban_peers: bool) {
+    /// disconnected and, if `ban_peers`, blacklisted and untrusted too. Returns what changed;
+    /// the pool remembers the peers it banned, for [`Pool::unban_ip`].
+    pub fn ban_ip(&mut self, ip: IpAddr, ban_peers: bool) -> IpBan {
         self.acl.ban_ip(ip);
+        let mut ban = IpBan::default();
         for peer in self.running_from(ip) {
-            if ban_peers {
+            if ban_peers && !self.acl.is_peer_blacklisted(&peer) {
                 self.acl.ban_peer(peer);
-                if let Some(info) = self.peers.get_mut(&peer) {
-                    info.record.trusted = false;
+                let trusted = self
+                    .peers
+                    .get_mut(&peer)
+                    .is_some_and(|info| std::mem::take(&mut info.record.trusted));
+                if trusted {
+                    ban.untrusted.push(peer);
                 }
+                ban.banned.push(peer);
+                self.ip_banned_peers
+                    .entry(acl::canonical(ip))
+                    .or_default()
+                    .push((peer, trusted));
             }
+            ban.disconnected.push(peer);
             self.events.push_back(Event::Disconnect {
                 peer,
                 reason: DisconnectReason::Banned,
             });
         }
+        ban
     }
 
-    /// Removes `ip` from the blacklist and greylist, and unbans the peers connected from it
-    /// (Octez `Points.unban`).
-    pub fn unban_ip(&mut self, ip: IpAddr) {
+    /// Removes `ip` from the blacklist and greylist, unbans the peers connected from it, and
+    /// undoes what [`Pool::ban_ip`] did to peers: the peers it banned are unbanned, and those it
+    /// untrusted are trusted again, connected or not. Octez's `Points.unban` unbans only the
+    /// IP, so a node whose peers were all banned with it stays without them until each is
+    /// opened. Returns what changed.
+    pub fn unban_ip(&mut self, ip: IpAddr) -> IpUnban {
         self.acl.unban_ip(ip);
-        for peer in self.running_from(ip) {
-            self.acl.unban_peer(&peer);
+        let mut unban = IpUnban::default();
+        let recorded = self
+            .ip_banned_peers
+            .remove(&acl::canonical(ip))
+            .unwrap_or_default();
+        let running = self.running_from(ip).into_iter().map(|p| (p, false));
+        for (peer, trusted) in recorded.into_iter().chain(running) {
+            if self.acl.is_peer_blacklisted(&peer) {
+                self.acl.unban_peer(&peer);
+                unban.unbanned.push(peer);
+            }
+            if trusted && let Some(info) = self.peers.get_mut(&peer) {
+                info.record.trusted = true;
+                unban.trusted.push(peer);
+            }
         }
+        unban
     }
 
     /// Blacklists `peer`, which is no longer trusted, and disconnects it (Octez `Peers.ban`).
@@ -718,6 +771,7 @@ impl Pool {
     /// Empties the four ACLs, bans included (Octez `acl.clear`, `DELETE /network/greylist`).
     pub fn acl_clear(&mut self) {
         self.acl.clear();
+        self.ip_banned_peers.clear();
     }
 
     fn is_connected(&self, peer: &PeerId) -> bool {

@@ -684,6 +684,56 @@ fn admission_refuses_banned_ips_and_peers_in_octez_order() {
     );
 }
 
+/// An IP ban bans and untrusts the peers connected from it; the unban undoes both, after
+/// those peers are gone (Octez's `unban` leaves them banned: a node whose peers all came from
+/// the IP stayed without them).
+#[test]
+fn unbanning_an_ip_undoes_what_its_ban_did_to_peers() {
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut pool = pool(Config::new());
+    let t0 = Instant::now();
+    let [a, b, c] = std::array::from_fn(|_| PeerId::random());
+    let remote: Multiaddr = "/ip4/10.0.0.1/tcp/40000".parse().unwrap();
+    for peer in [a, b] {
+        pool.accept(peer, &remote, None, t0, &mut rng).unwrap();
+        pool.connection_established(peer, None, &remote, t0);
+    }
+    pool.trust_peer(a, t0);
+    // Already banned on its own: the IP's unban must not unban it.
+    pool.accept(c, &remote, None, t0, &mut rng).unwrap();
+    pool.connection_established(c, None, &remote, t0);
+    pool.ban_peer(c);
+    drain(&mut pool);
+    let ban = pool.ban_ip(ip("10.0.0.1"), true);
+    let mut disconnected = ban.disconnected.clone();
+    disconnected.sort();
+    let mut all = vec![a, b, c];
+    all.sort();
+    assert_eq!(disconnected, all);
+    let mut banned = ban.banned.clone();
+    banned.sort();
+    let mut ab = vec![a, b];
+    ab.sort();
+    assert_eq!(banned, ab, "c was banned already");
+    assert_eq!(ban.untrusted, vec![a]);
+    assert!(!pool.is_trusted_peer(&a));
+    // The disconnections happen: nobody is connected from the IP any more.
+    for peer in [a, b, c] {
+        pool.connection_closed(peer, None, false, t0, &mut rng);
+    }
+    let unban = pool.unban_ip(ip("10.0.0.1"));
+    let mut unbanned = unban.unbanned.clone();
+    unbanned.sort();
+    assert_eq!(unbanned, ab);
+    assert_eq!(unban.trusted, vec![a]);
+    assert!(!pool.is_peer_banned(&a) && !pool.is_peer_banned(&b));
+    assert!(pool.is_trusted_peer(&a));
+    assert!(pool.is_peer_banned(&c), "banned on its own, not by the IP");
+    assert!(!pool.is_ip_banned(ip("10.0.0.1"), t0));
+    // Undone once: a second unban changes nothing.
+    assert_eq!(pool.unban_ip(ip("10.0.0.1")), IpUnban::default());
+}
+
 /// Octez `Points.ban`: the IP is blacklisted, its running peers disconnected and banned;
 /// `unban` lifts both.
 #[test]

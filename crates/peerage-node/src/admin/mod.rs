@@ -38,7 +38,7 @@ pub use self::{
     greylist::GreylistIps,
     network::{ConnectionInfo, NetworkStat, SelfInfo},
     peers::{AddrInfo, PeerInfo, PeerPatch},
-    points::{PointInfo, PointPatch},
+    points::{PeersChanged, PointInfo, PointPatch},
 };
 
 /// What the handlers share.

@@ -35,6 +35,29 @@ pub struct PointInfo {
     pub last_established_secs_ago: Option<f64>,
     /// Seconds since the last failed dial.
     pub last_failed_secs_ago: Option<f64>,
+    /// What a `PATCH` with `ban` or `open` did to the peers of the point's IP; absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_changed: Option<PeersChanged>,
+}
+
+/// The peers an IP's ban or unban changed (peer IDs).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct PeersChanged {
+    /// Connected from the IP, disconnected by its ban.
+    pub disconnected: Vec<String>,
+    /// Banned by the IP's ban.
+    pub banned: Vec<String>,
+    /// Untrusted by the IP's ban.
+    pub untrusted: Vec<String>,
+    /// Unbanned by the IP's unban (those its ban banned, and those connected from it).
+    pub unbanned: Vec<String>,
+    /// Trusted again by the IP's unban (those its ban untrusted).
+    pub trusted: Vec<String>,
+}
+
+fn ids(peers: &[libp2p::PeerId]) -> Vec<String> {
+    peers.iter().map(ToString::to_string).collect()
 }
 
 fn point_info(swarm: &Swarm<peerage::Behaviour>, addr: &Multiaddr, p: &point::Info) -> PointInfo {
@@ -52,6 +75,7 @@ fn point_info(swarm: &Swarm<peerage::Behaviour>, addr: &Multiaddr, p: &point::In
             .map(|r| (r.end - now).as_secs_f64()),
         last_established_secs_ago: ago(p.last_established_connection().map(|c| c.1), now),
         last_failed_secs_ago: ago(p.last_failed_connection(), now),
+        peers_changed: None,
     }
 }
 
@@ -128,7 +152,9 @@ pub(super) async fn put_point(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointPatch {
-    /// The ACL change; `ban` bans the point's IP and the peers connected from it.
+    /// The ACL change; `ban` bans the point's IP and the peers connected from it (untrusting
+    /// them), `open` unbans the IP and undoes what its ban did to those peers; the answer's
+    /// `peers_changed` lists them.
     pub acl: Option<Acl>,
     /// The peer ID the point must have.
     pub peer_id: Option<String>,
@@ -154,14 +180,21 @@ pub(super) async fn patch_point(
     let ip = pool::ip_of(&addr);
     s.node
         .call(move |swarm| {
-            let p = swarm.behaviour_mut().update_pool(|pool, now| {
+            let (p, changed) = swarm.behaviour_mut().update_pool(|pool, now| {
                 // Known from now on, whatever the change (Octez's trust registers it too).
                 let p = pool.register_point(&addr, None, None, now)?;
+                let mut changed = None;
                 match patch.acl {
                     Some(Acl::Ban) => {
                         pool.untrust_point(&p);
                         if let Some(ip) = ip {
-                            pool.ban_ip(ip, true);
+                            let ban = pool.ban_ip(ip, true);
+                            changed = Some(PeersChanged {
+                                disconnected: ids(&ban.disconnected),
+                                banned: ids(&ban.banned),
+                                untrusted: ids(&ban.untrusted),
+                                ..PeersChanged::default()
+                            });
                         }
                     }
                     Some(Acl::Trust) => {
@@ -169,7 +202,12 @@ pub(super) async fn patch_point(
                     }
                     Some(Acl::Open) => {
                         if let Some(ip) = ip {
-                            pool.unban_ip(ip);
+                            let unban = pool.unban_ip(ip);
+                            changed = Some(PeersChanged {
+                                unbanned: ids(&unban.unbanned),
+                                trusted: ids(&unban.trusted),
+                                ..PeersChanged::default()
+                            });
                         }
                         pool.untrust_point(&p);
                     }
@@ -178,10 +216,13 @@ pub(super) async fn patch_point(
                 if let Some(id) = expected {
                     pool.set_expected_peer_id(&p, id, now)?;
                 }
-                Ok::<_, pool::Error>(p)
+                Ok::<_, pool::Error>((p, changed))
             })?;
             let info = swarm.behaviour().pool().point(&p);
-            Ok(info.map(|i| point_info(swarm, &p, i)))
+            Ok(info.map(|i| PointInfo {
+                peers_changed: changed,
+                ..point_info(swarm, &p, i)
+            }))
         })
         .await?
         .map_err(|e: pool::Error| ApiError::conflict(e))?

@@ -197,3 +197,56 @@ fn a_public_admin_address_needs_a_token() {
         "{stderr}"
     );
 }
+
+/// `ban IP:PORT` bans the IP and the peers connected from it and says which; `open` undoes
+/// both, so the peers come back by themselves (an unban that left them banned kept the node
+/// at 0 connections until each peer was opened by hand).
+#[test]
+fn banning_and_opening_an_ip_are_symmetric_and_say_what_they_changed() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (_a, _, a_addr, admin, _) = node(&da, None);
+    let (_b, b_id, b_addr, _, _) = node(&db, Some(&a_addr));
+    let (_c, c_id, _, _, _) = node(&dc, Some(&a_addr));
+    let running = |id: &str| try_cli(&admin, &["peer", id]).is_ok_and(|p| p["state"] == "running");
+    wait_for("B and C connect to A", || running(&b_id) && running(&c_id));
+
+    // Every node listens on 127.0.0.1: banning B's point bans the IP, so B and C both go.
+    let point = b_addr.split("/p2p/").next().unwrap();
+    let banned = cli(&admin, &["ban", point]);
+    assert_eq!(banned["banned"], Value::Bool(true), "{banned}");
+    let mut listed: Vec<&str> = banned["peers_changed"]["banned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    listed.sort_unstable();
+    let mut both = vec![b_id.as_str(), c_id.as_str()];
+    both.sort_unstable();
+    assert_eq!(listed, both, "{banned}");
+    wait_for("B and C disconnected", || {
+        !running(&b_id) && !running(&c_id)
+    });
+    assert_eq!(cli(&admin, &["peer", &b_id])["banned"], Value::Bool(true));
+
+    // The human output of `open` names the peers it unbanned.
+    let (code, text, err) = output(&["open", point, "--admin", &admin]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("banned false"), "{text}");
+    let unbanned = text
+        .lines()
+        .find(|l| l.contains("unbanned with its IP"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        unbanned.contains(&b_id) && unbanned.contains(&c_id),
+        "{text}"
+    );
+    assert_eq!(cli(&admin, &["peer", &b_id])["banned"], Value::Bool(false));
+    wait_for("B and C back, by themselves", || {
+        running(&b_id) && running(&c_id)
+    });
+}
