@@ -19,6 +19,19 @@ pub struct Cli {
     /// The admin API (`run` serves it, the client commands reach it) and the output format.
     #[command(flatten)]
     pub client: crate::client::ClientArgs,
+    /// How logs on stderr are written: `text` (coloured only when stderr is a terminal) or
+    /// `json` (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -33,6 +46,13 @@ pub enum Command {
     /// Print the effective configuration, or check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout: `peerage man > peerage.1`.
+    Man,
     /// Drive a running node through its admin API.
     #[command(flatten)]
     Client(crate::client::ClientCommand),

@@ -1,6 +1,6 @@
 //! `peerage run` as a user runs it: identity persistence, clean shutdown, bad input.
 
-use crate::support::{Running, output};
+use crate::support::{Running, output, peerage};
 
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
@@ -186,4 +186,60 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     let again = Running::start(&["--data-dir", data, "--listen", LOOPBACK]);
     again.line("peer id: ");
     assert!(again.terminate().success());
+}
+
+#[test]
+fn completions_and_the_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, script, err) = output(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for name in ["devnet", "sim", "ban", "log-format"] {
+            assert!(script.contains(name), "{shell} completion lacks {name}");
+        }
+    }
+    let (code, _, err) = output(&["completions", "tcsh"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tcsh"), "{err}");
+    let (code, man, err) = output(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(man.contains(".TH peerage 1"), "{man}");
+    assert!(man.contains("devnet"), "subcommands are listed");
+}
+
+/// `--log-format json` writes one JSON object per line on stderr; text logs carry no colour
+/// codes when stderr is not a terminal (here, a pipe).
+#[test]
+fn logs_are_json_on_request_and_plain_in_a_pipe() {
+    for (format, check) in [
+        (
+            "json",
+            (|l: &str| serde_json::from_str::<serde_json::Value>(l).is_ok()) as fn(&str) -> bool,
+        ),
+        ("text", |l: &str| {
+            !l.contains('\u{1b}') && l.contains("INFO")
+        }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = peerage()
+            .args(["run", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args([
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--log-format",
+                format,
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let first = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+            .next()
+            .expect("a log line")
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(check(&first), "{format}: {first:?}");
+    }
 }
