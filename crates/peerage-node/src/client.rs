@@ -58,10 +58,17 @@ pub enum ClientCommand {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Dial a point now (a multiaddr, or Octez's IP:PORT).
+    /// Dial a point now (a multiaddr, or Octez's IP:PORT) and wait for the connection; exits
+    /// non-zero with the reason if the dial fails or the wait ends.
     Connect {
         /// The point.
         point: String,
+        /// How long to wait for the connection.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Start the dial and return at once (`dialing ...`).
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Close every connection with a peer.
     Disconnect {
@@ -207,6 +214,47 @@ fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::Re
 /// A point as a path segment: a multiaddr's slashes percent-encoded; `IP:PORT` as it is.
 fn point_segment(point: &str) -> String {
     point.replace('/', "%2F")
+}
+
+/// Polls the point at `path` every 100 ms until it is running (its JSON), or fails: a dial
+/// error (with libp2p's reason when the node has it), a connection that came and went (refused
+/// by the peer: banned, full, the wrong peer), or `timeout`, as `ipfs swarm connect` and
+/// `octez-admin-client connect address` wait and report.
+fn wait_for_connection(
+    c: &Client,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let v = c.request("GET", path, None)?;
+        let point = opt(&v["point"]);
+        match v["state"].as_str() {
+            Some("running") => return Ok(v),
+            Some("disconnected") => {
+                let elapsed = start.elapsed().as_secs_f64();
+                let failed_now = v["last_failed_secs_ago"]
+                    .as_f64()
+                    .is_some_and(|ago| ago <= elapsed + 0.5);
+                let reason = match v["last_error"].as_str() {
+                    Some(e) if failed_now => e.to_owned(),
+                    _ if failed_now => "the dial failed".to_owned(),
+                    _ => "the peer closed the connection (it may be full, or refuse us)".to_owned(),
+                };
+                anyhow::bail!("could not connect to {point}: {reason}");
+            }
+            state => {
+                if start.elapsed() >= timeout {
+                    anyhow::bail!(
+                        "no connection to {point} within {} (still {})",
+                        humantime::format_duration(timeout),
+                        state.unwrap_or("unknown")
+                    );
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn is_peer_id(s: &str) -> bool {
@@ -370,16 +418,28 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
             out
         }
         C::Points { state } => list(&c, args, "/network/points", state.as_deref(), POINT_COLUMNS)?,
-        C::Connect { point } => {
-            let v = c.request(
-                "PUT",
-                &format!("/network/points/{}", point_segment(point)),
-                None,
-            )?;
+        C::Connect {
+            point,
+            timeout,
+            no_wait,
+        } => {
+            let path = format!("/network/points/{}", point_segment(point));
+            let v = c.request("PUT", &path, None)?;
+            if *no_wait {
+                if args.json {
+                    return Ok(json(v));
+                }
+                return Ok(format!("dialing {}\n", opt(&v["point"])));
+            }
+            let v = wait_for_connection(&c, &path, *timeout)?;
             if args.json {
                 return Ok(json(v));
             }
-            format!("dialing {}\n", opt(&v["point"]))
+            format!(
+                "connected to {} at {}\n",
+                opt(&v["peer_id"]),
+                opt(&v["point"])
+            )
         }
         C::Disconnect { id } => {
             c.request("DELETE", &format!("/network/connections/{id}"), None)?;

@@ -119,10 +119,29 @@ pub struct Handle {
     listen: Vec<Multiaddr>,
     peerstore: Peerstore,
     bandwidth: Arc<prometheus_client::registry::Registry>,
+    dial_errors: DialErrors,
     tx: mpsc::Sender<Command>,
 }
 
+/// The last dial errors, by address (at most [`DIAL_ERRORS`]), for `peerage connect` to say why
+/// a dial failed: the pool keeps that a dial failed, not libp2p's reason.
+type DialErrors = Arc<std::sync::Mutex<std::collections::VecDeque<(Multiaddr, String)>>>;
+
+/// How many dial errors [`Handle::last_dial_error`] remembers.
+const DIAL_ERRORS: usize = 64;
+
 impl Handle {
+    /// Why the last failed dial of `point` (a multiaddr without `/p2p`) failed, if it is among
+    /// the last 64 failures: libp2p's error, as `peerage connect` prints it.
+    pub fn last_dial_error(&self, point: &Multiaddr) -> Option<String> {
+        let errors = self.dial_errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors
+            .iter()
+            .rev()
+            .find(|(addr, _)| addr == point)
+            .map(|(_, e)| e.clone())
+    }
+
     /// The node's peer ID.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -373,14 +392,15 @@ impl Node {
         let metrics = crate::metrics::PoolMetrics::default();
         metrics.register(&mut registry);
         let (tx, rx) = mpsc::channel(16);
+        let dial_errors = DialErrors::default();
         let span = tracing::info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(tracing::Instrument::instrument(
             event_loop(
                 swarm,
                 rx,
-                peers_file,
-                config.peers_file_period,
+                (peers_file, config.peers_file_period),
                 (metrics, swarm_metrics),
+                dial_errors.clone(),
             ),
             span,
         ));
@@ -390,6 +410,7 @@ impl Node {
                 listen,
                 peerstore,
                 bandwidth: Arc::new(bandwidth),
+                dial_errors,
                 tx,
             },
             registry: Arc::new(registry),
@@ -427,9 +448,9 @@ async fn save_peers(file: Option<&PeersFile>, entries: Vec<peerage::peers_file::
 async fn event_loop(
     mut swarm: Swarm<peerage::Behaviour>,
     mut rx: mpsc::Receiver<Command>,
-    peers_file: Option<PeersFile>,
-    peers_file_period: Duration,
+    (peers_file, peers_file_period): (Option<PeersFile>, Duration),
     (metrics, swarm_metrics): (crate::metrics::PoolMetrics, Arc<libp2p::metrics::Metrics>),
+    dial_errors: DialErrors,
 ) {
     let peerstore = swarm.behaviour().peerstore().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -467,7 +488,10 @@ async fn event_loop(
                     SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
                         metrics.maintenance(dialed.len(), closed.len(), *asked);
                     }
-                    SwarmEvent::OutgoingConnectionError { .. } => metrics.dial_failed(),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        metrics.dial_failed();
+                        record_dial_error(&dial_errors, error);
+                    }
                     _ => {}
                 }
                 log_event(event);
@@ -478,6 +502,45 @@ async fn event_loop(
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
     drop(swarm);
     flush(peerstore).await;
+}
+
+/// Remembers why the dial of each address in `error` failed.
+fn record_dial_error(errors: &DialErrors, error: &libp2p::swarm::DialError) {
+    use libp2p::swarm::DialError;
+    let failed: Vec<(Multiaddr, String)> = match error {
+        DialError::Transport(errs) => errs
+            .iter()
+            .map(|(addr, e)| (addr.clone(), error_chain(e)))
+            .collect(),
+        DialError::WrongPeerId { obtained, address } => vec![(
+            address.clone(),
+            format!("the peer at the address is {obtained}, not the one expected"),
+        )],
+        DialError::Denied { .. } | DialError::LocalPeerId { .. } => Vec::new(),
+        _ => Vec::new(),
+    };
+    let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+    for (addr, e) in failed {
+        let addr = peerage::pool::split_point(&addr).map_or(addr, |(p, _)| p);
+        if errors.len() == DIAL_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back((addr, e));
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The last 6 characters of a peer ID, to tell nodes apart in logs.

@@ -35,6 +35,10 @@ pub struct PointInfo {
     pub last_established_secs_ago: Option<f64>,
     /// Seconds since the last failed dial.
     pub last_failed_secs_ago: Option<f64>,
+    /// Why the last failed dial failed (libp2p's error), if it is among the node's last 64
+    /// failures; in `GET /network/points/{point}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// What a `PATCH` with `ban` or `open` did to the peers of the point's IP; absent
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +80,7 @@ fn point_info(swarm: &Swarm<peerage::Behaviour>, addr: &Multiaddr, p: &point::In
         last_established_secs_ago: ago(p.last_established_connection().map(|c| c.1), now),
         last_failed_secs_ago: ago(p.last_failed_connection(), now),
         peers_changed: None,
+        last_error: None,
     }
 }
 
@@ -114,11 +119,17 @@ pub(super) async fn get_point(
     Path(point): Path<String>,
 ) -> ApiResult<PointInfo> {
     let addr = parse_point(&point)?;
+    let node = s.node.clone();
     s.node
         .call(move |swarm| {
             let (p, _) = pool::split_point(&addr).ok()?;
             let info = swarm.behaviour().pool().point(&p)?;
-            Some(point_info(swarm, &p, info))
+            Some(PointInfo {
+                last_error: info
+                    .last_failed_connection()
+                    .and_then(|_| node.last_dial_error(&p)),
+                ..point_info(swarm, &p, info)
+            })
         })
         .await?
         .map(Json)

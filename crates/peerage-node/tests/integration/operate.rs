@@ -250,3 +250,34 @@ fn banning_and_opening_an_ip_are_symmetric_and_say_what_they_changed() {
         running(&b_id) && running(&c_id)
     });
 }
+
+/// `connect` waits for the connection and says whom it reached; a dial that fails exits
+/// non-zero with libp2p's reason; `--no-wait` only starts the dial.
+#[test]
+fn connect_waits_and_reports_the_outcome() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, _, _, admin, _) = node(&da, None);
+    let (_b, b_id, b_addr, _, _) = node(&db, None);
+    let point = b_addr.split("/p2p/").next().unwrap();
+    let (code, out, err) = output(&["connect", point, "--admin", &admin]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("connected to {b_id} at {point}")),
+        "{out}"
+    );
+
+    // Nothing listens on a port just freed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = dead.to_string();
+    let (code, _, err) = output(&["connect", &dead, "--admin", &admin]);
+    assert_ne!(code, 0);
+    assert!(err.contains("could not connect to"), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+
+    let (code, out, err) = output(&["connect", &dead, "--no-wait", "--admin", &admin]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("dialing"), "{out}");
+}
