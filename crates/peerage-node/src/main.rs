@@ -69,10 +69,13 @@ async fn main() -> ExitCode {
             else {
                 unreachable!("parsed as run")
             };
-            config::resolve(&args, &cli.client).map(|_| {
-                println!("ok: {}", file.display());
-                ExitCode::SUCCESS
-            })
+            // Every check `run` makes before it opens anything, not only the file's.
+            config::resolve(&args, &cli.client)
+                .and_then(|effective| run::check(&effective))
+                .map(|_| {
+                    println!("ok: {}", file.display());
+                    ExitCode::SUCCESS
+                })
         }
         Command::Sim(args) => {
             init_tracing("warn");

@@ -36,6 +36,23 @@ pub fn load_limits(path: &Path) -> anyhow::Result<rcmgr::LimitConfig> {
         .with_context(|| format!("in the limits file {}", path.display()))
 }
 
+/// The checks `run` makes of a configuration before it opens anything, which `peerage config
+/// check` makes too: an admin API on a non-loopback address needs a token; the limits file
+/// must be readable and valid. Returns the limits.
+///
+/// # Errors
+///
+/// The first check that fails, naming the setting.
+pub fn check(config: &Effective) -> anyhow::Result<Option<rcmgr::LimitConfig>> {
+    if let Some(addr) = config.admin.admin
+        && !addr.ip().is_loopback()
+        && config.admin.admin_token.is_none()
+    {
+        anyhow::bail!("--admin {addr} is not a loopback address: it needs --admin-token");
+    }
+    config.limits.as_deref().map(load_limits).transpose()
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -46,6 +63,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
     // Installed before anything is printed: a signal that arrives as soon as the addresses are
     // out must find the handler in place, not the default action.
     let shutdown = ShutdownSignal::install()?;
+    let limits = check(&config)?;
     let Effective {
         data_dir,
         listen,
@@ -55,24 +73,13 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         connmgr,
         pool,
         peers_file_period,
-        limits,
         admin,
         metrics,
         ..
     } = config;
-    if let Some(addr) = admin.admin
-        && !addr.ip().is_loopback()
-        && admin.admin_token.is_none()
-    {
-        anyhow::bail!("--admin {addr} is not a loopback address: it needs --admin-token");
-    }
     let token = admin.admin_token.clone();
     let admin = bind(admin.admin, "the admin API").await?;
     let metrics = bind(metrics, "the metrics").await?;
-    let limits = match &limits {
-        Some(path) => Some(load_limits(path)?),
-        None => None,
-    };
     let (keypair, origin) = identity::load_or_create(&data_dir.join(identity::FILE_NAME))?;
     // One node per data directory: an advisory lock on `DIR/lock`, held until the node stops
     // (the OS releases it if the process dies).

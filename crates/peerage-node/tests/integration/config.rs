@@ -102,6 +102,12 @@ fn bad_config_files_name_the_key_and_the_reason() {
             "pool.max_known_peers: the low bound 300 is above the high bound 10",
         ),
         ("log = \"info,[\"\n", "log:"),
+        // What `run` refuses, `config check` refuses too.
+        (
+            "admin = \"0.0.0.0:8732\"\n",
+            "--admin 0.0.0.0:8732 is not a loopback address: it needs --admin-token",
+        ),
+        ("limits = \"missing.json\"\n", "reading the limits file"),
         ("data_dir = ", "TOML parse error at line 1"),
     ];
     for (text, expected) in cases {
