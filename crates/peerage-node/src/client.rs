@@ -126,7 +126,9 @@ pub enum ClientCommand {
         /// The protection tag.
         tag: String,
     },
-    /// The resource manager's limits (go-libp2p JSON): `show` (default) or `set FILE`.
+    /// The resource manager's limits (go-libp2p JSON): `show` (default) or `set FILE`. A set
+    /// is merged into the current limits, checked as at startup, and saved in the node's data
+    /// directory (`limits.json`) for its next start, where a limits file given to `run` wins.
     Limits {
         /// `show` or `set`.
         action: Option<String>,

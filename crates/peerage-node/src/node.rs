@@ -2,7 +2,7 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -53,6 +53,10 @@ pub struct NodeConfig {
     pub peers_file: Option<PathBuf>,
     /// How often the peers file is saved.
     pub peers_file_period: Duration,
+    /// Where `PUT /rcmgr/limits` (`peerage limits set`) saves the limits it applies, for the
+    /// next start (`peerage run` reads it back unless a limits file is given). `None`: the
+    /// limits set at run time are not kept.
+    pub limits_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -72,6 +76,7 @@ impl NodeConfig {
             pool: pool::Config::default(),
             peers_file: None,
             peers_file_period: Duration::from_secs(30),
+            limits_file: None,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Handle {
     peerstore: Peerstore,
     bandwidth: Arc<prometheus_client::registry::Registry>,
     dial_errors: DialErrors,
+    limits_file: Option<Arc<PathBuf>>,
+    connmgr: Arc<connmgr::Config>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -131,6 +138,24 @@ type DialErrors = Arc<std::sync::Mutex<std::collections::VecDeque<(Multiaddr, St
 const DIAL_ERRORS: usize = 64;
 
 impl Handle {
+    /// Where limits set at run time are saved ([`NodeConfig::limits_file`]).
+    pub fn limits_file(&self) -> Option<&Path> {
+        self.limits_file.as_deref().map(PathBuf::as_path)
+    }
+
+    /// Checks that `limits` fit the node as startup checks them: the connection manager's
+    /// high water must not be above the system's connection limit, or trims would never start
+    /// (go-libp2p GH#1640).
+    ///
+    /// # Errors
+    ///
+    /// The connection manager's error naming `high_water` and the limit.
+    pub fn check_limits(&self, limits: &rcmgr::LimitConfig) -> anyhow::Result<()> {
+        self.connmgr
+            .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
+            .context("the connection manager does not fit the resource manager's limits")
+    }
+
     /// Why the last failed dial of `point` (a multiaddr without `/p2p`) failed, if it is among
     /// the last 64 failures: libp2p's error, as `peerage connect` prints it.
     pub fn last_dial_error(&self, point: &Multiaddr) -> Option<String> {
@@ -319,6 +344,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         let peer_id = config.keypair.public().to_peer_id();
         let mut registry = prometheus_client::registry::Registry::default();
+        let connmgr_config = Arc::new(config.connmgr.clone());
         let (mut swarm, swarm_metrics, bandwidth) = build_swarm(
             config.keypair,
             config.bounds,
@@ -411,6 +437,8 @@ impl Node {
                 peerstore,
                 bandwidth: Arc::new(bandwidth),
                 dial_errors,
+                limits_file: config.limits_file.map(Arc::new),
+                connmgr: connmgr_config,
                 tx,
             },
             registry: Arc::new(registry),

@@ -18,6 +18,10 @@ use crate::{
 /// The lock file in the data directory, held by the running node.
 pub const LOCK_FILE: &str = "lock";
 
+/// The limits last set at run time (`peerage limits set`), in the data directory, in go's JSON
+/// format: read at start unless a limits file is given.
+pub const LIMITS_FILE: &str = "limits.json";
+
 /// The default data directory: the platform's data directory for `peerage`.
 pub fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "peerage").map(|d| d.data_dir().to_owned())
@@ -98,6 +102,17 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
             lock_path.display()
         )
     })?;
+    // A limits file given (flag or config) wins; then the limits last set at run time
+    // (`peerage limits set`, saved in the data directory); then go's defaults, scaled.
+    let persisted = data_dir.join(LIMITS_FILE);
+    let limits = match limits {
+        Some(limits) => Some(limits),
+        None if !ephemeral && persisted.exists() => {
+            println!("limits: {} (set at run time)", persisted.display());
+            Some(load_limits(&persisted)?)
+        }
+        None => None,
+    };
     let (peerstore, described) = if ephemeral {
         (Peerstore::default(), "in memory".to_owned())
     } else {
@@ -129,6 +144,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         pool,
         peers_file: Some(data_dir.join(peerage::peers_file::FILE_NAME)),
         peers_file_period,
+        limits_file: (!ephemeral).then(|| data_dir.join(LIMITS_FILE)),
     })
     .await?;
     let handle = node.handle;

@@ -78,6 +78,9 @@ impl ApiError {
     fn conflict(detail: impl ToString) -> Self {
         Self::new(StatusCode::CONFLICT, "refused", detail)
     }
+    fn internal(detail: impl ToString) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
+    }
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -115,7 +115,7 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
     assert!(table.contains(&c_id) && !table.contains(&b_id), "{table}");
 
     // Change the limits: applied, and a bad file changes nothing.
-    let file = da.path().join("limits.json");
+    let file = dc.path().join("set.json");
     std::fs::write(&file, r#"{"System": {"ConnsInbound": 123}}"#).unwrap();
     let limits = cli(&admin, &["limits", "set", file.to_str().unwrap()]);
     assert_eq!(limits["System"]["ConnsInbound"], 123);
@@ -280,4 +280,31 @@ fn connect_waits_and_reports_the_outcome() {
     let (code, out, err) = output(&["connect", &dead, "--no-wait", "--admin", &admin]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("dialing"), "{out}");
+}
+
+/// `limits set` is checked as startup checks the limits, and kept: the node starts again with
+/// them (a limits file given to `run` would win).
+#[test]
+fn limits_set_at_run_time_are_checked_and_kept_across_a_restart() {
+    let (da, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _, _, admin, _) = node(&da, None);
+    let file = files.path().join("set.json");
+    std::fs::write(&file, r#"{"System": {"ConnsInbound": 123}}"#).unwrap();
+    let set = cli(&admin, &["limits", "set", file.to_str().unwrap()]);
+    assert_eq!(set["System"]["ConnsInbound"], 123);
+    // Startup refuses a system connection limit below the connection manager's high water
+    // (go-libp2p GH#1640); so does `limits set`, and nothing changes.
+    std::fs::write(&file, r#"{"System": {"Conns": 1}}"#).unwrap();
+    let (code, _, stderr) = output(&["limits", "set", file.to_str().unwrap(), "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("400") && stderr.contains("high_water"),
+        "{stderr}"
+    );
+    assert_ne!(cli(&admin, &["limits"])["System"]["Conns"], 1);
+
+    assert!(a.terminate().success());
+    let (_a, _, _, admin, _) = node(&da, None);
+    let limits = cli(&admin, &["limits"]);
+    assert_eq!(limits["System"]["ConnsInbound"], 123, "{limits}");
 }
