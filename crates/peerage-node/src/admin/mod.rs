@@ -200,16 +200,16 @@ pub fn router(node: Handle, registry: Arc<Registry>, token: Option<String>) -> a
             node,
             registry,
             last_bytes: Arc::default(),
-        });
+        })
+        .layer(middleware::map_response(json_errors));
     match token {
         Some(token) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move {
-                let expected = format!("Bearer {token}");
                 let ok = req
                     .headers()
                     .get(header::AUTHORIZATION)
-                    .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                    .is_some_and(|v| bearer_matches(v.as_bytes(), &token));
                 if ok {
                     next.run(req).await
                 } else {
@@ -224,6 +224,45 @@ pub fn router(node: Handle, registry: Arc<Registry>, token: Option<String>) -> a
         })),
         None => router,
     }
+}
+
+/// `Authorization: <scheme> <token>` with the scheme `Bearer` in any case (RFC 7235: schemes
+/// are case-insensitive) and exactly `token`, compared in constant time.
+fn bearer_matches(header: &[u8], token: &str) -> bool {
+    let Some(space) = header.iter().position(|b| *b == b' ') else {
+        return false;
+    };
+    let (scheme, given) = (&header[..space], header[space + 1..].trim_ascii());
+    let token = token.as_bytes();
+    scheme.eq_ignore_ascii_case(b"bearer")
+        && given.len() == token.len()
+        && given
+            .iter()
+            .zip(token)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Turns the error responses axum makes itself (405 with an empty body, 413 as text, ...)
+/// into the API's JSON errors, with their text as the detail.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let detail = match String::from_utf8_lossy(&body).trim() {
+        "" => reason.clone(),
+        text => text.to_owned(),
+    };
+    ApiError::new(status, &reason, detail).into_response()
 }
 
 /// A router serving `/metrics` alone (no token: it exposes counts, not control).

@@ -543,3 +543,43 @@ async fn a_token_is_required_when_set() {
         (StatusCode::OK, &json!(a.handle.peer_id().to_string()))
     );
 }
+
+/// The scheme of `Authorization` is case-insensitive (RFC 7235): `bearer` and `BEARER` pass
+/// with the right token, and no scheme does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let a = start(Vec::new()).await;
+    let router = admin::router(a.handle.clone(), a.registry.clone(), Some("s3cret".into()));
+    for (value, expected) in [
+        ("bearer s3cret", StatusCode::OK),
+        ("BEARER s3cret", StatusCode::OK),
+        ("Bearer  s3cret ", StatusCode::OK),
+        ("s3cret", StatusCode::UNAUTHORIZED),
+        ("Basic s3cret", StatusCode::UNAUTHORIZED),
+        ("bearer s3cre", StatusCode::UNAUTHORIZED),
+    ] {
+        let req = Request::builder()
+            .uri("/network/self")
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .unwrap();
+        let status = router.clone().oneshot(req).await.unwrap().status();
+        assert_eq!(status, expected, "{value:?}");
+    }
+}
+
+/// The errors axum makes itself are JSON like the API's own: a method the route does not
+/// serve (405, an empty body before) and a body over the limit (413, text before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_axum_makes_are_json_too() {
+    let a = start(Vec::new()).await;
+    let router = admin::router(a.handle.clone(), a.registry.clone(), None);
+    let (s, v) = call(&router, Method::DELETE, "/network/self", None, None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(v["error"], json!("method not allowed"), "{v}");
+    let big = format!("{{\"System\": {{\"Conns\": 1{}}}}}", " ".repeat(3 << 20));
+    let (s, v) = call(&router, Method::PUT, "/rcmgr/limits", Some(&big), None).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["error"], json!("payload too large"), "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+}
