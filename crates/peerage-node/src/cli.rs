@@ -124,9 +124,15 @@ impl ConnectionArgs {
     ///
     /// # Errors
     ///
-    /// If the watermarks are not ordered, naming both flags.
+    /// If the watermarks are not ordered, or the high water is 0 (every connection would be
+    /// trimmed), naming the flags.
     pub fn connmgr(&self, bounds: Bounds) -> anyhow::Result<connmgr::Config> {
         let high = self.high_water.unwrap_or(bounds.max());
+        if high == 0 {
+            anyhow::bail!(
+                "invalid --high-water 0: the connection manager would close every connection (at least 1)"
+            );
+        }
         let low = self.low_water.unwrap_or(bounds.expected().min(high));
         let mut config = connmgr::Config::new().with_watermarks(low, high);
         if let Some(grace) = self.grace_period {

@@ -217,6 +217,11 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         },
     };
     let bounds = connections.bounds(50)?;
+    if bounds.max() == 0 {
+        bail!(
+            "invalid connection bounds: {bounds}: a node with max 0 would neither dial nor accept (--connections must be at least 1)"
+        );
+    }
     let connmgr = connections.connmgr(bounds)?;
 
     let mut acl = pool::acl::Config::new();

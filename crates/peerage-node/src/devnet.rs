@@ -80,6 +80,14 @@ const SAMPLE: Duration = Duration::from_millis(200);
 ///
 /// If a node cannot start (bad bounds, no port on 127.0.0.1) or stops unexpectedly.
 pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report> {
+    if usize::from(args.stop) >= usize::from(args.nodes) {
+        anyhow::bail!(
+            "--stop {} leaves no node of {} to recover: stop at most {}",
+            args.stop,
+            args.nodes,
+            usize::from(args.nodes).saturating_sub(1)
+        );
+    }
     let bounds = args.connections.bounds(6)?;
     let connmgr = args.connections.connmgr(bounds)?;
     let hub_connmgr = ConnectionArgs {
@@ -127,7 +135,7 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
     )
     .await?;
     let converged_first = snapshots.iter().all(|s| bounds.contains(s.connections));
-    let stop = usize::from(args.stop).min(n - 1);
+    let stop = usize::from(args.stop);
     let mut recovery = None;
     let mut nodes = nodes;
     let mut handles = handles;

@@ -131,6 +131,29 @@ fn unordered_bounds_are_refused() {
     );
 }
 
+/// Zero connections or a zero high water make a node that cannot keep a connection: refused,
+/// by name.
+#[test]
+fn zero_connections_and_zero_high_water_are_refused() {
+    for (args, expected) in [
+        (
+            &["--connections", "0"][..],
+            "--connections must be at least 1",
+        ),
+        (
+            &["--max-connections", "0", "--connections", "0"][..],
+            "max 0",
+        ),
+        (&["--high-water", "0"][..], "invalid --high-water 0"),
+    ] {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        let (code, _, stderr) = output(&all);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn ephemeral_keeps_the_peerstore_in_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -146,3 +146,15 @@ fn fifty_nodes_converge_and_recover_after_15_stop() {
         assert!((3..=9).contains(&connections), "{node}");
     }
 }
+
+/// `--stop N` must leave a node to recover: N at or above the node count is refused by name,
+/// not silently reduced.
+#[test]
+fn stopping_every_node_is_refused() {
+    let (code, _, stderr) = output(&["devnet", "--nodes", "4", "--stop", "4"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--stop 4 leaves no node of 4 to recover: stop at most 3"),
+        "{stderr}"
+    );
+}
