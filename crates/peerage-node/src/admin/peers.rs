@@ -49,6 +49,8 @@ pub struct PeerInfo {
     pub addrs: Vec<AddrInfo>,
     /// Its protocols (peerstore).
     pub protocols: Vec<String>,
+    /// The agent version its identify announced (peerstore metadata `AgentVersion`, as go).
+    pub agent_version: Option<String>,
     /// Its latency EWMA, in milliseconds.
     pub latency_ms: Option<f64>,
     /// Its connection-manager tags.
@@ -90,6 +92,7 @@ fn peer_info(swarm: &Swarm<peerage::Behaviour>, peer: PeerId, info: &peer::Info)
         last_failed_secs_ago: ago(info.last_failed_connection().map(|c| c.1), now),
         addrs,
         protocols: store.protocols(&peer),
+        agent_version: store.get::<String>(&peer, peerage::AGENT_VERSION).ok(),
         latency_ms: store.latency_ewma(&peer).map(|d| d.as_secs_f64() * 1e3),
         tags: connmgr.tag_info(&peer).map(|t| t.tags).unwrap_or_default(),
         protected: connmgr.is_protected(&peer, ""),

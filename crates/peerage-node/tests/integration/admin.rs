@@ -109,6 +109,13 @@ async fn every_route_serves_the_node_and_reports_errors() {
         )
         .await;
         if peer["state"] == "running" && !peer["protocols"].as_array().is_none_or(Vec::is_empty) {
+            // Its identify's agent version is in the answer.
+            assert!(
+                peer["agent_version"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("peerage/")),
+                "{peer}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "B never identified: {peer}");
