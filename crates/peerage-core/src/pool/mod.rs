@@ -735,6 +735,7 @@ impl Pool {
     /// Greylists `ip` (a handshake with it failed in a way only a broken or hostile peer
     /// causes). Connections already running from it stay.
     pub fn greylist_ip(&mut self, ip: IpAddr, now: Instant) {
+        tracing::info!(%ip, "greylisted");
         self.acl.greylist_ip(ip, now);
     }
 
@@ -742,12 +743,16 @@ impl Pool {
     /// then disconnects it if it is connected. Unlike Octez this works after the peer is gone.
     pub fn greylist_peer(&mut self, peer: PeerId, now: Instant) {
         self.acl.greylist_peer(peer);
-        if let Some(ip) = self
+        let ip = self
             .peers
             .get(&peer)
             .and_then(|p| p.remote.as_ref())
-            .and_then(ip_of)
-        {
+            .and_then(ip_of);
+        match ip {
+            Some(ip) => tracing::info!(%peer, %ip, "greylisted, with its IP"),
+            None => tracing::info!(%peer, "greylisted"),
+        }
+        if let Some(ip) = ip {
             self.acl.greylist_ip(ip, now);
         }
         if self.is_connected(&peer) {

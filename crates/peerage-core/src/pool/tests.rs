@@ -986,3 +986,51 @@ fn restored_peers_bypass_the_gc_and_register_their_last_point() {
     assert_eq!(pool.point(&point(1)).unwrap().last_peer_id(), Some(a));
     assert_eq!(pool.peer(&a).unwrap().state(), peer::State::Disconnected);
 }
+
+/// Greylisting is logged, once per call, at info: an operator sees it without the metrics.
+#[test]
+fn greylisting_is_logged() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut pool = pool(Config::new());
+    let t0 = Instant::now();
+    let peer = PeerId::random();
+    let remote: Multiaddr = "/ip4/10.0.0.7/tcp/40000".parse().unwrap();
+    pool.accept(peer, &remote, None, t0, &mut rng).unwrap();
+    pool.connection_established(peer, None, &remote, t0);
+    tracing::subscriber::with_default(subscriber, || {
+        pool.greylist_peer(peer, t0);
+        pool.greylist_ip(ip("10.0.0.8"), t0);
+    });
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    assert!(
+        lines[0].contains("INFO")
+            && lines[0].contains("greylisted, with its IP")
+            && lines[0].contains(&peer.to_string())
+            && lines[0].contains("10.0.0.7"),
+        "{logs}"
+    );
+    assert!(
+        lines[1].contains("greylisted") && lines[1].contains("10.0.0.8"),
+        "{logs}"
+    );
+}
