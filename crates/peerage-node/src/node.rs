@@ -468,7 +468,8 @@ async fn save_peers(file: Option<&PeersFile>, entries: Vec<peerage::peers_file::
     let count = entries.len();
     match tokio::task::spawn_blocking(move || file.save(&entries)).await {
         Ok(Ok(())) => tracing::debug!(peers = count, "peers file saved"),
-        Ok(Err(e)) => tracing::warn!("{e}"),
+        // The error and its source (the OS's reason).
+        Ok(Err(e)) => tracing::warn!("{:#}", anyhow::Error::from(e)),
         Err(e) => tracing::warn!("peers file task: {e}"),
     }
 }

@@ -95,7 +95,7 @@ pub enum Error {
         reason: String,
     },
     /// The log could not be written.
-    #[error("cannot write the event log: {0}")]
+    #[error("cannot write the event log")]
     Log(#[from] std::io::Error),
 }
 

@@ -18,7 +18,7 @@ pub const FILE_NAME: &str = "identity.key";
 #[non_exhaustive]
 pub enum Error {
     /// The key file exists but could not be read.
-    #[error("cannot read identity key {}: {source}", path.display())]
+    #[error("cannot read identity key {}", path.display())]
     Read {
         /// The key file.
         path: PathBuf,
@@ -34,7 +34,7 @@ pub enum Error {
         reason: String,
     },
     /// The key file could not be written (or its directory created).
-    #[error("cannot write identity key {}: {source}", path.display())]
+    #[error("cannot write identity key {}", path.display())]
     Write {
         /// The key file.
         path: PathBuf,

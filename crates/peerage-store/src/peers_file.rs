@@ -163,7 +163,7 @@ pub use peerage_core::pool::LogKind as EventKind;
 pub enum Error {
     /// Reading, writing, renaming or syncing failed (or an entry could not be encoded: a time
     /// before 1970 or after 9999, with kind `InvalidData`).
-    #[error("peers file {}: {source}", path.display())]
+    #[error("peers file {}", path.display())]
     Io {
         /// The peers file.
         path: PathBuf,

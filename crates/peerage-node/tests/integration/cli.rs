@@ -103,6 +103,8 @@ fn unusable_data_dir_is_reported() {
         stderr.contains("identity key") && stderr.contains(data.to_str().unwrap()),
         "{stderr}"
     );
+    // The OS's reason once, not repeated by the error and its source.
+    assert_eq!(stderr.matches("Not a directory").count(), 1, "{stderr}");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
