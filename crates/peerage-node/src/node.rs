@@ -489,14 +489,27 @@ async fn event_loop(
         peers_file_period,
     );
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The disk is written off the loop, so that the swarm is polled while it is: at most one
+    // flush and one save in flight, a tick that finds one still running skips its turn.
+    let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+    let idle =
+        |task: &Option<tokio::task::JoinHandle<()>>| task.as_ref().is_none_or(|t| t.is_finished());
     loop {
         tokio::select! {
             _ = flush_tick.tick() => {
                 metrics.update(swarm.behaviour());
-                flush(peerstore.clone()).await;
+                if idle(&flushing) {
+                    flushing = Some(tokio::spawn(flush(peerstore.clone())));
+                }
             }
             _ = save_tick.tick() => {
-                save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
+                if idle(&saving) {
+                    let (file, entries) = (peers_file.clone(), swarm.behaviour().export_peers());
+                    saving = Some(tokio::spawn(async move {
+                        save_peers(file.as_ref(), entries).await;
+                    }));
+                }
             }
             command = rx.recv() => match command {
                 None => break,
@@ -526,6 +539,10 @@ async fn event_loop(
                 log_event(event);
             }
         }
+    }
+    // The last save and flush come after any still in flight, so they are the last written.
+    for task in [flushing, saving].into_iter().flatten() {
+        let _ = task.await;
     }
     save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
