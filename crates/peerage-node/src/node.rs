@@ -290,6 +290,9 @@ fn build_swarm(
         .with_other_transport(|key| {
             rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
         })?
+        // `/dns4`, `/dns6`, `/dns` and `/dnsaddr` addresses, resolved with the system's
+        // configuration (`/etc/resolv.conf`, `/etc/hosts`).
+        .with_dns()?
         // libp2p-metrics: `libp2p_bandwidth_bytes_total{protocols, direction}`.
         .with_bandwidth_metrics(&mut bandwidth)
         .with_behaviour(|key| peerage::Behaviour::new(key, config))?

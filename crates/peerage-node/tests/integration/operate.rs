@@ -308,3 +308,19 @@ fn limits_set_at_run_time_are_checked_and_kept_across_a_restart() {
     let limits = cli(&admin, &["limits"]);
     assert_eq!(limits["System"]["ConnsInbound"], 123, "{limits}");
 }
+
+/// A bootstrap point given by host name (`/dns4/localhost/...`) is resolved and dialed.
+#[test]
+fn a_dns_bootstrap_point_is_resolved_and_dialed() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, a_id, a_addr, admin, _) = node(&da, None);
+    let by_name = a_addr.replace("/ip4/127.0.0.1/", "/dns4/localhost/");
+    assert!(by_name.starts_with("/dns4/localhost/tcp/"), "{by_name}");
+    let (_b, b_id, _, b_admin, _) = node(&db, Some(&by_name));
+    let running = |admin: &str, id: &str| {
+        try_cli(admin, &["peer", id]).is_ok_and(|p| p["state"] == "running")
+    };
+    wait_for("B reaches A by name", || {
+        running(&admin, &b_id) && running(&b_admin, &a_id)
+    });
+}
