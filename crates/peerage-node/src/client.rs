@@ -11,8 +11,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The admin HTTP API (and `/metrics`): `run` serves it on this address (none without
-    /// the flag; anything but loopback needs `--admin-token`); the client commands reach it
-    /// there (default `127.0.0.1:8732`).
+    /// the flag; anything but loopback needs `--admin-token`), `devnet` serves node i's on
+    /// port + i (and keeps running until Ctrl-C); the client commands reach it there (default
+    /// `127.0.0.1:8732`).
     #[arg(long, value_name = "IP:PORT", global = true)]
     pub admin: Option<SocketAddr>,
     /// The admin API's bearer token (`Authorization: Bearer TOKEN`).

@@ -7,7 +7,10 @@
 //! second phase, the recovery: the survivors that lost peers must get back within their bounds
 //! (and stay there for `--stable`), within `--duration` again.
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,6 +20,7 @@ use serde::Serialize;
 
 use crate::{
     cli::{ConnectionArgs, DevnetArgs},
+    client::ClientArgs,
     node::{Handle, Node, NodeConfig, Snapshot},
 };
 
@@ -39,6 +43,9 @@ pub struct NodeReport {
     pub last: Snapshot,
     /// The most established connections (connection manager count) over every sample.
     pub max_established: usize,
+    /// Its admin API (`IP:PORT`), with `--admin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 /// The outcome of a devnet run, printed as JSON with `--json`.
@@ -79,7 +86,12 @@ const SAMPLE: Duration = Duration::from_millis(200);
 /// # Errors
 ///
 /// If a node cannot start (bad bounds, no port on 127.0.0.1) or stops unexpectedly.
-pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report> {
+pub async fn devnet(
+    args: &DevnetArgs,
+    progress: bool,
+    admin: &ClientArgs,
+    report_to: impl FnOnce(&Report),
+) -> anyhow::Result<Report> {
     if usize::from(args.stop) >= usize::from(args.nodes) {
         anyhow::bail!(
             "--stop {} leaves no node of {} to recover: stop at most {}",
@@ -110,6 +122,7 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         nodes.push(start_node(listen.clone(), vec![bootstrap.clone()], bounds, &connmgr).await?);
     }
     let handles: Vec<Handle> = nodes.iter().map(|node| node.handle.clone()).collect();
+    let (admin_addrs, admin_tasks) = serve_admin(&nodes, admin).await?;
 
     let bar = if progress {
         ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr())
@@ -178,20 +191,22 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
     }
     bar.finish_and_clear();
     let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    drop(handles);
-    for node in nodes {
-        drop(node.handle);
-        node.task.await.context("node task")?;
-    }
     let converged = snapshots.iter().all(|s| bounds.contains(s.connections))
         && recovery.as_ref().is_none_or(|r| r.recovered_ms.is_some());
-    Ok(Report {
+    let report = Report {
         nodes: snapshots
             .into_iter()
             .zip(max_established)
-            .map(|(last, max_established)| NodeReport {
+            .zip(
+                admin_addrs
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
+            .map(|((last, max_established), admin)| NodeReport {
                 last,
                 max_established,
+                admin: admin.map(|a| a.to_string()),
             })
             .collect(),
         bounds: BoundsReport {
@@ -202,7 +217,28 @@ pub async fn devnet(args: &DevnetArgs, progress: bool) -> anyhow::Result<Report>
         converged,
         elapsed_ms,
         recovery,
-    })
+    };
+    report_to(&report);
+    if !admin_tasks.is_empty() {
+        // With `--admin` the nodes stay up to be looked at, until interrupted.
+        // Not `eprintln!`, which panics when stderr is closed.
+        let _ = writeln!(
+            std::io::stderr(),
+            "the devnet keeps running for its admin APIs; Ctrl-C stops it"
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
+    for task in admin_tasks {
+        task.abort();
+    }
+    drop(handles);
+    for node in nodes {
+        drop(node.handle);
+        node.task.await.context("node task")?;
+    }
+    Ok(report)
 }
 
 /// Samples the nodes until every one is within bounds for `--stable`, or `deadline`; records
@@ -276,12 +312,19 @@ pub fn render_table(report: &Report) -> String {
     use std::fmt::Write;
     let b = report.bounds;
     let mut out = String::new();
+    let admin = report.nodes.iter().any(|n| n.admin.is_some());
     let _ = writeln!(
         out,
-        "{:>4}  {:<52}  {:>11}  {:>12}  {:>11}",
-        "node", "peer id", "connections", "known points", "known peers"
+        "{:>4}  {:<52}  {:>11}  {:>12}  {:>11}{}",
+        "node",
+        "peer id",
+        "connections",
+        "known points",
+        "known peers",
+        if admin { "  admin API" } else { "" }
     );
-    for (i, node) in report.nodes.iter().map(|n| &n.last).enumerate() {
+    for (i, report) in report.nodes.iter().enumerate() {
+        let node = &report.last;
         let mark = if (b.min..=b.max).contains(&node.connections) {
             " "
         } else {
@@ -289,8 +332,15 @@ pub fn render_table(report: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "{i:>4}  {:<52}  {:>10}{mark}  {:>12}  {:>11}",
-            node.peer_id, node.connections, node.known_points, node.known_peers
+            "{i:>4}  {:<52}  {:>10}{mark}  {:>12}  {:>11}{}",
+            node.peer_id,
+            node.connections,
+            node.known_points,
+            node.known_peers,
+            report
+                .admin
+                .as_ref()
+                .map_or_else(String::new, |a| format!("  {a}"))
         );
     }
     let within = report
@@ -330,4 +380,45 @@ pub fn render_table(report: &Report) -> String {
         };
     }
     out
+}
+
+/// With `--admin IP:PORT`, serves node `i`'s admin API on `IP:PORT+i` (each on a port of its
+/// own when the port is 0), and prints where on stderr. A non-loopback address needs
+/// `--admin-token`, as for `run`.
+async fn serve_admin(
+    nodes: &[Node],
+    admin: &ClientArgs,
+) -> anyhow::Result<(Vec<std::net::SocketAddr>, Vec<tokio::task::JoinHandle<()>>)> {
+    let Some(base) = admin.admin else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    if !base.ip().is_loopback() && admin.admin_token.is_none() {
+        anyhow::bail!("--admin {base} is not a loopback address: it needs --admin-token");
+    }
+    let (mut addrs, mut tasks) = (Vec::new(), Vec::new());
+    for (i, node) in nodes.iter().enumerate() {
+        let port = match base.port() {
+            0 => 0,
+            p => u16::try_from(usize::from(p) + i)
+                .map_err(|_| anyhow::anyhow!("--admin {base}: no port for node {i}"))?,
+        };
+        let addr = std::net::SocketAddr::new(base.ip(), port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve node {i}'s admin API on {addr}"))?;
+        let local = listener.local_addr()?;
+        let _ = writeln!(std::io::stderr(), "node {i}: admin API http://{local}");
+        let (handle, registry, token) = (
+            node.handle.clone(),
+            node.registry.clone(),
+            admin.admin_token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(listener, handle, registry, token).await {
+                tracing::error!("admin API: {e}");
+            }
+        }));
+        addrs.push(local);
+    }
+    Ok((addrs, tasks))
 }

@@ -84,21 +84,27 @@ async fn main() -> ExitCode {
         Command::Devnet(args) => {
             init_tracing("warn");
             let json = cli.client.json;
-            devnet::devnet(&args, !json).await.map(|report| {
+            let print = |report: &devnet::Report| {
                 if json {
                     println!(
                         "{}",
-                        serde_json::to_string(&report).expect("report serializes")
+                        serde_json::to_string(report).expect("report serializes")
                     );
                 } else {
-                    print!("{}", devnet::render_table(&report));
+                    print!("{}", devnet::render_table(report));
                 }
-                if report.converged {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            })
+                // Read at once by whoever watches, while an `--admin` devnet keeps running.
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            };
+            devnet::devnet(&args, !json, &cli.client, print)
+                .await
+                .map(|report| {
+                    if report.converged {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                })
         }
     };
     result.unwrap_or_else(|e| {

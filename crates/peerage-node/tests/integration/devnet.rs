@@ -158,3 +158,53 @@ fn stopping_every_node_is_refused() {
         "{stderr}"
     );
 }
+
+/// `devnet --admin IP:PORT` serves each node's admin API (port 0: a port each), says where,
+/// puts it in the table, and keeps the nodes up after the verdict so the client can look.
+#[test]
+fn a_devnet_with_admin_serves_every_nodes_api() {
+    use std::io::{BufRead, BufReader};
+    let mut child = crate::support::peerage()
+        .args(["devnet", "--nodes", "4", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // Read on a thread to the end: the devnet writes to stderr after its verdict too.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("admin API http://").nth(1) {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let admins: Vec<String> = (0..4)
+        .map(|_| rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap())
+        .collect();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut table = String::new();
+    for line in stdout.lines().map_while(Result::ok) {
+        table.push_str(&line);
+        table.push('\n');
+        if line.starts_with("converged") || line.starts_with("not converged") {
+            break;
+        }
+    }
+    assert!(
+        table.contains("admin API") && table.contains(&admins[3]),
+        "{table}"
+    );
+    // The verdict is out and the nodes still answer.
+    let (code, status, err) = output(&["status", "--admin", &admins[1], "--json"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["stat"]["connections"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}
