@@ -59,6 +59,12 @@ pub enum ClientCommand {
         #[arg(long)]
         state: Option<String>,
     },
+    /// The established connections, as `ipfs swarm peers -v`: peer, direction, remote address,
+    /// dialed point, age, nacked.
+    Connections,
+    /// The resource manager's scopes (system, transient, services, protocols, peers) with
+    /// their usage against their limits, as `ipfs swarm resources`.
+    Resources,
     /// Dial a point now (a multiaddr, or Octez's IP:PORT) and wait for the connection; exits
     /// non-zero with the reason if the dial fails or the wait ends.
     Connect {
@@ -319,6 +325,56 @@ const PEER_COLUMNS: &[(&str, &str)] = &[
     ("latency_ms", "LATENCY MS"),
 ];
 
+/// The columns of a connection in a table.
+const CONNECTION_COLUMNS: &[(&str, &str)] = &[
+    ("peer_id", "PEER ID"),
+    ("incoming", "INBOUND"),
+    ("remote", "REMOTE"),
+    ("point", "POINT"),
+    ("age_secs", "AGE S"),
+    ("nacked", "NACKED"),
+];
+
+/// `/rcmgr/stat` as a table: a row per scope, each resource as `used/limit`.
+fn resources_table(stat: &Value) -> String {
+    let mut scopes: Vec<(String, &Value)> = ["system", "transient"]
+        .iter()
+        .map(|s| ((*s).to_owned(), &stat[*s]))
+        .collect();
+    for (kind, key) in [
+        ("service", "services"),
+        ("protocol", "protocols"),
+        ("peer", "peers"),
+    ] {
+        if let Some(map) = stat[key].as_object() {
+            scopes.extend(map.iter().map(|(name, v)| (format!("{kind}:{name}"), v)));
+        }
+    }
+    let columns = [
+        ("scope", "SCOPE"),
+        ("memory", "MEMORY"),
+        ("fd", "FD"),
+        ("conns_inbound", "CONNS IN"),
+        ("conns_outbound", "CONNS OUT"),
+        ("streams_inbound", "STREAMS IN"),
+        ("streams_outbound", "STREAMS OUT"),
+    ];
+    let rows: Vec<Value> = scopes
+        .into_iter()
+        .map(|(name, scope)| {
+            let mut row = serde_json::Map::new();
+            row.insert("scope".to_owned(), Value::String(name));
+            for (key, _) in &columns[1..] {
+                let used = &scope["usage"][*key];
+                let limit = &scope["limit"][*key];
+                row.insert((*key).to_owned(), Value::String(format!("{used}/{limit}")));
+            }
+            Value::Object(row)
+        })
+        .collect();
+    table(&rows, &columns)
+}
+
 /// The columns of a point in a table.
 const POINT_COLUMNS: &[(&str, &str)] = &[
     ("point", "POINT"),
@@ -388,6 +444,14 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
             )
         }
         C::Peers { state } => list(&c, args, "/network/peers", state.as_deref(), PEER_COLUMNS)?,
+        C::Connections => list(&c, args, "/network/connections", None, CONNECTION_COLUMNS)?,
+        C::Resources => {
+            let v = c.request("GET", "/rcmgr/stat", None)?;
+            if args.json {
+                return Ok(json(v));
+            }
+            resources_table(&v)
+        }
         C::Peer { id } => {
             let v = c.request("GET", &format!("/network/peers/{id}"), None)?;
             if args.json {

@@ -113,6 +113,40 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
     assert_eq!(code, 0);
     assert!(table.starts_with("PEER ID"), "{table}");
     assert!(table.contains(&c_id) && !table.contains(&b_id), "{table}");
+    // `ipfs swarm peers -v` and `ipfs swarm resources`, ours.
+    let (code, table, _) = output(&["connections", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("PEER ID") && table.contains("REMOTE"),
+        "{table}"
+    );
+    let line = table
+        .lines()
+        .find(|l| l.contains(&c_id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("/ip4/127.0.0.1/"), "{table}");
+    let (code, table, _) = output(&["resources", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("SCOPE") && table.contains("CONNS IN"),
+        "{table}"
+    );
+    let system = table
+        .lines()
+        .find(|l| l.starts_with("system"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        system
+            .split_whitespace()
+            .all(|cell| cell == "system" || cell.contains('/')),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("peer:{c_id}"))),
+        "{table}"
+    );
 
     // Change the limits: applied, and a bad file changes nothing.
     let file = dc.path().join("set.json");
