@@ -69,6 +69,12 @@ pub enum ConfigCommand {
         /// The file.
         file: PathBuf,
     },
+    /// Write a configuration file with every setting at its default (what `config show`
+    /// prints without flags), to edit; an existing file is left alone.
+    Init {
+        /// The file to create.
+        file: PathBuf,
+    },
 }
 
 /// Connection bounds, as Octez's flags.

@@ -77,6 +77,26 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 })
         }
+        Command::Config(ConfigCommand::Init { file }) => {
+            let Command::Run(args) = Cli::parse_from(["peerage", "run"]).command else {
+                unreachable!("parsed as run")
+            };
+            config::resolve(&args, &cli.client).and_then(|effective| {
+                let text = format!(
+                    "# peerage run --config {}: every setting at its default.\n{}",
+                    file.display(),
+                    config::show(&effective)
+                );
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&file)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", file.display()))?;
+                println!("wrote {}", file.display());
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::Sim(args) => {
             init_tracing("warn");
             sim::sim(&args, cli.client.json)

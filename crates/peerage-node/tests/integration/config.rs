@@ -153,3 +153,27 @@ admin = "127.0.0.1:0"
     );
     assert!(node.terminate().success());
 }
+
+/// `config init FILE` writes every default, which `config check` accepts; it never overwrites.
+#[test]
+fn config_init_writes_the_defaults_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("peerage.toml");
+    let path = file.to_str().unwrap();
+    let (code, stdout, stderr) = output(&["config", "init", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), format!("wrote {path}"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let parsed: toml::Table = text.parse().unwrap();
+    assert_eq!(parsed["connections"]["expected"].as_integer(), Some(50));
+    let (code, stdout, _) = output(&["config", "check", path]);
+    assert_eq!((code, stdout.trim()), (0, format!("ok: {path}").as_str()));
+    std::fs::write(&file, "log = \"debug\"\n").unwrap();
+    let (code, _, stderr) = output(&["config", "init", path]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot create {path}")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "log = \"debug\"\n");
+}
