@@ -124,3 +124,133 @@ fn count(counts: &mut [(&'static str, i64)], state: &str) {
         *n += 1;
     }
 }
+
+/// The process's metrics, read from `/proc/self` at each scrape (Linux; elsewhere none), as
+/// Prometheus's client libraries name them: `process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+/// `process_start_time_seconds`; and `peerage_build_info{version}` = 1.
+#[derive(Debug, Default)]
+pub struct ProcessCollector;
+
+impl ProcessCollector {
+    /// Registers it in `registry`.
+    pub fn register(registry: &mut Registry) {
+        registry.register_collector(Box::new(Self));
+    }
+}
+
+/// What `/proc/self` says, when it can be read.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessStat {
+    cpu_seconds: Option<f64>,
+    start_time_seconds: Option<f64>,
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+}
+
+impl ProcessStat {
+    fn read() -> Self {
+        // Clock ticks per second: 100 on every Linux the node targets (`getconf CLK_TCK`).
+        const TICKS: f64 = 100.0;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        // Fields after the command name, which may hold spaces, in its parentheses.
+        let fields: Vec<&str> = stat
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of stat(5), starttime 22; `fields[0]` is 3.
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse().ok())
+            });
+        Self {
+            cpu_seconds: field(14).zip(field(15)).map(|(u, s)| (u + s) / TICKS),
+            start_time_seconds: field(22).zip(boot_time).map(|(t, boot)| boot + t / TICKS),
+            resident_bytes: memory_stats::memory_stats().map(|m| m.physical_mem as u64),
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|d| d.count() as u64),
+            max_fds,
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+            registry::Unit,
+        };
+        let p = ProcessStat::read();
+        if let Some(cpu) = p.cpu_seconds {
+            let c = ConstCounter::new(cpu);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu",
+                "Total user and system CPU time spent, in seconds.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?)?;
+        }
+        let gauges = [
+            (
+                "process_resident_memory",
+                "Resident memory, in bytes.",
+                Some(Unit::Bytes),
+                p.resident_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors.",
+                None,
+                p.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "The limit of open file descriptors.",
+                None,
+                p.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since the Unix epoch, in seconds.",
+                Some(Unit::Seconds),
+                p.start_time_seconds,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            if let Some(v) = value {
+                ConstGauge::new(v).encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    unit.as_ref(),
+                    MetricType::Gauge,
+                )?)?;
+            }
+        }
+        let mut info = encoder.encode_descriptor(
+            "peerage_build_info",
+            "The node's version, as a label; always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1_i64)
+            .encode(info.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        Ok(())
+    }
+}

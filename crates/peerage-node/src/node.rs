@@ -420,6 +420,7 @@ impl Node {
         }
         let metrics = crate::metrics::PoolMetrics::default();
         metrics.register(&mut registry);
+        crate::metrics::ProcessCollector::register(&mut registry);
         let (tx, rx) = mpsc::channel(16);
         let dial_errors = DialErrors::default();
         let span = tracing::info_span!("node", peer = %short(&peer_id));

@@ -190,6 +190,25 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
                 .unwrap_or_else(|| panic!("{sample} missing from {url}"));
             assert!(value >= 1.0, "{sample} {value} at {url}");
         }
+        // The process's own, as every Prometheus client library names them, and the version.
+        for (sample, min) in [
+            ("process_cpu_seconds_total", 0.0),
+            ("process_resident_memory_bytes", 1e6),
+            ("process_open_fds", 3.0),
+            ("process_max_fds", 3.0),
+            ("process_start_time_seconds", 1.7e9),
+        ] {
+            let value: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{sample} missing from {url}"));
+            assert!(value >= min, "{sample} {value} at {url}");
+        }
+        let version = format!(
+            "peerage_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{version} missing from {url}");
     }
     let metrics_host = metrics.trim_end_matches("/metrics");
     let refused = ureq::get(&format!("http://{metrics_host}/network/self")).call();
