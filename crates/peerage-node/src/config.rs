@@ -24,6 +24,12 @@
 //! ip_greylist_size = 16384
 //! ip_greylist_cleanup_delay = "1day"
 //! peer_greylist_size = 1023
+//!
+//! [resource_manager]              # Kubo's simple knobs; a limits file (or a `limits set`) wins
+//! enabled = true                  # false lifts every limit
+//! max_memory = "2GiB"             # scale the limits to this; default: an eighth of the RAM
+//! max_file_descriptors = 4096     # and this; default: half the process's limit
+//! allowlist = ["/ip4/10.0.0.0/ipcidr/8"]
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the reason. The checks of Octez's
@@ -116,6 +122,61 @@ pub struct FileConfig {
     pub connections: Option<ConnectionsFile>,
     /// Pool tables and greylists.
     pub pool: Option<PoolFile>,
+    /// The resource manager's simple knobs (Kubo's `Swarm.ResourceMgr`).
+    pub resource_manager: Option<ResourceManagerFile>,
+}
+
+/// `[resource_manager]`: Kubo's simple knobs, for those who do not write go's limits JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceManagerFile {
+    /// `false` lifts every limit (go's `InfiniteLimits`). `true` by default.
+    pub enabled: Option<bool>,
+    /// The memory the limits are scaled to (`"2GiB"`, `"512MiB"`, bytes). By default an
+    /// eighth of the machine's memory (go's `AutoScale`).
+    pub max_memory: Option<String>,
+    /// The file descriptors the limits are scaled to. By default half the process's limit.
+    pub max_file_descriptors: Option<u64>,
+    /// Multiaddrs (`/ip4/10.0.0.0/ipcidr/8`, optionally `/p2p/<id>`) whose connections go to
+    /// the allowlisted scopes (go's `WithAllowlistedMultiaddrs`).
+    pub allowlist: Option<Vec<String>>,
+}
+
+/// The resource manager's settings from `[resource_manager]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceManagerSettings {
+    /// Whether limits apply.
+    pub enabled: bool,
+    /// The memory the limits are scaled to, in bytes; `None` for go's auto-scaling.
+    pub max_memory: Option<u64>,
+    /// The file descriptors the limits are scaled to; `None` for go's auto-scaling.
+    pub max_file_descriptors: Option<u64>,
+    /// The allowlist.
+    pub allowlist: Vec<Multiaddr>,
+}
+
+/// Bytes as `123`, `4KiB`, `512MiB`, `2GiB`, `1TiB` (or `kB`, `MB`, `GB`, `TB` in powers of 10).
+fn bytes(key: &str, s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{key}: {s:?} is not a size (like \"2GiB\")"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => bail!("{key}: {s:?} has an unknown unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| anyhow::anyhow!("{key}: {s:?} is too large"))
 }
 
 impl FileConfig {
@@ -172,6 +233,8 @@ pub struct Effective {
     pub admin: ClientArgs,
     /// The address serving `/metrics` alone.
     pub metrics: Option<SocketAddr>,
+    /// The resource manager's knobs.
+    pub resource_manager: ResourceManagerSettings,
     /// Log filter.
     pub log: String,
 }
@@ -308,6 +371,26 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
     let limits = args.limits.clone().or(file.limits.clone());
     let metrics = args.metrics.or(file.metrics);
     let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
+    let rm = file.resource_manager.clone().unwrap_or_default();
+    let resource_manager = ResourceManagerSettings {
+        enabled: rm.enabled.unwrap_or(true),
+        max_memory: rm
+            .max_memory
+            .as_deref()
+            .map(|m| bytes("resource_manager.max_memory", m))
+            .transpose()?,
+        max_file_descriptors: match rm.max_file_descriptors {
+            Some(0) => bail!("resource_manager.max_file_descriptors: must be positive"),
+            n => n,
+        },
+        allowlist: match &rm.allowlist {
+            Some(a) => addrs("resource_manager.allowlist", a)?,
+            None => Vec::new(),
+        },
+    };
+    if resource_manager.max_memory == Some(0) {
+        bail!("resource_manager.max_memory: must be positive");
+    }
     let shown = FileConfig {
         data_dir: Some(data_dir.clone()),
         listen: Some(listen.iter().map(ToString::to_string).collect()),
@@ -338,6 +421,18 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
             ),
             peer_greylist_size: Some(acl.peer_greylist_size()),
         }),
+        resource_manager: Some(ResourceManagerFile {
+            enabled: Some(resource_manager.enabled),
+            max_memory: rm.max_memory.clone(),
+            max_file_descriptors: resource_manager.max_file_descriptors,
+            allowlist: Some(
+                resource_manager
+                    .allowlist
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        }),
     };
     Ok(Effective {
         file: shown,
@@ -352,6 +447,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         limits,
         admin,
         metrics,
+        resource_manager,
         log,
     })
 }

@@ -57,6 +57,8 @@ pub struct NodeConfig {
     /// next start (`peerage run` reads it back unless a limits file is given). `None`: the
     /// limits set at run time are not kept.
     pub limits_file: Option<PathBuf>,
+    /// The resource manager's allowlist (go `WithAllowlistedMultiaddrs`). Empty by default.
+    pub allowlist: Vec<Multiaddr>,
 }
 
 impl NodeConfig {
@@ -77,6 +79,7 @@ impl NodeConfig {
             peers_file: None,
             peers_file_period: Duration::from_secs(30),
             limits_file: None,
+            allowlist: Vec::new(),
         }
     }
 }
@@ -256,7 +259,7 @@ fn build_swarm(
     bounds: Bounds,
     connmgr: connmgr::Config,
     peerstore: Peerstore,
-    limits: rcmgr::LimitConfig,
+    (limits, allowlist): (rcmgr::LimitConfig, Vec<Multiaddr>),
     pool: pool::Config,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<(
@@ -270,7 +273,11 @@ fn build_swarm(
     connmgr
         .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
         .context("the connection manager does not fit the resource manager's limits")?;
-    let rm = rcmgr::ResourceManager::new(rcmgr::Config::new().with_limits(limits))?;
+    let rm = rcmgr::ResourceManager::new(
+        rcmgr::Config::new()
+            .with_limits(limits)
+            .with_allowlist(allowlist),
+    )?;
     // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
     // behaviour records.
     let metrics = Arc::new(libp2p::metrics::Metrics::new(registry));
@@ -353,7 +360,10 @@ impl Node {
             config.bounds,
             config.connmgr,
             config.peerstore,
-            config.limits.unwrap_or_else(rcmgr::auto_scale),
+            (
+                config.limits.unwrap_or_else(rcmgr::auto_scale),
+                config.allowlist,
+            ),
             config.pool,
             &mut registry,
         )?;

@@ -79,6 +79,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         peers_file_period,
         admin,
         metrics,
+        resource_manager,
         ..
     } = config;
     let token = admin.admin_token.clone();
@@ -104,12 +105,25 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
     })?;
     // A limits file given (flag or config) wins; then the limits last set at run time
     // (`peerage limits set`, saved in the data directory); then go's defaults, scaled.
+    // Then `[resource_manager]`'s knobs; `enabled = false` lifts every limit.
     let persisted = data_dir.join(LIMITS_FILE);
     let limits = match limits {
+        _ if !resource_manager.enabled => {
+            println!("limits: none (resource_manager.enabled = false)");
+            Some(rcmgr::LimitConfig::unlimited())
+        }
         Some(limits) => Some(limits),
         None if !ephemeral && persisted.exists() => {
             println!("limits: {} (set at run time)", persisted.display());
             Some(load_limits(&persisted)?)
+        }
+        None if resource_manager.max_memory.is_some()
+            || resource_manager.max_file_descriptors.is_some() =>
+        {
+            Some(rcmgr::scale_to(
+                resource_manager.max_memory,
+                resource_manager.max_file_descriptors,
+            ))
         }
         None => None,
     };
@@ -145,6 +159,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         peers_file: Some(data_dir.join(peerage::peers_file::FILE_NAME)),
         peers_file_period,
         limits_file: (!ephemeral).then(|| data_dir.join(LIMITS_FILE)),
+        allowlist: resource_manager.allowlist,
     })
     .await?;
     let handle = node.handle;

@@ -81,10 +81,17 @@ pub const STREAM_WINDOW: u64 = 256 * 1024;
 /// `AutoScale`): an eighth of the total memory and half of the file-descriptor limit (the soft
 /// `RLIMIT_NOFILE`; 1024 where it cannot be read).
 pub fn auto_scale() -> LimitConfig {
-    let (memory, fds) = machine();
+    scale_to(None, None)
+}
+
+/// [`auto_scale`] with the memory (bytes) and file descriptors to scale to, where given (Kubo's
+/// `Swarm.ResourceMgr.MaxMemory` and `MaxFileDescriptors`); what is not given is the machine's
+/// share, as [`auto_scale`] takes it.
+pub fn scale_to(memory: Option<u64>, fds: Option<u64>) -> LimitConfig {
+    let (total, limit) = machine();
     ScalingLimitConfig::default()
         .with_default_service_limits()
-        .scale(memory / 8, fds / 2)
+        .scale(memory.unwrap_or(total / 8), fds.unwrap_or(limit / 2))
 }
 
 /// Total memory in bytes and the file-descriptor limit.

@@ -177,3 +177,75 @@ fn config_init_writes_the_defaults_once() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "log = \"debug\"\n");
 }
+
+/// `[resource_manager]`, Kubo's simple knobs: the limits are scaled to the memory and file
+/// descriptors given, the allowlist is loaded, `enabled = false` lifts every limit; bad values
+/// are refused by key.
+#[test]
+fn the_resource_managers_simple_knobs_apply() {
+    let get = |admin: &str, path: &str| -> serde_json::Value {
+        let mut r = ureq::get(&format!("http://{admin}{path}")).call().unwrap();
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        r#"
+data_dir = "data"
+listen = ["/ip4/127.0.0.1/tcp/0"]
+admin = "127.0.0.1:0"
+[resource_manager]
+max_memory = "256MiB"
+max_file_descriptors = 512
+allowlist = ["/ip4/10.0.0.0/ipcidr/8"]
+"#,
+    );
+    let node = Running::start(&["--config", &file]);
+    let admin = node.line("admin API: http://");
+    let limits = get(&admin, "/rcmgr/limits");
+    let expected: serde_json::Value =
+        serde_json::from_str(&peerage::rcmgr::scale_to(Some(256 << 20), Some(512)).to_json())
+            .unwrap();
+    for key in ["Memory", "FD", "Conns"] {
+        assert_eq!(
+            limits["System"][key], expected["System"][key],
+            "{key}: {limits}"
+        );
+    }
+    assert_eq!(get(&admin, "/rcmgr/stat")["allowlist_entries"], 1);
+    assert!(node.terminate().success());
+
+    let file = write(
+        &dir,
+        "data_dir = \"data\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nadmin = \"127.0.0.1:0\"\n[resource_manager]\nenabled = false\n",
+    );
+    let node = Running::start(&["--config", &file]);
+    let admin = node.line("admin API: http://");
+    let conns = &get(&admin, "/rcmgr/limits")["System"]["Conns"];
+    assert_eq!(conns, "unlimited", "{conns}");
+    assert!(node.terminate().success());
+
+    for (text, expected) in [
+        (
+            "[resource_manager]\nmax_memory = \"lots\"\n",
+            "resource_manager.max_memory: \"lots\" is not a size",
+        ),
+        (
+            "[resource_manager]\nmax_memory = \"2PiB\"\n",
+            "resource_manager.max_memory: \"2PiB\" has an unknown unit",
+        ),
+        (
+            "[resource_manager]\nmax_file_descriptors = 0\n",
+            "resource_manager.max_file_descriptors: must be positive",
+        ),
+        (
+            "[resource_manager]\nallowlist = [\"nowhere\"]\n",
+            "resource_manager.allowlist: \"nowhere\" is not a multiaddr",
+        ),
+    ] {
+        let file = write(&dir, text);
+        let (code, _, stderr) = output(&["config", "check", &file]);
+        assert_eq!(code, 1, "{text:?}");
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+    }
+}
