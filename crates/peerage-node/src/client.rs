@@ -59,6 +59,12 @@ pub enum ClientCommand {
         #[arg(long)]
         state: Option<String>,
     },
+    /// A peer's or a point's log: its last 100 events, oldest first (Octez's
+    /// `/network/peers/{id}/log` and `/network/points/{p}/log`).
+    Log {
+        /// A peer ID, or a point (a multiaddr, or IP:PORT).
+        target: String,
+    },
     /// The established connections, as `ipfs swarm peers -v`: peer, direction, remote address,
     /// dialed point, age, nacked.
     Connections,
@@ -325,6 +331,9 @@ const PEER_COLUMNS: &[(&str, &str)] = &[
     ("latency_ms", "LATENCY MS"),
 ];
 
+/// The columns of a log event in a table.
+const LOG_COLUMNS: &[(&str, &str)] = &[("secs_ago", "AGO S"), ("kind", "EVENT"), ("with", "WITH")];
+
 /// The columns of a connection in a table.
 const CONNECTION_COLUMNS: &[(&str, &str)] = &[
     ("peer_id", "PEER ID"),
@@ -445,6 +454,14 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
         }
         C::Peers { state } => list(&c, args, "/network/peers", state.as_deref(), PEER_COLUMNS)?,
         C::Connections => list(&c, args, "/network/connections", None, CONNECTION_COLUMNS)?,
+        C::Log { target } => {
+            let path = if is_peer_id(target) {
+                format!("/network/peers/{target}/log")
+            } else {
+                format!("/network/points/{}/log", point_segment(target))
+            };
+            list(&c, args, &path, None, LOG_COLUMNS)?
+        }
         C::Resources => {
             let v = c.request("GET", "/rcmgr/stat", None)?;
             if args.json {

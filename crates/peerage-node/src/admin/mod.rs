@@ -50,6 +50,33 @@ struct AppState {
     last_bytes: Arc<std::sync::Mutex<Option<(Instant, u64, u64)>>>,
 }
 
+/// One event of a peer's or a point's log (Octez `GET /network/peers/{id}/log`,
+/// `/network/points/{p}/log`), oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogEvent {
+    /// What happened, under Octez's names (`outgoing_request`, `incoming_request`,
+    /// `accepting_request`, `rejecting_request`, `request_rejected`, `connection_established`,
+    /// `disconnection`, `external_disconnection`).
+    pub kind: String,
+    /// Seconds ago.
+    pub secs_ago: f64,
+    /// The point (in a peer's log) or the peer (in a point's log) involved, if any.
+    pub with: Option<String>,
+}
+
+impl LogEvent {
+    fn from<T: std::fmt::Display>(e: &pool::LogEntry<T>, now: Instant) -> Self {
+        Self {
+            kind: serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            secs_ago: now.saturating_duration_since(e.at).as_secs_f64(),
+            with: e.with.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
 /// An API error: JSON `{"error": ..., "detail": ...}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiError {
@@ -164,12 +191,14 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(network::get_connection, network::delete_connection))
         .routes(routes!(peers::list_peers))
         .routes(routes!(peers::get_peer, peers::patch_peer))
+        .routes(routes!(peers::peer_log))
         .routes(routes!(points::list_points))
         .routes(routes!(
             points::get_point,
             points::put_point,
             points::patch_point
         ))
+        .routes(routes!(points::point_log))
         .routes(routes!(greylist::greylist_ips))
         .routes(routes!(greylist::greylist_peers))
         .routes(routes!(greylist::clear_greylist))

@@ -143,6 +143,33 @@ pub(super) async fn get_peer(
         .ok_or_else(|| ApiError::not_found(format!("unknown peer {peer}")))
 }
 
+/// The peer's log: its last 100 events, oldest first (Octez `GET /network/peers/{id}/log`).
+#[utoipa::path(
+    get,
+    path = "/network/peers/{peer_id}/log",
+    params(("peer_id" = String, Path, description = "The peer's ID")),
+    responses((status = 200, body = [super::LogEvent]), (status = 404, body = ApiError))
+)]
+pub(super) async fn peer_log(
+    State(s): State<AppState>,
+    Path(peer_id): Path<String>,
+) -> ApiResult<Vec<super::LogEvent>> {
+    let peer = parse_peer(&peer_id)?;
+    s.node
+        .call(move |swarm| {
+            let now = Instant::now();
+            let info = swarm.behaviour().pool().peer(&peer)?;
+            Some(
+                info.events()
+                    .map(|e| super::LogEvent::from(e, now))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown peer {peer}")))
+}
+
 /// `PATCH /network/peers/{peer_id}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -136,6 +136,34 @@ pub(super) async fn get_point(
         .ok_or_else(|| ApiError::not_found(format!("unknown point {point}")))
 }
 
+/// The point's log: its last 100 events, oldest first (Octez `GET /network/points/{p}/log`).
+#[utoipa::path(
+    get,
+    path = "/network/points/{point}/log",
+    params(("point" = String, Path, description = "`ip:port` or a percent-encoded multiaddr")),
+    responses((status = 200, body = [super::LogEvent]), (status = 404, body = ApiError))
+)]
+pub(super) async fn point_log(
+    State(s): State<AppState>,
+    Path(point): Path<String>,
+) -> ApiResult<Vec<super::LogEvent>> {
+    let addr = parse_point(&point)?;
+    s.node
+        .call(move |swarm| {
+            let now = Instant::now();
+            let (p, _) = pool::split_point(&addr).ok()?;
+            let info = swarm.behaviour().pool().point(&p)?;
+            Some(
+                info.events()
+                    .map(|e| super::LogEvent::from(e, now))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown point {point}")))
+}
+
 /// Connects to a point now, whatever its backoff (Octez `PUT /network/points`).
 #[utoipa::path(
     put,

@@ -61,7 +61,7 @@ fn enc(s: &str) -> String {
 }
 
 /// Every route of the API, as issue 7 lists them.
-const ROUTES: [&str; 24] = [
+const ROUTES: [&str; 26] = [
     "DELETE /connmgr/protect/{peer_id}/{tag}",
     "DELETE /connmgr/tags/{peer_id}/{tag}",
     "DELETE /network/connections/{peer_id}",
@@ -74,8 +74,10 @@ const ROUTES: [&str; 24] = [
     "GET /network/greylist/peers",
     "GET /network/peers",
     "GET /network/peers/{peer_id}",
+    "GET /network/peers/{peer_id}/log",
     "GET /network/points",
     "GET /network/points/{point}",
+    "GET /network/points/{point}/log",
     "GET /network/self",
     "GET /network/stat",
     "GET /rcmgr/limits",
@@ -109,6 +111,23 @@ async fn every_route_serves_the_node_and_reports_errors() {
         )
         .await;
         if peer["state"] == "running" && !peer["protocols"].as_array().is_none_or(Vec::is_empty) {
+            // Its log (Octez's events), oldest first.
+            let (s, log) = call(
+                &router,
+                Method::GET,
+                &format!("/network/peers/{b_id}/log"),
+                None,
+                None,
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK);
+            let kinds: Vec<&str> = log
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["kind"].as_str())
+                .collect();
+            assert!(kinds.contains(&"connection_established"), "{log}");
             // Its identify's agent version is in the answer.
             assert!(
                 peer["agent_version"]
@@ -518,7 +537,7 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     let (s, doc) = call(&router, Method::GET, "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 17, "{paths:?}");
+    assert_eq!(paths.len(), 19, "{paths:?}");
     let peer = libp2p::PeerId::random();
     for route in ROUTES {
         let (method, path) = route.split_once(' ').unwrap();

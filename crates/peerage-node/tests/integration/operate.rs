@@ -113,6 +113,13 @@ fn a_node_is_operated_with_the_cli_and_scraped() {
     assert_eq!(code, 0);
     assert!(table.starts_with("PEER ID"), "{table}");
     assert!(table.contains(&c_id) && !table.contains(&b_id), "{table}");
+    // C's log, as Octez's events.
+    let (code, table, _) = output(&["log", &c_id, "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("AGO S") && table.contains("connection_established"),
+        "{table}"
+    );
     // `ipfs swarm peers -v` and `ipfs swarm resources`, ours.
     let (code, table, _) = output(&["connections", "--admin", &admin]);
     assert_eq!(code, 0);
