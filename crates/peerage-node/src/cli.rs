@@ -110,13 +110,14 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    /// The bounds: from `--connections` (or `default_n`), then each explicit flag.
+    /// The bounds: from `--connections` as Octez derives them, or `default` without it, then
+    /// each explicit flag.
     ///
     /// # Errors
     ///
     /// If the result is not ordered `min <= expected <= max`.
-    pub fn bounds(&self, default_n: usize) -> Result<Bounds, BoundsError> {
-        let base = Bounds::from_connections(self.connections.unwrap_or(default_n));
+    pub fn bounds(&self, default: Bounds) -> Result<Bounds, BoundsError> {
+        let base = self.connections.map_or(default, Bounds::from_connections);
         Bounds::new(
             self.min_connections.unwrap_or(base.min()),
             self.expected_connections.unwrap_or(base.expected()),
@@ -171,7 +172,7 @@ pub struct RunArgs {
     /// Bootstrap point, trusted, with or without /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
-    /// Connection bounds (default: --connections 50, Octez's 25/50/75).
+    /// Connection bounds (default: Octez's configuration defaults, 10/50/100, as the library's).
     #[command(flatten)]
     pub connections: ConnectionArgs,
     /// Resource manager limits in go-libp2p's JSON format (a Kubo or go-libp2p limits file
@@ -261,7 +262,10 @@ mod tests {
         let Command::Run(run) = parse(&["run", "--connections", "10"]).unwrap().command else {
             panic!("run");
         };
-        let b = run.connections.bounds(50).unwrap();
+        let b = run
+            .connections
+            .bounds(Bounds::new(10, 50, 100).unwrap())
+            .unwrap();
         assert_eq!((b.min(), b.expected(), b.max()), (5, 10, 15));
         let Command::Run(run) = parse(&["run", "--connections", "10", "--max-connections", "30"])
             .unwrap()
@@ -269,12 +273,29 @@ mod tests {
         else {
             panic!("run");
         };
-        let b = run.connections.bounds(50).unwrap();
+        let b = run
+            .connections
+            .bounds(Bounds::new(10, 50, 100).unwrap())
+            .unwrap();
         assert_eq!((b.min(), b.expected(), b.max()), (5, 10, 30));
         let Command::Run(run) = parse(&["run", "--min-connections", "60"]).unwrap().command else {
             panic!("run");
         };
-        assert!(run.connections.bounds(50).is_err(), "60 > expected 50");
+        assert!(
+            run.connections
+                .bounds(Bounds::new(10, 50, 100).unwrap())
+                .is_err(),
+            "60 > expected 50"
+        );
+        // Without a flag: Octez's configuration defaults, as the library's.
+        let Command::Run(run) = parse(&["run"]).unwrap().command else {
+            panic!("run");
+        };
+        let b = run
+            .connections
+            .bounds(peerage::maintenance::Config::default().bounds())
+            .unwrap();
+        assert_eq!((b.min(), b.expected(), b.max()), (10, 50, 100));
     }
 
     /// The connection manager's configuration `peerage run ARGS` would use.
@@ -283,7 +304,11 @@ mod tests {
         let Command::Run(run) = parse(&args).unwrap().command else {
             panic!("run");
         };
-        run.connections.connmgr(run.connections.bounds(50).unwrap())
+        run.connections.connmgr(
+            run.connections
+                .bounds(Bounds::new(10, 50, 100).unwrap())
+                .unwrap(),
+        )
     }
 
     #[test]
@@ -317,7 +342,7 @@ mod tests {
         };
         assert_eq!(d.nodes, 16);
         assert_eq!(d.duration, Duration::from_secs(30));
-        let b = d.connections.bounds(6).unwrap();
+        let b = d.connections.bounds(Bounds::from_connections(6)).unwrap();
         assert_eq!((b.min(), b.expected(), b.max()), (3, 6, 9));
         let Command::Devnet(d) = parse(&["devnet", "--duration", "2m"]).unwrap().command else {
             panic!("devnet");

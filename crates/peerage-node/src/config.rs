@@ -279,7 +279,8 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
             (None, None) => None,
         },
     };
-    let bounds = connections.bounds(50)?;
+    // Octez's configuration defaults, 10/50/100, as the library's (`maintenance::Config`).
+    let bounds = connections.bounds(peerage::maintenance::Config::default().bounds())?;
     if bounds.max() == 0 {
         bail!(
             "invalid connection bounds: {bounds}: a node with max 0 would neither dial nor accept (--connections must be at least 1)"

@@ -100,7 +100,7 @@ pub async fn devnet(
             usize::from(args.nodes).saturating_sub(1)
         );
     }
-    let bounds = args.connections.bounds(6)?;
+    let bounds = args.connections.bounds(Bounds::from_connections(6))?;
     let connmgr = args.connections.connmgr(bounds)?;
     let hub_connmgr = ConnectionArgs {
         low_water: args.hub_low_water.or(args.connections.low_water),

@@ -95,7 +95,7 @@ fn bad_config_files_name_the_key_and_the_reason() {
         ),
         (
             "[pool]\nmax_known_points = [400, 30]\n",
-            "pool.max_known_points: the low bound 30 is below the max connections 75",
+            "pool.max_known_points: the low bound 30 is below the max connections 100",
         ),
         (
             "[pool]\nmax_known_peers = [10, 300]\n",

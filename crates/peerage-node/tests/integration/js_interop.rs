@@ -136,7 +136,7 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
     );
 }
 
-/// The bug report's set-up: `peerage run --low-water 5 --high-water 10` (bounds 25/50/75, so
+/// The bug report's set-up: `peerage run --low-water 5 --high-water 10` (bounds 10/50/100, so
 /// the node stays below its minimum and keeps looking for points) and 40 js-libp2p peers dialing
 /// it at once and holding their connections for 8 s (`interop/js/flood.mjs`). The node used to
 /// ask every connected peer for points on `/peerage/pex/1.0.0`, js peers included, which do not
