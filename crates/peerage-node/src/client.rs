@@ -61,9 +61,14 @@ pub enum ClientCommand {
     },
     /// A peer's or a point's log: its last 100 events, oldest first (Octez's
     /// `/network/peers/{id}/log` and `/network/points/{p}/log`).
+    /// With `--follow`, the node's events as they happen (`GET /network/log`), of `TARGET` only
+    /// if given, until the node stops or Ctrl-C.
     Log {
         /// A peer ID, or a point (a multiaddr, or IP:PORT).
-        target: String,
+        target: Option<String>,
+        /// Follow the live log instead of printing the stored one.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// The established connections, as `ipfs swarm peers -v`: peer, direction, remote address,
     /// dialed point, age, nacked.
@@ -331,6 +336,55 @@ const PEER_COLUMNS: &[(&str, &str)] = &[
     ("latency_ms", "LATENCY MS"),
 ];
 
+/// Prints the live log (`GET /network/log`, server-sent events) line by line until the stream
+/// ends: one JSON object per line with `--json`, else `TIME EVENT PEER POINT DETAIL`.
+fn follow_log(c: &Client, args: &ClientArgs, target: Option<&str>) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write as _};
+    let query = match target {
+        None => String::new(),
+        Some(t) if is_peer_id(t) => format!("?peer={t}"),
+        Some(t) => format!("?point={}", point_segment(t).replace(':', "%3A")),
+    };
+    // No timeout: the stream lasts as long as the node.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/network/log{query}", c.base);
+    let auth = c.token.as_ref().map(|t| format!("Bearer {t}"));
+    let mut response = with_auth(agent.get(&url), &auth)
+        .call()
+        .with_context(|| format!("no node is listening on {}", c.base))?;
+    if !response.status().is_success() {
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        bail!("{}: {text}", response.status());
+    }
+    let mut out = std::io::stdout();
+    for line in std::io::BufReader::new(response.body_mut().as_reader()).lines() {
+        let line = line.context("reading the log")?;
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim_start();
+        if args.json {
+            writeln!(out, "{data}")?;
+        } else {
+            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            writeln!(
+                out,
+                "{:.3}  {}  {}  {}  {}",
+                v["time"].as_f64().unwrap_or_default(),
+                opt(&v["event"]),
+                opt(&v["peer"]),
+                opt(&v["point"]),
+                opt(&v["detail"])
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
 /// The columns of a log event in a table.
 const LOG_COLUMNS: &[(&str, &str)] = &[("secs_ago", "AGO S"), ("kind", "EVENT"), ("with", "WITH")];
 
@@ -454,7 +508,17 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
         }
         C::Peers { state } => list(&c, args, "/network/peers", state.as_deref(), PEER_COLUMNS)?,
         C::Connections => list(&c, args, "/network/connections", None, CONNECTION_COLUMNS)?,
-        C::Log { target } => {
+        C::Log {
+            target,
+            follow: true,
+        } => {
+            follow_log(&c, args, target.as_deref())?;
+            String::new()
+        }
+        C::Log {
+            target: Some(target),
+            follow: false,
+        } => {
             let path = if is_peer_id(target) {
                 format!("/network/peers/{target}/log")
             } else {
@@ -462,6 +526,10 @@ pub fn run(args: &ClientArgs, command: &ClientCommand) -> anyhow::Result<String>
             };
             list(&c, args, &path, None, LOG_COLUMNS)?
         }
+        C::Log {
+            target: None,
+            follow: false,
+        } => bail!("usage: peerage log TARGET, or peerage log --follow [TARGET]"),
         C::Resources => {
             let v = c.request("GET", "/rcmgr/stat", None)?;
             if args.json {

@@ -130,6 +130,7 @@ pub struct Handle {
     dial_errors: DialErrors,
     limits_file: Option<Arc<PathBuf>>,
     connmgr: Arc<connmgr::Config>,
+    events: tokio::sync::broadcast::Sender<Arc<LogLine>>,
     tx: mpsc::Sender<Command>,
 }
 
@@ -140,7 +141,33 @@ type DialErrors = Arc<std::sync::Mutex<std::collections::VecDeque<(Multiaddr, St
 /// How many dial errors [`Handle::last_dial_error`] remembers.
 const DIAL_ERRORS: usize = 64;
 
+/// One line of the node's live event log (`GET /network/log`): what happened, to which peer
+/// and point, when.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// What happened: `connection_established`, `connection_closed`, `dial_failed`,
+    /// `identified`, `points_received`, `points_refused`, `nacked`, `trimmed`, `new_point`,
+    /// `new_peer`, `disconnect`, `gc_points`, `gc_peers`, `maintenance`.
+    pub event: &'static str,
+    /// The peer involved, if one is.
+    pub peer: Option<String>,
+    /// The point involved, if one is.
+    pub point: Option<String>,
+    /// The rest, in words.
+    pub detail: String,
+}
+
+/// How many lines a slow reader of the live log may fall behind before it skips some.
+const LOG_BUFFER: usize = 1024;
+
 impl Handle {
+    /// Subscribes to the node's live event log.
+    pub fn subscribe_log(&self) -> tokio::sync::broadcast::Receiver<Arc<LogLine>> {
+        self.events.subscribe()
+    }
+
     /// Where limits set at run time are saved ([`NodeConfig::limits_file`]).
     pub fn limits_file(&self) -> Option<&Path> {
         self.limits_file.as_deref().map(PathBuf::as_path)
@@ -433,6 +460,7 @@ impl Node {
         crate::metrics::ProcessCollector::register(&mut registry);
         let (tx, rx) = mpsc::channel(16);
         let dial_errors = DialErrors::default();
+        let (events, _) = tokio::sync::broadcast::channel(LOG_BUFFER);
         let span = tracing::info_span!("node", peer = %short(&peer_id));
         let task = tokio::spawn(tracing::Instrument::instrument(
             event_loop(
@@ -440,7 +468,7 @@ impl Node {
                 rx,
                 (peers_file, config.peers_file_period),
                 (metrics, swarm_metrics),
-                dial_errors.clone(),
+                (dial_errors.clone(), events.clone()),
             ),
             span,
         ));
@@ -453,6 +481,7 @@ impl Node {
                 dial_errors,
                 limits_file: config.limits_file.map(Arc::new),
                 connmgr: connmgr_config,
+                events,
                 tx,
             },
             registry: Arc::new(registry),
@@ -493,7 +522,7 @@ async fn event_loop(
     mut rx: mpsc::Receiver<Command>,
     (peers_file, peers_file_period): (Option<PeersFile>, Duration),
     (metrics, swarm_metrics): (crate::metrics::PoolMetrics, Arc<libp2p::metrics::Metrics>),
-    dial_errors: DialErrors,
+    (dial_errors, events): (DialErrors, tokio::sync::broadcast::Sender<Arc<LogLine>>),
 ) {
     let peerstore = swarm.behaviour().peerstore().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
@@ -540,6 +569,12 @@ async fn event_loop(
             },
             event = swarm.select_next_some() => {
                 libp2p::metrics::Recorder::record(&*swarm_metrics, &event);
+                // Only when someone reads the live log.
+                if events.receiver_count() > 0
+                    && let Some(line) = log_line(&event)
+                {
+                    let _ = events.send(Arc::new(line));
+                }
                 match &event {
                     SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
                         metrics.maintenance(dialed.len(), closed.len(), *asked);
@@ -562,6 +597,128 @@ async fn event_loop(
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
     drop(swarm);
     flush(peerstore).await;
+}
+
+/// The live log's line for a swarm event, if it is one the log shows.
+fn log_line(event: &SwarmEvent<peerage::Event>) -> Option<LogLine> {
+    use peerage::{Event as E, pool::Event as P};
+    let id = |p: &PeerId| Some(p.to_string());
+    let (event, peer, point, detail): (&'static str, _, _, String) = match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } => (
+            "connection_established",
+            id(peer_id),
+            Some(endpoint.get_remote_address().to_string()),
+            if endpoint.is_dialer() {
+                "outbound"
+            } else {
+                "inbound"
+            }
+            .to_owned(),
+        ),
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            cause,
+            num_established,
+            ..
+        } => (
+            "connection_closed",
+            id(peer_id),
+            None,
+            format!(
+                "{} left{}",
+                num_established,
+                cause
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(", {c}"))
+            ),
+        ),
+        SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => (
+            "dial_failed",
+            peer_id.as_ref().and_then(id),
+            None,
+            error.to_string(),
+        ),
+        SwarmEvent::Behaviour(e) => match e {
+            E::Identified {
+                peer_id,
+                agent_version,
+                protocols,
+            } => (
+                "identified",
+                id(peer_id),
+                None,
+                format!("{agent_version}, {} protocols", protocols.len()),
+            ),
+            E::PointsReceived {
+                peer_id,
+                received,
+                new,
+            } => (
+                "points_received",
+                id(peer_id),
+                None,
+                format!("{received} points, {new} new"),
+            ),
+            E::PointsRefused { peer_id, received } => (
+                "points_refused",
+                id(peer_id),
+                None,
+                format!("{received} points, over the bound"),
+            ),
+            E::Nacked { peer_id } => ("nacked", id(peer_id), None, String::new()),
+            E::Trimmed { kind, peers } => (
+                "trimmed",
+                None,
+                None,
+                format!("{kind:?}: {} peers", peers.len()),
+            ),
+            E::Pool(P::NewPoint {
+                point,
+                source,
+                medium,
+            }) => (
+                "new_point",
+                source.as_ref().and_then(id),
+                Some(point.to_string()),
+                format!("{medium:?}"),
+            ),
+            E::Pool(P::NewPeer(peer)) => ("new_peer", id(peer), None, String::new()),
+            E::Pool(P::Disconnect { peer, reason }) => {
+                ("disconnect", id(peer), None, format!("{reason:?}"))
+            }
+            E::Pool(P::GcPoints(n)) => ("gc_points", None, None, format!("{n} collected")),
+            E::Pool(P::GcPeers(n)) => ("gc_peers", None, None, format!("{n} collected")),
+            E::Maintenance {
+                active,
+                dialed,
+                closed,
+                asked,
+            } => (
+                "maintenance",
+                None,
+                None,
+                format!(
+                    "{active} active, {} dialed, {} closed, {asked} asked",
+                    dialed.len(),
+                    closed.len()
+                ),
+            ),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    Some(LogLine {
+        time,
+        event,
+        peer,
+        point,
+        detail,
+    })
 }
 
 /// Remembers why the dial of each address in `error` failed.

@@ -36,7 +36,7 @@ use crate::node::Handle;
 pub use self::{
     connmgr::{ConnmgrInfo, TagValue},
     greylist::GreylistIps,
-    network::{ConnectionInfo, NetworkStat, SelfInfo},
+    network::{ConnectionInfo, LogFilter, NetworkStat, SelfInfo},
     peers::{AddrInfo, PeerInfo, PeerPatch},
     points::{PeersChanged, PointInfo, PointPatch},
 };
@@ -187,6 +187,7 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(network::network_self))
         .routes(routes!(network::network_stat))
+        .routes(routes!(network::network_log))
         .routes(routes!(network::list_connections))
         .routes(routes!(network::get_connection, network::delete_connection))
         .routes(routes!(peers::list_peers))

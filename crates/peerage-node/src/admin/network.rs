@@ -215,3 +215,73 @@ pub(super) async fn delete_connection(
         Err(ApiError::not_found(format!("no connection with {peer}")))
     }
 }
+
+/// `GET /network/log` filters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LogFilter {
+    /// Only lines about this peer.
+    pub peer: Option<String>,
+    /// Only lines about this point (a multiaddr, or `ip:port`).
+    pub point: Option<String>,
+}
+
+/// The node's events as they happen (Octez's `GET /network/log`): server-sent events, one JSON
+/// object per `data:` line (`time`, `event`, `peer`, `point`, `detail`). A reader more than
+/// 1,024 lines behind skips the lines it missed.
+#[utoipa::path(
+    get,
+    path = "/network/log",
+    params(LogFilter),
+    responses((status = 200, content_type = "text/event-stream", body = String))
+)]
+pub(super) async fn network_log(
+    State(s): State<AppState>,
+    axum::extract::Query(f): axum::extract::Query<LogFilter>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let peer = f
+        .peer
+        .as_deref()
+        .map(super::parse_peer)
+        .transpose()?
+        .map(|p| p.to_string());
+    let point = f
+        .point
+        .as_deref()
+        .map(super::parse_point)
+        .transpose()?
+        .map(|p| p.to_string());
+    let rx = s.node.subscribe_log();
+    let stream = futures::stream::unfold(rx, move |mut rx| {
+        let (peer, point) = (peer.clone(), point.clone());
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(line) => {
+                        if peer.as_ref().is_some_and(|p| line.peer.as_ref() != Some(p))
+                            || point.as_ref().is_some_and(|p| {
+                                !line
+                                    .point
+                                    .as_ref()
+                                    .is_some_and(|l| l.starts_with(p.as_str()))
+                            })
+                        {
+                            continue;
+                        }
+                        let data = serde_json::to_string(&*line).unwrap_or_default();
+                        return Some((Ok(Event::default().data(data)), rx));
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -384,3 +384,54 @@ fn a_dns_bootstrap_point_is_resolved_and_dialed() {
         running(&admin, &b_id) && running(&b_admin, &a_id)
     });
 }
+
+/// `peerage log --follow` prints the node's events as they happen (`GET /network/log`, server-
+/// sent events): a peer that connects shows up, and a filter on another peer hides it.
+#[test]
+fn the_live_log_shows_a_peer_connecting() {
+    use std::io::{BufRead, BufReader};
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, _, a_addr, admin, _) = node(&da, None);
+    let follow = |extra: &[&str]| {
+        let mut child = crate::support::peerage()
+            .args(["log", "--follow", "--json", "--admin", &admin])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    };
+    let (mut all, all_lines) = follow(&[]);
+    let other = libp2p::PeerId::random().to_string();
+    let (mut filtered, filtered_lines) = follow(&[&other]);
+    // Both followers are subscribed before B starts.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (_b, b_id, _, _, _) = node(&db, Some(&a_addr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < deadline {
+        if let Ok(line) = all_lines.recv_timeout(std::time::Duration::from_millis(200)) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+            seen = v["event"] == "connection_established" && v["peer"] == b_id.as_str();
+        }
+    }
+    assert!(seen, "B's connection never showed up in the live log");
+    assert!(
+        filtered_lines.try_iter().all(|l| l.contains(&other)),
+        "the filter on another peer let B's lines through"
+    );
+    for child in [&mut all, &mut filtered] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
