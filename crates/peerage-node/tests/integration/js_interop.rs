@@ -137,7 +137,7 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
 }
 
 /// The bug report's set-up: `peerage run --low-water 5 --high-water 10` (bounds 10/50/100, so
-/// the node stays below its minimum and keeps looking for points) and 40 js-libp2p peers dialing
+/// the node stays below its `min_threshold` of 23 and keeps looking for points) and 40 js-libp2p peers dialing
 /// it at once and holding their connections for 8 s (`interop/js/flood.mjs`). The node used to
 /// ask every connected peer for points on `/peerage/pex/1.0.0`, js peers included, which do not
 /// speak it; js-libp2p dropped those connections and 0–7 of the 40 were left. The node must ask
@@ -178,13 +178,14 @@ async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
         ),
         (LOW_WATER, 10)
     );
-    // The hard cap (high water + 10 %) keeps the node below its minimum: it keeps looking for
-    // points the whole time.
+    // The hard cap (high water + 10 %) keeps the node below the count where its maintenance
+    // stops dialing (`min_threshold`): it keeps looking for points the whole time.
     let hard_cap = effective.connmgr.hard_cap().unwrap();
     assert!(
-        hard_cap < effective.bounds.min(),
-        "hard cap {hard_cap}, bounds {}",
-        effective.bounds
+        hard_cap < effective.bounds.min_threshold(),
+        "hard cap {hard_cap}, bounds {}, min_threshold {}",
+        effective.bounds,
+        effective.bounds.min_threshold()
     );
     let mut config = NodeConfig::new(
         Keypair::generate_ed25519(),
