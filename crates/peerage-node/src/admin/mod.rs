@@ -65,6 +65,14 @@ pub struct LogEvent {
 }
 
 impl LogEvent {
+    /// A log's events as the API shows them, `now` giving their age.
+    fn list<'a, T: std::fmt::Display + 'a>(
+        events: impl Iterator<Item = &'a pool::LogEntry<T>>,
+        now: Instant,
+    ) -> Vec<Self> {
+        events.map(|e| Self::from(e, now)).collect()
+    }
+
     fn from<T: std::fmt::Display>(e: &pool::LogEntry<T>, now: Instant) -> Self {
         Self {
             kind: serde_json::to_value(e.kind)

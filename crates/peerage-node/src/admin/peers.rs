@@ -159,11 +159,7 @@ pub(super) async fn peer_log(
         .call(move |swarm| {
             let now = Instant::now();
             let info = swarm.behaviour().pool().peer(&peer)?;
-            Some(
-                info.events()
-                    .map(|e| super::LogEvent::from(e, now))
-                    .collect::<Vec<_>>(),
-            )
+            Some(super::LogEvent::list(info.events(), now))
         })
         .await?
         .map(Json)

@@ -153,11 +153,7 @@ pub(super) async fn point_log(
             let now = Instant::now();
             let (p, _) = pool::split_point(&addr).ok()?;
             let info = swarm.behaviour().pool().point(&p)?;
-            Some(
-                info.events()
-                    .map(|e| super::LogEvent::from(e, now))
-                    .collect::<Vec<_>>(),
-            )
+            Some(super::LogEvent::list(info.events(), now))
         })
         .await?
         .map(Json)
