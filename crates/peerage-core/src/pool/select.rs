@@ -122,8 +122,9 @@ impl Pool {
             "the index of known-public points is exact"
         );
         let mut known: Vec<Known<'_>> = self
-            .points
+            .public_points
             .iter()
+            .filter_map(|a| self.points.get_key_value(a))
             .filter(|(_, p)| p.known_public)
             .filter_map(|(a, p)| {
                 let id = p.dial_peer_id();
