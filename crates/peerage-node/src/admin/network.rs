@@ -265,12 +265,9 @@ pub(super) async fn network_log(
                 match rx.recv().await {
                     Ok(line) => {
                         if peer.as_ref().is_some_and(|p| line.peer.as_ref() != Some(p))
-                            || point.as_ref().is_some_and(|p| {
-                                !line
-                                    .point
-                                    .as_ref()
-                                    .is_some_and(|l| l.starts_with(p.as_str()))
-                            })
+                            || point
+                                .as_ref()
+                                .is_some_and(|p| !about_point(line.point.as_deref(), p))
                         {
                             continue;
                         }
@@ -284,4 +281,28 @@ pub(super) async fn network_log(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Whether a log line's point is `filter`, or `filter` followed by more (`/p2p/...`): not
+/// `/tcp/1` for `/tcp/12`.
+fn about_point(point: Option<&str>, filter: &str) -> bool {
+    point
+        .and_then(|p| p.strip_prefix(filter))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_point_filter_matches_the_point_and_its_suffixes_only() {
+        let p = "/ip4/10.0.0.1/tcp/1";
+        assert!(super::about_point(Some(p), p));
+        assert!(super::about_point(
+            Some("/ip4/10.0.0.1/tcp/1/p2p/12D3KooW"),
+            p
+        ));
+        assert!(!super::about_point(Some("/ip4/10.0.0.1/tcp/12"), p));
+        assert!(!super::about_point(Some("/ip4/10.0.0.2/tcp/1"), p));
+        assert!(!super::about_point(None, p));
+    }
 }
