@@ -413,14 +413,7 @@ impl Maintenance {
 
         if n > bounds.max_threshold() {
             self.phase = Phase::Idle;
-            let mut candidates: Vec<PeerId> = pool
-                .running_peers()
-                .filter(|p| !pool.is_trusted_peer(p))
-                .collect();
-            // Sorted first so that a seeded RNG gives the same choice whatever the table's order.
-            candidates.sort();
-            let mut close = order(candidates, rng);
-            close.truncate(n - bounds.max_target());
+            let close = victims(pool, rng, order, n - bounds.max_target());
             return Plan {
                 close,
                 ..Plan::default()
@@ -488,7 +481,8 @@ impl Maintenance {
 
 impl Maintenance {
     /// Within the bounds: ends the rotation whose dial has finished (closing one peer if the
-    /// dial added a connection), or starts one at the idle tick. See [`Config::with_rotate`].
+    /// dial added a connection), or starts one at the idle tick. See
+    /// [`Config::with_rotation_interval`].
     fn rotate<R: Rng>(
         &mut self,
         now: Instant,
@@ -507,13 +501,7 @@ impl Maintenance {
                 return plan;
             }
             if pool.active() > *before {
-                let mut peers: Vec<PeerId> = pool
-                    .running_peers()
-                    .filter(|p| !pool.is_trusted_peer(p))
-                    .collect();
-                peers.sort();
-                plan.close = order(peers, rng);
-                plan.close.truncate(1);
+                plan.close = victims(pool, rng, order, 1);
             }
             self.rotation = None;
             return plan;
@@ -543,6 +531,24 @@ impl Maintenance {
         }
         plan
     }
+}
+
+/// The first `count` running, untrusted peers in `order`: those to close.
+fn victims<R: Rng>(
+    pool: &Pool,
+    rng: &mut R,
+    order: impl FnOnce(Vec<PeerId>, &mut R) -> Vec<PeerId>,
+    count: usize,
+) -> Vec<PeerId> {
+    let mut candidates: Vec<PeerId> = pool
+        .running_peers()
+        .filter(|p| !pool.is_trusted_peer(p))
+        .collect();
+    // Sorted first so that a seeded RNG gives the same choice whatever the table's order.
+    candidates.sort();
+    let mut close = order(candidates, rng);
+    close.truncate(count);
+    close
 }
 
 /// The built-in order of victims: peers running for longer than the grace period at random,

@@ -749,11 +749,11 @@ impl Pool {
             .and_then(|p| p.remote.as_ref())
             .and_then(ip_of);
         match ip {
-            Some(ip) => tracing::info!(%peer, %ip, "greylisted, with its IP"),
+            Some(ip) => {
+                tracing::info!(%peer, %ip, "greylisted, with its IP");
+                self.acl.greylist_ip(ip, now);
+            }
             None => tracing::info!(%peer, "greylisted"),
-        }
-        if let Some(ip) = ip {
-            self.acl.greylist_ip(ip, now);
         }
         if self.is_connected(&peer) {
             self.events.push_back(Event::Disconnect {
