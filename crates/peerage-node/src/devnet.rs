@@ -392,9 +392,7 @@ async fn serve_admin(
     let Some(base) = admin.admin else {
         return Ok((Vec::new(), Vec::new()));
     };
-    if !base.ip().is_loopback() && admin.admin_token.is_none() {
-        anyhow::bail!("--admin {base} is not a loopback address: it needs --admin-token");
-    }
+    crate::run::check_admin(admin)?;
     let (mut addrs, mut tasks) = (Vec::new(), Vec::new());
     for (i, node) in nodes.iter().enumerate() {
         let port = match base.port() {

@@ -23,6 +23,15 @@ fn init_tracing(default: &str, format: LogFormat) {
     }
 }
 
+/// The arguments of `peerage run EXTRA...`, as `config check` and `config init` resolve them.
+fn run_args(extra: &[&str]) -> peerage_node::cli::RunArgs {
+    let args = ["peerage", "run"].iter().chain(extra);
+    let Command::Run(args) = Cli::parse_from(args).command else {
+        unreachable!("parsed as run")
+    };
+    args
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,11 +73,7 @@ async fn main() -> ExitCode {
             })
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            let path = file.to_string_lossy().into_owned();
-            let Command::Run(args) = Cli::parse_from(["peerage", "run", "--config", &path]).command
-            else {
-                unreachable!("parsed as run")
-            };
+            let args = run_args(&["--config", &file.to_string_lossy()]);
             // Every check `run` makes before it opens anything, not only the file's.
             config::resolve(&args, &cli.client)
                 .and_then(|effective| run::check(&effective))
@@ -78,10 +83,7 @@ async fn main() -> ExitCode {
                 })
         }
         Command::Config(ConfigCommand::Init { file }) => {
-            let Command::Run(args) = Cli::parse_from(["peerage", "run"]).command else {
-                unreachable!("parsed as run")
-            };
-            config::resolve(&args, &cli.client).and_then(|effective| {
+            config::resolve(&run_args(&[]), &cli.client).and_then(|effective| {
                 let text = format!(
                     "# peerage run --config {}: every setting at its default.\n{}",
                     file.display(),

@@ -181,9 +181,7 @@ impl Handle {
     ///
     /// The connection manager's error naming `high_water` and the limit.
     pub fn check_limits(&self, limits: &rcmgr::LimitConfig) -> anyhow::Result<()> {
-        self.connmgr
-            .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
-            .context("the connection manager does not fit the resource manager's limits")
+        limits_fit(&self.connmgr, limits)
     }
 
     /// Why the last failed dial of `point` (a multiaddr without `/p2p`) failed, if it is among
@@ -296,10 +294,7 @@ fn build_swarm(
 )> {
     // The bandwidth counters in a registry of their own (`Handle::bandwidth_registry`).
     let mut bandwidth = prometheus_client::registry::Registry::default();
-    // go-libp2p GH#1640: above the system connection limit, trims would never start.
-    connmgr
-        .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
-        .context("the connection manager does not fit the resource manager's limits")?;
+    limits_fit(&connmgr, &limits)?;
     let rm = rcmgr::ResourceManager::new(
         rcmgr::Config::new()
             .with_limits(limits)
@@ -335,6 +330,15 @@ fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok((swarm, metrics, bandwidth))
+}
+
+/// Whether `limits` leave room for the connection manager: its high water must not be above
+/// the system's connection limit, or trims would never start (go-libp2p GH#1640). Startup and
+/// `PUT /rcmgr/limits` both check it.
+fn limits_fit(connmgr: &connmgr::Config, limits: &rcmgr::LimitConfig) -> anyhow::Result<()> {
+    connmgr
+        .check_limit(usize::try_from(limits.system().conns).unwrap_or(usize::MAX))
+        .context("the connection manager does not fit the resource manager's limits")
 }
 
 /// The socket address of a `/ip4|ip6/…/tcp|udp/PORT` multiaddr, with whether it is UDP.
@@ -733,7 +737,7 @@ fn record_dial_error(errors: &DialErrors, error: &libp2p::swarm::DialError) {
             address.clone(),
             format!("the peer at the address is {obtained}, not the one expected"),
         )],
-        DialError::Denied { .. } | DialError::LocalPeerId { .. } => Vec::new(),
+        // Denied by a behaviour, our own peer ID...: no address to key a reason by.
         _ => Vec::new(),
     };
     let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,6 +11,7 @@ use peerage::{
 use peerage_store::{RedbStore, identity};
 
 use crate::{
+    client::ClientArgs,
     config::Effective,
     node::{Node, NodeConfig},
 };
@@ -48,13 +49,23 @@ pub fn load_limits(path: &Path) -> anyhow::Result<rcmgr::LimitConfig> {
 ///
 /// The first check that fails, naming the setting.
 pub fn check(config: &Effective) -> anyhow::Result<Option<rcmgr::LimitConfig>> {
-    if let Some(addr) = config.admin.admin
+    check_admin(&config.admin)?;
+    config.limits.as_deref().map(load_limits).transpose()
+}
+
+/// An admin API on an address that is not loopback needs a token (`run` and `devnet`).
+///
+/// # Errors
+///
+/// Naming the address, if it has none.
+pub fn check_admin(admin: &ClientArgs) -> anyhow::Result<()> {
+    if let Some(addr) = admin.admin
         && !addr.ip().is_loopback()
-        && config.admin.admin_token.is_none()
+        && admin.admin_token.is_none()
     {
         anyhow::bail!("--admin {addr} is not a loopback address: it needs --admin-token");
     }
-    config.limits.as_deref().map(load_limits).transpose()
+    Ok(())
 }
 
 /// Runs a node until SIGINT or SIGTERM.
