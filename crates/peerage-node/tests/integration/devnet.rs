@@ -171,19 +171,17 @@ fn a_devnet_with_admin_serves_every_nodes_api() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    // Read on a thread to the end: the devnet writes to stderr after its verdict too.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("admin API http://").nth(1) {
-                let _ = tx.send(addr.to_owned());
-            }
+    // Read on a thread, kept to the end: the devnet writes to stderr after its verdict too.
+    let stderr = crate::support::lines(child.stderr.take().unwrap());
+    let mut admins: Vec<String> = Vec::new();
+    while admins.len() < 4 {
+        let line = stderr
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap();
+        if let Some(addr) = line.split("admin API http://").nth(1) {
+            admins.push(addr.to_owned());
         }
-    });
-    let admins: Vec<String> = (0..4)
-        .map(|_| rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap())
-        .collect();
+    }
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut table = String::new();
     for line in stdout.lines().map_while(Result::ok) {

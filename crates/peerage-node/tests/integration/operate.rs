@@ -389,7 +389,6 @@ fn a_dns_bootstrap_point_is_resolved_and_dialed() {
 /// sent events): a peer that connects shows up, and a filter on another peer hides it.
 #[test]
 fn the_live_log_shows_a_peer_connecting() {
-    use std::io::{BufRead, BufReader};
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_a, _, a_addr, admin, _) = node(&da, None);
     let follow = |extra: &[&str]| {
@@ -400,15 +399,7 @@ fn the_live_log_shows_a_peer_connecting() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = crate::support::lines(child.stdout.take().unwrap());
         (child, rx)
     };
     let (mut all, all_lines) = follow(&[]);

@@ -12,6 +12,20 @@ pub(crate) fn peerage() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peerage"))
 }
 
+/// The lines of `output` (a child's stdout or stderr), read on a thread until it ends or the
+/// receiver is dropped.
+pub(crate) fn lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A `peerage run` child process, killed on drop.
 pub(crate) struct Running {
     child: Child,
@@ -29,15 +43,7 @@ impl Running {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn peerage run");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines(child.stdout.take().expect("piped"));
         Self { child, lines }
     }
 
