@@ -25,6 +25,7 @@
 // Tests need a starting instant; the library itself never reads the clock (see clippy.toml).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod addrbook;
 pub mod connmgr;
 pub mod maintenance;
 pub mod node;

@@ -1,0 +1,1 @@
+//! Inbound eviction (Bitcoin Core `SelectNodeToEvict`). (Being written.)
