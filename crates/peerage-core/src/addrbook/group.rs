@@ -20,7 +20,9 @@ use super::asmap::Asmap;
 /// (RFC 1918, RFC 4193, link-local, CGNAT `100.64.0.0/10`), relayed (`/p2p-circuit`), DNS
 /// names (`/dns*`), and anything else unroutable. One group per kind, not per name: a name
 /// costs nothing to make, so a thousand names are still one group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Group {
     /// An IPv4 /16: the first two bytes.
     Ipv4([u8; 2]),
