@@ -786,6 +786,10 @@ impl AddrBook {
         now: Instant,
     ) -> (Self, usize) {
         let mut book = AddrBook::new(config, grouping, snapshot.key, now);
+        let n = snapshot.entries.len();
+        book.entries.reserve(n);
+        book.by_addr.reserve(n);
+        book.random.reserve(n);
         let same = snapshot.new_buckets == book.config.new_buckets
             && snapshot.tried_buckets == book.config.tried_buckets
             && snapshot.bucket_size == book.config.bucket_size
@@ -799,12 +803,13 @@ impl AddrBook {
             let group = book.grouping.group(&s.addr);
             if group == Group::Unroutable
                 || book.by_addr.contains_key(&s.addr)
-                || crate::pool::split_point(&s.addr).is_ok_and(|(_, p)| p.is_some())
+                || s.addr.iter().any(|p| matches!(p, multiaddr::Protocol::P2p(_)))
             {
                 dropped += 1;
                 continue;
             }
-            let id = book.create(s.addr.clone(), s.peer, group, s.source, at(s.heard_ago));
+            let addr = s.addr;
+            let id = book.create(addr.clone(), s.peer, group, s.source, at(s.heard_ago));
             let e = book.entries.get_mut(&id).expect("just created");
             e.last_try = s.last_try_ago.map(at);
             e.last_success = s.last_success_ago.map(at);
@@ -827,7 +832,7 @@ impl AddrBook {
                 buckets.push(book.new_bucket(group, s.source));
             }
             for b in buckets {
-                let p = book.position(true, b, &s.addr);
+                let p = book.position(true, b, &addr);
                 if book.new.get(b, p).is_none() {
                     book.new.set(b, p, id);
                     book.entries
