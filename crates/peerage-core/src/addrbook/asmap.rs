@@ -998,9 +998,4 @@ mod tests {
             }
         }
     }
-
-    /// A fingerprint of the map.
-    pub fn checksum(&self) -> u64 {
-        0
-    }
 }
