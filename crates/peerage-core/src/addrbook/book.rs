@@ -803,7 +803,9 @@ impl AddrBook {
             let group = book.grouping.group(&s.addr);
             if group == Group::Unroutable
                 || book.by_addr.contains_key(&s.addr)
-                || s.addr.iter().any(|p| matches!(p, multiaddr::Protocol::P2p(_)))
+                || s.addr
+                    .iter()
+                    .any(|p| matches!(p, multiaddr::Protocol::P2p(_)))
             {
                 dropped += 1;
                 continue;

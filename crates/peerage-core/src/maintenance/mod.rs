@@ -361,9 +361,13 @@ impl Maintenance {
             .running_peers()
             .filter_map(|p| Some((p, pool.peer(&p)?.running_since()?)))
             .collect();
-        self.step_with(now, pool, rng, |peers, rng| {
-            default_order(peers, &since, now, grace, rng)
-        })
+        self.step_with(
+            now,
+            pool,
+            rng,
+            |peers, rng| default_order(peers, &since, now, grace, rng),
+            &mut from_pool,
+        )
     }
 
     /// Runs the maintenance if it is due, and returns what to do. Call it after feeding events
@@ -372,18 +376,21 @@ impl Maintenance {
     /// marked `Requested` in `pool`.
     ///
     /// `order` receives the running, untrusted peers and returns those that may be closed,
-    /// first to close first (the node passes the connection manager's trim order).
+    /// first to close first (the node passes the connection manager's trim order). `source`
+    /// chooses the points to dial ([`from_pool`] is the pool's own choice; the node passes
+    /// its address book's when it has one).
     pub fn step_with<R: Rng>(
         &mut self,
         now: Instant,
         pool: &mut Pool,
         rng: &mut R,
         order: impl FnOnce(Vec<PeerId>, &mut R) -> Vec<PeerId>,
+        source: Source<'_>,
     ) -> Plan {
         if !self.active {
             return Plan::default();
         }
-        let plan = self.plan(now, pool, rng, order);
+        let plan = self.plan(now, pool, rng, order, source);
         if matches!(self.phase, Phase::Idle | Phase::Waiting { .. }) && !self.run_requested {
             self.done = self.tickets;
         }
@@ -396,6 +403,7 @@ impl Maintenance {
         pool: &mut Pool,
         rng: &mut R,
         order: impl FnOnce(Vec<PeerId>, &mut R) -> Vec<PeerId>,
+        source: Source<'_>,
     ) -> Plan {
         let tick_due = self.next_tick.is_none_or(|t| now >= t);
         // The idle timer itself, not the first step after activation.
@@ -423,7 +431,7 @@ impl Maintenance {
         let round_start = match self.phase {
             Phase::Dialing { round_start } => round_start,
             Phase::Idle if n >= bounds.min_threshold() => {
-                return self.rotate(now, pool, rng, order, idle_tick);
+                return self.rotate(now, pool, rng, order, idle_tick, source);
             }
             Phase::Waiting { until } if now < until && !self.new_points => {
                 return Plan::default();
@@ -460,7 +468,14 @@ impl Maintenance {
                 .saturating_sub(self.trusted_dialed)
         };
         let skip = |p: &Multiaddr| self.seen.contains(p);
-        for point in pool.candidates(now, round_start, budget, max_trusted, salt, skip) {
+        let pick = Pick {
+            now,
+            round_start,
+            max: budget,
+            max_trusted,
+            salt,
+        };
+        for point in source(pool, pick, &skip) {
             let trusted = pool.point(&point).is_some_and(|p| p.is_trusted());
             if let Ok(peer) = pool.set_requested(&point, now) {
                 self.trusted_dialed += usize::from(trusted);
@@ -490,6 +505,7 @@ impl Maintenance {
         rng: &mut R,
         order: impl FnOnce(Vec<PeerId>, &mut R) -> Vec<PeerId>,
         idle_tick: bool,
+        source: Source<'_>,
     ) -> Plan {
         let mut plan = Plan::default();
         if let Some((point, before)) = &self.rotation {
@@ -522,7 +538,14 @@ impl Maintenance {
         }
         self.next_rotation = Some(now + interval);
         let salt: u64 = rng.random();
-        let chosen = pool.candidates(now, now, 1, 0, salt, |_| false);
+        let pick = Pick {
+            now,
+            round_start: now,
+            max: 1,
+            max_trusted: 0,
+            salt,
+        };
+        let chosen = source(pool, pick, &|_| false);
         if let Some(point) = chosen.into_iter().next()
             && let Ok(peer) = pool.set_requested(&point, now)
         {
@@ -531,6 +554,40 @@ impl Maintenance {
         }
         plan
     }
+}
+
+/// What a round asks of its candidate source: at most `max` points to dial, of which at most
+/// `max_trusted` trusted, for a round that started at `round_start` (see
+/// [`Pool::candidates`], whose arguments these are).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick {
+    /// The time of the step.
+    pub now: Instant,
+    /// When the dialing round started.
+    pub round_start: Instant,
+    /// Most points to return.
+    pub max: usize,
+    /// Most trusted points among them.
+    pub max_trusted: usize,
+    /// A per-round salt for the order of ties.
+    pub salt: u64,
+}
+
+/// Chooses the points a round dials, leaving out those the given filter names (already tried
+/// this round). Each returned point must be known to the pool (registered) and dialable.
+pub type Source<'a> =
+    &'a mut dyn FnMut(&mut Pool, Pick, &dyn Fn(&Multiaddr) -> bool) -> Vec<Multiaddr>;
+
+/// The pool's own choice of candidates ([`Pool::candidates`]): Octez's.
+pub fn from_pool(pool: &mut Pool, pick: Pick, skip: &dyn Fn(&Multiaddr) -> bool) -> Vec<Multiaddr> {
+    pool.candidates(
+        pick.now,
+        pick.round_start,
+        pick.max,
+        pick.max_trusted,
+        pick.salt,
+        skip,
+    )
 }
 
 /// The first `count` running, untrusted peers in `order`: those to close.

@@ -477,8 +477,11 @@ fn victims_follow_the_given_order_and_spare_trusted_peers() {
     assert_eq!(f.pool.active(), 10);
     let protected = peers[0];
     let mut offered = Vec::new();
-    let plan =
-        f.m.step_with(f.now, &mut f.pool, &mut f.rng, |candidates, _| {
+    let plan = f.m.step_with(
+        f.now,
+        &mut f.pool,
+        &mut f.rng,
+        |candidates, _| {
             offered = candidates.clone();
             // Reverse order, dropping one "protected" peer.
             candidates
@@ -486,7 +489,9 @@ fn victims_follow_the_given_order_and_spare_trusted_peers() {
                 .rev()
                 .filter(|p| *p != protected)
                 .collect()
-        });
+        },
+        &mut super::from_pool,
+    );
     assert!(
         !offered.contains(&trusted_peer),
         "trusted peers are never offered"

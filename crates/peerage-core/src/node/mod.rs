@@ -678,11 +678,13 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
         let active = self.pool.active();
         let connmgr = &self.connmgr;
-        let plan = self
-            .maintenance
-            .step_with(now, &mut self.pool, &mut self.rng, |peers, _| {
-                connmgr.close_order(&peers, now)
-            });
+        let plan = self.maintenance.step_with(
+            now,
+            &mut self.pool,
+            &mut self.rng,
+            |peers, _| connmgr.close_order(&peers, now),
+            &mut crate::maintenance::from_pool,
+        );
         if !plan.is_empty() {
             self.execute(plan, active, now);
         }
