@@ -772,6 +772,7 @@ impl AddrBook {
                     tried: e.tried,
                 })
                 .collect(),
+            anchors: Vec::new(),
         }
     }
 

@@ -30,6 +30,10 @@ pub struct Snapshot {
     pub loopback_as_public: bool,
     /// The addresses.
     pub entries: Vec<Entry>,
+    /// The outbound peers held longest when it was taken, to redial first at start (Bitcoin
+    /// Core `anchors.dat`); each a point with `/p2p`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anchors: Vec<Multiaddr>,
 }
 
 /// One saved address.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::{
+    addrbook::{self, Grouping},
     maintenance::{self, Bounds},
     pool,
 };
@@ -17,6 +18,9 @@ pub struct Config {
     pub(super) max_pex_in_flight: usize,
     pub(super) maintenance_enabled: bool,
     pub(super) peerstore_grace: Duration,
+    pub(super) addrbook: Option<addrbook::Config>,
+    pub(super) grouping: Grouping,
+    pub(super) feeler_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -29,6 +33,9 @@ impl Default for Config {
             max_pex_in_flight: 8,
             maintenance_enabled: true,
             peerstore_grace: Duration::from_secs(60),
+            addrbook: None,
+            grouping: Grouping::new(),
+            feeler_interval: Some(Duration::from_secs(120)),
         }
     }
 }
@@ -97,6 +104,30 @@ impl Config {
         self.peerstore_grace = d;
         self
     }
+
+    /// Keep an address book with this configuration (see the
+    /// [module docs](super#the-address-book)): answers to requests for points go into it,
+    /// and the maintenance dials from it, one automatic outbound connection per network group.
+    /// Default: none (the pool's table of known points, as Octez).
+    pub fn with_addrbook(mut self, config: Option<addrbook::Config>) -> Self {
+        self.addrbook = config;
+        self
+    }
+
+    /// How addresses are grouped, for the address book and the diversity rules. Default:
+    /// IPv4 /16, IPv6 /32, loopback one group ([`Grouping::new`]).
+    pub fn with_grouping(mut self, grouping: Grouping) -> Self {
+        self.grouping = grouping;
+        self
+    }
+
+    /// The mean time between feelers (exponentially distributed), or `None` for none.
+    /// Default: 2 minutes (Bitcoin Core `FEELER_INTERVAL`). Only with an address book.
+    pub fn with_feeler_interval(mut self, mean: Option<Duration>) -> Self {
+        self.feeler_interval = mean;
+        self
+    }
+
     /// The connection bounds.
     pub fn bounds(&self) -> Bounds {
         self.maintenance.bounds()

@@ -34,6 +34,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .get_mut(&peer)
             .is_some_and(|l| std::mem::take(&mut l.need));
         let need = dialed_in_need || self.maintenance.is_dialing();
+        self.credit_first_request(&peer, now);
         self.pex_in_flight.insert(peer);
         if self.pex_asked.len() >= PRUNE_AT {
             let round = self.config.maintenance.looking_for_peers();
@@ -165,12 +166,22 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         } else {
             pool::Medium::Advertise
         };
-        let new = self.pool.register_points(
-            Some(peer),
-            medium,
-            points.iter().map(|p| (&p.addr, p.peer)),
-            now,
-        );
+        let remote = self.connections.get(&id).map(|c| c.remote.clone());
+        let new = if self.addrbook().is_some() {
+            let points: Vec<_> = points.into_iter().map(|p| (p.addr, p.peer)).collect();
+            let added = self.learn(peer, remote.as_ref(), &points, now).unwrap_or(0);
+            if added > 0 {
+                self.maintenance.on_new_points();
+            }
+            added
+        } else {
+            self.pool.register_points(
+                Some(peer),
+                medium,
+                points.iter().map(|p| (&p.addr, p.peer)),
+                now,
+            )
+        };
         self.drain_pool_events();
         self.events.push_back(Event::PointsReceived {
             peer_id: peer,
@@ -261,9 +272,28 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     pub(super) fn answer_pex(&mut self, peer: PeerId, token: u64, nack: bool, now: Instant) {
-        let listed = self
+        let mut listed: Vec<(Multiaddr, Option<PeerId>)> = self
             .pool
-            .advertised(pex::MAX_POINTS_SENT, Some(peer), now, &mut self.rng);
+            .advertised(pex::MAX_POINTS_SENT, Some(peer), now, &mut self.rng)
+            .into_iter()
+            .map(|(a, p)| (a.clone(), p))
+            .collect();
+        // With a book, the pool knows little beyond our connections: a random share of the
+        // book fills the answer (Bitcoin Core `GetAddr`: at most 23 % of it).
+        if let Some(b) = &mut self.book
+            && listed.len() < pex::MAX_POINTS_SENT
+            && !self.pool.config().private_mode()
+        {
+            let room = pex::MAX_POINTS_SENT - listed.len();
+            for (addr, id) in b.book.advertise(room * 2, 23, now, &mut b.rng) {
+                if listed.len() >= pex::MAX_POINTS_SENT {
+                    break;
+                }
+                if id != Some(peer) && !listed.iter().any(|(a, _)| *a == addr) {
+                    listed.push((addr, id));
+                }
+            }
+        }
         // A listed peer with a signed record goes as that record (its addresses are then
         // certified at the asker); the others as plain points.
         let mut points = Vec::new();
@@ -276,10 +306,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                         records.push(envelope.into_protobuf_encoding());
                     }
                 }
-                None => points.push(pex::Point {
-                    addr: addr.clone(),
-                    peer: id,
-                }),
+                None => points.push(pex::Point { addr, peer: id }),
             }
         }
         if self.pex_answered.len() >= PRUNE_AT {

@@ -47,6 +47,7 @@
 //! arrives before identify is still answered; each peer is answered at most once per
 //! [`pex::ANSWER_COOLDOWN`] (an earlier request waits; a third is dropped).
 
+mod book;
 mod config;
 mod exchange;
 mod io;
@@ -59,9 +60,10 @@ use std::{
 };
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use rand::{rngs::StdRng, seq::SliceRandom};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 pub use self::{
+    book::MAX_ANCHORS,
     config::Config,
     io::{
         Admission, Command, ConnectionManager, DialError, Event, Identify, Input, Record, Records,
@@ -137,6 +139,10 @@ struct Link {
     /// The maintenance was dialing when we dialed it: the first request for points says the
     /// node needs this connection.
     need: bool,
+    /// How many addresses it may still tell us (with an address book).
+    budget: Option<crate::addrbook::Budget>,
+    /// Whether our first request to it was credited to `budget`.
+    credited: bool,
 }
 
 /// The node machine. See the [module docs](self). `C` is the driver's connection ID.
@@ -188,6 +194,8 @@ pub struct Machine<C> {
     next_forget: Option<Instant>,
     listen_addrs: Vec<Multiaddr>,
     own_record: Option<Vec<u8>>,
+    /// The address book, if the node keeps one.
+    book: Option<book::BookState>,
     /// The latest time the machine was given.
     now: Instant,
 }
@@ -214,6 +222,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         rng: StdRng,
         now: Instant,
     ) -> Self {
+        let mut rng = rng;
+        let book = config.addrbook.clone().map(|c| {
+            let key = [rng.random(), rng.random()];
+            let book = crate::addrbook::AddrBook::new(c, config.grouping.clone(), key, now);
+            book::BookState::new(book, StdRng::seed_from_u64(rng.random()))
+        });
         let mut maintenance = Maintenance::new(config.maintenance.clone());
         if config.maintenance_enabled {
             maintenance.activate();
@@ -247,6 +261,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             next_forget: None,
             listen_addrs: Vec::new(),
             own_record: None,
+            book,
             now,
         }
     }
@@ -633,6 +648,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.pex_delayed.iter().map(|d| d.0).min(),
             Some(self.next_gc),
             self.next_forget,
+            self.book_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -676,15 +692,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.pex_asked.retain(|_, t| *t + round > now);
             tracing::trace!(collected, greylisted, "peerstore and greylist gc");
         }
+        self.feel(now);
         let active = self.pool.active();
-        let connmgr = &self.connmgr;
-        let plan = self.maintenance.step_with(
-            now,
-            &mut self.pool,
-            &mut self.rng,
-            |peers, _| connmgr.close_order(&peers, now),
-            &mut crate::maintenance::from_pool,
-        );
+        let plan = self.step_maintenance(now);
         if !plan.is_empty() {
             self.execute(plan, active, now);
         }
@@ -771,8 +781,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.events.push_back(Event::Nacked { peer_id: peer });
             return;
         }
-        if point.is_some() {
+        if let Some(point) = &point {
             self.maintenance.on_dial_finished();
+            self.book_established(id, peer, point, now);
         }
         if self
             .pool
@@ -838,6 +849,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             return;
         }
         let point = conn.point.as_ref();
+        if let Some(point) = point {
+            self.book_closed(point, now);
+        }
         let stopped = if conn.refused(by_remote, now) {
             self.pool.connection_nacked(peer, point, now, &mut self.rng)
         } else {
@@ -863,6 +877,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 self.pool.add_own_point(&point);
             }
             DialError::Other => self.pool.dial_failed(&point, now, &mut self.rng),
+        }
+        if error != DialError::Aborted {
+            self.book_dial_failed(&point, now);
         }
         tracing::debug!(%point, ?error, "dial failed");
         self.maintenance.on_dial_finished();
@@ -933,6 +950,17 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let public = info.protocols.iter().any(|p| p == pex::PROTOCOL);
         self.pool.set_announced_points(peer, &addrs, public, now);
         self.drain_pool_events();
+        // A peer we dialed speaks for itself; inbound peers' addresses stay out of the book
+        // (Bitcoin Core PR #8594: an attacker would fill it by connecting).
+        let dialed = self
+            .connections
+            .values()
+            .find(|c| c.peer == peer && !c.inbound && !c.nacked)
+            .map(|c| c.remote.clone());
+        if public && let Some(remote) = dialed {
+            let own: Vec<_> = addrs.iter().map(|a| (a.clone(), Some(peer))).collect();
+            self.learn(peer, Some(&remote), &own, now);
+        }
         let first = match self.links.get_mut(&peer) {
             Some(link) => {
                 let first = link.pex.is_none();

@@ -848,3 +848,260 @@ fn stream_counts_go_to_the_connection_manager_for_counted_connections_only() {
     m.handle(now, streams(9, 9, 1));
     assert!(drain(&mut m).is_empty());
 }
+
+mod book {
+    use super::*;
+    use crate::addrbook::{self, Group, Place};
+
+    fn public(a: u8, b: u8, c: u8) -> Multiaddr {
+        format!("/ip4/{a}.{b}.{c}.1/tcp/4001").parse().unwrap()
+    }
+
+    fn with_book(bounds: crate::maintenance::Bounds, now: Instant) -> Machine<u64> {
+        machine(
+            Config::new()
+                .with_bounds(bounds)
+                .with_addrbook(Some(addrbook::Config::new())),
+            now,
+        )
+    }
+
+    /// Dials `remote` as peer `i` and establishes it; identify says it offers the exchange.
+    fn dial_peer(m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr, now: Instant) {
+        m.dial_started(id, remote.clone());
+        m.admit_established(id, peer(i), remote, false, now)
+            .expect("admitted");
+        m.handle(
+            now,
+            Input::ConnectionEstablished {
+                id,
+                peer: peer(i),
+                remote: remote.clone(),
+                inbound: false,
+            },
+        );
+        let mut info = identify(true, i);
+        info.listen_addrs = vec![remote.clone()];
+        m.handle(
+            now,
+            Input::Identified {
+                peer: peer(i),
+                info,
+            },
+        );
+    }
+
+    fn answer(m: &mut Machine<u64>, id: u64, i: u8, points: Vec<Multiaddr>, now: Instant) {
+        let points = points
+            .into_iter()
+            .map(|addr| pex::Point { addr, peer: None })
+            .collect();
+        m.handle(
+            now,
+            Input::PexAnswer {
+                peer: peer(i),
+                id,
+                response: pex::Response {
+                    points,
+                    ..Default::default()
+                },
+            },
+        );
+    }
+
+    fn dials(commands: &[Command<u64>]) -> Vec<Multiaddr> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Dial { point, .. } => Some(point.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn answers_go_to_the_book_and_dials_take_one_address_per_group() {
+        let t0 = Instant::now();
+        let mut m = with_book(crate::maintenance::Bounds::from_connections(40), t0);
+        let source = public(1, 1, 1);
+        dial_peer(&mut m, 1, 1, &source, t0);
+        assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
+        // 60 points in one /16 and 40 in 40 others.
+        let mut points: Vec<Multiaddr> = (0..60).map(|c| public(20, 20, c)).collect();
+        points.extend((0..40).map(|b| public(30, b, 1)));
+        answer(&mut m, 1, 1, points, t0);
+        let book = m.addrbook().unwrap();
+        assert_eq!(
+            m.pool().known_points(),
+            1,
+            "the pool holds only the peer we dialed"
+        );
+        // The 60 of one /16 told by one source share one bucket of 64 slots (a group and a
+        // source group name one bucket): about 39 of them find a slot; the 40 others go in.
+        assert!((70..=90).contains(&book.new_len()), "{}", book.new_len());
+        m.handle_timeout(t0 + Duration::from_secs(1));
+        let dialed = dials(&drain(&mut m));
+        assert!(!dialed.is_empty());
+        let groups: Vec<Group> = dialed.iter().map(|a| book_group(&m, a)).collect();
+        let mut unique = groups.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), groups.len(), "one dial per group: {dialed:?}");
+        assert!(
+            !groups.contains(&Group::Ipv4([1, 1])),
+            "the peer's own group is held"
+        );
+    }
+
+    fn book_group(m: &Machine<u64>, a: &Multiaddr) -> Group {
+        m.addrbook().unwrap().group(a)
+    }
+
+    #[test]
+    fn a_source_tells_us_at_most_its_budget() {
+        let t0 = Instant::now();
+        let mut m = with_book(crate::maintenance::Bounds::from_connections(40), t0);
+        m.handle(t0, Input::NewListenAddr(public(2, 2, 2)));
+        dial_peer(&mut m, 1, 1, &public(1, 1, 1), t0);
+        drain(&mut m);
+        // The first request was credited 1,000 (and the bucket held 1): 1,001 addresses, in
+        // answers of 100, then nothing until the bucket refills at 0.1 a second.
+        let mut told = 0u32;
+        for round in 0..12u8 {
+            let points = (0..100).map(|c| public(40 + round, c, 7)).collect();
+            answer(&mut m, 1, 1, points, t0);
+            told += 100;
+        }
+        let held = |m: &Machine<u64>| m.addrbook().unwrap().len();
+        let before = held(&m);
+        assert!(before <= 1001 + 1, "{before} of {told}");
+        // 100 s later: 10 more tokens.
+        let later = t0 + Duration::from_secs(100);
+        answer(
+            &mut m,
+            1,
+            1,
+            (0..100).map(|c| public(99, c, 9)).collect(),
+            later,
+        );
+        assert!(held(&m) <= before + 10, "{} after {before}", held(&m));
+    }
+
+    #[test]
+    fn inbound_peers_addresses_stay_out_of_the_book() {
+        let t0 = Instant::now();
+        let mut m = with_book(crate::maintenance::Bounds::from_connections(40), t0);
+        let remote = public(5, 5, 5);
+        m.admit_established(1, peer(1), &remote, true, t0).unwrap();
+        m.handle(
+            t0,
+            Input::ConnectionEstablished {
+                id: 1,
+                peer: peer(1),
+                remote: remote.clone(),
+                inbound: true,
+            },
+        );
+        let mut info = identify(true, 1);
+        info.listen_addrs = vec![public(6, 6, 6)];
+        m.handle(
+            t0,
+            Input::Identified {
+                peer: peer(1),
+                info,
+            },
+        );
+        assert!(m.addrbook().unwrap().is_empty());
+        // A peer we dialed speaks for itself.
+        dial_peer(&mut m, 2, 2, &public(7, 7, 7), t0);
+        assert_eq!(
+            m.addrbook().unwrap().place(&public(7, 7, 7)),
+            Some(Place::New)
+        );
+    }
+
+    #[test]
+    fn a_dialed_address_that_answers_moves_to_tried_and_a_feeler_closes_at_once() {
+        let t0 = Instant::now();
+        let bounds = crate::maintenance::Bounds::from_connections(40);
+        let mut m = with_book(bounds, t0);
+        dial_peer(&mut m, 1, 1, &public(1, 1, 1), t0);
+        drain(&mut m);
+        answer(
+            &mut m,
+            1,
+            1,
+            (0..30).map(|b| public(30, b, 1)).collect(),
+            t0,
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        let dialed = dials(&drain(&mut m));
+        let first = dialed[0].clone();
+        dial_peer(&mut m, 100, 100, &first, t1);
+        assert_eq!(m.addrbook().unwrap().place(&first), Some(Place::Tried));
+        // Feelers wait for the minimum of connections: fill it with inbound peers.
+        for i in 0..bounds.min_target() as u8 {
+            establish(&mut m, 200 + u64::from(i), 150 + i, true, t1);
+        }
+        drain(&mut m);
+        // Within 20 mean intervals a feeler goes out, to an address of `new`.
+        let mut t = t1;
+        let feeler = loop {
+            t += Duration::from_secs(10);
+            assert!(t < t1 + Duration::from_secs(2400), "no feeler");
+            m.handle_timeout(t);
+            if let Some(d) = dials(&drain(&mut m)).pop() {
+                break d;
+            }
+        };
+        assert_eq!(m.addrbook().unwrap().place(&feeler), Some(Place::New));
+        m.dial_started(300, feeler.clone());
+        m.admit_established(300, peer(250), &feeler, false, t)
+            .unwrap();
+        m.handle(
+            t,
+            Input::ConnectionEstablished {
+                id: 300,
+                peer: peer(250),
+                remote: feeler.clone(),
+                inbound: false,
+            },
+        );
+        assert!(drain(&mut m).contains(&Command::Close {
+            peer: peer(250),
+            id: Some(300)
+        }));
+        assert_eq!(m.addrbook().unwrap().place(&feeler), Some(Place::Tried));
+    }
+
+    #[test]
+    fn anchors_are_the_two_oldest_outbound_peers_and_are_dialed_first_after_a_restart() {
+        let t0 = Instant::now();
+        let bounds = crate::maintenance::Bounds::from_connections(40);
+        let mut m = with_book(bounds, t0);
+        for (k, i) in [(0u64, 3u8), (10, 1), (20, 2)] {
+            dial_peer(
+                &mut m,
+                u64::from(i),
+                i,
+                &public(i, i, i),
+                t0 + Duration::from_secs(k),
+            );
+        }
+        let snap = m.addrbook_snapshot(t0 + Duration::from_secs(60)).unwrap();
+        let expected: Vec<Multiaddr> = [3u8, 1]
+            .iter()
+            .map(|&i| public(i, i, i).with(multiaddr::Protocol::P2p(peer(i))))
+            .collect();
+        assert_eq!(snap.anchors, expected);
+        // Restart: a new machine, the book restored; the first round dials the anchors first.
+        let t1 = t0 + Duration::from_secs(3600);
+        let mut m = with_book(bounds, t1);
+        assert_eq!(m.restore_addrbook(snap.clone(), t1), 0);
+        assert_eq!(m.addrbook().unwrap().len(), 3);
+        m.handle_timeout(t1);
+        let dialed = dials(&drain(&mut m));
+        assert_eq!(dialed[..2], [public(3, 3, 3), public(1, 1, 1)]);
+    }
+}

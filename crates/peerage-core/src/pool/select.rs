@@ -39,17 +39,9 @@ impl Pool {
             .points
             .iter()
             .filter(|(a, p)| {
-                p.state == point::State::Disconnected
-                    && p.last_miss().is_none_or(|t| t <= round_start)
-                    && !p.cannot_reconnect_yet(now)
-                    && (p.trusted || !self.config.private_mode)
+                p.last_miss().is_none_or(|t| t <= round_start)
+                    && self.point_dialable(a, p, now)
                     && !skip(a)
-                    && !self.is_point_banned(a, now)
-                    && !p.dial_peer_id().is_some_and(|id| {
-                        id == self.local_peer_id
-                            || self.is_connected(&id)
-                            || self.is_peer_banned(&id)
-                    })
             })
             .map(|(a, p)| (p.last_miss(), hasher.hash_one(a.as_ref()), a, p.trusted))
             .collect();
@@ -77,6 +69,38 @@ impl Pool {
             .into_iter()
             .map(|(_, _, a, _)| a.clone())
             .collect()
+    }
+
+    /// Whether `addr` may be dialed now: unknown to the pool, or a known point that
+    /// [`Pool::candidates`] would offer (disconnected, out of its backoff, not banned, trusted
+    /// in private mode, its peer neither us, connected nor banned), with `peer` (a hint, if
+    /// any) neither us, connected nor banned either. Unknown points may be dialed only
+    /// outside private mode.
+    pub fn dialable(&self, addr: &Multiaddr, peer: Option<PeerId>, now: Instant) -> bool {
+        let peer_ok = |id: PeerId| {
+            id != self.local_peer_id && !self.is_connected(&id) && !self.is_peer_banned(&id)
+        };
+        if !peer.is_none_or(peer_ok) {
+            return false;
+        }
+        match self.points.get(addr) {
+            Some(p) => self.point_dialable(addr, p, now),
+            None => {
+                !self.config.private_mode
+                    && !self.is_point_banned(addr, now)
+                    && !self.own_points.contains(addr)
+            }
+        }
+    }
+
+    fn point_dialable(&self, addr: &Multiaddr, p: &point::Info, now: Instant) -> bool {
+        p.state == point::State::Disconnected
+            && !p.cannot_reconnect_yet(now)
+            && (p.trusted || !self.config.private_mode)
+            && !self.is_point_banned(addr, now)
+            && !p.dial_peer_id().is_some_and(|id| {
+                id == self.local_peer_id || self.is_connected(&id) || self.is_peer_banned(&id)
+            })
     }
 
     /// The points to advertise to `requester` (Octez `list_known_points ~ignore_private:true`):

@@ -1,0 +1,394 @@
+//! The node's address book (see the [module docs](super#the-address-book)): where answers to
+//! requests for points go, where the maintenance's candidates come from, feelers and anchors.
+
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use rand::{Rng, rngs::StdRng};
+
+use super::{Command, Machine};
+use crate::{
+    Multiaddr, PeerId,
+    addrbook::{
+        ADDR_BUCKET_CAP, ADDR_RATE_PER_SECOND, AddrBook, Budget, Candidate, Group, Snapshot, Stats,
+    },
+    maintenance::Pick,
+    pool::{self, Pool},
+};
+
+/// Outbound peers saved as anchors (Bitcoin Core `MAX_BLOCK_RELAY_ONLY_ANCHORS`).
+pub const MAX_ANCHORS: usize = 2;
+
+/// The address book and what the node keeps around it.
+#[derive(Debug)]
+pub(super) struct BookState {
+    pub(super) book: AddrBook,
+    /// The book's own draws, apart from the machine's RNG.
+    pub(super) rng: StdRng,
+    /// What each source group may still tell us.
+    budgets: HashMap<Group, Budget>,
+    /// When the next feeler goes.
+    pub(super) next_feeler: Option<Instant>,
+    /// Points dialed as feelers: closed once connected.
+    pub(super) feelers: HashSet<Multiaddr>,
+    /// Anchors from the last run, to dial first.
+    anchors: Vec<(Multiaddr, Option<PeerId>)>,
+}
+
+impl BookState {
+    pub(super) fn new(book: AddrBook, rng: StdRng) -> Self {
+        BookState {
+            book,
+            rng,
+            budgets: HashMap::new(),
+            next_feeler: None,
+            feelers: HashSet::new(),
+            anchors: Vec::new(),
+        }
+    }
+}
+
+/// Whether a group counts against the one-outbound-per-group rule: public ones only (a devnet
+/// lives in one loopback group), unless loopback counts by /16.
+fn diverse(group: Group) -> bool {
+    group.is_public()
+}
+
+impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
+    /// The address book, if the node keeps one.
+    pub fn addrbook(&self) -> Option<&AddrBook> {
+        self.book.as_ref().map(|b| &b.book)
+    }
+
+    /// The address book's sizes and diversity, with the largest group's share of the
+    /// outbound and inbound connections; `None` without a book.
+    pub fn addrbook_stats(&self) -> Option<(Stats, f64, f64)> {
+        let b = self.book.as_ref()?;
+        let share = |inbound: bool| {
+            let mut groups: HashMap<Group, usize> = HashMap::new();
+            let mut total = 0;
+            for c in self
+                .connections
+                .values()
+                .filter(|c| c.inbound == inbound && !c.nacked)
+            {
+                *groups.entry(b.book.group(&c.remote)).or_default() += 1;
+                total += 1;
+            }
+            groups
+                .values()
+                .max()
+                .map_or(0.0, |&n| n as f64 / total as f64)
+        };
+        Some((b.book.stats(), share(false), share(true)))
+    }
+
+    /// The book as it can be saved, with the anchors: the [`MAX_ANCHORS`] outbound peers we
+    /// hold longest (trusted ones aside, as they are dialed anyway).
+    pub fn addrbook_snapshot(&self, now: Instant) -> Option<Snapshot> {
+        let b = self.book.as_ref()?;
+        let mut snap = b.book.snapshot(now);
+        snap.anchors = self.anchors();
+        Some(snap)
+    }
+
+    /// The [`MAX_ANCHORS`] automatic outbound connections held longest, each as its point with
+    /// `/p2p` (Bitcoin Core `anchors.dat`).
+    pub fn anchors(&self) -> Vec<Multiaddr> {
+        let mut outbound: Vec<_> = self
+            .connections
+            .values()
+            .filter(|c| !c.inbound && !c.nacked)
+            .filter_map(|c| Some((c.since, c.point.as_ref()?, c.peer)))
+            .filter(|(_, p, _)| !self.pool.point(p).is_some_and(|i| i.is_trusted()))
+            .collect();
+        outbound.sort_by(|a, b| (a.0, a.1.as_ref()).cmp(&(b.0, b.1.as_ref())));
+        let mut seen = HashSet::new();
+        outbound
+            .into_iter()
+            .filter(|(_, _, peer)| seen.insert(*peer))
+            .take(MAX_ANCHORS)
+            .map(|(_, point, peer)| point.clone().with(multiaddr::Protocol::P2p(peer)))
+            .collect()
+    }
+
+    /// Replaces the book with a saved one (its key and positions kept, [`AddrBook::restore`])
+    /// and queues its anchors to be dialed first. Returns the entries dropped as invalid.
+    /// Does nothing (and returns 0) if the node keeps no book.
+    pub fn restore_addrbook(&mut self, snapshot: Snapshot, now: Instant) -> usize {
+        let Some(b) = &mut self.book else {
+            return 0;
+        };
+        let anchors: Vec<_> = snapshot
+            .anchors
+            .iter()
+            .take(MAX_ANCHORS)
+            .filter_map(|a| pool::split_point(a).ok())
+            .collect();
+        let (book, dropped) = AddrBook::restore(
+            snapshot,
+            b.book.config().clone(),
+            b.book.grouping().clone(),
+            now,
+        );
+        b.book = book;
+        for (point, peer) in &anchors {
+            self.pool
+                .register_points(None, pool::Medium::PeersFile, [(point, *peer)], now);
+        }
+        self.book.as_mut().expect("checked").anchors = anchors;
+        self.maintenance.on_new_points();
+        dropped
+    }
+
+    /// Groups held by automatic outbound connections and dials in flight (trusted points
+    /// aside): at most one each (Bitcoin Core `ThreadOpenConnections`).
+    fn outbound_groups(&self) -> HashSet<Group> {
+        let Some(b) = &self.book else {
+            return HashSet::new();
+        };
+        let trusted = |p: &Multiaddr| self.pool.point(p).is_some_and(|i| i.is_trusted());
+        let established = self
+            .connections
+            .values()
+            .filter(|c| !c.inbound && !c.nacked)
+            .filter_map(|c| c.point.as_ref());
+        established
+            .chain(self.dials.values())
+            .filter(|p| !trusted(p))
+            .map(|p| b.book.group(p))
+            .filter(|g| diverse(*g))
+            .collect()
+    }
+
+    /// Runs the maintenance with the book as its source of candidates.
+    pub(super) fn step_maintenance(&mut self, now: Instant) -> crate::maintenance::Plan {
+        let mut held = self.outbound_groups();
+        let connmgr = &self.connmgr;
+        let order = |peers: Vec<PeerId>, _: &mut StdRng| connmgr.close_order(&peers, now);
+        let Some(b) = &mut self.book else {
+            return self.maintenance.step_with(
+                now,
+                &mut self.pool,
+                &mut self.rng,
+                order,
+                &mut crate::maintenance::from_pool,
+            );
+        };
+        let book = &mut b.book;
+        let rng = &mut b.rng;
+        let anchors = &mut b.anchors;
+        let mut source = |pool: &mut Pool, pick: Pick, skip: &dyn Fn(&Multiaddr) -> bool| {
+            pick_points(pool, book, rng, anchors, &mut held, pick, skip)
+        };
+        self.maintenance
+            .step_with(now, &mut self.pool, &mut self.rng, order, &mut source)
+    }
+
+    /// Addresses `peer` (over a connection from `remote`) told us, bounded by its budget and
+    /// its group's; returns how many went into the book, or `None` without a book.
+    pub(super) fn learn(
+        &mut self,
+        peer: PeerId,
+        remote: Option<&Multiaddr>,
+        points: &[(Multiaddr, Option<PeerId>)],
+        now: Instant,
+    ) -> Option<usize> {
+        let b = self.book.as_mut()?;
+        let Some(remote) = remote else {
+            return Some(0);
+        };
+        let group = b.book.group(remote);
+        let link = self.links.get_mut(&peer)?;
+        let budget = link.budget.get_or_insert_with(|| Budget::new(now));
+        let by_peer = budget.take(points.len(), ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now);
+        let group_budget = b.budgets.entry(group).or_insert_with(|| {
+            let mut full = Budget::new(now);
+            full.credit(ADDR_BUCKET_CAP - 1.0);
+            full
+        });
+        let allowed = group_budget.take(by_peer, ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now);
+        // Tokens the group refused go back to the peer's bucket.
+        budget.credit((by_peer - allowed) as f64);
+        if allowed < points.len() {
+            tracing::debug!(%peer, %group, received = points.len(), allowed, "pex: over the address budget");
+        }
+        let local = self.pool.local_peer_id();
+        let added = b.book.add(
+            points
+                .iter()
+                .take(allowed)
+                .filter(|(_, p)| *p != Some(local))
+                .map(|(a, p)| (a, *p)),
+            remote,
+            now,
+            &mut b.rng,
+        );
+        Some(added)
+    }
+
+    /// The first request on a connection is credited with the budget's cap, as Bitcoin Core
+    /// credits its own `getaddr`; later ones draw on what has refilled.
+    pub(super) fn credit_first_request(&mut self, peer: &PeerId, now: Instant) {
+        if self.book.is_none() {
+            return;
+        }
+        if let Some(link) = self.links.get_mut(peer)
+            && !link.credited
+        {
+            link.credited = true;
+            link.budget
+                .get_or_insert_with(|| Budget::new(now))
+                .credit(ADDR_BUCKET_CAP);
+        }
+    }
+
+    /// A feeler, when one is due: a short connection that tests a tried incumbent a newcomer
+    /// would replace, or else an address of `new`, and moves it to `tried` if it answers
+    /// (Bitcoin Core PR #8282, one every 2 minutes on average). Only once the node holds its
+    /// minimum of connections, as Bitcoin Core's feelers wait for full outbound slots.
+    pub(super) fn feel(&mut self, now: Instant) {
+        let Some(interval) = self.config.feeler_interval else {
+            return;
+        };
+        let enough = self.pool.active() >= self.bounds().min_target();
+        let Some(b) = &mut self.book else {
+            return;
+        };
+        let due = *b
+            .next_feeler
+            .get_or_insert_with(|| now + exponential(&mut b.rng, interval));
+        if now < due {
+            return;
+        }
+        b.next_feeler = Some(now + exponential(&mut b.rng, interval));
+        b.book.resolve_collisions(now);
+        if !enough || !b.feelers.is_empty() {
+            return;
+        }
+        let pool = &self.pool;
+        let dialable = |c: &Candidate| pool.dialable(&c.addr, c.peer, now);
+        let chosen = match b.book.tried_collision(&mut b.rng) {
+            Some((incumbent, _)) if dialable(&incumbent) => Some(incumbent),
+            _ => (0..10)
+                .filter_map(|_| b.book.select(true, now, &mut b.rng))
+                .find(|c| dialable(c)),
+        };
+        let Some(c) = chosen else {
+            return;
+        };
+        self.pool
+            .register_points(None, pool::Medium::Advertise, [(&c.addr, c.peer)], now);
+        if let Ok(peer) = self.pool.set_requested(&c.addr, now) {
+            b.book.attempt(&c.addr, false, now);
+            b.feelers.insert(c.addr.clone());
+            tracing::debug!(point = %c.addr, "feeler");
+            self.commands.push_back(Command::Dial {
+                point: c.addr,
+                peer,
+            });
+        }
+    }
+
+    /// The next instant the book has work.
+    pub(super) fn book_timeout(&self) -> Option<Instant> {
+        self.config.feeler_interval?;
+        self.book.as_ref()?.next_feeler
+    }
+
+    /// A dial of a point in the book succeeded: it is good (to `tried`); a feeler's connection
+    /// is closed at once.
+    pub(super) fn book_established(
+        &mut self,
+        id: C,
+        peer: PeerId,
+        point: &Multiaddr,
+        now: Instant,
+    ) {
+        let Some(b) = &mut self.book else {
+            return;
+        };
+        b.book.good(point, now);
+        if b.feelers.remove(point) {
+            self.commands
+                .push_back(Command::Close { peer, id: Some(id) });
+        }
+    }
+
+    /// A dial of a point failed: one more attempt, counted.
+    pub(super) fn book_dial_failed(&mut self, point: &Multiaddr, now: Instant) {
+        if let Some(b) = &mut self.book {
+            b.feelers.remove(point);
+            b.book.attempt(point, true, now);
+        }
+    }
+
+    /// A connection we dialed ended: its point was alive.
+    pub(super) fn book_closed(&mut self, point: &Multiaddr, now: Instant) {
+        if let Some(b) = &mut self.book {
+            b.book.connected(point, now);
+        }
+    }
+}
+
+/// An exponential delay of mean `mean` (Bitcoin Core `GetExponentialRand`), capped at 10×.
+fn exponential(rng: &mut StdRng, mean: Duration) -> Duration {
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    mean.mul_f64((-u.ln()).min(10.0))
+}
+
+/// The book as the maintenance's source: trusted points first (the pool's choice, at most
+/// `max_trusted`), then anchors, then draws from the book, each in a group no other automatic
+/// outbound connection holds, each registered in the pool.
+fn pick_points(
+    pool: &mut Pool,
+    book: &mut AddrBook,
+    rng: &mut StdRng,
+    anchors: &mut Vec<(Multiaddr, Option<PeerId>)>,
+    held: &mut HashSet<Group>,
+    pick: Pick,
+    skip: &dyn Fn(&Multiaddr) -> bool,
+) -> Vec<Multiaddr> {
+    let now = pick.now;
+    let not_trusted = |a: &Multiaddr| skip(a) || !pool.point(a).is_some_and(|p| p.is_trusted());
+    let mut out = pool.candidates(
+        now,
+        pick.round_start,
+        pick.max.min(pick.max_trusted),
+        pick.max_trusted,
+        pick.salt,
+        not_trusted,
+    );
+    // Anchors: once each, before anything from the book.
+    for (point, peer) in std::mem::take(anchors) {
+        if out.len() < pick.max && !skip(&point) && pool.dialable(&point, peer, now) {
+            held.insert(book.group(&point));
+            out.push(point);
+        }
+    }
+    while out.len() < pick.max {
+        let c = book.select_outbound(now, rng, |c| {
+            (diverse(c.group) && held.contains(&c.group))
+                || skip(&c.addr)
+                || out.contains(&c.addr)
+                || !pool.dialable(&c.addr, c.peer, now)
+        });
+        let Some(c) = c else {
+            break;
+        };
+        pool.register_points(None, pool::Medium::Advertise, [(&c.addr, c.peer)], now);
+        if pool.point(&c.addr).is_none() {
+            // The pool's table is full of points it cannot collect.
+            break;
+        }
+        book.attempt(&c.addr, false, now);
+        if diverse(c.group) {
+            held.insert(c.group);
+        }
+        out.push(c.addr);
+    }
+    out
+}
