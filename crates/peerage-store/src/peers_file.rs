@@ -39,15 +39,16 @@
 use std::{
     borrow::Cow,
     collections::BTreeMap,
-    fs::File,
-    io::{self, BufWriter, Read, Write},
+    io,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
+
+use crate::atomic;
 
 /// The file name of the peers file in a data directory, as Octez
 /// (`Data_version.default_peers_file_name`).
@@ -247,24 +248,11 @@ impl PeersFile {
     /// peers file, [`Error::TooMany`] if it has more than [`MAX_PEERS`] peers or a peer has more
     /// than [`MAX_EVENTS`] events.
     pub fn load(&self) -> Result<Vec<Entry>, Error> {
-        let mut file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io(e)),
+        let Some(bytes) =
+            atomic::read_bounded(&self.path, MAX_FILE_BYTES).map_err(|e| self.atomic(e))?
+        else {
+            return Ok(Vec::new());
         };
-        let len = file.metadata().map_err(|e| self.io(e))?.len();
-        if len > MAX_FILE_BYTES {
-            return Err(self.too_large(len));
-        }
-        // Bounded again while reading, in case the file grows meanwhile.
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        (&mut file)
-            .take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.io(e))?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(self.too_large(bytes.len() as u64));
-        }
         let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| self.parse(&e))?;
         self.check_bounds(&entries)?;
         Ok(entries)
@@ -300,38 +288,8 @@ impl PeersFile {
                 }
             })
             .collect();
-        let dir = self.dir();
-        std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        let name = self.path.file_name().unwrap_or(FILE_NAME.as_ref());
-        let mut prefix = std::ffi::OsString::from(".");
-        prefix.push(name);
-        prefix.push(".");
-        // Removed on drop, so on every error below.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(|e| self.io(e))?;
-        let mut out = BufWriter::new(Bounded {
-            inner: tmp.as_file_mut(),
-            written: 0,
-        });
-        let written = serde_json::to_writer_pretty(&mut out, &entries)
-            .map_err(io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush());
-        if let Err(e) = written {
-            let bytes = out.get_ref().written;
-            return Err(if bytes > MAX_FILE_BYTES {
-                self.too_large(bytes)
-            } else {
-                self.io(e)
-            });
-        }
-        drop(out);
-        tmp.as_file().sync_all().map_err(|e| self.io(e))?;
-        tmp.persist(&self.path).map_err(|e| self.io(e.error))?;
-        self.sync_dir()
+        atomic::write_json(&self.path, FILE_NAME, &entries, MAX_FILE_BYTES, true)
+            .map_err(|e| self.atomic(e))
     }
 
     /// Renames the file to `<name>.corrupt-<unix seconds of now>` in the same directory, or, if
@@ -342,26 +300,7 @@ impl PeersFile {
     ///
     /// [`Error::Io`] if the file cannot be renamed (for example, it does not exist).
     pub fn set_aside(&self, now: SystemTime) -> Result<PathBuf, Error> {
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let name = self.path.file_name().unwrap_or(FILE_NAME.as_ref());
-        let dir = self.dir();
-        let mut n = 0u64;
-        let target = loop {
-            let mut candidate = name.to_owned();
-            candidate.push(format!(".corrupt-{secs}"));
-            if n > 0 {
-                candidate.push(format!("-{n}"));
-            }
-            let candidate = dir.join(candidate);
-            match std::fs::symlink_metadata(&candidate) {
-                Ok(_) => n += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break candidate,
-                Err(e) => return Err(self.io(e)),
-            }
-        };
-        std::fs::rename(&self.path, &target).map_err(|e| self.io(e))?;
-        self.sync_dir()?;
-        Ok(target)
+        atomic::set_aside(&self.path, FILE_NAME, now).map_err(|e| self.io(e))
     }
 
     /// Loads the file as [`load`](Self::load); if it is corrupt, sets it aside as
@@ -389,23 +328,6 @@ impl PeersFile {
         }
     }
 
-    fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        }
-    }
-
-    /// Makes a rename in the directory durable. Directories cannot be opened as files on
-    /// Windows, where this does nothing.
-    fn sync_dir(&self) -> Result<(), Error> {
-        #[cfg(unix)]
-        File::open(self.dir())
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.io(e))?;
-        Ok(())
-    }
-
     fn check_bounds(&self, entries: &[Entry]) -> Result<(), Error> {
         if entries.len() > MAX_PEERS {
             return Err(self.too_many("peers".to_owned(), entries.len(), MAX_PEERS));
@@ -427,15 +349,20 @@ impl PeersFile {
         }
     }
 
+    fn atomic(&self, e: atomic::Error) -> Error {
+        match e {
+            atomic::Error::Io(e) => self.io(e),
+            atomic::Error::TooLarge(bytes) => self.too_large(bytes),
+        }
+    }
+
     fn parse(&self, e: &serde_json::Error) -> Error {
-        let (line, column) = (e.line(), e.column());
-        let full = e.to_string();
-        let suffix = format!(" at line {line} column {column}");
+        let (line, column, reason) = atomic::parse_error_parts(e);
         Error::Parse {
             path: self.path.clone(),
             line,
             column,
-            reason: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
+            reason,
         }
     }
 
@@ -454,30 +381,6 @@ impl PeersFile {
             count,
             max,
         }
-    }
-}
-
-/// A writer that fails rather than write more than [`MAX_FILE_BYTES`] in all; `written` counts
-/// what it was asked to write, so it exceeds the bound once it failed for that reason.
-struct Bounded<W> {
-    inner: W,
-    written: u64,
-}
-
-impl<W: Write> Write for Bounded<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.written = self.written.saturating_add(buf.len() as u64);
-        if self.written > MAX_FILE_BYTES {
-            return Err(io::Error::other("the peers file would be too large"));
-        }
-        let n = self.inner.write(buf)?;
-        // Count what was written, not what was asked for.
-        self.written -= (buf.len() - n) as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -610,6 +513,8 @@ mod opt_point_time {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
