@@ -177,8 +177,9 @@ impl AddrBookFile {
     /// Replaces the file with `snapshot`, atomically and durably, creating the parent directory
     /// if missing.
     ///
-    /// The snapshot is written as compact JSON (a full book is 12 to 17 MiB so) to a temporary file `.addrbook.json.<random>.tmp`
-    /// in the same directory, which is fsynced and renamed over the file; then the directory is
+    /// The snapshot is written as compact JSON (a full book of 81,920 entries is 12 to 17 MiB)
+    /// to a temporary file `.addrbook.json.<random>.tmp` in the same directory, which is
+    /// fsynced and renamed over the file; then the directory is
     /// fsynced (on Unix). Once this returns `Ok`, the new file survives a crash; if it fails or
     /// the process dies during it, the old file is still there, whole. A crash may leave the
     /// temporary file behind. The new file has the temporary file's mode, `0600` on Unix (it
