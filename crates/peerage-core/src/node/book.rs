@@ -14,6 +14,7 @@ use crate::{
     Multiaddr, PeerId,
     addrbook::{
         ADDR_BUCKET_CAP, ADDR_RATE_PER_SECOND, AddrBook, Budget, Candidate, Group, Snapshot, Stats,
+        evict,
     },
     maintenance::Pick,
     pool::{self, Pool},
@@ -36,11 +37,17 @@ pub(super) struct BookState {
     pub(super) feelers: HashSet<Multiaddr>,
     /// Anchors from the last run, to dial first.
     anchors: Vec<(Multiaddr, Option<PeerId>)>,
+    /// When to look again for outbound connections under the target.
+    pub(super) next_outbound: Option<Instant>,
+    /// The key of the eviction's keyed group protection.
+    evict_key: u64,
 }
 
 impl BookState {
-    pub(super) fn new(book: AddrBook, rng: StdRng) -> Self {
+    pub(super) fn new(book: AddrBook, mut rng: StdRng) -> Self {
         BookState {
+            next_outbound: None,
+            evict_key: rng.random(),
             book,
             rng,
             budgets: HashMap::new(),
@@ -164,11 +171,44 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .collect()
     }
 
-    /// Runs the maintenance with the book as its source of candidates.
+    /// Peers of automatic outbound connections (dialed, not to a trusted point, not a
+    /// feeler), and the dials of that kind in flight.
+    fn automatic_outbound(&self) -> (HashSet<PeerId>, usize) {
+        let trusted = |p: &Multiaddr| self.pool.point(p).is_some_and(|i| i.is_trusted());
+        let feeler = |p: &Multiaddr| self.book.as_ref().is_some_and(|b| b.feelers.contains(p));
+        let peers = self
+            .connections
+            .values()
+            .filter(|c| !c.inbound && !c.nacked)
+            .filter(|c| c.point.as_ref().is_some_and(|p| !trusted(p) && !feeler(p)))
+            .map(|c| c.peer)
+            .collect();
+        let dialing = self
+            .dials
+            .values()
+            .filter(|p| !trusted(p) && !feeler(p))
+            .count();
+        (peers, dialing)
+    }
+
+    /// Runs the maintenance with the book as its source of candidates; then, with a book,
+    /// dials more from it until the node holds its outbound target, whatever its inbound
+    /// count, and keeps a trim off those outbound peers.
     pub(super) fn step_maintenance(&mut self, now: Instant) -> crate::maintenance::Plan {
         let mut held = self.outbound_groups();
+        let (outbound, dialing) = self.automatic_outbound();
+        let target = self.config.outbound_target;
+        let keep: HashSet<PeerId> = if self.book.is_some() && outbound.len() <= target {
+            outbound.clone()
+        } else {
+            HashSet::new()
+        };
         let connmgr = &self.connmgr;
-        let order = |peers: Vec<PeerId>, _: &mut StdRng| connmgr.close_order(&peers, now);
+        let order = |peers: Vec<PeerId>, _: &mut StdRng| {
+            let mut order = connmgr.close_order(&peers, now);
+            order.retain(|p| !keep.contains(p));
+            order
+        };
         let Some(b) = &mut self.book else {
             return self.maintenance.step_with(
                 now,
@@ -184,8 +224,114 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let mut source = |pool: &mut Pool, pick: Pick, skip: &dyn Fn(&Multiaddr) -> bool| {
             pick_points(pool, book, rng, anchors, &mut held, pick, skip)
         };
-        self.maintenance
-            .step_with(now, &mut self.pool, &mut self.rng, order, &mut source)
+        let mut plan =
+            self.maintenance
+                .step_with(now, &mut self.pool, &mut self.rng, order, &mut source);
+        let planned = plan.dial.len();
+        let missing = target.saturating_sub(outbound.len() + dialing + planned);
+        if missing > 0 && !self.pool.config().private_mode() {
+            let pick = Pick {
+                now,
+                round_start: now,
+                max: missing,
+                max_trusted: 0,
+                salt: 0,
+            };
+            let dialed: Vec<Multiaddr> = plan.dial.iter().map(|(p, _)| p.clone()).collect();
+            let skip = |p: &Multiaddr| dialed.contains(p);
+            for point in pick_points(&mut self.pool, book, rng, anchors, &mut held, pick, &skip) {
+                if let Ok(peer) = self.pool.set_requested(&point, now) {
+                    plan.dial.push((point, peer));
+                }
+            }
+            // Not there yet: look again in a second (the book may have nothing to offer).
+            b.next_outbound = Some(now + Duration::from_secs(1));
+        } else {
+            b.next_outbound = None;
+        }
+        plan
+    }
+
+    /// Admission of an inbound connection with a book (after the pool's checks): its group
+    /// has fewer than `max_inbound_per_group` inbound connections (public groups only), and
+    /// there is an inbound slot, or one is made by evicting an inbound peer
+    /// ([`addrbook::evict`](crate::addrbook::evict), Bitcoin Core `SelectNodeToEvict`): the
+    /// victim's close is queued before the newcomer is counted. `false` if neither: the
+    /// newcomer is then nacked.
+    pub(super) fn inbound_room(&mut self, peer: PeerId, remote: &Multiaddr, now: Instant) -> bool {
+        let _ = now;
+        let Some(b) = &self.book else {
+            return true;
+        };
+        let group = b.book.group(remote);
+        let inbound: Vec<(&C, &super::Connection)> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.inbound && !c.nacked && !c.evicted)
+            .collect();
+        if diverse(group) {
+            let same = inbound
+                .iter()
+                .filter(|(_, c)| b.book.group(&c.remote) == group)
+                .count();
+            if same >= self.config.max_inbound_per_group() {
+                tracing::debug!(%peer, %group, same, "inbound: group full");
+                return false;
+            }
+        }
+        if inbound.len() < self.config.max_inbound() {
+            return true;
+        }
+        let candidates: Vec<evict::Candidate<C>> = inbound
+            .iter()
+            .map(|(id, c)| {
+                let group = b.book.group(&c.remote);
+                evict::Candidate {
+                    id: **id,
+                    group,
+                    connected: c.since,
+                    min_ping: self.peerstore.latency_ewma(&c.peer),
+                    last_useful: None,
+                    tag_value: self.connmgr.tag_value(&c.peer),
+                    protected: self.pool.is_trusted_peer(&c.peer)
+                        || self.connmgr.is_protected(&c.peer),
+                    prefer_evict: false,
+                    disadvantaged: matches!(group, Group::Loopback | Group::Relay),
+                }
+            })
+            .collect();
+        let key = b.evict_key;
+        let Some(victim) = evict::select(candidates, key, &self.config.eviction) else {
+            tracing::debug!(%peer, "inbound: full, every inbound peer protected");
+            return false;
+        };
+        let Some(gone) = self.connections.get(&victim.id).map(|c| c.peer) else {
+            return false;
+        };
+        tracing::debug!(
+            peer = %gone,
+            newcomer = %peer,
+            group = %victim.group,
+            group_size = victim.group_size,
+            reason = victim.reason.as_str(),
+            "inbound: evicted"
+        );
+        self.commands.push_back(Command::Close {
+            peer: gone,
+            id: Some(victim.id),
+        });
+        self.events.push_back(super::Event::Evicted {
+            peer_id: gone,
+            group: victim.group,
+            group_size: victim.group_size,
+            reason: victim.reason,
+        });
+        // No longer counted as an inbound slot, so that a second newcomer in the same instant
+        // sees the slot taken; the driver's close confirms it.
+        if let Some(c) = self.connections.get_mut(&victim.id) {
+            c.evicted = true;
+        }
+        true
     }
 
     /// Addresses `peer` (over a connection from `remote`) told us, bounded by its budget and
@@ -295,8 +441,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
 
     /// The next instant the book has work.
     pub(super) fn book_timeout(&self) -> Option<Instant> {
-        self.config.feeler_interval?;
-        self.book.as_ref()?.next_feeler
+        let b = self.book.as_ref()?;
+        let feeler = self.config.feeler_interval.and(b.next_feeler);
+        [feeler, b.next_outbound].into_iter().flatten().min()
     }
 
     /// A dial of a point in the book succeeded: it is good (to `tried`); a feeler's connection

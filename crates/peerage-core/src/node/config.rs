@@ -21,6 +21,10 @@ pub struct Config {
     pub(super) addrbook: Option<addrbook::Config>,
     pub(super) grouping: Grouping,
     pub(super) feeler_interval: Option<Duration>,
+    pub(super) outbound_target: usize,
+    pub(super) max_inbound: Option<usize>,
+    pub(super) max_inbound_per_group: Option<usize>,
+    pub(super) eviction: addrbook::evict::Config,
 }
 
 impl Default for Config {
@@ -36,6 +40,10 @@ impl Default for Config {
             addrbook: None,
             grouping: Grouping::new(),
             feeler_interval: Some(Duration::from_secs(120)),
+            outbound_target: 8,
+            max_inbound: None,
+            max_inbound_per_group: None,
+            eviction: addrbook::evict::Config::default(),
         }
     }
 }
@@ -126,6 +134,53 @@ impl Config {
     pub fn with_feeler_interval(mut self, mean: Option<Duration>) -> Self {
         self.feeler_interval = mean;
         self
+    }
+
+    /// With an address book, the automatic outbound connections the node keeps, dialing from
+    /// the book whatever its inbound count, and which a trim does not close (Bitcoin Core's 8
+    /// full-relay outbound slots, `MAX_OUTBOUND_FULL_RELAY_CONNECTIONS`). Default: 8.
+    pub fn with_outbound_target(mut self, n: usize) -> Self {
+        self.outbound_target = n;
+        self
+    }
+
+    /// With an address book, the most inbound connections: beyond, a newcomer evicts one
+    /// ([`addrbook::evict`]). Default: `max_threshold` minus the outbound target, so that the
+    /// outbound slots stay free, as Bitcoin Core reserves them.
+    pub fn with_max_inbound(mut self, n: Option<usize>) -> Self {
+        self.max_inbound = n;
+        self
+    }
+
+    /// With an address book, the most inbound connections from one public network group
+    /// (trusted peers aside); a newcomer beyond is nacked. Default: ⌈max inbound / 16⌉, so
+    /// that 4 groups hold at most a quarter of the slots.
+    pub fn with_max_inbound_per_group(mut self, n: Option<usize>) -> Self {
+        self.max_inbound_per_group = n;
+        self
+    }
+
+    /// How inbound eviction protects peers. Default: Bitcoin Core's counts
+    /// ([`addrbook::evict::Config`]).
+    pub fn with_eviction(mut self, config: addrbook::evict::Config) -> Self {
+        self.eviction = config;
+        self
+    }
+
+    /// The most inbound connections (see [`Config::with_max_inbound`]).
+    pub fn max_inbound(&self) -> usize {
+        self.max_inbound.unwrap_or_else(|| {
+            self.bounds()
+                .max_threshold()
+                .saturating_sub(self.outbound_target)
+                .max(1)
+        })
+    }
+
+    /// The most inbound connections per group (see [`Config::with_max_inbound_per_group`]).
+    pub fn max_inbound_per_group(&self) -> usize {
+        self.max_inbound_per_group
+            .unwrap_or_else(|| self.max_inbound().div_ceil(16))
     }
 
     /// The connection bounds.

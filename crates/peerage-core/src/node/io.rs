@@ -240,6 +240,17 @@ pub enum Event {
         /// The peer.
         peer_id: PeerId,
     },
+    /// An inbound peer was evicted to make room for a newcomer (with an address book).
+    Evicted {
+        /// The evicted peer.
+        peer_id: PeerId,
+        /// Its network group.
+        group: crate::addrbook::Group,
+        /// Inbound connections of that group left when it was chosen.
+        group_size: usize,
+        /// The rule that chose it.
+        reason: crate::addrbook::evict::Reason,
+    },
     /// The pool reported something.
     Pool(pool::Event),
     /// The maintenance acted.
@@ -312,6 +323,11 @@ pub trait ConnectionManager: Send {
     fn admit(&self, peer: &PeerId) -> Result<(), connmgr::HardCapReached> {
         let _ = peer;
         Ok(())
+    }
+    /// Whether `peer` is protected (never trimmed nor evicted). `false` by default.
+    fn is_protected(&self, peer: &PeerId) -> bool {
+        let _ = peer;
+        false
     }
 }
 

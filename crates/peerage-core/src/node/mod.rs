@@ -110,6 +110,8 @@ pub struct Connection {
     pub remote: Multiaddr,
     /// Whether the remote dialed it.
     pub inbound: bool,
+    /// Evicted for a newcomer: closing, no longer counted as an inbound slot.
+    pub evicted: bool,
 }
 
 impl Connection {
@@ -497,7 +499,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .and_then(|point| self.pool.point(point))
             .is_some_and(|p| p.is_trusted());
         let trusted = via_trusted_point || self.pool.is_trusted_peer(&peer);
-        let full = self.pool.active() >= self.bounds().max_threshold();
+        let crowded = inbound
+            && !trusted
+            && !self.links.contains_key(&peer)
+            && !self.inbound_room(peer, remote, now);
+        let full = crowded || self.pool.active() >= self.bounds().max_threshold();
         if !inbound || !full || trusted || self.links.contains_key(&peer) {
             if !trusted && let Err(e) = self.connmgr.admit(&peer) {
                 self.admission_failed(id, now);
@@ -776,6 +782,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     since: now,
                     remote,
                     inbound: true,
+                    evicted: false,
                 },
             );
             self.events.push_back(Event::Nacked { peer_id: peer });
@@ -812,6 +819,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 since: now,
                 remote,
                 inbound,
+                evicted: false,
             },
         );
     }

@@ -1024,7 +1024,12 @@ mod book {
     fn a_dialed_address_that_answers_moves_to_tried_and_a_feeler_closes_at_once() {
         let t0 = Instant::now();
         let bounds = crate::maintenance::Bounds::from_connections(40);
-        let mut m = with_book(bounds, t0);
+        // No outbound target: the only dials once the minimum is held are feelers.
+        let config = Config::new()
+            .with_bounds(bounds)
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_outbound_target(0);
+        let mut m = machine(config, t0);
         dial_peer(&mut m, 1, 1, &public(1, 1, 1), t0);
         drain(&mut m);
         answer(
@@ -1103,5 +1108,150 @@ mod book {
         m.handle_timeout(t1);
         let dialed = dials(&drain(&mut m));
         assert_eq!(dialed[..2], [public(3, 3, 3), public(1, 1, 1)]);
+    }
+
+    /// Establishes an inbound connection `id` from peer `i` at `remote`.
+    fn inbound(
+        m: &mut Machine<u64>,
+        id: u64,
+        i: u8,
+        remote: &Multiaddr,
+        now: Instant,
+    ) -> Admission {
+        m.admit_pending_inbound(id, remote, now).unwrap();
+        let admission = m.admit_established(id, peer(i), remote, true, now).unwrap();
+        m.handle(
+            now,
+            Input::ConnectionEstablished {
+                id,
+                peer: peer(i),
+                remote: remote.clone(),
+                inbound: true,
+            },
+        );
+        admission
+    }
+
+    fn closed(commands: &[Command<u64>]) -> Vec<u64> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Close { id: Some(id), .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_inbound_table_evicts_from_the_most_represented_group() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(40))
+            .with_max_inbound_per_group(Some(40));
+        let mut m = machine(config, t0);
+        // 24 honest peers from 24 groups, then 16 of an attacker's from one group, younger.
+        for i in 0..24u8 {
+            let t = t0 + Duration::from_secs(u64::from(i));
+            let a = inbound(&mut m, u64::from(i), i + 1, &public(50 + i, 1, 1), t);
+            assert_eq!(a, Admission::Accepted);
+        }
+        for i in 0..16u8 {
+            let t = t0 + Duration::from_secs(100 + u64::from(i));
+            inbound(&mut m, 100 + u64::from(i), 100 + i, &public(200, 1, i), t);
+        }
+        assert!(closed(&drain(&mut m)).is_empty());
+        // Full: the next newcomer is admitted, and the youngest attacker connection goes.
+        let t = t0 + Duration::from_secs(200);
+        assert_eq!(
+            inbound(&mut m, 500, 200, &public(90, 1, 1), t),
+            Admission::Accepted
+        );
+        assert_eq!(closed(&drain(&mut m)), vec![115]);
+        let evicted = std::iter::from_fn(|| m.poll_event()).find_map(|e| match e {
+            Event::Evicted { peer_id, group, .. } => Some((peer_id, group)),
+            _ => None,
+        });
+        assert_eq!(evicted, Some((peer(115), Group::Ipv4([200, 1]))));
+        // Another in the same instant evicts another, not the same one again.
+        inbound(&mut m, 501, 201, &public(91, 1, 1), t);
+        assert_eq!(closed(&drain(&mut m)), vec![114]);
+    }
+
+    #[test]
+    fn one_group_holds_at_most_its_share_of_inbound_slots() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(64));
+        let mut m = machine(config, t0);
+        assert_eq!(m.config().max_inbound_per_group(), 4);
+        let admissions: Vec<Admission> = (0..6u8)
+            .map(|i| inbound(&mut m, u64::from(i), i + 1, &public(7, 7, i), t0))
+            .collect();
+        assert_eq!(admissions[..4], [Admission::Accepted; 4]);
+        assert_eq!(admissions[4..], [Admission::Nacked; 2]);
+        // Loopback is one exempt group.
+        let local: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        for i in 10..20u8 {
+            assert_eq!(
+                inbound(&mut m, u64::from(i), i, &local, t0),
+                Admission::Accepted
+            );
+        }
+    }
+
+    #[test]
+    fn the_node_dials_its_outbound_target_whatever_its_inbound_count_and_a_trim_spares_them() {
+        let t0 = Instant::now();
+        let bounds = crate::maintenance::Bounds::from_connections(20);
+        let mut m = with_book(bounds, t0);
+        dial_peer(&mut m, 1, 1, &public(1, 1, 1), t0);
+        drain(&mut m);
+        answer(
+            &mut m,
+            1,
+            1,
+            (0..40).map(|b| public(30, b, 1)).collect(),
+            t0,
+        );
+        // Inbound peers up to the maximum: the maintenance has nothing to do.
+        for i in 0..bounds.max_target() as u8 {
+            inbound(
+                &mut m,
+                100 + u64::from(i),
+                100 + i,
+                &public(60 + i, 2, 2),
+                t0,
+            );
+        }
+        drain(&mut m);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_timeout(t1);
+        let dialed = dials(&drain(&mut m));
+        // One outbound held (peer 1): 7 more to the target of 8.
+        assert_eq!(dialed.len(), 7, "{dialed:?}");
+        for (k, point) in dialed.iter().enumerate() {
+            dial_peer(&mut m, 1000 + k as u64, 30 + k as u8, point, t1);
+        }
+        drain(&mut m);
+        // Now above max_threshold: the trim closes inbound peers only.
+        let t2 = t1 + Duration::from_secs(120);
+        m.handle_timeout(t2);
+        let closed_peers: Vec<PeerId> = drain(&mut m)
+            .iter()
+            .filter_map(|c| match c {
+                Command::Close { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        assert!(!closed_peers.is_empty());
+        let outbound: Vec<PeerId> = (0..7).map(|k| peer(30 + k)).chain([peer(1)]).collect();
+        assert!(
+            closed_peers.iter().all(|p| !outbound.contains(p)),
+            "{closed_peers:?}"
+        );
     }
 }
