@@ -168,6 +168,20 @@ impl Behaviour {
         result
     }
 
+    /// The address book as it can be saved (with its anchors), if the node keeps one
+    /// ([`Machine::addrbook_snapshot`]).
+    pub fn export_addrbook(&self) -> Option<peerage_core::addrbook::Snapshot> {
+        self.machine.addrbook_snapshot(Instant::now())
+    }
+
+    /// Restores a saved address book and dials its anchors first
+    /// ([`Machine::restore_addrbook`]); returns the entries dropped as invalid.
+    pub fn import_addrbook(&mut self, snapshot: peerage_core::addrbook::Snapshot) -> usize {
+        let dropped = self.machine.restore_addrbook(snapshot, Instant::now());
+        self.drain();
+        dropped
+    }
+
     /// Dials a point now, whatever its backoff (Octez `connect`, RPC `PUT /network/points`):
     /// registers it if unknown; with `/p2p/<id>` the point must be that peer.
     ///

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use peerage_core::{
+    addrbook,
     maintenance::{self, Bounds},
     node,
     peerstore::Peerstore,
@@ -59,6 +60,20 @@ impl Config {
     /// The connection bounds. `10/50/100` by default (Octez).
     pub fn with_bounds(mut self, bounds: Bounds) -> Self {
         self.node = self.node.with_bounds(bounds);
+        self
+    }
+    /// Keep an eclipse-resistant address book (Bitcoin Core's addrman: new and tried tables,
+    /// one automatic outbound connection per network group, an outbound target, inbound
+    /// eviction, feelers, anchors), [`node::Config::with_addrbook`]. `None` (the pool's
+    /// single table of points, as Octez) by default.
+    pub fn with_addrbook(mut self, config: Option<addrbook::Config>) -> Self {
+        self.node = self.node.with_addrbook(config);
+        self
+    }
+    /// How addresses are grouped ([`node::Config::with_grouping`]): IPv4 /16, IPv6 /32 by
+    /// default.
+    pub fn with_grouping(mut self, grouping: addrbook::Grouping) -> Self {
+        self.node = self.node.with_grouping(grouping);
         self
     }
     /// The whole maintenance configuration. [`maintenance::Config::default`] by default.

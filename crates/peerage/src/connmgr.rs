@@ -757,4 +757,8 @@ impl peerage_core::node::ConnectionManager for Handle {
     fn admit(&self, peer: &PeerId) -> Result<(), HardCapReached> {
         Handle::admit(self, peer)
     }
+
+    fn is_protected(&self, peer: &PeerId) -> bool {
+        Handle::is_protected(self, peer, "")
+    }
 }

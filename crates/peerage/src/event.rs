@@ -40,6 +40,18 @@ pub enum Event {
         /// The peer.
         peer_id: PeerId,
     },
+    /// An inbound peer was evicted to make room for a newcomer (with an address book, Bitcoin
+    /// Core's `SelectNodeToEvict`).
+    Evicted {
+        /// The evicted peer.
+        peer_id: PeerId,
+        /// Its network group.
+        group: peerage_core::addrbook::Group,
+        /// Inbound connections of that group when it was chosen.
+        group_size: usize,
+        /// The rule that chose it.
+        reason: peerage_core::addrbook::evict::Reason,
+    },
     /// The connection manager chose peers to disconnect (see [`connmgr`]).
     Trimmed {
         /// Why.
@@ -88,6 +100,17 @@ impl From<node::Event> for Event {
                 Self::PointsRefused { peer_id, received }
             }
             node::Event::Nacked { peer_id } => Self::Nacked { peer_id },
+            node::Event::Evicted {
+                peer_id,
+                group,
+                group_size,
+                reason,
+            } => Self::Evicted {
+                peer_id,
+                group,
+                group_size,
+                reason,
+            },
             node::Event::Pool(e) => Self::Pool(e),
             node::Event::Maintenance {
                 active,

@@ -197,7 +197,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     pub(super) fn step_maintenance(&mut self, now: Instant) -> crate::maintenance::Plan {
         let mut held = self.outbound_groups();
         let (outbound, dialing) = self.automatic_outbound();
-        let target = self.config.outbound_target;
+        let target = self.config.outbound_target();
         let keep: HashSet<PeerId> = if self.book.is_some() && outbound.len() <= target {
             outbound.clone()
         } else {

@@ -138,7 +138,8 @@ impl Config {
 
     /// With an address book, the automatic outbound connections the node keeps, dialing from
     /// the book whatever its inbound count, and which a trim does not close (Bitcoin Core's 8
-    /// full-relay outbound slots, `MAX_OUTBOUND_FULL_RELAY_CONNECTIONS`). Default: 8.
+    /// full-relay outbound slots, `MAX_OUTBOUND_FULL_RELAY_CONNECTIONS`). Default: 8, and never
+    /// more than the bounds' `min_target` (a small devnet's bounds keep room for inbound).
     pub fn with_outbound_target(mut self, n: usize) -> Self {
         self.outbound_target = n;
         self
@@ -167,12 +168,17 @@ impl Config {
         self
     }
 
+    /// The outbound target in effect (see [`Config::with_outbound_target`]).
+    pub fn outbound_target(&self) -> usize {
+        self.outbound_target.min(self.bounds().min_target())
+    }
+
     /// The most inbound connections (see [`Config::with_max_inbound`]).
     pub fn max_inbound(&self) -> usize {
         self.max_inbound.unwrap_or_else(|| {
             self.bounds()
                 .max_threshold()
-                .saturating_sub(self.outbound_target)
+                .saturating_sub(self.outbound_target())
                 .max(1)
         })
     }
