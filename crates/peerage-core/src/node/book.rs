@@ -20,6 +20,9 @@ use crate::{
     pool::{self, Pool},
 };
 
+/// Source groups whose budget is remembered, past which full ones are forgotten.
+const MAX_BUDGETS: usize = 4096;
+
 /// Outbound peers saved as anchors (Bitcoin Core `MAX_BLOCK_RELAY_ONLY_ANCHORS`).
 pub const MAX_ANCHORS: usize = 2;
 
@@ -351,14 +354,29 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let link = self.links.get_mut(&peer)?;
         let budget = link.budget.get_or_insert_with(|| Budget::new(now));
         let by_peer = budget.take(points.len(), ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now);
-        let group_budget = b.budgets.entry(group).or_insert_with(|| {
-            let mut full = Budget::new(now);
-            full.credit(ADDR_BUCKET_CAP - 1.0);
-            full
-        });
-        let allowed = group_budget.take(by_peer, ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now);
-        // Tokens the group refused go back to the peer's bucket.
-        budget.credit((by_peer - allowed) as f64);
+        // A group's budget starts full and is never credited: however many connections a
+        // group opens, it tells us at most 1,000 addresses and then 0.1 a second. Loopback
+        // and private sources (a devnet, a LAN) share no group budget: they are one group for
+        // the whole local network.
+        if b.budgets.len() >= MAX_BUDGETS {
+            // A full bucket is the same as none: bounded by the groups that spent recently.
+            b.budgets.retain(|_, g| {
+                g.tokens(ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now) < ADDR_BUCKET_CAP
+            });
+        }
+        let allowed = if diverse(group) {
+            let group_budget = b.budgets.entry(group).or_insert_with(|| {
+                let mut full = Budget::new(now);
+                full.credit(ADDR_BUCKET_CAP - 1.0);
+                full
+            });
+            let allowed = group_budget.take(by_peer, ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now);
+            // Tokens the group refused go back to the peer's bucket.
+            budget.credit((by_peer - allowed) as f64);
+            allowed
+        } else {
+            by_peer
+        };
         if allowed < points.len() {
             tracing::debug!(%peer, %group, received = points.len(), allowed, "pex: over the address budget");
         }
