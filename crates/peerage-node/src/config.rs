@@ -30,6 +30,12 @@
 //! max_memory = "2GiB"             # scale the limits to this; default: an eighth of the RAM
 //! max_file_descriptors = 4096     # and this; default: half the process's limit
 //! allowlist = ["/ip4/10.0.0.0/ipcidr/8"]
+//!
+//! [addrbook]                      # Bitcoin Core's addrman, against eclipse attacks
+//! enabled = true                  # false: Octez's single table of points
+//! asmap = "asmap.dat"             # group by AS number (Bitcoin Core's -asmap format)
+//! loopback_as_public = false      # count 127.a.b.c by /16 (tests on one machine)
+//! outbound_target = 8             # automatic outbound connections kept
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the reason. The checks of Octez's
@@ -124,6 +130,47 @@ pub struct FileConfig {
     pub pool: Option<PoolFile>,
     /// The resource manager's simple knobs (Kubo's `Swarm.ResourceMgr`).
     pub resource_manager: Option<ResourceManagerFile>,
+    /// The address book.
+    pub addrbook: Option<AddrbookFile>,
+}
+
+/// `[addrbook]`: the eclipse-resistant address book.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddrbookFile {
+    /// `false` keeps Octez's single table of points. `true` by default.
+    pub enabled: Option<bool>,
+    /// An asmap file (Bitcoin Core's `-asmap` format): addresses are grouped by the AS that
+    /// announces them rather than by /16.
+    pub asmap: Option<PathBuf>,
+    /// Count `127.a.b.c` by its /16, as public space. `false` by default.
+    pub loopback_as_public: Option<bool>,
+    /// Automatic outbound connections kept. 8 by default (Bitcoin Core).
+    pub outbound_target: Option<usize>,
+}
+
+/// The address book's settings from `[addrbook]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddrbookSettings {
+    /// Whether the node keeps one.
+    pub enabled: bool,
+    /// The asmap file.
+    pub asmap: Option<PathBuf>,
+    /// Whether `127.a.b.c` counts by /16.
+    pub loopback_as_public: bool,
+    /// Automatic outbound connections kept.
+    pub outbound_target: usize,
+}
+
+impl Default for AddrbookSettings {
+    fn default() -> Self {
+        AddrbookSettings {
+            enabled: true,
+            asmap: None,
+            loopback_as_public: false,
+            outbound_target: 8,
+        }
+    }
 }
 
 /// `[resource_manager]`: Kubo's simple knobs, for those who do not write go's limits JSON.
@@ -194,7 +241,8 @@ impl FileConfig {
             .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
             .with_context(|| format!("in the config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.data_dir, &mut config.limits]
+        let asmap = config.addrbook.as_mut().and_then(|a| a.asmap.as_mut());
+        for p in [config.data_dir.as_mut(), config.limits.as_mut(), asmap]
             .into_iter()
             .flatten()
         {
@@ -235,6 +283,8 @@ pub struct Effective {
     pub metrics: Option<SocketAddr>,
     /// The resource manager's knobs.
     pub resource_manager: ResourceManagerSettings,
+    /// The address book's settings.
+    pub addrbook: AddrbookSettings,
     /// Log filter.
     pub log: String,
 }
@@ -392,6 +442,14 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
     if resource_manager.max_memory == Some(0) {
         bail!("resource_manager.max_memory: must be positive");
     }
+    let ab = file.addrbook.clone().unwrap_or_default();
+    let defaults = AddrbookSettings::default();
+    let addrbook = AddrbookSettings {
+        enabled: ab.enabled.unwrap_or(defaults.enabled),
+        asmap: ab.asmap.clone(),
+        loopback_as_public: ab.loopback_as_public.unwrap_or(defaults.loopback_as_public),
+        outbound_target: ab.outbound_target.unwrap_or(defaults.outbound_target),
+    };
     let shown = FileConfig {
         data_dir: Some(data_dir.clone()),
         listen: Some(listen.iter().map(ToString::to_string).collect()),
@@ -434,6 +492,12 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
                     .collect(),
             ),
         }),
+        addrbook: Some(AddrbookFile {
+            enabled: Some(addrbook.enabled),
+            asmap: addrbook.asmap.clone(),
+            loopback_as_public: Some(addrbook.loopback_as_public),
+            outbound_target: Some(addrbook.outbound_target),
+        }),
     };
     Ok(Effective {
         file: shown,
@@ -449,6 +513,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         admin,
         metrics,
         resource_manager,
+        addrbook,
         log,
     })
 }

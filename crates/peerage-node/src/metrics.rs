@@ -14,7 +14,28 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
-/// The pool's and the maintenance's metrics.
+/// A `table` label (the address book's `new` and `tried`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    /// The table.
+    pub table: &'static str,
+}
+
+/// A `set` label: a table, or the outbound or inbound connections.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabel {
+    /// The set.
+    pub set: &'static str,
+}
+
+/// A `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// The pool's, the maintenance's and the address book's metrics.
 #[derive(Debug, Clone, Default)]
 pub struct PoolMetrics {
     points: Family<StateLabel, Gauge>,
@@ -27,6 +48,11 @@ pub struct PoolMetrics {
     dial_failures: Counter,
     closes: Counter,
     asked: Counter,
+    book_addresses: Family<TableLabel, Gauge>,
+    book_groups: Family<TableLabel, Gauge>,
+    book_largest_share: Family<SetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    book_collisions: Gauge,
+    disconnections: Family<ReasonLabel, Counter>,
 }
 
 impl PoolMetrics {
@@ -72,6 +98,39 @@ impl PoolMetrics {
             "Requests for points the maintenance sent",
             self.asked.clone(),
         );
+        let b = registry.sub_registry_with_prefix("peerage_addrbook");
+        b.register(
+            "addresses",
+            "Unique addresses in the address book's new and tried tables",
+            self.book_addresses.clone(),
+        );
+        b.register(
+            "groups",
+            "Network groups with an address in each table",
+            self.book_groups.clone(),
+        );
+        b.register(
+            "largest_group_share",
+            "The largest network group's share of a table or of the outbound or inbound connections",
+            self.book_largest_share.clone(),
+        );
+        b.register(
+            "collisions",
+            "Addresses waiting for a test-before-evict probe",
+            self.book_collisions.clone(),
+        );
+        registry.register(
+            "peerage_disconnections",
+            "Disconnections the node decided, by reason (eviction, trim, maintenance, ban, greylist, unexpected_peer_id)",
+            self.disconnections.clone(),
+        );
+    }
+
+    /// Counts `n` disconnections for `reason`.
+    pub fn disconnected(&self, reason: &'static str, n: usize) {
+        self.disconnections
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n as u64);
     }
 
     /// Sets the pool's gauges from `behaviour`: one pass over each table.
@@ -102,6 +161,30 @@ impl PoolMetrics {
         self.greylisted_peers
             .set(acl.greylisted_peers().count() as i64);
         self.active.set(behaviour.active_connections() as i64);
+        if let Some((stats, outbound, inbound)) = behaviour.machine().addrbook_stats() {
+            for (table, n, groups) in [
+                ("new", stats.new, stats.new_groups),
+                ("tried", stats.tried, stats.tried_groups),
+            ] {
+                self.book_addresses
+                    .get_or_create(&TableLabel { table })
+                    .set(n as i64);
+                self.book_groups
+                    .get_or_create(&TableLabel { table })
+                    .set(groups as i64);
+            }
+            for (set, share) in [
+                ("new", stats.new_largest_group_share),
+                ("tried", stats.tried_largest_group_share),
+                ("outbound", outbound),
+                ("inbound", inbound),
+            ] {
+                self.book_largest_share
+                    .get_or_create(&SetLabel { set })
+                    .set(share);
+            }
+            self.book_collisions.set(stats.collisions as i64);
+        }
     }
 
     /// Counts what a maintenance step did.

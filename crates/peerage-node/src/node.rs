@@ -23,6 +23,7 @@ use peerage::{
     peerstore::Peerstore,
     pool, rcmgr,
 };
+use peerage_store::addrbook_file::AddrBookFile;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +60,12 @@ pub struct NodeConfig {
     pub limits_file: Option<PathBuf>,
     /// The resource manager's allowlist (go `WithAllowlistedMultiaddrs`). Empty by default.
     pub allowlist: Vec<Multiaddr>,
+    /// The address book (Bitcoin Core's addrman), or `None` for Octez's single table of
+    /// points. `None` by default; `peerage run` turns it on.
+    pub addrbook: Option<crate::config::AddrbookSettings>,
+    /// Where the address book and its anchors are kept across restarts (loaded at start,
+    /// saved with the peers file). `None`: not kept.
+    pub addrbook_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -80,6 +87,8 @@ impl NodeConfig {
             peers_file_period: Duration::from_secs(30),
             limits_file: None,
             allowlist: Vec::new(),
+            addrbook: None,
+            addrbook_file: None,
         }
     }
 }
@@ -286,6 +295,7 @@ fn build_swarm(
     peerstore: Peerstore,
     (limits, allowlist): (rcmgr::LimitConfig, Vec<Multiaddr>),
     pool: pool::Config,
+    addrbook: Option<&crate::config::AddrbookSettings>,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<(
     Swarm<peerage::Behaviour>,
@@ -313,6 +323,24 @@ fn build_swarm(
         .with_connmgr(connmgr)?
         .with_resource_manager(rm.clone())
         .with_metrics(metrics.clone());
+    let config = match addrbook {
+        Some(settings) => {
+            let mut grouping = peerage::addrbook::Grouping::new()
+                .with_loopback_as_public(settings.loopback_as_public);
+            if let Some(path) = &settings.asmap {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading the asmap {}", path.display()))?;
+                let asmap = peerage::addrbook::Asmap::from_bytes(&bytes)
+                    .with_context(|| format!("the asmap {}", path.display()))?;
+                grouping = grouping.with_asmap(asmap);
+            }
+            config
+                .with_addrbook(Some(peerage::addrbook::Config::new()))
+                .with_grouping(grouping)
+                .with_outbound_target(settings.outbound_target)
+        }
+        None => config,
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`.
@@ -396,6 +424,7 @@ impl Node {
                 config.allowlist,
             ),
             config.pool,
+            config.addrbook.as_ref(),
             &mut registry,
         )?;
         let peers_file = config.peers_file.map(PeersFile::new);
@@ -415,6 +444,29 @@ impl Node {
             }
             tracing::info!(peers = loaded.entries.len(), "peers file loaded");
             swarm.behaviour_mut().import_peers(loaded.entries);
+        }
+        let addrbook_file = config
+            .addrbook_file
+            .filter(|_| config.addrbook.is_some())
+            .map(AddrBookFile::new);
+        if let Some(file) = &addrbook_file {
+            let file = file.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || file.load_or_set_aside(SystemTime::now()))
+                    .await
+                    .context("loading the address book")??;
+            if let Some((error, aside)) = &loaded.set_aside {
+                tracing::error!(
+                    "{error}; kept as {}, starting with an empty address book",
+                    aside.display()
+                );
+                eprintln!("warning: {error}; kept as {}", aside.display());
+            }
+            if let Some(snapshot) = loaded.snapshot {
+                let (entries, anchors) = (snapshot.entries.len(), snapshot.anchors.len());
+                let dropped = swarm.behaviour_mut().import_addrbook(snapshot);
+                tracing::info!(entries, anchors, dropped, "address book loaded");
+            }
         }
         for addr in &config.bootstrap {
             swarm
@@ -470,7 +522,7 @@ impl Node {
             event_loop(
                 swarm,
                 rx,
-                (peers_file, config.peers_file_period),
+                (peers_file, addrbook_file, config.peers_file_period),
                 (metrics, swarm_metrics),
                 (dial_errors.clone(), events.clone()),
             ),
@@ -521,10 +573,30 @@ async fn save_peers(file: Option<&PeersFile>, entries: Vec<peerage::peers_file::
     }
 }
 
+/// Saves the address book with its anchors (Bitcoin Core writes `anchors.dat` at shutdown;
+/// this runs with each peers-file save too). Written off the event loop.
+async fn save_addrbook(
+    (file, snapshot): (Option<AddrBookFile>, Option<peerage::addrbook::Snapshot>),
+) {
+    let (Some(file), Some(snapshot)) = (file, snapshot) else {
+        return;
+    };
+    let entries = snapshot.entries.len();
+    match tokio::task::spawn_blocking(move || file.save(&snapshot)).await {
+        Ok(Ok(())) => tracing::debug!(entries, "address book saved"),
+        Ok(Err(e)) => tracing::warn!("{:#}", anyhow::Error::from(e)),
+        Err(e) => tracing::warn!("address book task: {e}"),
+    }
+}
+
 async fn event_loop(
     mut swarm: Swarm<peerage::Behaviour>,
     mut rx: mpsc::Receiver<Command>,
-    (peers_file, peers_file_period): (Option<PeersFile>, Duration),
+    (peers_file, addrbook_file, peers_file_period): (
+        Option<PeersFile>,
+        Option<AddrBookFile>,
+        Duration,
+    ),
     (metrics, swarm_metrics): (crate::metrics::PoolMetrics, Arc<libp2p::metrics::Metrics>),
     (dial_errors, events): (DialErrors, tokio::sync::broadcast::Sender<Arc<LogLine>>),
 ) {
@@ -553,8 +625,10 @@ async fn event_loop(
             _ = save_tick.tick() => {
                 if idle(&saving) {
                     let (file, entries) = (peers_file.clone(), swarm.behaviour().export_peers());
+                    let book = (addrbook_file.clone(), swarm.behaviour().export_addrbook());
                     saving = Some(tokio::spawn(async move {
                         save_peers(file.as_ref(), entries).await;
+                        save_addrbook(book).await;
                     }));
                 }
             }
@@ -582,6 +656,21 @@ async fn event_loop(
                 match &event {
                     SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
                         metrics.maintenance(dialed.len(), closed.len(), *asked);
+                        metrics.disconnected("maintenance", closed.len());
+                    }
+                    SwarmEvent::Behaviour(peerage::Event::Evicted { .. }) => {
+                        metrics.disconnected("eviction", 1);
+                    }
+                    SwarmEvent::Behaviour(peerage::Event::Trimmed { peers, .. }) => {
+                        metrics.disconnected("trim", peers.len());
+                    }
+                    SwarmEvent::Behaviour(peerage::Event::Pool(pool::Event::Disconnect { reason, .. })) => {
+                        let reason = match reason {
+                            pool::DisconnectReason::Banned => "ban",
+                            pool::DisconnectReason::Greylisted => "greylist",
+                            pool::DisconnectReason::UnexpectedPeerId => "unexpected_peer_id",
+                        };
+                        metrics.disconnected(reason, 1);
                     }
                     SwarmEvent::OutgoingConnectionError { error, .. } => {
                         metrics.dial_failed();
@@ -598,6 +687,7 @@ async fn event_loop(
         let _ = task.await;
     }
     save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
+    save_addrbook((addrbook_file, swarm.behaviour().export_addrbook())).await;
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
     drop(swarm);
     flush(peerstore).await;
@@ -672,6 +762,17 @@ fn log_line(event: &SwarmEvent<peerage::Event>) -> Option<LogLine> {
                 format!("{received} points, over the bound"),
             ),
             E::Nacked { peer_id } => ("nacked", id(peer_id), None, String::new()),
+            E::Evicted {
+                peer_id,
+                group,
+                group_size,
+                reason,
+            } => (
+                "evicted",
+                id(peer_id),
+                None,
+                format!("{reason} in {group} ({group_size} inbound)"),
+            ),
             E::Trimmed { kind, peers } => (
                 "trimmed",
                 None,

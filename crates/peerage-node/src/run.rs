@@ -91,6 +91,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         admin,
         metrics,
         resource_manager,
+        addrbook,
         ..
     } = config;
     let token = admin.admin_token.clone();
@@ -171,6 +172,8 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         peers_file_period,
         limits_file: (!ephemeral).then(|| data_dir.join(LIMITS_FILE)),
         allowlist: resource_manager.allowlist,
+        addrbook: addrbook.enabled.then_some(addrbook.clone()),
+        addrbook_file: (!ephemeral).then(|| data_dir.join(peerage_store::addrbook_file::FILE_NAME)),
     })
     .await?;
     let handle = node.handle;

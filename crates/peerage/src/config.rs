@@ -70,6 +70,12 @@ impl Config {
         self.node = self.node.with_addrbook(config);
         self
     }
+    /// With an address book, the automatic outbound connections kept
+    /// ([`node::Config::with_outbound_target`]): 8 by default.
+    pub fn with_outbound_target(mut self, n: usize) -> Self {
+        self.node = self.node.with_outbound_target(n);
+        self
+    }
     /// How addresses are grouped ([`node::Config::with_grouping`]): IPv4 /16, IPv6 /32 by
     /// default.
     pub fn with_grouping(mut self, grouping: addrbook::Grouping) -> Self {

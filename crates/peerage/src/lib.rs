@@ -62,7 +62,7 @@ mod streams;
 mod timer;
 
 pub use peerage_core::{
-    PeerId, maintenance,
+    PeerId, addrbook, maintenance,
     node::{self, AGENT_VERSION, PROTOCOL_VERSION, TooManyConnections},
     peerstore, pool,
 };

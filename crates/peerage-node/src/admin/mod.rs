@@ -7,6 +7,7 @@
 //! ...}` with the status that fits: 400 for a bad path or body, 404 for an unknown peer or
 //! point, 409 for a refused action, 401 without the token, 503 once the node has stopped.
 
+mod addrbook;
 mod connmgr;
 mod greylist;
 mod metrics;
@@ -34,6 +35,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::node::Handle;
 
 pub use self::{
+    addrbook::AddrbookInfo,
     connmgr::{ConnmgrInfo, TagValue},
     greylist::GreylistIps,
     network::{ConnectionInfo, LogFilter, NetworkStat, SelfInfo},
@@ -195,6 +197,7 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(network::network_self))
         .routes(routes!(network::network_stat))
+        .routes(routes!(addrbook::addrbook))
         .routes(routes!(network::network_log))
         .routes(routes!(network::list_connections))
         .routes(routes!(network::get_connection, network::delete_connection))

@@ -61,13 +61,14 @@ fn enc(s: &str) -> String {
 }
 
 /// Every route of the API, as issue 7 lists them.
-const ROUTES: [&str; 27] = [
+const ROUTES: [&str; 28] = [
     "DELETE /connmgr/protect/{peer_id}/{tag}",
     "DELETE /connmgr/tags/{peer_id}/{tag}",
     "DELETE /network/connections/{peer_id}",
     "DELETE /network/greylist",
     "GET /connmgr",
     "GET /metrics",
+    "GET /network/addrbook",
     "GET /network/connections",
     "GET /network/connections/{peer_id}",
     "GET /network/greylist/ips",
@@ -520,6 +521,10 @@ async fn every_route_serves_the_node_and_reports_errors() {
     let (s, _) = call(&router, Method::DELETE, "/network/greylist", None, None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 
+    // A node without an address book says so.
+    let (s, book) = call(&router, Method::GET, "/network/addrbook", None, None).await;
+    assert_eq!((s, &book["enabled"]), (StatusCode::OK, &json!(false)));
+
     // Unknown route: a JSON 404.
     let (s, err) = call(&router, Method::GET, "/network/nothing", None, None).await;
     assert_eq!(
@@ -538,7 +543,7 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     let (s, doc) = call(&router, Method::GET, "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 20, "{paths:?}");
+    assert_eq!(paths.len(), 21, "{paths:?}");
     let peer = libp2p::PeerId::random();
     for route in ROUTES {
         let (method, path) = route.split_once(' ').unwrap();

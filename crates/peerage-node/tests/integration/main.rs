@@ -1,6 +1,7 @@
 //! Integration tests of the `peerage` node: the binary as a user runs it, the devnet, and a
 //! js-libp2p peer we did not write.
 
+mod addrbook;
 mod admin;
 mod cli;
 mod config;
