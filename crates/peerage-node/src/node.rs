@@ -294,8 +294,7 @@ fn build_swarm(
     connmgr: connmgr::Config,
     peerstore: Peerstore,
     (limits, allowlist): (rcmgr::LimitConfig, Vec<Multiaddr>),
-    pool: pool::Config,
-    addrbook: Option<&crate::config::AddrbookSettings>,
+    (pool, addrbook): (pool::Config, Option<&crate::config::AddrbookSettings>),
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<(
     Swarm<peerage::Behaviour>,
@@ -423,8 +422,7 @@ impl Node {
                 config.limits.unwrap_or_else(rcmgr::auto_scale),
                 config.allowlist,
             ),
-            config.pool,
-            config.addrbook.as_ref(),
+            (config.pool, config.addrbook.as_ref()),
             &mut registry,
         )?;
         let peers_file = config.peers_file.map(PeersFile::new);
