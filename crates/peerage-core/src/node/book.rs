@@ -294,7 +294,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     group,
                     connected: c.since,
                     min_ping: self.peerstore.latency_ewma(&c.peer),
-                    last_useful: None,
+                    last_useful: self.links.get(&c.peer).and_then(|l| l.last_useful),
                     tag_value: self.connmgr.tag_value(&c.peer),
                     protected: self.pool.is_trusted_peer(&c.peer)
                         || self.connmgr.is_protected(&c.peer),

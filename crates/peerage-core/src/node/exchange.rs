@@ -183,6 +183,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             )
         };
         self.drain_pool_events();
+        if new > 0
+            && let Some(link) = self.links.get_mut(&peer)
+        {
+            link.last_useful = Some(now);
+        }
         self.events.push_back(Event::PointsReceived {
             peer_id: peer,
             received,

@@ -145,6 +145,9 @@ struct Link {
     budget: Option<crate::addrbook::Budget>,
     /// Whether our first request to it was credited to `budget`.
     credited: bool,
+    /// When it last answered a request of ours with an address new to us: an inbound
+    /// eviction protects the 4 most recently useful peers.
+    last_useful: Option<Instant>,
 }
 
 /// The node machine. See the [module docs](self). `C` is the driver's connection ID.

@@ -1254,4 +1254,38 @@ mod book {
             "{closed_peers:?}"
         );
     }
+
+    #[test]
+    fn a_peer_whose_answer_brought_new_addresses_is_spared_by_eviction() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(30));
+        let mut m = machine(config, t0);
+        // 30 inbound peers in 30 groups, peer 30 the youngest.
+        for i in 1..=30u8 {
+            let t = t0 + Duration::from_secs(u64::from(i));
+            inbound(&mut m, u64::from(i), i, &public(i, 1, 1), t);
+        }
+        let t = t0 + Duration::from_secs(100);
+        // Without an answer, the youngest goes (every group holds one peer).
+        let mut probe = m_clone_config(&m, t0);
+        for i in 1..=30u8 {
+            let ti = t0 + Duration::from_secs(u64::from(i));
+            inbound(&mut probe, u64::from(i), i, &public(i, 1, 1), ti);
+        }
+        inbound(&mut probe, 99, 99, &public(99, 1, 1), t);
+        assert_eq!(closed(&drain(&mut probe)), vec![30]);
+        // Peer 30 answered with an address new to us: it is spared, the next youngest goes.
+        answer(&mut m, 30, 30, vec![public(150, 1, 1)], t);
+        drain(&mut m);
+        inbound(&mut m, 99, 99, &public(99, 1, 1), t);
+        assert_eq!(closed(&drain(&mut m)), vec![29]);
+    }
+
+    /// A fresh machine with `m`'s configuration.
+    fn m_clone_config(m: &Machine<u64>, now: Instant) -> Machine<u64> {
+        machine(m.config().clone(), now)
+    }
 }
