@@ -36,6 +36,8 @@
 //! asmap = "asmap.dat"             # group by AS number (Bitcoin Core's -asmap format)
 //! loopback_as_public = false      # count 127.a.b.c by /16 (tests on one machine)
 //! outbound_target = 8             # automatic outbound connections kept
+//! max_inbound = 100               # inbound slots; default: the high threshold minus the target
+//! max_inbound_per_group = 7       # inbound slots of one public group; default: ⌈max_inbound / 16⌉
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the reason. The checks of Octez's
@@ -147,6 +149,11 @@ pub struct AddrbookFile {
     pub loopback_as_public: Option<bool>,
     /// Automatic outbound connections kept. 8 by default (Bitcoin Core).
     pub outbound_target: Option<usize>,
+    /// Inbound slots, beyond which a newcomer evicts an inbound peer. By default the bounds'
+    /// high threshold minus the outbound target.
+    pub max_inbound: Option<usize>,
+    /// Inbound slots one public network group may hold. By default ⌈max_inbound / 16⌉.
+    pub max_inbound_per_group: Option<usize>,
 }
 
 /// The address book's settings from `[addrbook]`.
@@ -160,6 +167,12 @@ pub struct AddrbookSettings {
     pub loopback_as_public: bool,
     /// Automatic outbound connections kept.
     pub outbound_target: usize,
+    /// Inbound slots; `None` for the bounds' high threshold minus the outbound target
+    /// (`peerage::node::Config::with_max_inbound`).
+    pub max_inbound: Option<usize>,
+    /// Inbound slots of one public network group; `None` for ⌈max inbound / 16⌉
+    /// (`peerage::node::Config::with_max_inbound_per_group`).
+    pub max_inbound_per_group: Option<usize>,
 }
 
 impl Default for AddrbookSettings {
@@ -169,6 +182,8 @@ impl Default for AddrbookSettings {
             asmap: None,
             loopback_as_public: false,
             outbound_target: 8,
+            max_inbound: None,
+            max_inbound_per_group: None,
         }
     }
 }
@@ -449,7 +464,20 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         asmap: ab.asmap.clone(),
         loopback_as_public: ab.loopback_as_public.unwrap_or(defaults.loopback_as_public),
         outbound_target: ab.outbound_target.unwrap_or(defaults.outbound_target),
+        max_inbound: ab.max_inbound.or(defaults.max_inbound),
+        max_inbound_per_group: ab.max_inbound_per_group.or(defaults.max_inbound_per_group),
     };
+    for (key, n) in [
+        ("addrbook.max_inbound", addrbook.max_inbound),
+        (
+            "addrbook.max_inbound_per_group",
+            addrbook.max_inbound_per_group,
+        ),
+    ] {
+        if n == Some(0) {
+            bail!("{key}: must be positive");
+        }
+    }
     let shown = FileConfig {
         data_dir: Some(data_dir.clone()),
         listen: Some(listen.iter().map(ToString::to_string).collect()),
@@ -497,6 +525,8 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
             asmap: addrbook.asmap.clone(),
             loopback_as_public: Some(addrbook.loopback_as_public),
             outbound_target: Some(addrbook.outbound_target),
+            max_inbound: addrbook.max_inbound,
+            max_inbound_per_group: addrbook.max_inbound_per_group,
         }),
     };
     Ok(Effective {

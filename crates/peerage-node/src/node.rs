@@ -60,6 +60,10 @@ pub struct NodeConfig {
     pub limits_file: Option<PathBuf>,
     /// The resource manager's allowlist (go `WithAllowlistedMultiaddrs`). Empty by default.
     pub allowlist: Vec<Multiaddr>,
+    /// Whether the resource manager's per-IP connection and rate limits exempt loopback
+    /// (`127.0.0.0/8`, `::1`), as go's defaults do. `true` by default; tests that play many
+    /// hosts on `127.a.b.c` turn it off, so that those limits apply to them.
+    pub loopback_exempt: bool,
     /// The address book (Bitcoin Core's addrman), or `None` for Octez's single table of
     /// points. `None` by default; `peerage run` turns it on.
     pub addrbook: Option<crate::config::AddrbookSettings>,
@@ -87,6 +91,7 @@ impl NodeConfig {
             peers_file_period: Duration::from_secs(30),
             limits_file: None,
             allowlist: Vec::new(),
+            loopback_exempt: true,
             addrbook: None,
             addrbook_file: None,
         }
@@ -293,7 +298,7 @@ fn build_swarm(
     bounds: Bounds,
     connmgr: connmgr::Config,
     peerstore: Peerstore,
-    (limits, allowlist): (rcmgr::LimitConfig, Vec<Multiaddr>),
+    (limits, allowlist, loopback_exempt): (rcmgr::LimitConfig, Vec<Multiaddr>, bool),
     (pool, addrbook): (pool::Config, Option<&crate::config::AddrbookSettings>),
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<(
@@ -307,7 +312,11 @@ fn build_swarm(
     let rm = rcmgr::ResourceManager::new(
         rcmgr::Config::new()
             .with_limits(limits)
-            .with_allowlist(allowlist),
+            .with_allowlist(allowlist)
+            .with_ip_limits(rcmgr::IpLimits::default().with_localhost_unlimited(loopback_exempt))
+            .with_rate_limits(
+                rcmgr::RateLimits::default().with_localhost_unlimited(loopback_exempt),
+            ),
     )?;
     // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
     // behaviour records.
@@ -337,6 +346,8 @@ fn build_swarm(
                 .with_addrbook(Some(peerage::addrbook::Config::new()))
                 .with_grouping(grouping)
                 .with_outbound_target(settings.outbound_target)
+                .with_max_inbound(settings.max_inbound)
+                .with_max_inbound_per_group(settings.max_inbound_per_group)
         }
         None => config,
     };
@@ -421,6 +432,7 @@ impl Node {
             (
                 config.limits.unwrap_or_else(rcmgr::auto_scale),
                 config.allowlist,
+                config.loopback_exempt,
             ),
             (config.pool, config.addrbook.as_ref()),
             &mut registry,

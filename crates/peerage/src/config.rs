@@ -76,6 +76,19 @@ impl Config {
         self.node = self.node.with_outbound_target(n);
         self
     }
+    /// With an address book, the most inbound connections, beyond which a newcomer evicts an
+    /// inbound peer ([`node::Config::with_max_inbound`]): by default the bounds' high
+    /// threshold minus the outbound target.
+    pub fn with_max_inbound(mut self, n: Option<usize>) -> Self {
+        self.node = self.node.with_max_inbound(n);
+        self
+    }
+    /// With an address book, the most inbound connections from one public network group
+    /// ([`node::Config::with_max_inbound_per_group`]): by default ⌈max inbound / 16⌉.
+    pub fn with_max_inbound_per_group(mut self, n: Option<usize>) -> Self {
+        self.node = self.node.with_max_inbound_per_group(n);
+        self
+    }
     /// How addresses are grouped ([`node::Config::with_grouping`]): IPv4 /16, IPv6 /32 by
     /// default.
     pub fn with_grouping(mut self, grouping: addrbook::Grouping) -> Self {

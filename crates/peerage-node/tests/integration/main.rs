@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config;
 mod devnet;
+mod eclipse;
 mod js_interop;
 mod operate;
 mod peers_file;
