@@ -85,7 +85,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 .values()
                 .filter(|c| c.inbound == inbound && !c.nacked)
             {
-                *groups.entry(b.book.group(&c.remote)).or_default() += 1;
+                *groups
+                    .entry(c.group.unwrap_or_else(|| b.book.group(&c.remote)))
+                    .or_default() += 1;
                 total += 1;
             }
             groups
@@ -201,6 +203,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let mut held = self.outbound_groups();
         let (outbound, dialing) = self.automatic_outbound();
         let target = self.config.outbound_target();
+        // Automatic outbound connections the round may add: up to the target, or beyond it
+        // as far as the bounds' min_target needs when inbound peers are lacking (a node behind
+        // a NAT gets none).
+        let others = self.pool.active().saturating_sub(outbound.len());
+        let wanted = target.max(self.bounds().min_target().saturating_sub(others));
+        let automatic = wanted.saturating_sub(outbound.len() + dialing);
         let keep: HashSet<PeerId> = if self.book.is_some() && outbound.len() <= target {
             outbound.clone()
         } else {
@@ -225,7 +233,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let rng = &mut b.rng;
         let anchors = &mut b.anchors;
         let mut source = |pool: &mut Pool, pick: Pick, skip: &dyn Fn(&Multiaddr) -> bool| {
-            pick_points(pool, book, rng, anchors, &mut held, pick, skip)
+            pick_points(pool, book, rng, anchors, &mut held, pick, skip, automatic)
         };
         let mut plan =
             self.maintenance
@@ -242,12 +250,18 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             };
             let dialed: Vec<Multiaddr> = plan.dial.iter().map(|(p, _)| p.clone()).collect();
             let skip = |p: &Multiaddr| dialed.contains(p);
-            for point in pick_points(&mut self.pool, book, rng, anchors, &mut held, pick, &skip) {
+            let chosen =
+                pick_points(&mut self.pool, book, rng, anchors, &mut held, pick, &skip, missing);
+            let short = chosen.len() < missing;
+            for point in chosen {
                 if let Ok(peer) = self.pool.set_requested(&point, now) {
                     plan.dial.push((point, peer));
                 }
             }
-            // Not there yet: look again in a second (the book may have nothing to offer).
+            // The book has too little to offer: ask our outbound peers for points (each at
+            // most once per round, `may_ask`), as the maintenance does when it runs dry.
+            plan.ask_for_points |= short;
+            // Not there yet: look again in a second.
             b.next_outbound = Some(now + Duration::from_secs(1));
         } else {
             b.next_outbound = None;
@@ -261,10 +275,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// ([`addrbook::evict`](crate::addrbook::evict), Bitcoin Core `SelectNodeToEvict`): the
     /// victim's close is queued before the newcomer is counted. `false` if neither: the
     /// newcomer is then nacked.
-    pub(super) fn inbound_room(&mut self, peer: PeerId, remote: &Multiaddr, now: Instant) -> bool {
-        let _ = now;
+    pub(super) fn inbound_room(&mut self, peer: PeerId, remote: &Multiaddr, full: bool) -> bool {
         let Some(b) = &self.book else {
-            return true;
+            return !full;
         };
         let group = b.book.group(remote);
         let inbound: Vec<(&C, &super::Connection)> = self
@@ -275,20 +288,20 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         if diverse(group) {
             let same = inbound
                 .iter()
-                .filter(|(_, c)| b.book.group(&c.remote) == group)
+                .filter(|(_, c)| c.group == Some(group))
                 .count();
             if same >= self.config.max_inbound_per_group() {
                 tracing::debug!(%peer, %group, same, "inbound: group full");
                 return false;
             }
         }
-        if inbound.len() < self.config.max_inbound() {
+        if inbound.len() < self.config.max_inbound() && !full {
             return true;
         }
         let candidates: Vec<evict::Candidate<C>> = inbound
             .iter()
             .map(|(id, c)| {
-                let group = b.book.group(&c.remote);
+                let group = c.group.unwrap_or_else(|| b.book.group(&c.remote));
                 evict::Candidate {
                     id: **id,
                     group,
@@ -508,6 +521,7 @@ fn exponential(rng: &mut StdRng, mean: Duration) -> Duration {
 /// The book as the maintenance's source: trusted points first (the pool's choice, at most
 /// `max_trusted`), then anchors, then draws from the book, each in a group no other automatic
 /// outbound connection holds, each registered in the pool.
+#[allow(clippy::too_many_arguments)]
 fn pick_points(
     pool: &mut Pool,
     book: &mut AddrBook,
@@ -516,6 +530,7 @@ fn pick_points(
     held: &mut HashSet<Group>,
     pick: Pick,
     skip: &dyn Fn(&Multiaddr) -> bool,
+    automatic: usize,
 ) -> Vec<Multiaddr> {
     let now = pick.now;
     let not_trusted = |a: &Multiaddr| skip(a) || !pool.point(a).is_some_and(|p| p.is_trusted());
@@ -527,14 +542,16 @@ fn pick_points(
         pick.salt,
         not_trusted,
     );
+    // At most `automatic` of the rest: the outbound target, or what the bounds need.
+    let max = pick.max.min(out.len() + automatic);
     // Anchors: once each, before anything from the book.
     for (point, peer) in std::mem::take(anchors) {
-        if out.len() < pick.max && !skip(&point) && pool.dialable(&point, peer, now) {
+        if out.len() < max && !skip(&point) && pool.dialable(&point, peer, now) {
             held.insert(book.group(&point));
             out.push(point);
         }
     }
-    while out.len() < pick.max {
+    while out.len() < max {
         let c = book.select_outbound(now, rng, |c| {
             (diverse(c.group) && held.contains(&c.group))
                 || skip(&c.addr)

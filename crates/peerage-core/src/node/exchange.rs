@@ -26,6 +26,22 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 .is_some_and(|l| l.pex == Some(true) && l.connections > l.nacked)
             && !self.pex_in_flight.contains(peer)
             && (fresh || self.pex_asked.get(peer).is_none_or(|t| *t + round <= now))
+            && (self.book.is_none() || self.dialed_for_good(peer))
+    }
+
+    /// With a book, only peers we dialed are asked for points, as Bitcoin Core sends
+    /// `getaddr` only to outbound peers: an attacker that connects to us cannot get its
+    /// addresses into the book by being asked. A feeler's peer is not asked either.
+    fn dialed_for_good(&self, peer: &PeerId) -> bool {
+        let feelers = self.book.as_ref().map(|b| &b.feelers);
+        self.connections.values().any(|c| {
+            c.peer == *peer
+                && !c.inbound
+                && !c.nacked
+                && c.point
+                    .as_ref()
+                    .is_some_and(|p| !feelers.is_some_and(|f| f.contains(p)))
+        })
     }
 
     pub(super) fn ask(&mut self, peer: PeerId, now: Instant) {

@@ -112,6 +112,8 @@ pub struct Connection {
     pub inbound: bool,
     /// Evicted for a newcomer: closing, no longer counted as an inbound slot.
     pub evicted: bool,
+    /// The remote address's network group, with an address book.
+    pub group: Option<crate::addrbook::Group>,
 }
 
 impl Connection {
@@ -502,11 +504,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .and_then(|point| self.pool.point(point))
             .is_some_and(|p| p.is_trusted());
         let trusted = via_trusted_point || self.pool.is_trusted_peer(&peer);
-        let crowded = inbound
-            && !trusted
-            && !self.links.contains_key(&peer)
-            && !self.inbound_room(peer, remote, now);
-        let full = crowded || self.pool.active() >= self.bounds().max_threshold();
+        // At max_threshold (or, with a book, at max_inbound) a newcomer is nacked; with a book,
+        // an eviction makes room first if it can.
+        let at_threshold = self.pool.active() >= self.bounds().max_threshold();
+        let full = if inbound && !trusted && !self.links.contains_key(&peer) {
+            !self.inbound_room(peer, remote, at_threshold)
+        } else {
+            at_threshold
+        };
         if !inbound || !full || trusted || self.links.contains_key(&peer) {
             if !trusted && let Err(e) = self.connmgr.admit(&peer) {
                 self.admission_failed(id, now);
@@ -757,6 +762,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         now: Instant,
     ) {
         let point = self.dials.remove(&id);
+        let group = self.book.as_ref().map(|b| b.book.group(&remote));
         self.accepted.remove(&id);
         self.ip_checked.remove(&id);
         let dialing = self.maintenance.is_dialing();
@@ -786,6 +792,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     remote,
                     inbound: true,
                     evicted: false,
+                    group,
                 },
             );
             self.events.push_back(Event::Nacked { peer_id: peer });
@@ -823,6 +830,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 remote,
                 inbound,
                 evicted: false,
+                group,
             },
         );
     }

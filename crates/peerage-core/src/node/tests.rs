@@ -1288,4 +1288,69 @@ mod book {
     fn m_clone_config(m: &Machine<u64>, now: Instant) -> Machine<u64> {
         machine(m.config().clone(), now)
     }
+
+    #[test]
+    fn with_a_book_only_peers_we_dialed_are_asked_for_points() {
+        let t0 = Instant::now();
+        let mut m = with_book(crate::maintenance::Bounds::from_connections(40), t0);
+        // An inbound peer that offers the exchange, and nothing to dial.
+        inbound(&mut m, 1, 1, &public(1, 1, 1), t0);
+        let mut info = identify(true, 1);
+        info.listen_addrs = vec![public(1, 1, 1)];
+        m.handle(
+            t0,
+            Input::Identified {
+                peer: peer(1),
+                info,
+            },
+        );
+        for k in 1..20 {
+            m.handle_timeout(t0 + Duration::from_secs(k));
+        }
+        assert!(asks(&drain(&mut m)).is_empty(), "an inbound peer was asked");
+        // A peer we dial is asked (at identify), and again once the book runs dry.
+        dial_peer(&mut m, 2, 2, &public(2, 2, 2), t0 + Duration::from_secs(20));
+        assert_eq!(asks(&drain(&mut m)), vec![peer(2)]);
+        answer(&mut m, 2, 2, Vec::new(), t0 + Duration::from_secs(20));
+        let mut later = Vec::new();
+        for k in 21..40 {
+            m.handle_timeout(t0 + Duration::from_secs(k));
+            later.extend(asks(&drain(&mut m)));
+        }
+        assert!(
+            !later.is_empty() && later.iter().all(|p| *p == peer(2)),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn at_the_threshold_an_eviction_comes_before_a_nack() {
+        let t0 = Instant::now();
+        // Bounds 10/20/26 (max_threshold 24) and room for 40 inbound: the threshold binds
+        // first.
+        let config = Config::new()
+            .with_bounds(crate::maintenance::Bounds::new(10, 20, 26).unwrap())
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(40));
+        let mut m = machine(config, t0);
+        assert_eq!(m.bounds().max_threshold(), 24);
+        // 21 peers in 21 groups, then 3 in one group, the youngest.
+        for i in 1..=24u8 {
+            let t = t0 + Duration::from_secs(u64::from(i));
+            let remote = if i <= 21 {
+                public(i, 1, 1)
+            } else {
+                public(200, 1, i)
+            };
+            inbound(&mut m, u64::from(i), i, &remote, t);
+        }
+        assert!(closed(&drain(&mut m)).is_empty());
+        let t = t0 + Duration::from_secs(30);
+        assert_eq!(
+            inbound(&mut m, 99, 99, &public(9, 9, 9), t),
+            Admission::Accepted
+        );
+        assert_eq!(closed(&drain(&mut m)), vec![24]);
+    }
 }
