@@ -239,7 +239,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.maintenance
                 .step_with(now, &mut self.pool, &mut self.rng, order, &mut source);
         let planned = plan.dial.len();
-        let missing = target.saturating_sub(outbound.len() + dialing + planned);
+        // Up to four dials in flight per missing connection: under churn most addresses in a
+        // book may be gone, and a failed dial takes its timeout.
+        let missing = target
+            .saturating_sub(outbound.len())
+            .saturating_mul(4)
+            .saturating_sub(dialing + planned);
         if missing > 0 && !self.pool.config().private_mode() {
             let pick = Pick {
                 now,
@@ -250,8 +255,16 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             };
             let dialed: Vec<Multiaddr> = plan.dial.iter().map(|(p, _)| p.clone()).collect();
             let skip = |p: &Multiaddr| dialed.contains(p);
-            let chosen =
-                pick_points(&mut self.pool, book, rng, anchors, &mut held, pick, &skip, missing);
+            let chosen = pick_points(
+                &mut self.pool,
+                book,
+                rng,
+                anchors,
+                &mut held,
+                pick,
+                &skip,
+                missing,
+            );
             let short = chosen.len() < missing;
             for point in chosen {
                 if let Ok(peer) = self.pool.set_requested(&point, now) {
@@ -443,6 +456,10 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
         b.next_feeler = Some(now + exponential(&mut b.rng, interval));
         b.book.resolve_collisions(now);
+        self.refresh(now);
+        let Some(b) = &mut self.book else {
+            return;
+        };
         if !enough || !b.feelers.is_empty() {
             return;
         }
@@ -467,6 +484,26 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 point: c.addr,
                 peer,
             });
+        }
+    }
+
+    /// Keeps the book fresh: at each feeler tick, the outbound peer asked longest ago (or
+    /// never) is asked for points. Without address gossip, a request is how a node hears of
+    /// the peers that joined since; what it is told still draws on that peer's budget (0.1
+    /// address a second once its first answer is spent), so an outbound peer cannot flood the
+    /// book this way either.
+    fn refresh(&mut self, now: Instant) {
+        let mut eligible: Vec<PeerId> = self
+            .links
+            .keys()
+            .filter(|p| self.may_ask(p, false, now))
+            .copied()
+            .collect();
+        eligible.sort_by_key(|p| (self.pex_asked.get(p).copied(), *p));
+        if let Some(peer) = eligible.first().copied()
+            && self.pex_in_flight.len() < self.config.max_pex_in_flight
+        {
+            self.ask(peer, now);
         }
     }
 
@@ -501,6 +538,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         if let Some(b) = &mut self.book {
             b.feelers.remove(point);
             b.book.attempt(point, true, now);
+            // The outbound target may be short now: look again at once.
+            b.next_outbound = Some(now);
         }
     }
 
@@ -508,6 +547,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     pub(super) fn book_closed(&mut self, point: &Multiaddr, now: Instant) {
         if let Some(b) = &mut self.book {
             b.book.connected(point, now);
+            // An outbound connection ended: the target may be short; look again at once.
+            b.next_outbound = Some(now);
         }
     }
 }
