@@ -311,7 +311,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         if inbound.len() < self.config.max_inbound() && !full {
             return true;
         }
-        let candidates: Vec<evict::Candidate<C>> = inbound
+        let mut candidates: Vec<evict::Candidate<C>> = inbound
             .iter()
             .map(|(id, c)| {
                 let group = c.group.unwrap_or_else(|| b.book.group(&c.remote));
@@ -322,17 +322,29 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     min_ping: self.peerstore.latency_ewma(&c.peer),
                     last_useful: self.links.get(&c.peer).and_then(|l| l.last_useful),
                     tag_value: self.connmgr.tag_value(&c.peer),
-                    protected: self.pool.is_trusted_peer(&c.peer)
-                        || self.connmgr.is_protected(&c.peer),
+                    protected: self.connmgr.is_protected(&c.peer),
                     prefer_evict: false,
                     disadvantaged: matches!(group, Group::Loopback | Group::Relay),
                 }
             })
             .collect();
         let key = b.evict_key;
-        let Some(victim) = evict::select(candidates, key, &self.config.eviction) else {
-            tracing::debug!(%peer, "inbound: full, every inbound peer protected");
-            return false;
+        // Trusted peers are protected too; `is_trusted_peer` walks the trusted points, so it is
+        // asked of the chosen victim only, and the choice made again without it if it is
+        // trusted (rare: trusted peers are few, and mostly dialed by us).
+        let victim = loop {
+            let Some(victim) = evict::select(candidates.clone(), key, &self.config.eviction) else {
+                tracing::debug!(%peer, "inbound: full, every inbound peer protected");
+                return false;
+            };
+            let chosen = candidates
+                .iter_mut()
+                .find(|c| c.id == victim.id)
+                .expect("the victim is a candidate");
+            match self.connections.get(&victim.id) {
+                Some(c) if self.pool.is_trusted_peer(&c.peer) => chosen.protected = true,
+                _ => break victim,
+            }
         };
         let Some(gone) = self.connections.get(&victim.id).map(|c| c.peer) else {
             return false;
