@@ -234,19 +234,104 @@ pub struct SimArgs {
     /// The RNG seed: the same seed and scenario give the same run, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// A built-in scenario (churn, static, devnet, devnet-stop) or a scenario file (TOML or
-    /// JSON).
+    /// A built-in scenario (churn, static, devnet, devnet-stop), a scenario file (TOML or
+    /// JSON), or `eclipse`: one victim under an eclipse attack, with or without the address
+    /// book (its own flags below; exit code 1 if a seed is eclipsed with the book on).
     #[arg(long, default_value = "churn", value_name = "NAME|FILE")]
     pub scenario: String,
-    /// Worker threads; the outcome does not depend on them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub threads: u16,
+    /// Worker threads; the outcome does not depend on them. Default: 1; `eclipse`: one per
+    /// core, each running seeds.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
     /// Write the event log (every input and output of every node machine) to this file.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// Write an HTML report with plots (report.html) and the JSON report into this directory.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// `eclipse`: the attack's options.
+    #[command(flatten)]
+    pub eclipse: EclipseArgs,
+}
+
+/// `peerage sim --scenario eclipse`: the victim, the honest network and the attacker.
+#[derive(Debug, Clone, Args)]
+pub struct EclipseArgs {
+    /// `eclipse`: run seeds SEED to SEED+N-1 (in parallel) and report each and their mean.
+    /// Default: 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub seeds: Option<u32>,
+    /// `eclipse`: whether the victim keeps an address book (`off`: today's pool of known
+    /// points, the baseline). Default: on.
+    #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
+    pub addrbook: Option<Toggle>,
+    /// `eclipse`: run the attack with the address book off, then on, and print them side by
+    /// side.
+    #[arg(long, conflicts_with = "addrbook")]
+    pub compare: bool,
+    /// `eclipse`: live honest nodes. Default: 10000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
+    pub honest: Option<u32>,
+    /// `eclipse`: the honest nodes' /16 groups. Default: a fifth of the honest nodes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub honest_groups: Option<u32>,
+    /// `eclipse`: the attacker's IPs. Default: 4096 (Heilman et al. 2015: about 4,600 IPs
+    /// eclipsed Bitcoin).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub attacker_ips: Option<u32>,
+    /// `eclipse`: the attacker's /16 groups, disjoint from the honest ones. Default: 16.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub attacker_groups: Option<u32>,
+    /// `eclipse`: simulated days before the victim restarts (then 24 h of samples). Default:
+    /// 30.
+    #[arg(long, value_name = "D")]
+    pub days: Option<f64>,
+    /// `eclipse`: share of the honest nodes replaced each simulated hour. Default: 0.1.
+    #[arg(long, value_name = "SHARE")]
+    pub churn: Option<f64>,
+    /// `eclipse`: time between two inbound attempts of the attacker (`1s`, `10s`). Default:
+    /// 1s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub attack_interval: Option<Duration>,
+    /// `eclipse`: whether the attacker answers the victim's requests for points on the
+    /// connections it dialed (`off`: with no points; it always answers on those the victim
+    /// dialed). Default: on.
+    #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
+    pub attacker_inbound_answers: Option<Toggle>,
+}
+
+impl EclipseArgs {
+    /// The eclipse flags given, by name, to refuse them outside `--scenario eclipse`.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--seeds", self.seeds.is_some()),
+            ("--addrbook", self.addrbook.is_some()),
+            ("--compare", self.compare),
+            ("--honest", self.honest.is_some()),
+            ("--honest-groups", self.honest_groups.is_some()),
+            ("--attacker-ips", self.attacker_ips.is_some()),
+            ("--attacker-groups", self.attacker_groups.is_some()),
+            ("--days", self.days.is_some()),
+            ("--churn", self.churn.is_some()),
+            ("--attack-interval", self.attack_interval.is_some()),
+            (
+                "--attacker-inbound-answers",
+                self.attacker_inbound_answers.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@
 //! ([`scenario`]). Signatures go through a counted stand-in verifier
 //! ([`peerage_core::node::Unsigned`]).
 //!
+//! [`eclipse`] drives one node machine alone, under an eclipse attack, with the rest of the
+//! network modelled: how much of its outbound connections an attacker captures, with the
+//! address book and without.
+//!
 //! A run is deterministic: the same scenario and seed give a byte-identical event log, whose
 //! BLAKE3 hash the [`Report`] carries, whatever the number of threads (see [`engine`]'s
 //! windows).
@@ -27,6 +31,7 @@
 // node machines it drives never do.
 #![allow(clippy::disallowed_methods)]
 
+pub mod eclipse;
 pub mod engine;
 mod node;
 pub mod report;
@@ -34,6 +39,7 @@ pub mod scenario;
 mod world;
 
 pub use self::{
+    eclipse::{Comparison, EclipseOptions, EclipseReport},
     engine::{Error, Options, run},
     report::Report,
     scenario::Scenario,

@@ -1,0 +1,112 @@
+//! The eclipse attack on one victim ([`peerage_sim::eclipse`]) at sizes that fit CI: its
+//! determinism, and what the address book changes. The figures at full size (10,000 honest
+//! nodes, 30 days) come from `peerage sim --scenario eclipse --compare`.
+
+use std::time::Duration;
+
+use peerage_sim::eclipse::{self, EclipseOptions};
+
+/// A small world: 2,000 honest nodes in 400 /16s, the attacker's 4,096 IPs in 16 /16s, one day
+/// before the restart, then the day of samples. The attacker tries an inbound connection every
+/// 10 s rather than every second: it still fills the victim's inbound slots within minutes, and
+/// most of the run's time goes into its attempts.
+fn small(seeds: u32) -> EclipseOptions {
+    EclipseOptions {
+        honest: 2000,
+        days: 1.0,
+        seeds,
+        attack_interval: Duration::from_secs(10),
+        ..EclipseOptions::new()
+    }
+}
+
+/// The same options and seed give the same figures, whatever the number of threads.
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let options = EclipseOptions {
+        honest: 500,
+        attacker_ips: 512,
+        days: 0.25,
+        seeds: 2,
+        attack_interval: Duration::from_secs(10),
+        ..EclipseOptions::new()
+    };
+    let one = eclipse::run(&EclipseOptions {
+        threads: Some(1),
+        ..options.clone()
+    })
+    .unwrap();
+    let two = eclipse::run(&EclipseOptions {
+        threads: Some(2),
+        ..options.clone()
+    })
+    .unwrap();
+    assert_eq!(one.runs, two.runs);
+    assert_eq!(one.runs[0].seed, 1);
+    assert_eq!(one.runs[1].seed, 2);
+    assert!(one.runs[0].dials > 0 && one.runs[0].attacker_attempts > 0);
+    let off = eclipse::run(&EclipseOptions {
+        addrbook: false,
+        ..options
+    })
+    .unwrap();
+    assert_ne!(one.runs, off.runs, "the book changes the run");
+}
+
+/// With the victim's requests to its inbound peers answered with nothing, the attacker's
+/// addresses never reach the book: with it, the victim's 8 automatic outbound connections stay
+/// honest, one per /16; without it, the victim dials the attacker's inbound peers after its
+/// restart, at the addresses they connected from (the peers file keeps them).
+#[test]
+fn the_book_keeps_out_an_attacker_it_never_asks_inbound() {
+    let options = EclipseOptions {
+        attacker_answers_inbound: false,
+        ..small(3)
+    };
+    let c = eclipse::compare(&options).unwrap();
+    let table = c.table();
+    assert!(
+        c.on.attacker_outbound_share < c.off.attacker_outbound_share,
+        "{table}"
+    );
+    assert!(c.on.attacker_outbound_share < 0.25, "{table}");
+    assert_eq!(c.on.eclipsed_seeds, 0, "{table}");
+    assert_eq!(c.on.max_outbound_per_group, 1, "{table}");
+    assert!(c.on.samples_with_8_outbound > 0.8, "{table}");
+    assert!(
+        c.on.runs.iter().all(|r| r.known_attacker_share == 0.0),
+        "{table}"
+    );
+}
+
+/// The attack as modelled (Heilman et al. 2015): the book leaves the attacker less of the
+/// victim's automatic outbound connections than the pool does (where the attacker holds them
+/// all), and keeps them in distinct /16s.
+#[test]
+fn the_book_leaves_the_attacker_less_than_the_pool() {
+    let c = eclipse::compare(&small(5)).unwrap();
+    let table = c.table();
+    assert!(
+        c.on.attacker_outbound_share < c.off.attacker_outbound_share,
+        "{table}"
+    );
+    assert_eq!(c.on.max_outbound_per_group, 1, "{table}");
+    assert!(c.on.samples_with_8_outbound > 0.9, "{table}");
+}
+
+/// What the book achieves, at the CI size: 2,000 honest nodes, 50 seeds, 7 days
+/// before the restart: under a quarter of the automatic outbound connections to the attacker
+/// and no seed eclipsed, where the pool leaves the attacker all of them. (Before the victim
+/// stopped asking its inbound peers for points, 0.94 and every seed eclipsed.)
+#[test]
+fn the_book_holds_off_the_attacker() {
+    let options = EclipseOptions {
+        days: 7.0,
+        ..small(50)
+    };
+    let on = eclipse::run(&options).unwrap();
+    let table = on.table();
+    assert!(on.attacker_outbound_share < 0.25, "{table}");
+    assert_eq!(on.eclipsed_seeds, 0, "{table}");
+    assert_eq!(on.max_outbound_per_group, 1, "{table}");
+}
