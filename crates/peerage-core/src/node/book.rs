@@ -245,6 +245,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .saturating_sub(outbound.len())
             .saturating_mul(4)
             .saturating_sub(dialing + planned);
+        // The driver may call `handle_timeout` on every poll: the top-up runs when due only,
+        // or a short book would ask and report at every call.
+        let due = b.next_outbound.is_none_or(|t| t <= now);
+        if !due {
+            return plan;
+        }
         if missing > 0 && !self.pool.config().private_mode() {
             let pick = Pick {
                 now,

@@ -1368,4 +1368,21 @@ mod book {
         );
         assert_eq!(closed(&drain(&mut m)), vec![24]);
     }
+
+    /// The glue calls `handle_timeout` on every poll: a node short of its outbound target with
+    /// nothing to dial must not report (and so wake itself) at every call.
+    #[test]
+    fn a_short_book_acts_once_per_second_however_often_it_is_polled() {
+        let t0 = Instant::now();
+        let mut m = with_book(crate::maintenance::Bounds::from_connections(40), t0);
+        std::iter::from_fn(|| m.poll_event()).for_each(drop);
+        for _ in 0..100 {
+            m.handle_timeout(t0);
+        }
+        let reports = std::iter::from_fn(|| m.poll_event())
+            .filter(|e| matches!(e, Event::Maintenance { .. }))
+            .count();
+        assert!(reports <= 1, "{reports} maintenance reports at one instant");
+        assert!(m.poll_timeout().is_some_and(|t| t > t0));
+    }
 }
