@@ -188,6 +188,10 @@ pub struct RunArgs {
     /// trusted peers, no peer exchange.
     #[arg(long)]
     pub private_mode: bool,
+    /// Whether the node keeps an address book against eclipse attacks (Bitcoin Core's
+    /// addrman; `off`: Octez's single table of points). Default: on (`[addrbook] enabled`).
+    #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
+    pub addrbook: Option<Toggle>,
     /// How often `peers.json` in the data directory is saved (it is also saved at shutdown).
     /// Default: 30s.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -460,7 +460,10 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
     let ab = file.addrbook.clone().unwrap_or_default();
     let defaults = AddrbookSettings::default();
     let addrbook = AddrbookSettings {
-        enabled: ab.enabled.unwrap_or(defaults.enabled),
+        enabled: match args.addrbook {
+            Some(toggle) => toggle == crate::cli::Toggle::On,
+            None => ab.enabled.unwrap_or(defaults.enabled),
+        },
         asmap: ab.asmap.clone(),
         loopback_as_public: ab.loopback_as_public.unwrap_or(defaults.loopback_as_public),
         outbound_target: ab.outbound_target.unwrap_or(defaults.outbound_target),

@@ -15,6 +15,14 @@ fn node(
     dir: &tempfile::TempDir,
     bootstrap: Option<&str>,
 ) -> (Running, String, String, String, String) {
+    node_with(dir, bootstrap, &[])
+}
+
+fn node_with(
+    dir: &tempfile::TempDir,
+    bootstrap: Option<&str>,
+    extra: &[&str],
+) -> (Running, String, String, String, String) {
     let mut args = vec![
         "--data-dir",
         dir.path().to_str().unwrap(),
@@ -34,6 +42,7 @@ fn node(
     if let Some(b) = bootstrap {
         args.extend(["--bootstrap", b]);
     }
+    args.extend(extra);
     let node = Running::start(&args);
     let id = node.line("peer id: ");
     let addr = node.line("listening on ");
@@ -268,9 +277,12 @@ fn banning_and_opening_an_ip_are_symmetric_and_say_what_they_changed() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (_a, _, a_addr, admin, _) = node(&da, None);
-    let (_b, b_id, b_addr, _, _) = node(&db, Some(&a_addr));
-    let (_c, c_id, _, _, _) = node(&dc, Some(&a_addr));
+    // Without the address book: with it, B and C would also dial each other (their outbound
+    // target), and once A bans them, each holds the other and has no need to come back to A.
+    let off = ["--addrbook", "off"];
+    let (_a, _, a_addr, admin, _) = node_with(&da, None, &off);
+    let (_b, b_id, b_addr, _, _) = node_with(&db, Some(&a_addr), &off);
+    let (_c, c_id, _, _, _) = node_with(&dc, Some(&a_addr), &off);
     let running = |id: &str| try_cli(&admin, &["peer", id]).is_ok_and(|p| p["state"] == "running");
     wait_for("B and C connect to A", || running(&b_id) && running(&c_id));
 
