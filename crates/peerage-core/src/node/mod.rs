@@ -46,6 +46,44 @@
 //! js-libp2p peer drops a connection that opens unknown protocols early). A request that
 //! arrives before identify is still answered; each peer is answered at most once per
 //! [`pex::ANSWER_COOLDOWN`] (an earlier request waits; a third is dropped).
+//!
+//! # The address book
+//!
+//! With [`Config::with_addrbook`], the machine keeps an eclipse-resistant
+//! [`AddrBook`](crate::addrbook::AddrBook) (Bitcoin Core's addrman) and the rules around it,
+//! from Bitcoin Core's `net.cpp` and `net_processing.cpp`:
+//!
+//! - **What goes in**: answers to our requests and the listen addresses a peer *we dialed*
+//!   gives for itself, placed by the group of the connection they came over. Each peer's
+//!   answers draw on a [`Budget`](crate::addrbook::Budget) (0.1 address a second, at most
+//!   1,000; the first request on a connection credited 1,000), and all the answers of one
+//!   public network group on another that is never credited. Inbound peers' addresses stay
+//!   out (Bitcoin Core PR #8594), and only peers we dialed are asked for points (Bitcoin Core
+//!   sends `getaddr` to outbound peers only): an attacker cannot fill the book by connecting
+//!   to us. At each feeler tick the outbound peer asked longest ago is asked again, so the
+//!   book hears of newcomers.
+//! - **What comes out**: the maintenance's candidates are trusted points (outside the book,
+//!   at most 4 a round as before), then the anchors, then the book's draws, at most one
+//!   automatic outbound connection per public network group. Besides Octez's bounds, the node
+//!   keeps an outbound target (8 by default, [`Config::with_outbound_target`]) whatever its
+//!   inbound count: it dials from the book (up to four dials in flight per missing
+//!   connection) as soon as an outbound connection ends or a dial fails, and a trim never
+//!   closes those outbound peers while they are at most the target. A round adds automatic
+//!   outbound connections beyond the target only as far as `min_target` needs when inbound
+//!   peers are lacking.
+//! - **Feelers**: about every 2 minutes (exponentially distributed), once the node holds
+//!   `min_target` connections, one short connection to the tried entry a newcomer would
+//!   replace, or to an address of `new`; it is closed once established and moves the address
+//!   to `tried`.
+//! - **Inbound**: at most `max_inbound` inbound connections (default `max_threshold` minus
+//!   the outbound target) and at most ⌈max_inbound / 16⌉ from one public group. A newcomer
+//!   that finds the inbound slots full, or the node at `max_threshold`, evicts an inbound peer
+//!   chosen by [`addrbook::evict`](crate::addrbook::evict) (Bitcoin Core's
+//!   `SelectNodeToEvict`; trusted and connection-manager-protected peers are never chosen)
+//!   before it is counted ([`Event::Evicted`]); if every candidate is protected, or its group
+//!   holds its share, it is nacked as before.
+//! - **Anchors**: [`Machine::anchors`], the 2 automatic outbound peers held longest, go with
+//!   [`Machine::addrbook_snapshot`]; [`Machine::restore_addrbook`] dials them first.
 
 mod book;
 mod config;
