@@ -37,9 +37,9 @@
 //!   renames a `peers.dat` of an incompatible version to `peers.dat.bak` likewise, but refuses
 //!   to start on a corrupt one until the user moves it away. [`AddrBookFile::load`] never
 //!   modifies the file.
-//! - **Bounds**: at most [`MAX_FILE_BYTES`] bytes, checked before reading. A full book of the
-//!   default geometry, 81,920 addresses, is about 22 MiB as written here (27 MiB if every
-//!   address has a peer ID). The entries and anchors themselves are checked by
+//! - **Bounds**: at most [`MAX_FILE_BYTES`] bytes, checked before reading. The benchmark's full
+//!   book (77,371 addresses of random IPv4 space, no peer IDs) is 9.9 MiB as written here;
+//!   peer IDs add about 60 bytes an address. The entries and anchors themselves are checked by
 //!   [`AddrBook::restore`] and the node, not here: restore drops what does not fit.
 //!
 //! [`AddrBook::restore`]: peerage_core::addrbook::AddrBook::restore
@@ -177,8 +177,8 @@ impl AddrBookFile {
     /// Replaces the file with `snapshot`, atomically and durably, creating the parent directory
     /// if missing.
     ///
-    /// The snapshot is written as compact JSON (a full book of 81,920 entries is 12 to 17 MiB)
-    /// to a temporary file `.addrbook.json.<random>.tmp` in the same directory, which is
+    /// The snapshot is written as compact JSON (the benchmark's full book is 9.9 MiB) to a
+    /// temporary file `.addrbook.json.<random>.tmp` in the same directory, which is
     /// fsynced and renamed over the file; then the directory is
     /// fsynced (on Unix). Once this returns `Ok`, the new file survives a crash; if it fails or
     /// the process dies during it, the old file is still there, whole. A crash may leave the

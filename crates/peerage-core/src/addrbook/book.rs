@@ -364,6 +364,10 @@ impl AddrBook {
         source: Group,
         heard: Stamp,
     ) -> u32 {
+        // IDs wrap after 2^32 creations: skip those still in use.
+        while self.entries.contains_key(&self.next_id) {
+            self.next_id = self.next_id.wrapping_add(1);
+        }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.by_addr.insert(addr.clone(), id);
@@ -487,7 +491,7 @@ impl AddrBook {
         e.last_try = Some(now);
         if count_failure && e.last_count_attempt.is_none_or(|t| t < last_good) {
             e.last_count_attempt = Some(now);
-            e.attempts += 1;
+            e.attempts = e.attempts.saturating_add(1);
         }
     }
 

@@ -23,8 +23,10 @@
 //!    lower it without moving closer.
 //! 4. **Most recently useful** (4): in place of Bitcoin's "most recently sent a novel
 //!    transaction" (`CompareNodeTXTime`), the 4 candidates most recently useful to the node
-//!    ([`Candidate::last_useful`]: tag activity, a peer-exchange answer that led to good peers;
-//!    never useful sorts first), ties by the higher tag value.
+//!    ([`Candidate::last_useful`]: the node machine sets it when the peer answered a request
+//!    for points with an address new to the node; never useful sorts first), ties by the
+//!    higher tag value. With an address book, only peers the node also dialed are asked, so
+//!    among inbound peers this step mostly falls back to the tag values.
 //! 5. **Highest tag value** (4): in place of Bitcoin's "most recently sent a novel block"
 //!    (`CompareNodeBlockTime`), the 4 candidates the connection manager values most
 //!    ([`Candidate::tag_value`]), ties by the more recently useful. Bitcoin's step before
@@ -69,11 +71,10 @@
 //! # Cost
 //!
 //! Each step is a linear selection (`select_nth_unstable`) over indices, not a sort as in
-//! Bitcoin. One decision over 1,000 inbound candidates from mixed groups: 23.6 µs (target: at
-//! most 50 µs), against 21.5 µs in the same run for one sort of the same candidates by
-//! connection time, the cost of each step of a port with full sorts. Criterion's estimates,
-//! `cargo bench -p peerage-core --bench evict`, 2026-11-30, on a machine of 2 cores shared with
-//! other builds (a first run gave 26.4 µs and 23.8 µs).
+//! Bitcoin. The cost of one decision over 1,000 inbound candidates (target: at most 50 µs) is
+//! measured by `cargo bench -p peerage-core --bench evict`, beside one sort of the same
+//! candidates, the cost of each step of a port with full sorts; the figures, with their date
+//! and commit, are in the benchmarks' README.
 
 use std::{
     cmp::Ordering,
@@ -99,8 +100,8 @@ pub struct Candidate<K> {
     pub connected: Instant,
     /// The lowest ping seen on the connection; `None` (unknown) sorts as the worst.
     pub min_ping: Option<Duration>,
-    /// The last time the connection was useful (tag activity, a peer-exchange answer that led
-    /// to good peers); `None`: never.
+    /// The last time the peer was useful (an answer to a request for points that brought an
+    /// address new to the node); `None`: never.
     pub last_useful: Option<Instant>,
     /// The connection manager's tag value for the peer: higher is more valuable.
     pub tag_value: i64,

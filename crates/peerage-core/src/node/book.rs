@@ -113,7 +113,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let mut outbound: Vec<_> = self
             .connections
             .values()
-            .filter(|c| !c.inbound && !c.nacked)
+            .filter(|c| !c.inbound && !c.nacked && !c.feeler)
             .filter_map(|c| Some((c.since, c.point.as_ref()?, c.peer)))
             .filter(|(_, p, _)| !self.pool.point(p).is_some_and(|i| i.is_trusted()))
             .collect();
@@ -178,16 +178,20 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
 
     /// Peers of automatic outbound connections (dialed, not to a trusted point, not a
     /// feeler), and the dials of that kind in flight.
-    fn automatic_outbound(&self) -> (HashSet<PeerId>, usize) {
+    fn automatic_outbound(&self) -> (Vec<(Instant, PeerId)>, usize) {
         let trusted = |p: &Multiaddr| self.pool.point(p).is_some_and(|i| i.is_trusted());
         let feeler = |p: &Multiaddr| self.book.as_ref().is_some_and(|b| b.feelers.contains(p));
-        let peers = self
+        let mut peers: Vec<(Instant, PeerId)> = self
             .connections
             .values()
-            .filter(|c| !c.inbound && !c.nacked)
-            .filter(|c| c.point.as_ref().is_some_and(|p| !trusted(p) && !feeler(p)))
-            .map(|c| c.peer)
+            .filter(|c| !c.inbound && !c.nacked && !c.feeler)
+            .filter(|c| c.point.as_ref().is_some_and(|p| !trusted(p)))
+            .map(|c| (c.since, c.peer))
             .collect();
+        // Oldest first; one entry per peer.
+        peers.sort();
+        let mut seen = HashSet::new();
+        peers.retain(|(_, p)| seen.insert(*p));
         let dialing = self
             .dials
             .values()
@@ -209,8 +213,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let others = self.pool.active().saturating_sub(outbound.len());
         let wanted = target.max(self.bounds().min_target().saturating_sub(others));
         let automatic = wanted.saturating_sub(outbound.len() + dialing);
-        let keep: HashSet<PeerId> = if self.book.is_some() && outbound.len() <= target {
-            outbound.clone()
+        // A trim spares the `target` oldest automatic outbound peers.
+        let keep: HashSet<PeerId> = if self.book.is_some() {
+            outbound.iter().take(target).map(|(_, p)| *p).collect()
         } else {
             HashSet::new()
         };
@@ -304,17 +309,23 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .iter()
             .filter(|(_, c)| c.inbound && !c.nacked && !c.evicted)
             .collect();
+        let pending = self.pending_inbound.len();
         if diverse(group) {
             let same = inbound
                 .iter()
                 .filter(|(_, c)| c.group == Some(group))
-                .count();
+                .count()
+                + self
+                    .pending_inbound
+                    .values()
+                    .filter(|g| **g == group)
+                    .count();
             if same >= self.config.max_inbound_per_group() {
                 tracing::debug!(%peer, %group, same, "inbound: group full");
                 return false;
             }
         }
-        if inbound.len() < self.config.max_inbound() && !full {
+        if inbound.len() + pending < self.config.max_inbound() && !full {
             return true;
         }
         let mut candidates: Vec<evict::Candidate<C>> = inbound
@@ -373,8 +384,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             group_size: victim.group_size,
             reason: victim.reason,
         });
-        // No longer counted as an inbound slot, so that a second newcomer in the same instant
-        // sees the slot taken; the driver's close confirms it.
+        // No longer counted as an inbound slot (the newcomer, pending, holds it now), so that
+        // a second newcomer in the same instant evicts another; the driver's close confirms
+        // it.
         if let Some(c) = self.connections.get_mut(&victim.id) {
             c.evicted = true;
         }
@@ -401,14 +413,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         // A group's budget starts full and is never credited: however many connections a
         // group opens, it tells us at most 1,000 addresses and then 0.1 a second. Loopback
         // and private sources (a devnet, a LAN) share no group budget: they are one group for
-        // the whole local network.
+        // the whole local network. Relayed and DNS sources share one each.
         if b.budgets.len() >= MAX_BUDGETS {
             // A full bucket is the same as none: bounded by the groups that spent recently.
             b.budgets.retain(|_, g| {
                 g.tokens(ADDR_RATE_PER_SECOND, ADDR_BUCKET_CAP, now) < ADDR_BUCKET_CAP
             });
         }
-        let allowed = if diverse(group) {
+        let allowed = if !matches!(group, Group::Loopback | Group::Private) {
             let group_budget = b.budgets.entry(group).or_insert_with(|| {
                 let mut full = Budget::new(now);
                 full.credit(ADDR_BUCKET_CAP - 1.0);
@@ -552,10 +564,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     /// A dial of a point failed: one more attempt, counted.
-    pub(super) fn book_dial_failed(&mut self, point: &Multiaddr, now: Instant) {
+    pub(super) fn book_dial_failed(&mut self, point: &Multiaddr, counted: bool, now: Instant) {
         if let Some(b) = &mut self.book {
             b.feelers.remove(point);
-            b.book.attempt(point, true, now);
+            if counted {
+                b.book.attempt(point, true, now);
+            }
             // The outbound target may be short now: look again at once.
             b.next_outbound = Some(now);
         }
@@ -603,11 +617,17 @@ fn pick_points(
     );
     // At most `automatic` of the rest: the outbound target, or what the bounds need.
     let max = pick.max.min(out.len() + automatic);
-    // Anchors: once each, before anything from the book.
+    // Anchors: once each, before anything from the book; those the round has no room for
+    // wait for the next one (those that cannot be dialed now are dropped).
     for (point, peer) in std::mem::take(anchors) {
-        if out.len() < max && !skip(&point) && pool.dialable(&point, peer, now) {
+        if skip(&point) || !pool.dialable(&point, peer, now) {
+            continue;
+        }
+        if out.len() < max {
             held.insert(book.group(&point));
             out.push(point);
+        } else {
+            anchors.push((point, peer));
         }
     }
     while out.len() < max {

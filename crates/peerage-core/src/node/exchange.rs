@@ -33,15 +33,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// `getaddr` only to outbound peers: an attacker that connects to us cannot get its
     /// addresses into the book by being asked. A feeler's peer is not asked either.
     fn dialed_for_good(&self, peer: &PeerId) -> bool {
-        let feelers = self.book.as_ref().map(|b| &b.feelers);
-        self.connections.values().any(|c| {
-            c.peer == *peer
-                && !c.inbound
-                && !c.nacked
-                && c.point
-                    .as_ref()
-                    .is_some_and(|p| !feelers.is_some_and(|f| f.contains(p)))
-        })
+        self.connections
+            .values()
+            .any(|c| c.peer == *peer && !c.inbound && !c.nacked && !c.feeler && c.point.is_some())
     }
 
     pub(super) fn ask(&mut self, peer: PeerId, now: Instant) {

@@ -152,6 +152,9 @@ pub struct Connection {
     pub evicted: bool,
     /// The remote address's network group, with an address book.
     pub group: Option<crate::addrbook::Group>,
+    /// A feeler: dialed to test an address of the book, closed once established; never
+    /// asked for points, never an anchor.
+    pub feeler: bool,
 }
 
 impl Connection {
@@ -207,6 +210,9 @@ pub struct Machine<C> {
     dials: HashMap<C, Multiaddr>,
     /// Connections admitted, not yet established.
     accepted: HashMap<C, PeerId>,
+    /// With a book, inbound connections admitted and not yet established, with their group:
+    /// they hold their inbound slot already.
+    pending_inbound: HashMap<C, crate::addrbook::Group>,
     /// Inbound connections admitted only to be nacked, not yet established.
     nacking: HashSet<C>,
     /// Established nacked connections.
@@ -290,6 +296,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             links: BTreeMap::new(),
             dials: HashMap::new(),
             accepted: HashMap::new(),
+            pending_inbound: HashMap::new(),
             nacking: HashSet::new(),
             nacked_open: 0,
             nack_deadlines: VecDeque::new(),
@@ -557,6 +564,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 return Err(e.into());
             }
             self.reserve(id, peer, remote, inbound, now)?;
+            if inbound && let Some(b) = &self.book {
+                self.pending_inbound.insert(id, b.book.group(remote));
+            }
             if trusted {
                 // Protected before the connection manager counts it: exempt from the hard cap.
                 self.commands.push_back(Command::Protect(peer));
@@ -801,6 +811,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     ) {
         let point = self.dials.remove(&id);
         let group = self.book.as_ref().map(|b| b.book.group(&remote));
+        let feeler = !inbound
+            && point
+                .as_ref()
+                .is_some_and(|p| self.book.as_ref().is_some_and(|b| b.feelers.contains(p)));
+        self.pending_inbound.remove(&id);
         self.accepted.remove(&id);
         self.ip_checked.remove(&id);
         let dialing = self.maintenance.is_dialing();
@@ -831,6 +846,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     inbound: true,
                     evicted: false,
                     group,
+                    feeler: false,
                 },
             );
             self.events.push_back(Event::Nacked { peer_id: peer });
@@ -869,6 +885,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 inbound,
                 evicted: false,
                 group,
+                feeler,
             },
         );
     }
@@ -935,9 +952,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             }
             DialError::Other => self.pool.dial_failed(&point, now, &mut self.rng),
         }
-        if error != DialError::Aborted {
-            self.book_dial_failed(&point, now);
-        }
+        self.book_dial_failed(&point, error != DialError::Aborted, now);
         tracing::debug!(%point, ?error, "dial failed");
         self.maintenance.on_dial_finished();
     }
@@ -950,6 +965,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
         self.nacking.remove(&id);
         self.ip_checked.remove(&id);
+        self.pending_inbound.remove(&id);
         if let Some(peer) = self.accepted.remove(&id) {
             let point = self.dials.get(&id);
             self.pool.accept_failed(peer, point, now, &mut self.rng);
@@ -1012,9 +1028,12 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let dialed = self
             .connections
             .values()
-            .find(|c| c.peer == peer && !c.inbound && !c.nacked)
+            .find(|c| c.peer == peer && !c.inbound && !c.nacked && !c.feeler)
             .map(|c| c.remote.clone());
         if public && let Some(remote) = dialed {
+            // The first request's credit comes now, so that a peer's own addresses are not
+            // cut to the single token a new budget holds.
+            self.credit_first_request(&peer, now);
             let own: Vec<_> = addrs.iter().map(|a| (a.clone(), Some(peer))).collect();
             self.learn(peer, Some(&remote), &own, now);
         }

@@ -1078,6 +1078,24 @@ mod book {
             id: Some(300)
         }));
         assert_eq!(m.addrbook().unwrap().place(&feeler), Some(Place::Tried));
+        // Its identify, arriving before the close: the feeler's peer is not asked for points
+        // and does not speak for itself in the book.
+        let mut info = identify(true, 250);
+        info.listen_addrs = vec![public(77, 7, 7)];
+        m.handle(
+            t,
+            Input::Identified {
+                peer: peer(250),
+                info,
+            },
+        );
+        assert!(asks(&drain(&mut m)).is_empty());
+        assert_eq!(m.addrbook().unwrap().place(&public(77, 7, 7)), None);
+        assert!(
+            m.anchors()
+                .iter()
+                .all(|a| !a.to_string().contains(&peer(250).to_string()))
+        );
     }
 
     #[test]
@@ -1292,8 +1310,10 @@ mod book {
         }
         inbound(&mut probe, 99, 99, &public(99, 1, 1), t);
         assert_eq!(closed(&drain(&mut probe)), vec![30]);
-        // Peer 30 answered with an address new to us: it is spared, the next youngest goes.
-        answer(&mut m, 30, 30, vec![public(150, 1, 1)], t);
+        // Peer 30, which we also dialed (with a book, only peers we dialed are asked), answered
+        // with an address new to us: its inbound connection is spared, the next youngest goes.
+        dial_peer(&mut m, 130, 30, &public(30, 2, 2), t);
+        answer(&mut m, 130, 30, vec![public(150, 1, 1)], t);
         drain(&mut m);
         inbound(&mut m, 99, 99, &public(99, 1, 1), t);
         assert_eq!(closed(&drain(&mut m)), vec![29]);
@@ -1384,5 +1404,23 @@ mod book {
             .count();
         assert!(reports <= 1, "{reports} maintenance reports at one instant");
         assert!(m.poll_timeout().is_some_and(|t| t > t0));
+    }
+
+    /// Inbound connections admitted but not yet established hold their slot: two admitted in
+    /// the same instant do not both pass a limit of one.
+    #[test]
+    fn admitted_inbound_connections_hold_their_slot_before_they_are_established() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(1));
+        let mut m = machine(config, t0);
+        let (a, b) = (public(1, 1, 1), public(2, 2, 2));
+        m.admit_pending_inbound(1, &a, t0).unwrap();
+        m.admit_pending_inbound(2, &b, t0).unwrap();
+        let first = m.admit_established(1, peer(1), &a, true, t0).unwrap();
+        let second = m.admit_established(2, peer(2), &b, true, t0).unwrap();
+        assert_eq!((first, second), (Admission::Accepted, Admission::Nacked));
     }
 }
