@@ -310,7 +310,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .filter(|(_, c)| c.inbound && !c.nacked && !c.evicted)
             .collect();
         let pending = self.pending_inbound.len();
-        if diverse(group) {
+        // Peers the connection manager protects are exempt from their group's share.
+        if diverse(group) && !self.connmgr.is_protected(&peer) {
             let same = inbound
                 .iter()
                 .filter(|(_, c)| c.group == Some(group))

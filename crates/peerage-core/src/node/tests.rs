@@ -1423,4 +1423,56 @@ mod book {
         let second = m.admit_established(2, peer(2), &b, true, t0).unwrap();
         assert_eq!((first, second), (Admission::Accepted, Admission::Nacked));
     }
+
+    /// Protects the peers it holds; no tags.
+    struct Protecting(Vec<PeerId>);
+
+    impl ConnectionManager for Protecting {
+        fn close_order(&self, peers: &[PeerId], _: Instant) -> Vec<PeerId> {
+            peers
+                .iter()
+                .filter(|p| !self.0.contains(p))
+                .copied()
+                .collect()
+        }
+        fn tag_value(&self, _: &PeerId) -> i64 {
+            0
+        }
+        fn is_protected(&self, peer: &PeerId) -> bool {
+            self.0.contains(peer)
+        }
+    }
+
+    #[test]
+    fn a_protected_peer_is_exempt_from_its_groups_share() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound_per_group(Some(2));
+        let local = peer(0);
+        let mut m = Machine::new(
+            local,
+            config,
+            Peerstore::memory(peerstore::Config::default()),
+            Box::new(Protecting(vec![peer(9)])),
+            Box::new(Unsigned::new(local)),
+            StdRng::seed_from_u64(1),
+            t0,
+        );
+        for i in 1..=2u8 {
+            assert_eq!(
+                inbound(&mut m, u64::from(i), i, &public(7, 7, i), t0),
+                Admission::Accepted
+            );
+        }
+        assert_eq!(
+            inbound(&mut m, 3, 3, &public(7, 7, 3), t0),
+            Admission::Nacked
+        );
+        assert_eq!(
+            inbound(&mut m, 9, 9, &public(7, 7, 9), t0),
+            Admission::Accepted
+        );
+    }
 }
