@@ -61,6 +61,14 @@ impl BookState {
     }
 }
 
+/// What [`Machine::automatic_outbound`] finds.
+#[derive(Debug, Default)]
+struct Outbound {
+    groups: HashSet<Group>,
+    peers: Vec<(Instant, PeerId)>,
+    dialing: usize,
+}
+
 /// Whether a group counts against the one-outbound-per-group rule: public ones only (a devnet
 /// lives in one loopback group), unless loopback counts by /16.
 fn diverse(group: Group) -> bool {
@@ -156,56 +164,57 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         dropped
     }
 
-    /// Groups held by automatic outbound connections and dials in flight (trusted points
-    /// aside): at most one each (Bitcoin Core `ThreadOpenConnections`).
-    fn outbound_groups(&self) -> HashSet<Group> {
+    /// The node's automatic outbound connections and dials (to points that are not
+    /// trusted), in one pass: the groups they hold (public ones; feelers included, as a
+    /// feeler's group is held while it lasts), at most one each (Bitcoin Core
+    /// `ThreadOpenConnections`); the peers of the established ones that are not feelers, oldest
+    /// first, one entry per peer; and the dials in flight that are not feelers.
+    fn automatic_outbound(&self) -> Outbound {
+        let mut out = Outbound::default();
         let Some(b) = &self.book else {
-            return HashSet::new();
+            return out;
         };
         let trusted = |p: &Multiaddr| self.pool.point(p).is_some_and(|i| i.is_trusted());
-        let established = self
+        let mut hold = |p: &Multiaddr| {
+            let group = b.book.group(p);
+            if diverse(group) {
+                out.groups.insert(group);
+            }
+        };
+        for c in self
             .connections
             .values()
             .filter(|c| !c.inbound && !c.nacked)
-            .filter_map(|c| c.point.as_ref());
-        established
-            .chain(self.dials.values())
-            .filter(|p| !trusted(p))
-            .map(|p| b.book.group(p))
-            .filter(|g| diverse(*g))
-            .collect()
-    }
-
-    /// Peers of automatic outbound connections (dialed, not to a trusted point, not a
-    /// feeler), and the dials of that kind in flight.
-    fn automatic_outbound(&self) -> (Vec<(Instant, PeerId)>, usize) {
-        let trusted = |p: &Multiaddr| self.pool.point(p).is_some_and(|i| i.is_trusted());
-        let feeler = |p: &Multiaddr| self.book.as_ref().is_some_and(|b| b.feelers.contains(p));
-        let mut peers: Vec<(Instant, PeerId)> = self
-            .connections
-            .values()
-            .filter(|c| !c.inbound && !c.nacked && !c.feeler)
-            .filter(|c| c.point.as_ref().is_some_and(|p| !trusted(p)))
-            .map(|c| (c.since, c.peer))
-            .collect();
-        // Oldest first; one entry per peer.
-        peers.sort();
+        {
+            let Some(point) = c.point.as_ref().filter(|p| !trusted(p)) else {
+                continue;
+            };
+            hold(point);
+            if !c.feeler {
+                out.peers.push((c.since, c.peer));
+            }
+        }
+        for point in self.dials.values().filter(|p| !trusted(p)) {
+            hold(point);
+            if !b.feelers.contains(point) {
+                out.dialing += 1;
+            }
+        }
+        out.peers.sort();
         let mut seen = HashSet::new();
-        peers.retain(|(_, p)| seen.insert(*p));
-        let dialing = self
-            .dials
-            .values()
-            .filter(|p| !trusted(p) && !feeler(p))
-            .count();
-        (peers, dialing)
+        out.peers.retain(|(_, p)| seen.insert(*p));
+        out
     }
 
     /// Runs the maintenance with the book as its source of candidates; then, with a book,
     /// dials more from it until the node holds its outbound target, whatever its inbound
     /// count, and keeps a trim off those outbound peers.
     pub(super) fn step_maintenance(&mut self, now: Instant) -> crate::maintenance::Plan {
-        let mut held = self.outbound_groups();
-        let (outbound, dialing) = self.automatic_outbound();
+        let Outbound {
+            groups: mut held,
+            peers: outbound,
+            dialing,
+        } = self.automatic_outbound();
         let target = self.config.outbound_target();
         // Automatic outbound connections the round may add: up to the target, or beyond it
         // as far as the bounds' min_target needs when inbound peers are lacking (a node behind
