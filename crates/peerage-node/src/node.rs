@@ -445,12 +445,7 @@ impl Node {
                     .await
                     .context("loading the peers file")??;
             if let Some((error, aside)) = &loaded.set_aside {
-                // Kept for inspection; a new file is written at the next save.
-                tracing::error!(
-                    "{error}; kept as {}, starting with no saved peers",
-                    aside.display()
-                );
-                eprintln!("warning: {error}; kept as {}", aside.display());
+                report_set_aside(error, aside, "no saved peers");
             }
             tracing::info!(peers = loaded.entries.len(), "peers file loaded");
             swarm.behaviour_mut().import_peers(loaded.entries);
@@ -466,11 +461,7 @@ impl Node {
                     .await
                     .context("loading the address book")??;
             if let Some((error, aside)) = &loaded.set_aside {
-                tracing::error!(
-                    "{error}; kept as {}, starting with an empty address book",
-                    aside.display()
-                );
-                eprintln!("warning: {error}; kept as {}", aside.display());
+                report_set_aside(error, aside, "an empty address book");
             }
             if let Some(snapshot) = loaded.snapshot {
                 let (entries, anchors) = (snapshot.entries.len(), snapshot.anchors.len());
@@ -575,12 +566,7 @@ async fn save_peers(file: Option<&PeersFile>, entries: Vec<peerage::peers_file::
         return;
     };
     let count = entries.len();
-    match tokio::task::spawn_blocking(move || file.save(&entries)).await {
-        Ok(Ok(())) => tracing::debug!(peers = count, "peers file saved"),
-        // The error and its source (the OS's reason).
-        Ok(Err(e)) => tracing::warn!("{:#}", anyhow::Error::from(e)),
-        Err(e) => tracing::warn!("peers file task: {e}"),
-    }
+    save_off_loop("peers file", count, move || file.save(&entries)).await;
 }
 
 /// Saves the address book with its anchors (Bitcoin Core writes `anchors.dat` at shutdown;
@@ -591,12 +577,34 @@ async fn save_addrbook(
     let (Some(file), Some(snapshot)) = (file, snapshot) else {
         return;
     };
-    let entries = snapshot.entries.len();
-    match tokio::task::spawn_blocking(move || file.save(&snapshot)).await {
-        Ok(Ok(())) => tracing::debug!(entries, "address book saved"),
+    let count = snapshot.entries.len();
+    save_off_loop("address book", count, move || file.save(&snapshot)).await;
+}
+
+/// Runs `save` (of `count` entries of `what`) on the blocking pool, and logs the outcome: the
+/// error with its source (the OS's reason) if it fails.
+async fn save_off_loop<E>(
+    what: &'static str,
+    count: usize,
+    save: impl FnOnce() -> Result<(), E> + Send + 'static,
+) where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::task::spawn_blocking(save).await {
+        Ok(Ok(())) => tracing::debug!(count, "{what} saved"),
         Ok(Err(e)) => tracing::warn!("{:#}", anyhow::Error::from(e)),
-        Err(e) => tracing::warn!("address book task: {e}"),
+        Err(e) => tracing::warn!("{what} task: {e}"),
     }
+}
+
+/// A corrupt file was set aside at start: kept for inspection (a new file is written at the
+/// next save), reported in the log and on standard error; the node starts with `instead`.
+fn report_set_aside(error: &dyn std::fmt::Display, aside: &std::path::Path, instead: &str) {
+    tracing::error!(
+        "{error}; kept as {}, starting with {instead}",
+        aside.display()
+    );
+    eprintln!("warning: {error}; kept as {}", aside.display());
 }
 
 async fn event_loop(
