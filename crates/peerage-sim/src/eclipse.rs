@@ -944,7 +944,7 @@ impl node::ConnectionManager for Shared {
         self.lock().close_order(peers, now)
     }
     fn tag_value(&self, peer: &PeerId) -> i64 {
-        self.lock().tag_info(peer).map_or(0, |t| t.value)
+        self.lock().tag_value(peer)
     }
     fn admit(&self, peer: &PeerId) -> Result<(), connmgr::HardCapReached> {
         self.lock().admit(peer)

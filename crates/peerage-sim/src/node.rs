@@ -128,7 +128,7 @@ impl node::ConnectionManager for Shared {
         self.lock().close_order(peers, now)
     }
     fn tag_value(&self, peer: &PeerId) -> i64 {
-        self.lock().tag_info(peer).map_or(0, |t| t.value)
+        self.lock().tag_value(peer)
     }
     fn admit(&self, peer: &PeerId) -> Result<(), peerage_core::connmgr::HardCapReached> {
         self.lock().admit(peer)

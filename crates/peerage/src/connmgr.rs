@@ -251,7 +251,7 @@ impl Handle {
 
     /// The total value of a peer's tags, 0 if unknown.
     pub fn tag_value(&self, peer: &PeerId) -> i64 {
-        self.lock().core.tag_info(peer).map_or(0, |t| t.value)
+        self.lock().core.tag_value(peer)
     }
 
     /// Whether one more connection of `peer` fits under the hard cap (protected peers are

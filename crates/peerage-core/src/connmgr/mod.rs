@@ -578,6 +578,13 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         p.set_tag(tag, value);
     }
 
+    /// The total value of a peer's tags, decaying ones included; 0 for an unknown peer.
+    /// [`ConnManager::tag_info`]'s `value`, without copying the tags and connections (the
+    /// eviction of an inbound peer asks it of every inbound peer).
+    pub fn tag_value(&self, peer: &PeerId) -> i64 {
+        self.peers.get(peer).map_or(0, |p| p.value)
+    }
+
     /// What is known of a peer: first seen, total value, tags (decaying ones under their name)
     /// and connections; `None` for an unknown peer (go `GetTagInfo`).
     pub fn tag_info(&self, peer: &PeerId) -> Option<TagInfo> {

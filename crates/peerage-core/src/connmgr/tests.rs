@@ -489,8 +489,12 @@ fn decay_tracker(now: Instant) -> ConnManager<u64> {
     ConnManager::new(config, now).unwrap()
 }
 
+/// The peer's total value, from [`ConnManager::tag_info`] and from [`ConnManager::tag_value`],
+/// which must agree.
 fn value(cm: &ConnManager<u64>, peer: &PeerId) -> i64 {
-    cm.tag_info(peer).map_or(0, |i| i.value)
+    let value = cm.tag_info(peer).map_or(0, |i| i.value);
+    assert_eq!(cm.tag_value(peer), value);
+    value
 }
 
 fn tag_value(cm: &ConnManager<u64>, peer: &PeerId, tag: &str) -> Option<i64> {

@@ -112,6 +112,13 @@ pub struct Pool {
     /// The points whose `known_public` is set, the only ones an answer may advertise: an
     /// answer walks them, not every point (most points are only heard of).
     public_points: HashSet<Multiaddr>,
+    /// The points that may name each peer (as their last peer or in their state), so that
+    /// [`Pool::set_announced_points`] visits those, not every point: a superset, added to
+    /// whenever a point gets a peer and checked when used.
+    peer_points: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Entries in `peer_points`; when they outnumber twice the points (plus a margin), the
+    /// index is rebuilt, so stale ones cost at most that.
+    peer_points_len: usize,
     acl: Acl,
     /// The peers each IP ban banned, and whether it untrusted them, for the unban to undo.
     ip_banned_peers: HashMap<IpAddr, Vec<(PeerId, bool)>>,
@@ -152,6 +159,8 @@ impl Pool {
             own_points: HashSet::new(),
             trusted_points: HashSet::new(),
             public_points: HashSet::new(),
+            peer_points: HashMap::new(),
+            peer_points_len: 0,
             active: 0,
             events: VecDeque::new(),
         }
@@ -403,10 +412,14 @@ impl Pool {
                 Err(_) => continue,
             };
             // A peer announcing its own address is authoritative; a third party only hints.
-            if peer.is_some() && (info.last_peer_id.is_none() || peer == source) {
-                info.last_peer_id = peer;
+            let named = peer.filter(|_| info.last_peer_id.is_none() || peer == source);
+            if named.is_some() {
+                info.last_peer_id = named;
             }
             new += usize::from(was_new);
+            if let Some(peer) = named {
+                self.note_peer_point(peer, &point);
+            }
         }
         new
     }
@@ -428,17 +441,52 @@ impl Pool {
             .map(|(p, _)| p.with(Protocol::P2p(peer)))
             .collect();
         let new = self.register_list_of_new_points(Some(peer), Medium::Identify, &with_id, now);
-        for (addr, info) in &mut self.points {
-            if info.last_peer_id == Some(peer) || info.state.peer_id() == Some(peer) {
-                info.known_public = public;
-                if public {
-                    self.public_points.insert(addr.clone());
-                } else {
-                    self.public_points.remove(addr);
+        let mut named = self.peer_points.remove(&peer).unwrap_or_default();
+        self.peer_points_len -= named.len();
+        named.retain(|addr| {
+            let Some(info) = self.points.get_mut(addr) else {
+                return false;
+            };
+            if info.last_peer_id != Some(peer) && info.state.peer_id() != Some(peer) {
+                return false;
+            }
+            info.known_public = public;
+            if public {
+                self.public_points.insert(addr.clone());
+            } else {
+                self.public_points.remove(addr);
+            }
+            true
+        });
+        if !named.is_empty() {
+            self.peer_points_len += named.len();
+            self.peer_points.insert(peer, named);
+        }
+        new
+    }
+
+    /// Records that `point` names `peer` (as its last peer or in its state), for
+    /// [`Pool::set_announced_points`]; rebuilds the index from the points when stale entries
+    /// make it more than twice their number.
+    fn note_peer_point(&mut self, peer: PeerId, point: &Multiaddr) {
+        let named = self.peer_points.entry(peer).or_default();
+        if named.contains(point) {
+            return;
+        }
+        named.push(point.clone());
+        self.peer_points_len += 1;
+        if self.peer_points_len > 2 * self.points.len() + 64 {
+            self.peer_points.clear();
+            self.peer_points_len = 0;
+            for (addr, info) in &self.points {
+                let state = info.state.peer_id();
+                let last = info.last_peer_id.filter(|p| Some(*p) != state);
+                for p in state.into_iter().chain(last) {
+                    self.peer_points.entry(p).or_default().push(addr.clone());
+                    self.peer_points_len += 1;
                 }
             }
         }
-        new
     }
 
     /// The point's record, created if new (with whether it was), collecting the table first
@@ -898,8 +946,11 @@ impl Pool {
                     info.state = peer::State::Accepted;
                 }
                 info.remote = Some(remote.clone());
-                if let Some(p) = point.and_then(|p| self.points.get_mut(p)) {
+                if let Some(point) = point
+                    && let Some(p) = self.points.get_mut(point)
+                {
                     p.set_accepted(peer);
+                    self.note_peer_point(peer, point);
                 }
                 Ok(())
             }
@@ -1044,6 +1095,7 @@ impl Pool {
             && let Some(info) = self.points.get_mut(point)
         {
             info.set_running(peer, now);
+            self.note_peer_point(peer, point);
         }
         let Ok(info) = self.insert_peer(peer, false, now) else {
             return false;

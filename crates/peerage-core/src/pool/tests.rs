@@ -1034,3 +1034,87 @@ fn greylisting_is_logged() {
         "{logs}"
     );
 }
+
+mod announced {
+    //! [`Pool::set_announced_points`] marks every point that names the peer, whatever happened
+    //! to the points before: the index it walks (`peer_points`) against a walk of every point.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A third party tells of point `point` as peer `peer`'s.
+        Hear { point: u32, peer: usize },
+        /// We dial point `point`, reaching peer `peer`.
+        Dial { point: u32, peer: usize },
+        /// The connection to point `point` closes.
+        Close { point: u32 },
+        /// Peer `peer` announces point `point`, public or not.
+        Announce {
+            point: u32,
+            peer: usize,
+            public: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let point = 0..24u32;
+        let peer = 0..6usize;
+        prop_oneof![
+            (point.clone(), peer.clone()).prop_map(|(point, peer)| Op::Hear { point, peer }),
+            (point.clone(), peer.clone()).prop_map(|(point, peer)| Op::Dial { point, peer }),
+            point.clone().prop_map(|point| Op::Close { point }),
+            (point, peer, any::<bool>()).prop_map(|(point, peer, public)| Op::Announce {
+                point,
+                peer,
+                public
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_point_naming_the_peer_gets_its_flag(ops in proptest::collection::vec(op(), 1..400)) {
+            // A small table, so that the GC removes points and the index goes stale.
+            let mut pool = pool(Config::default().with_max_known_points(Some((16, 12))));
+            let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+            let mut rng = StdRng::seed_from_u64(1);
+            let mut now = Instant::now();
+            for op in ops {
+                now += secs(1);
+                match op {
+                    Op::Hear { point: p, peer } => {
+                        let source = Some(PeerId::random());
+                        let addr = with_id(p, peers[peer]);
+                        pool.register_points(source, Medium::Advertise, [(&addr, None)], now);
+                    }
+                    Op::Dial { point: p, peer } => {
+                        let _ = pool.register_points(None, Medium::Advertise, [(&point(p), None)], now);
+                        if pool.set_requested(&point(p), now).is_ok()
+                            && pool.accept(peers[peer], &point(p), Some(&point(p)), now, &mut rng).is_ok()
+                        {
+                            pool.connection_established(peers[peer], Some(&point(p)), &point(p), now);
+                        }
+                    }
+                    Op::Close { point: p } => {
+                        if let Some(peer) = pool.point(&point(p)).and_then(|i| i.state().peer_id()) {
+                            pool.connection_closed(peer, Some(&point(p)), false, now, &mut rng);
+                        }
+                    }
+                    Op::Announce { point: p, peer, public } => {
+                        let peer = peers[peer];
+                        pool.set_announced_points(peer, &[point(p)], public, now);
+                        for (addr, info) in pool.points() {
+                            if info.last_peer_id() == Some(peer) || info.state().peer_id() == Some(peer) {
+                                prop_assert_eq!(info.is_known_public(), public, "{}", addr);
+                            }
+                        }
+                    }
+                }
+                prop_assert!(pool.peer_points_len <= 2 * pool.known_points() + 64);
+            }
+        }
+    }
+}
