@@ -342,12 +342,13 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .iter()
             .map(|(id, c)| {
                 let group = c.group.unwrap_or_else(|| b.book.group(&c.remote));
+                let link = self.links.get(&c.peer);
                 evict::Candidate {
                     id: **id,
                     group,
                     connected: c.since,
-                    min_ping: self.peerstore.latency_ewma(&c.peer),
-                    last_useful: self.links.get(&c.peer).and_then(|l| l.last_useful),
+                    min_ping: link.and_then(|l| l.min_ping),
+                    last_useful: link.and_then(|l| l.last_useful),
                     tag_value: self.connmgr.tag_value(&c.peer),
                     protected: self.connmgr.is_protected(&c.peer),
                     prefer_evict: false,

@@ -191,6 +191,10 @@ struct Link {
     /// When it last answered a request of ours with an address new to us: an inbound
     /// eviction protects the 4 most recently useful peers.
     last_useful: Option<Instant>,
+    /// The lowest round trip measured since it connected: an inbound eviction protects the 8
+    /// lowest (Bitcoin Core's `m_min_ping_time`, kept per connection there). Not the
+    /// peerstore's EWMA, which outlives the connection and which a peer can drag down.
+    min_ping: Option<Duration>,
 }
 
 /// The node machine. See the [module docs](self). `C` is the driver's connection ID.
@@ -668,6 +672,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 }
             }
             Input::Ping { peer, rtt } => {
+                if let Some(link) = self.links.get_mut(&peer) {
+                    link.min_ping = Some(link.min_ping.map_or(rtt, |m| m.min(rtt)));
+                }
                 self.peerstore.record_latency(&peer, rtt);
                 if let Some(ewma) = self.peerstore.latency_ewma(&peer) {
                     self.pool.set_latency(&peer, ewma);

@@ -1319,6 +1319,44 @@ mod book {
         assert_eq!(closed(&drain(&mut m)), vec![29]);
     }
 
+    #[test]
+    fn eviction_spares_the_lowest_pings_seen_on_the_connection_not_an_average() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(30));
+        // 30 inbound peers in 30 groups, peer 30 the youngest; peer i pings 10 + i ms, so
+        // peers 1 to 8 hold the 8 lowest; peer 30 pings 300 ms, then once `last` ms.
+        let run = |last: u64| {
+            let mut m = machine(config.clone(), t0);
+            for i in 1..=30u8 {
+                let t = t0 + Duration::from_secs(u64::from(i));
+                inbound(&mut m, u64::from(i), i, &public(i, 1, 1), t);
+            }
+            let t = t0 + Duration::from_secs(60);
+            let ping = |m: &mut Machine<u64>, i: u8, ms: u64| {
+                let rtt = Duration::from_millis(ms);
+                m.handle(t, Input::Ping { peer: peer(i), rtt });
+            };
+            for i in 1..=29u8 {
+                ping(&mut m, i, 10 + u64::from(i));
+            }
+            for _ in 0..5 {
+                ping(&mut m, 30, 300);
+            }
+            ping(&mut m, 30, last);
+            drain(&mut m);
+            inbound(&mut m, 99, 99, &public(99, 1, 1), t);
+            closed(&drain(&mut m))
+        };
+        // Without a fast ping, the youngest goes.
+        assert_eq!(run(300), vec![30]);
+        // One 1 ms ping makes peer 30's lowest the lowest of all: it is spared (its EWMA,
+        // about 270 ms, would have been the worst), and the next youngest goes.
+        assert_eq!(run(1), vec![29]);
+    }
+
     /// A fresh machine with `m`'s configuration.
     fn m_clone_config(m: &Machine<u64>, now: Instant) -> Machine<u64> {
         machine(m.config().clone(), now)
