@@ -121,16 +121,18 @@ impl PoolMetrics {
         );
         registry.register(
             "peerage_disconnections",
-            "Disconnections the node decided, by reason (eviction, trim, maintenance, ban, greylist, unexpected_peer_id)",
+            "Connections closed, by reason: the node's (maintenance, trim, eviction_most_represented_group, eviction_prefer_evict, ban, greylist, unexpected_peer_id, nack, refused, feeler), the remote's (remote) or another local one (local)",
             self.disconnections.clone(),
         );
     }
 
-    /// Counts `n` disconnections for `reason`.
-    pub fn disconnected(&self, reason: &'static str, n: usize) {
+    /// Counts one closed connection for `reason`.
+    pub fn disconnected(&self, reason: peerage::pool::CloseReason) {
         self.disconnections
-            .get_or_create(&ReasonLabel { reason })
-            .inc_by(n as u64);
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Sets the pool's gauges from `behaviour`: one pass over each table.

@@ -674,21 +674,9 @@ async fn event_loop(
                 match &event {
                     SwarmEvent::Behaviour(peerage::Event::Maintenance { dialed, closed, asked, .. }) => {
                         metrics.maintenance(dialed.len(), closed.len(), *asked);
-                        metrics.disconnected("maintenance", closed.len());
                     }
-                    SwarmEvent::Behaviour(peerage::Event::Evicted { .. }) => {
-                        metrics.disconnected("eviction", 1);
-                    }
-                    SwarmEvent::Behaviour(peerage::Event::Trimmed { peers, .. }) => {
-                        metrics.disconnected("trim", peers.len());
-                    }
-                    SwarmEvent::Behaviour(peerage::Event::Pool(pool::Event::Disconnect { reason, .. })) => {
-                        let reason = match reason {
-                            pool::DisconnectReason::Banned => "ban",
-                            pool::DisconnectReason::Greylisted => "greylist",
-                            pool::DisconnectReason::UnexpectedPeerId => "unexpected_peer_id",
-                        };
-                        metrics.disconnected(reason, 1);
+                    SwarmEvent::Behaviour(peerage::Event::Disconnected { reason, .. }) => {
+                        metrics.disconnected(*reason);
                     }
                     SwarmEvent::OutgoingConnectionError { error, .. } => {
                         metrics.dial_failed();
@@ -811,6 +799,19 @@ fn log_line(event: &SwarmEvent<peerage::Event>) -> Option<LogLine> {
             E::Pool(P::Disconnect { peer, reason }) => {
                 ("disconnect", id(peer), None, format!("{reason:?}"))
             }
+            E::Disconnected {
+                peer_id,
+                inbound,
+                reason,
+            } => (
+                "disconnected",
+                id(peer_id),
+                None,
+                format!(
+                    "{}, {reason}",
+                    if *inbound { "inbound" } else { "outbound" }
+                ),
+            ),
             E::Pool(P::GcPoints(n)) => ("gc_points", None, None, format!("{n} collected")),
             E::Pool(P::GcPeers(n)) => ("gc_peers", None, None, format!("{n} collected")),
             E::Maintenance {

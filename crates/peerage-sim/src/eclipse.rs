@@ -123,6 +123,7 @@ use peerage_core::{
     maintenance::Bounds,
     node::{self, Command, DialError, Identify, Input, Machine},
     peerstore::{self, Peerstore},
+    pool,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::Serialize;
@@ -1173,6 +1174,7 @@ impl Sim {
                     let trim = self.cm.lock().poll(now);
                     if let Some(trim) = trim {
                         for v in trim.victims {
+                            self.machine.closing(v.peer, pool::CloseReason::Trim);
                             self.close_peer(t, now, v.peer);
                         }
                     }

@@ -16,6 +16,7 @@ use peerage_core::{
     maintenance::{self, Bounds},
     node::{self, Command, DialError, Identify, Input, Machine},
     peerstore::{self, Peerstore},
+    pool,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -445,6 +446,9 @@ impl SimNode {
                     let trim = self.connmgr.as_ref().and_then(|c| c.lock().poll(now));
                     if let Some(trim) = trim {
                         for v in trim.victims {
+                            if let Some(m) = &mut self.machine {
+                                m.closing(v.peer, pool::CloseReason::Trim);
+                            }
                             self.close_peer(t, now, v.peer, w);
                         }
                     }

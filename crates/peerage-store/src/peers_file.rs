@@ -148,6 +148,11 @@ pub struct Event {
         with = "opt_multiaddr"
     )]
     pub point: Option<Multiaddr>,
+    /// Why the connection closed, for a disconnection (`"trim"`, `"remote"`...; see
+    /// [`CloseReason`](peerage_core::pool::CloseReason)). Absent in Octez's files and in ours
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<peerage_core::pool::CloseReason>,
 }
 
 /// The kind of an [`Event`]: the pool's [`LogKind`](peerage_core::pool::LogKind), Octez's

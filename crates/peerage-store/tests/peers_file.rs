@@ -16,6 +16,7 @@ use std::{
 
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::Multiaddr;
+use peerage_core::pool::CloseReason;
 use peerage_store::peers_file::{
     self, Entry, Event, EventKind, FILE_NAME, MAX_EVENTS, MAX_FILE_BYTES, PeersFile,
 };
@@ -68,31 +69,37 @@ fn full_entry(i: u32) -> Entry {
                 kind: EventKind::IncomingRequest,
                 timestamp: ms(base + 1),
                 point: Some(addr(i)),
+                reason: None,
             },
             Event {
                 kind: EventKind::RejectingRequest,
                 timestamp: ms(base + 2),
                 point: None,
+                reason: None,
             },
             Event {
                 kind: EventKind::RequestRejected,
                 timestamp: ms(base + 3),
                 point: Some(addr(i + 1)),
+                reason: None,
             },
             Event {
                 kind: EventKind::ConnectionEstablished,
                 timestamp: ms(base + 4),
                 point: Some(addr(i)),
+                reason: None,
             },
             Event {
                 kind: EventKind::Disconnection,
                 timestamp: ms(base + 5),
                 point: Some(addr(i)),
+                reason: Some(CloseReason::EvictionMostRepresentedGroup),
             },
             Event {
                 kind: EventKind::ExternalDisconnection,
                 timestamp: ms(base + 6),
                 point: Some(addr(i)),
+                reason: Some(CloseReason::Remote),
             },
         ],
         last_failed_connection: Some((addr(i + 2), ms(base + 7))),
@@ -190,6 +197,7 @@ fn lenient_on_defaults_and_unknown_fields() {
         kind: EventKind::Disconnection,
         timestamp: ms(1_795_255_200_500),
         point: None,
+        reason: None,
     });
     assert_eq!(file.load().unwrap(), vec![want]);
 }
@@ -338,6 +346,7 @@ fn with_events(i: u32, n: usize) -> Entry {
             kind: EventKind::IncomingRequest,
             timestamp: ms(2_000 + k as u64),
             point: None,
+            reason: None,
         })
         .collect();
     e

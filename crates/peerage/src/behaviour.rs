@@ -328,6 +328,11 @@ impl Behaviour {
 
     fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
         let (input, event) = inner::translate(event, &mut self.channels, self.metrics.as_ref());
+        if let Some(Event::Trimmed { peers, .. }) = &event {
+            for peer in peers {
+                self.machine.closing(*peer, pool::CloseReason::Trim);
+            }
+        }
         if let Some(event) = event {
             self.events.push_back(ToSwarm::GenerateEvent(event));
         }

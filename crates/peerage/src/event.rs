@@ -59,6 +59,19 @@ pub enum Event {
         /// The peers being disconnected.
         peers: Vec<PeerId>,
     },
+    /// A connection closed, and why: the reason Peerage closed it for (maintenance, trim,
+    /// eviction and its criterion, ban, greylist, nack, feeler...), else
+    /// [`CloseReason::Remote`](pool::CloseReason::Remote) if the remote closed it or the link
+    /// failed, else [`CloseReason::Local`](pool::CloseReason::Local) (the application or the
+    /// swarm). The peer's log in the pool records it too.
+    Disconnected {
+        /// The peer.
+        peer_id: PeerId,
+        /// Whether the remote had dialed it.
+        inbound: bool,
+        /// Why it closed.
+        reason: pool::CloseReason,
+    },
     /// The pool reported something: a new point or peer, a collection, a peer disconnected
     /// after a ban, a greylisting or a wrong expected peer ID.
     Pool(pool::Event),
@@ -109,6 +122,15 @@ impl From<node::Event> for Event {
                 peer_id,
                 group,
                 group_size,
+                reason,
+            },
+            node::Event::Disconnected {
+                peer_id,
+                inbound,
+                reason,
+            } => Self::Disconnected {
+                peer_id,
+                inbound,
                 reason,
             },
             node::Event::Pool(e) => Self::Pool(e),

@@ -60,6 +60,7 @@ pub fn export(pool: &Pool, peerstore: &Peerstore, now: Instant, wall: SystemTime
                     kind: e.kind,
                     timestamp: to_wall(e.at, now, wall),
                     point: e.with.clone(),
+                    reason: e.reason,
                 })
                 .collect();
             entry.last_failed_connection = conv(&r.last_failed_connection);
@@ -97,6 +98,7 @@ pub fn import(
                 kind: e.kind,
                 at: to_instant(e.timestamp, now, wall),
                 with: e.point,
+                reason: e.reason,
             })
             .collect();
         record.last_failed_connection = conv(entry.last_failed_connection);

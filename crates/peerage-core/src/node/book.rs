@@ -385,10 +385,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             reason = victim.reason.as_str(),
             "inbound: evicted"
         );
-        self.commands.push_back(Command::Close {
-            peer: gone,
-            id: Some(victim.id),
-        });
+        self.close(
+            gone,
+            Some(victim.id),
+            pool::CloseReason::eviction(victim.reason),
+        );
         self.events.push_back(super::Event::Evicted {
             peer_id: gone,
             group: victim.group,

@@ -138,8 +138,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             // Refused: close it ourselves, now that we have the points (if the refusing side
             // closed first, the answer could be lost in flight).
             conn.nacked_by_remote = true;
-            self.commands
-                .push_back(Command::Close { peer, id: Some(id) });
+            self.close(peer, Some(id), pool::CloseReason::Refused);
         }
         if self.pool.config().private_mode() {
             // Octez's private answerer only logs what it is sent.

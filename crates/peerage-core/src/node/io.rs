@@ -251,6 +251,17 @@ pub enum Event {
         /// The rule that chose it.
         reason: crate::addrbook::evict::Reason,
     },
+    /// A connection closed, and why: the reason the machine closed it for, else
+    /// [`CloseReason::Remote`](pool::CloseReason::Remote) if the remote closed it, else
+    /// [`CloseReason::Local`](pool::CloseReason::Local). The peer's log records it too.
+    Disconnected {
+        /// The peer.
+        peer_id: PeerId,
+        /// Whether the remote had dialed it.
+        inbound: bool,
+        /// Why it closed.
+        reason: pool::CloseReason,
+    },
     /// The pool reported something.
     Pool(pool::Event),
     /// The maintenance acted.

@@ -112,7 +112,7 @@ use crate::{
     Multiaddr, PeerId,
     maintenance::{Bounds, Maintenance, Plan},
     peerstore::{Peerstore, Ttl},
-    pool::{self, Pool},
+    pool::{self, CloseReason, Pool},
 };
 
 /// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
@@ -155,6 +155,9 @@ pub struct Connection {
     /// A feeler: dialed to test an address of the book, closed once established; never
     /// asked for points, never an anchor.
     pub feeler: bool,
+    /// Why the machine asked to close it, if it did: the reason the peer's log and
+    /// [`Event::Disconnected`] give once it is closed.
+    pub closing: Option<CloseReason>,
 }
 
 impl Connection {
@@ -735,8 +738,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             }
             self.nack_deadlines.pop_front();
             if self.connections.get(&id).is_some_and(|c| c.nacked) {
-                self.commands
-                    .push_back(Command::Close { peer, id: Some(id) });
+                self.close(peer, Some(id), CloseReason::Nack);
             }
         }
         if self.pex_delayed.iter().any(|(due, ..)| *due <= now) {
@@ -793,10 +795,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             match &event {
                 pool::Event::Disconnect { peer, reason } => {
                     tracing::debug!(%peer, ?reason, "pool: disconnect");
-                    self.commands.push_back(Command::Close {
-                        peer: *peer,
-                        id: None,
-                    });
+                    self.close(*peer, None, (*reason).into());
                 }
                 // Octez's maintenance waits for `new_point` or `new_peer`.
                 pool::Event::NewPoint { .. } | pool::Event::NewPeer(_) => {
@@ -854,6 +853,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     evicted: false,
                     group,
                     feeler: false,
+                    closing: None,
                 },
             );
             self.events.push_back(Event::Nacked { peer_id: peer });
@@ -893,8 +893,38 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 evicted: false,
                 group,
                 feeler,
+                // `book_established` asked to close a feeler already.
+                closing: feeler.then_some(CloseReason::Feeler),
             },
         );
+    }
+
+    /// The driver is closing every connection of `peer` for `reason` (a trim of the
+    /// connection manager beside the machine, [`CloseReason::Trim`]): once reported closed,
+    /// they carry it in [`Event::Disconnected`] and the peer's log, unless the machine had
+    /// asked to close them for another reason first.
+    pub fn closing(&mut self, peer: PeerId, reason: CloseReason) {
+        for c in self.connections.values_mut().filter(|c| c.peer == peer) {
+            c.closing.get_or_insert(reason);
+        }
+    }
+
+    /// Closes connection `id`, or every connection of `peer`, recording `reason` for when the
+    /// close is reported (the first reason given stands).
+    pub(super) fn close(&mut self, peer: PeerId, id: Option<C>, reason: CloseReason) {
+        match id {
+            Some(id) => {
+                if let Some(c) = self.connections.get_mut(&id) {
+                    c.closing.get_or_insert(reason);
+                }
+            }
+            None => {
+                for c in self.connections.values_mut().filter(|c| c.peer == peer) {
+                    c.closing.get_or_insert(reason);
+                }
+            }
+        }
+        self.commands.push_back(Command::Close { peer, id });
     }
 
     fn on_closed(&mut self, id: C, peer: PeerId, by_remote: bool, remaining: usize, now: Instant) {
@@ -907,6 +937,17 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let Some(conn) = self.connections.remove(&id) else {
             return;
         };
+        // Ours if we asked first, whoever's close arrived first.
+        let reason = conn.closing.unwrap_or(if by_remote {
+            CloseReason::Remote
+        } else {
+            CloseReason::Local
+        });
+        self.events.push_back(Event::Disconnected {
+            peer_id: peer,
+            inbound: conn.inbound,
+            reason,
+        });
         if let Some(link) = self.links.get_mut(&peer) {
             link.connections = link.connections.saturating_sub(1);
             if !conn.inbound {
@@ -937,7 +978,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.pool.connection_nacked(peer, point, now, &mut self.rng)
         } else {
             self.pool
-                .connection_closed(peer, point, by_remote, now, &mut self.rng)
+                .connection_closed_for(peer, point, reason, now, &mut self.rng)
         };
         if stopped {
             self.maintenance.on_connection_closed(self.pool.active());
@@ -1074,10 +1115,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             dialed.push(point);
         }
         for peer in &plan.close {
-            self.commands.push_back(Command::Close {
-                peer: *peer,
-                id: None,
-            });
+            self.close(*peer, None, CloseReason::Maintenance);
         }
         let mut asked = 0;
         if plan.ask_for_points {

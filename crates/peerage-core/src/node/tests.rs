@@ -1289,6 +1289,92 @@ mod book {
     }
 
     #[test]
+    fn every_close_reports_its_reason_in_an_event_and_the_peers_log() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound(Some(40))
+            .with_max_inbound_per_group(Some(40));
+        let mut m = machine(config, t0);
+        // 24 peers from 24 groups, then 16 from one group: a newcomer evicts one of those.
+        for i in 1..=24u8 {
+            inbound(&mut m, u64::from(i), i, &public(50 + i, 1, 1), t0);
+        }
+        for i in 0..16u8 {
+            let t = t0 + Duration::from_secs(100 + u64::from(i));
+            inbound(&mut m, 100 + u64::from(i), 100 + i, &public(200, 1, i), t);
+        }
+        let t = t0 + Duration::from_secs(200);
+        inbound(&mut m, 250, 250, &public(90, 1, 1), t);
+        let victim = closed(&drain(&mut m))[0];
+        assert_eq!(victim, 115);
+        let close = |m: &mut Machine<u64>, id: u64, by_remote: bool| {
+            let peer = peer(u8::try_from(id).unwrap());
+            m.handle(
+                t,
+                Input::ConnectionClosed {
+                    id,
+                    peer,
+                    by_remote,
+                    remaining: 0,
+                },
+            );
+            let reasons: Vec<pool::CloseReason> = std::iter::from_fn(|| m.poll_event())
+                .filter_map(|e| match e {
+                    Event::Disconnected {
+                        peer_id, reason, ..
+                    } if peer_id == peer => Some(reason),
+                    _ => None,
+                })
+                .collect();
+            let logged = m
+                .pool()
+                .peer(&peer)
+                .unwrap()
+                .record()
+                .events
+                .back()
+                .unwrap()
+                .clone();
+            (reasons, logged.kind, logged.reason)
+        };
+        // Ours, even if the remote's close arrives first.
+        assert_eq!(
+            close(&mut m, victim, true),
+            (
+                vec![pool::CloseReason::EvictionMostRepresentedGroup],
+                pool::LogKind::Disconnection,
+                Some(pool::CloseReason::EvictionMostRepresentedGroup)
+            )
+        );
+        // The remote's.
+        let other = 1;
+        assert_eq!(
+            close(&mut m, other, true),
+            (
+                vec![pool::CloseReason::Remote],
+                pool::LogKind::ExternalDisconnection,
+                Some(pool::CloseReason::Remote)
+            )
+        );
+        // A trim of the connection manager beside the machine, which the driver reports.
+        let third = 2;
+        m.closing(peer(u8::try_from(third).unwrap()), pool::CloseReason::Trim);
+        assert_eq!(
+            close(&mut m, third, false),
+            (
+                vec![pool::CloseReason::Trim],
+                pool::LogKind::Disconnection,
+                Some(pool::CloseReason::Trim)
+            )
+        );
+        // Closed on our side by someone else: local.
+        let last = 3;
+        assert_eq!(close(&mut m, last, false).0, vec![pool::CloseReason::Local]);
+    }
+
+    #[test]
     fn a_peer_whose_answer_brought_new_addresses_is_spared_by_eviction() {
         let t0 = Instant::now();
         let config = Config::new()

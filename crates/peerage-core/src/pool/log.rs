@@ -2,6 +2,8 @@
 
 use std::{collections::VecDeque, time::Instant};
 
+use super::CloseReason;
+
 #[cfg(doc)]
 use multiaddr::Multiaddr;
 
@@ -45,12 +47,16 @@ pub struct LogEntry<T> {
     pub at: Instant,
     /// With whom, or through which address.
     pub with: Option<T>,
+    /// Why the connection closed, for a [`LogKind::Disconnection`] or
+    /// [`LogKind::ExternalDisconnection`] the node machine reported with its reason.
+    pub reason: Option<CloseReason>,
 }
 
 pub(crate) fn push_log<T>(
     log: &mut VecDeque<LogEntry<T>>,
     kind: LogKind,
     with: Option<T>,
+    reason: Option<CloseReason>,
     at: Instant,
 ) {
     if log.len() >= LOG_SIZE {
@@ -60,5 +66,10 @@ pub(crate) fn push_log<T>(
         // starts at 4 entries and doubles), then geometrically.
         log.reserve_exact(1);
     }
-    log.push_back(LogEntry { kind, at, with });
+    log.push_back(LogEntry {
+        kind,
+        at,
+        with,
+        reason,
+    });
 }

@@ -67,7 +67,7 @@ pub use self::{
     acl::Acl,
     config::Config,
     error::{Error, Mismatch},
-    event::{DisconnectReason, Event, Medium},
+    event::{CloseReason, DisconnectReason, Event, Medium},
     log::{LOG_SIZE, LogEntry, LogKind},
     point::{Backoff, PointError, split as split_point},
     score::Score,
@@ -1133,7 +1133,8 @@ impl Pool {
 
     /// An admitted connection with `peer` closed, by the remote if `by_remote`; `point` is the
     /// point we had dialed for it, if any. Returns `true` if the peer stopped running (it was
-    /// its last connection).
+    /// its last connection). [`Pool::connection_closed_for`] with [`CloseReason::Remote`] or
+    /// [`CloseReason::Local`].
     pub fn connection_closed(
         &mut self,
         peer: PeerId,
@@ -1142,6 +1143,27 @@ impl Pool {
         now: Instant,
         rng: &mut impl Rng,
     ) -> bool {
+        let reason = if by_remote {
+            CloseReason::Remote
+        } else {
+            CloseReason::Local
+        };
+        self.connection_closed_for(peer, point, reason, now, rng)
+    }
+
+    /// An admitted connection with `peer` closed for `reason` (by the remote if
+    /// [`CloseReason::Remote`]), which the peer's log records; `point` is the point we had
+    /// dialed for it, if any. Returns `true` if the peer stopped running (it was its last
+    /// connection).
+    pub fn connection_closed_for(
+        &mut self,
+        peer: PeerId,
+        point: Option<&Multiaddr>,
+        reason: CloseReason,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> bool {
+        let by_remote = reason == CloseReason::Remote;
         if let Some(info) = point_with(&mut self.points, peer, point) {
             info.set_disconnected(&self.config.backoff, by_remote, now, rng);
         }
@@ -1150,7 +1172,7 @@ impl Pool {
         } else {
             LogKind::Disconnection
         };
-        self.peer_closed(peer, kind, now)
+        self.peer_closed(peer, kind, Some(reason), now)
     }
 
     /// A connection we dialed closed after the peer refused it for lack of room (nacked it):
@@ -1166,16 +1188,27 @@ impl Pool {
         if let Some(info) = point_with(&mut self.points, peer, point) {
             info.set_rejected(&self.config.backoff, now, rng);
         }
-        self.peer_closed(peer, LogKind::RequestRejected, now)
+        self.peer_closed(
+            peer,
+            LogKind::RequestRejected,
+            Some(CloseReason::Refused),
+            now,
+        )
     }
 
-    fn peer_closed(&mut self, peer: PeerId, kind: LogKind, now: Instant) -> bool {
+    fn peer_closed(
+        &mut self,
+        peer: PeerId,
+        kind: LogKind,
+        reason: Option<CloseReason>,
+        now: Instant,
+    ) -> bool {
         let Some(info) = self.peers.get_mut(&peer) else {
             return false;
         };
         info.connections = info.connections.saturating_sub(1);
         let remote = info.remote.clone();
-        info.log(kind, remote.as_ref(), now);
+        push_log(&mut info.record.events, kind, remote.clone(), reason, now);
         if info.connections > 0 || info.state != peer::State::Running {
             return false;
         }

@@ -104,7 +104,7 @@ impl Info {
         }
     }
     pub(crate) fn log(&mut self, kind: LogKind, point: Option<&Multiaddr>, now: Instant) {
-        push_log(&mut self.record.events, kind, point.cloned(), now);
+        push_log(&mut self.record.events, kind, point.cloned(), None, now);
     }
     /// The peer's state.
     pub fn state(&self) -> State {

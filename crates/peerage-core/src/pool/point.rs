@@ -251,7 +251,7 @@ impl Info {
     }
 
     pub(crate) fn log(&mut self, kind: LogKind, peer: Option<PeerId>, now: Instant) {
-        push_log(&mut self.history().log, kind, peer, now);
+        push_log(&mut self.history().log, kind, peer, None, now);
     }
 
     /// The point's last events, oldest first, at most [`LOG_SIZE`](super::LOG_SIZE) (Octez's

@@ -64,6 +64,11 @@ pub struct LogEvent {
     pub secs_ago: f64,
     /// The point (in a peer's log) or the peer (in a point's log) involved, if any.
     pub with: Option<String>,
+    /// Why the connection closed, for a disconnection in a peer's log (`maintenance`,
+    /// `trim`, `eviction_most_represented_group`, `eviction_prefer_evict`, `ban`,
+    /// `greylist`, `unexpected_peer_id`, `nack`, `refused`, `feeler`, `remote`, `local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 impl LogEvent {
@@ -83,6 +88,7 @@ impl LogEvent {
                 .unwrap_or_default(),
             secs_ago: now.saturating_duration_since(e.at).as_secs_f64(),
             with: e.with.as_ref().map(ToString::to_string),
+            reason: e.reason.map(|r| r.as_str()),
         }
     }
 }

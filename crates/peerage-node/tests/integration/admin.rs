@@ -505,6 +505,29 @@ async fn every_route_serves_the_node_and_reports_errors() {
         assert!(Instant::now() < deadline, "B still connected after the ban");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The disconnection carries its reason, in B's log and in the counter.
+    let (_, log) = call(
+        &router,
+        Method::GET,
+        &format!("/network/peers/{b_id}/log"),
+        None,
+        None,
+    )
+    .await;
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["kind"], &last["reason"]),
+        (&json!("disconnection"), &json!("ban")),
+        "{log}"
+    );
+    let (_, text) = call(&router, Method::GET, "/metrics", None, None).await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l == r#"peerage_disconnections_total{reason="ban"} 1"#),
+        "{text}"
+    );
     let (s, _) = call(
         &router,
         Method::DELETE,
