@@ -273,6 +273,13 @@ pub struct EclipseArgs {
     /// side.
     #[arg(long, conflicts_with = "addrbook")]
     pub compare: bool,
+    /// `eclipse`: the curve: `--compare` at 16, 32, 64, 128 and 256 attacker /16 groups (its
+    /// IPs split evenly), one line each.
+    #[arg(long, conflicts_with_all = ["addrbook", "compare", "attacker_groups"])]
+    pub curve: bool,
+    /// `eclipse --curve`: also write the curve as an SVG plot to PATH.
+    #[arg(long, value_name = "PATH", requires = "curve")]
+    pub svg: Option<PathBuf>,
     /// `eclipse`: live honest nodes. Default: 10000.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
     pub honest: Option<u32>,
@@ -311,6 +318,8 @@ impl EclipseArgs {
             ("--seeds", self.seeds.is_some()),
             ("--addrbook", self.addrbook.is_some()),
             ("--compare", self.compare),
+            ("--curve", self.curve),
+            ("--svg", self.svg.is_some()),
             ("--honest", self.honest.is_some()),
             ("--honest-groups", self.honest_groups.is_some()),
             ("--attacker-ips", self.attacker_ips.is_some()),

@@ -130,12 +130,26 @@ fn eclipse(args: &SimArgs, json: bool) -> anyhow::Result<ExitCode> {
             .expect("valid template"),
     );
     spinner.enable_steady_tick(Duration::from_millis(200));
-    let runs = if e.compare { "book off, then on" } else { "" };
+    let runs = if e.curve {
+        "book off, then on, at 16 to 256 attacker groups"
+    } else if e.compare {
+        "book off, then on"
+    } else {
+        ""
+    };
     spinner.set_message(format!(
         "eclipse: {} seed(s) of {} simulated days {runs}",
         options.seeds, options.days
     ));
-    let (text, value, eclipsed) = if e.compare {
+    let (text, value, eclipsed) = if e.curve {
+        let c = eclipse::curve(&options)?;
+        if let Some(path) = &e.svg {
+            std::fs::write(path, c.svg())
+                .with_context(|| format!("writing the plot to {}", path.display()))?;
+        }
+        let eclipsed = c.points.iter().map(|p| p.on.eclipsed_seeds).sum();
+        (c.table(), serde_json::to_string(&c), eclipsed)
+    } else if e.compare {
         let c = eclipse::compare(&options)?;
         let eclipsed = c.on.eclipsed_seeds;
         (c.table(), serde_json::to_string(&c), eclipsed)

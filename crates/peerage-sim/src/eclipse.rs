@@ -627,6 +627,174 @@ pub fn compare(options: &EclipseOptions) -> Result<Comparison, InvalidOptions> {
     Ok(Comparison { off, on })
 }
 
+/// The attacker's group counts of [`curve`]: its IPs split evenly over 16 to 256 /16s.
+pub const CURVE_GROUPS: [usize; 5] = [16, 32, 64, 128, 256];
+
+/// The attack at each of [`CURVE_GROUPS`], with the book off and on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Curve {
+    /// One comparison per group count, in [`CURVE_GROUPS`] order.
+    pub points: Vec<Comparison>,
+}
+
+/// Runs [`compare`] at each of [`CURVE_GROUPS`] (`options.attacker_groups` is ignored).
+///
+/// # Errors
+///
+/// [`InvalidOptions`] if the options do not describe a run at some group count.
+pub fn curve(options: &EclipseOptions) -> Result<Curve, InvalidOptions> {
+    let options: Vec<EclipseOptions> = CURVE_GROUPS
+        .iter()
+        .map(|&attacker_groups| EclipseOptions {
+            attacker_groups,
+            ..options.clone()
+        })
+        .collect();
+    for o in &options {
+        o.validate()?;
+    }
+    let points = options.iter().map(compare).collect::<Result<_, _>>()?;
+    Ok(Curve { points })
+}
+
+impl Curve {
+    /// One line per group count: the attacker's mean share of the automatic outbound
+    /// connections and the eclipsed seeds, book off and on.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        if let Some(first) = self.points.first() {
+            let on = &first.on;
+            let _ = writeln!(
+                s,
+                "eclipse curve: {} honest nodes in {} /16s, attacker {} IPs, {} days then a restart and 24 h of samples, {} seed(s) from {}",
+                on.honest, on.honest_groups, on.attacker_ips, on.days, on.seeds, on.seed
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:>16} {:>14} {:>14} {:>14} {:>14}",
+            "attacker groups", "share, off", "eclipsed, off", "share, on", "eclipsed, on"
+        );
+        for c in &self.points {
+            let _ = writeln!(
+                s,
+                "{:>16} {:>14.3} {:>14} {:>14.3} {:>14}",
+                c.on.attacker_groups,
+                c.off.attacker_outbound_share,
+                format!("{}/{}", c.off.eclipsed_seeds, c.off.seeds),
+                c.on.attacker_outbound_share,
+                format!("{}/{}", c.on.eclipsed_seeds, c.on.seeds),
+            );
+        }
+        s
+    }
+
+    /// The curve as an SVG plot: against the attacker's groups (log scale), its mean share of
+    /// the victim's automatic outbound connections and the share of seeds eclipsed, with the
+    /// book off and on.
+    pub fn svg(&self) -> String {
+        use plotters::prelude::*;
+        let mut out = String::new();
+        // One evenly spaced position per group count (they double), labelled with it.
+        let series = |f: fn(&EclipseReport) -> f64, on: bool| -> Vec<(f64, f64)> {
+            self.points
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i as f64, f(if on { &c.on } else { &c.off })))
+                .collect()
+        };
+        let groups: Vec<usize> = self.points.iter().map(|c| c.on.attacker_groups).collect();
+        let share = |r: &EclipseReport| r.attacker_outbound_share;
+        let eclipsed = |r: &EclipseReport| f64::from(r.eclipsed_seeds) / f64::from(r.seeds);
+        let caption = self.points.first().map_or_else(String::new, |c| {
+            format!(
+                "Eclipse: {} attacker IPs, {} honest nodes, {} seed(s)",
+                c.on.attacker_ips, c.on.honest, c.on.seeds
+            )
+        });
+        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+            let root = SVGBackend::with_string(&mut out, (760, 420)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let last = groups.len().saturating_sub(1) as f64;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(caption, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(44)
+                .y_label_area_size(56)
+                .build_cartesian_2d(-0.25f64..last + 0.25, -0.03f64..1.05f64)?;
+            chart
+                .configure_mesh()
+                .x_labels(groups.len())
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    match groups.get(i as usize) {
+                        Some(g) if (x - i).abs() < 1e-6 && i >= 0.0 => g.to_string(),
+                        _ => String::new(),
+                    }
+                })
+                .disable_x_mesh()
+                .x_desc("attacker /16 groups (its IPs split evenly)")
+                .y_desc("share of outbound connections / of seeds")
+                .draw()?;
+            // Label, points, colour, thin (eclipsed seeds) or thick (shares).
+            type Line<'a> = (&'a str, Vec<(f64, f64)>, RGBColor, bool);
+            let lines: [Line<'_>; 4] = [
+                (
+                    "book off: attacker's share of outbound",
+                    series(share, false),
+                    RED,
+                    false,
+                ),
+                (
+                    "book off: seeds eclipsed",
+                    series(eclipsed, false),
+                    RED,
+                    true,
+                ),
+                (
+                    "book on: attacker's share of outbound",
+                    series(share, true),
+                    BLUE,
+                    false,
+                ),
+                (
+                    "book on: seeds eclipsed",
+                    series(eclipsed, true),
+                    BLUE,
+                    true,
+                ),
+            ];
+            // Shares: thick lines and dots; eclipsed seeds: thin lines and crosses.
+            for (label, points, color, thin) in lines {
+                let style = color.stroke_width(if thin { 1 } else { 3 });
+                chart
+                    .draw_series(LineSeries::new(points.clone(), style))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+                if thin {
+                    chart.draw_series(points.into_iter().map(|p| Cross::new(p, 7, style)))?;
+                } else {
+                    chart.draw_series(
+                        points
+                            .into_iter()
+                            .map(|p| Circle::new(p, 5, color.filled())),
+                    )?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::MiddleRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()?;
+            root.present()?;
+            Ok(())
+        })();
+        drawn.expect("drawing to a string does not fail");
+        out
+    }
+}
+
 /// Every public IPv4 /16, as its two bytes: what the address book counts as a public group,
 /// leaving out the /16s that hold special ranges (documentation, benchmarking).
 fn public_prefixes() -> Vec<[u8; 2]> {

@@ -110,3 +110,40 @@ fn the_book_holds_off_the_attacker() {
     assert_eq!(on.eclipsed_seeds, 0, "{table}");
     assert_eq!(on.max_outbound_per_group, 1, "{table}");
 }
+
+/// The curve runs the comparison at each attacker group count, in order, and plots it: an
+/// SVG with an axis label per group count and the four series in its legend.
+#[test]
+fn the_curve_compares_each_group_count_and_plots_them() {
+    let options = EclipseOptions {
+        honest: 500,
+        attacker_ips: 256,
+        days: 0.05,
+        attack_interval: Duration::from_secs(30),
+        ..EclipseOptions::new()
+    };
+    let curve = eclipse::curve(&options).unwrap();
+    let groups: Vec<usize> = curve.points.iter().map(|c| c.on.attacker_groups).collect();
+    assert_eq!(groups, eclipse::CURVE_GROUPS);
+    for c in &curve.points {
+        assert!(!c.off.addrbook && c.on.addrbook);
+        assert_eq!(c.off.attacker_groups, c.on.attacker_groups);
+    }
+    let table = curve.table();
+    assert_eq!(
+        table.lines().count(),
+        2 + eclipse::CURVE_GROUPS.len(),
+        "{table}"
+    );
+    let svg = curve.svg();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    for label in eclipse::CURVE_GROUPS.map(|g| format!(">\n{g}\n</text>")) {
+        assert!(svg.contains(&label), "no axis label {label}");
+    }
+    for series in [
+        "book off: attacker&apos;s share of outbound",
+        "book on: seeds eclipsed",
+    ] {
+        assert!(svg.contains(series), "no series {series}");
+    }
+}
