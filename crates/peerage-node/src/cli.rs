@@ -309,6 +309,10 @@ pub struct EclipseArgs {
     /// dialed). Default: on.
     #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
     pub attacker_inbound_answers: Option<Toggle>,
+    /// `eclipse`: share of the points in an honest answer that are the attacker's (how far
+    /// its addresses spread through the honest network). Default: 0.
+    #[arg(long, value_name = "SHARE")]
+    pub honest_relay: Option<f64>,
 }
 
 impl EclipseArgs {
@@ -331,6 +335,7 @@ impl EclipseArgs {
                 "--attacker-inbound-answers",
                 self.attacker_inbound_answers.is_some(),
             ),
+            ("--honest-relay", self.honest_relay.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))

@@ -121,6 +121,7 @@ fn eclipse(args: &SimArgs, json: bool) -> anyhow::Result<ExitCode> {
         attacker_answers_inbound: e
             .attacker_inbound_answers
             .map_or(defaults.attacker_answers_inbound, |t| t == Toggle::On),
+        honest_relay: e.honest_relay.unwrap_or(defaults.honest_relay),
         threads: args.threads.map(usize::from),
     };
     options.validate()?;

@@ -38,6 +38,9 @@ pub(super) struct BookState {
     pub(super) next_feeler: Option<Instant>,
     /// Points dialed as feelers: closed once connected.
     pub(super) feelers: HashSet<Multiaddr>,
+    /// Points the outbound top-up is dialing: several per missing connection, so those that
+    /// connect once the target is met are surplus, closed as feelers are.
+    topups: HashSet<Multiaddr>,
     /// Anchors from the last run, to dial first.
     anchors: Vec<(Multiaddr, Option<PeerId>)>,
     /// When to look again for outbound connections under the target.
@@ -56,6 +59,7 @@ impl BookState {
             budgets: HashMap::new(),
             next_feeler: None,
             feelers: HashSet::new(),
+            topups: HashSet::new(),
             anchors: Vec::new(),
         }
     }
@@ -253,11 +257,13 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             self.maintenance
                 .step_with(now, &mut self.pool, &mut self.rng, order, &mut source);
         let planned = plan.dial.len();
-        // Up to four dials in flight per missing connection: under churn most addresses in a
-        // book may be gone, and a failed dial takes its timeout.
+        // Several dials in flight per missing connection: under churn most addresses in a book
+        // may be gone, and a failed dial takes its timeout; those that connect beyond the
+        // target are closed as surplus.
         let missing = target
             .saturating_sub(outbound.len())
-            .saturating_mul(4)
+            .saturating_mul(super::TOPUP_DIALS_PER_MISSING)
+            .min(super::MAX_TOPUP_DIALS)
             .saturating_sub(dialing + planned);
         // The driver may call `handle_timeout` on every poll: the top-up runs when due only,
         // or a short book would ask and report at every call.
@@ -288,6 +294,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             let short = chosen.len() < missing;
             for point in chosen {
                 if let Ok(peer) = self.pool.set_requested(&point, now) {
+                    b.topups.insert(point.clone());
                     plan.dial.push((point, peer));
                 }
             }
@@ -563,22 +570,37 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         id: C,
         peer: PeerId,
         point: &Multiaddr,
+        surplus: bool,
         now: Instant,
     ) {
         let Some(b) = &mut self.book else {
             return;
         };
         b.book.good(point, now);
-        if b.feelers.remove(point) {
+        let topup = b.topups.remove(point);
+        if b.feelers.remove(point) || (topup && surplus) {
             self.commands
                 .push_back(Command::Close { peer, id: Some(id) });
         }
+    }
+
+    /// Whether an outbound connection to `point`, being established, is a surplus of the
+    /// outbound top-up: it dials several candidates per missing connection, and those that
+    /// connect once the target is met are closed at once, their addresses marked good as a
+    /// feeler's (they would take honest nodes' inbound slots for nothing).
+    pub(super) fn surplus(&self, point: &Multiaddr) -> bool {
+        self.book
+            .as_ref()
+            .is_some_and(|b| b.topups.contains(point) && !b.feelers.contains(point))
+            // Not counted among the connections yet.
+            && self.automatic_outbound().peers.len() >= self.config.outbound_target()
     }
 
     /// A dial of a point failed: one more attempt, counted.
     pub(super) fn book_dial_failed(&mut self, point: &Multiaddr, counted: bool, now: Instant) {
         if let Some(b) = &mut self.book {
             b.feelers.remove(point);
+            b.topups.remove(point);
             if counted {
                 b.book.attempt(point, true, now);
             }

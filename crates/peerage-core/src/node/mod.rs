@@ -115,6 +115,16 @@ use crate::{
     pool::{self, CloseReason, Pool},
 };
 
+/// With an address book, the dials the outbound top-up keeps in flight per automatic outbound
+/// connection missing from the target. Under churn most addresses a book holds may be gone
+/// and a failed dial takes its timeout: one dial at a time (Bitcoin Core's) leaves the node
+/// short for minutes after each loss. Those that connect once the target is met are closed at
+/// once, their addresses marked good ([`CloseReason::Surplus`]).
+pub const TOPUP_DIALS_PER_MISSING: usize = 16;
+/// The most dials the outbound top-up keeps in flight, whatever is missing (at start, 8
+/// missing would make 128).
+pub const MAX_TOPUP_DIALS: usize = 64;
+
 /// Most addresses taken from one identify message (go `connectedPeerMaxAddrs`).
 pub const MAX_IDENTIFY_ADDRS: usize = 500;
 /// Most addresses kept, recently connected, after the last disconnection (go
@@ -821,6 +831,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             && point
                 .as_ref()
                 .is_some_and(|p| self.book.as_ref().is_some_and(|b| b.feelers.contains(p)));
+        let surplus = !inbound && point.as_ref().is_some_and(|p| self.surplus(p));
         self.pending_inbound.remove(&id);
         self.accepted.remove(&id);
         self.ip_checked.remove(&id);
@@ -861,7 +872,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         }
         if let Some(point) = &point {
             self.maintenance.on_dial_finished();
-            self.book_established(id, peer, point, now);
+            self.book_established(id, peer, point, surplus, now);
         }
         if self
             .pool
@@ -892,9 +903,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 inbound,
                 evicted: false,
                 group,
-                feeler,
-                // `book_established` asked to close a feeler already.
-                closing: feeler.then_some(CloseReason::Feeler),
+                // A surplus is one from then on: closed, never asked, never an anchor.
+                feeler: feeler || surplus,
+                // `book_established` asked to close those already.
+                closing: if surplus {
+                    Some(CloseReason::Surplus)
+                } else {
+                    feeler.then_some(CloseReason::Feeler)
+                },
             },
         );
     }

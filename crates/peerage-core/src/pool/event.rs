@@ -61,6 +61,9 @@ pub enum CloseReason {
     Refused,
     /// A feeler: a short probe of an address of the book, closed once established.
     Feeler,
+    /// A surplus of the outbound top-up, which dials several candidates per missing
+    /// connection: it connected once the target was met, and was closed as a feeler is.
+    Surplus,
     /// The remote closed it, or the link failed.
     Remote,
     /// Closed on our side for none of the reasons above: by the application, the operator or
@@ -70,7 +73,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in declaration order.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::Maintenance,
         CloseReason::Trim,
         CloseReason::EvictionMostRepresentedGroup,
@@ -81,6 +84,7 @@ impl CloseReason {
         CloseReason::Nack,
         CloseReason::Refused,
         CloseReason::Feeler,
+        CloseReason::Surplus,
         CloseReason::Remote,
         CloseReason::Local,
     ];
@@ -98,6 +102,7 @@ impl CloseReason {
             CloseReason::Nack => "nack",
             CloseReason::Refused => "refused",
             CloseReason::Feeler => "feeler",
+            CloseReason::Surplus => "surplus",
             CloseReason::Remote => "remote",
             CloseReason::Local => "local",
         }
