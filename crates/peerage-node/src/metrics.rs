@@ -121,7 +121,7 @@ impl PoolMetrics {
         );
         registry.register(
             "peerage_disconnections",
-            "Connections closed, by reason: the node's (maintenance, trim, eviction_most_represented_group, eviction_prefer_evict, ban, greylist, unexpected_peer_id, nack, refused, feeler), the remote's (remote) or another local one (local)",
+            "Connections closed, by reason: the node's (maintenance, trim, eviction_most_represented_group, eviction_prefer_evict, ban, greylist, unexpected_peer_id, nack, refused, feeler, surplus), the remote's (remote) or another local one (local)",
             self.disconnections.clone(),
         );
     }

@@ -66,9 +66,11 @@
 //!   at most 4 a round as before), then the anchors, then the book's draws, at most one
 //!   automatic outbound connection per public network group. Besides Octez's bounds, the node
 //!   keeps an outbound target (8 by default, [`Config::with_outbound_target`]) whatever its
-//!   inbound count: it dials from the book (up to four dials in flight per missing
-//!   connection) as soon as an outbound connection ends or a dial fails, and a trim never
-//!   closes those outbound peers while they are at most the target. A round adds automatic
+//!   inbound count: it dials from the book ([`TOPUP_DIALS_PER_MISSING`] dials in flight per
+//!   missing connection, at most [`MAX_TOPUP_DIALS`]) as soon as an outbound connection ends
+//!   or a dial fails, closes at once those that connect once the target is met (surplus,
+//!   their addresses marked good as a feeler's), and a trim never closes those outbound peers
+//!   while they are at most the target. A round adds automatic
 //!   outbound connections beyond the target only as far as `min_target` needs when inbound
 //!   peers are lacking.
 //! - **Feelers**: about every 2 minutes (exponentially distributed), once the node holds

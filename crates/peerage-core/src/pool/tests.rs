@@ -1118,3 +1118,17 @@ mod announced {
         }
     }
 }
+
+#[test]
+fn close_reasons_serialize_under_their_names() {
+    let mut names = HashSet::new();
+    for reason in CloseReason::ALL {
+        let value = serde_json::to_value(reason).unwrap();
+        assert_eq!(value, serde_json::json!(reason.as_str()));
+        assert_eq!(
+            serde_json::from_value::<CloseReason>(value).unwrap(),
+            reason
+        );
+        assert!(names.insert(reason.as_str()), "{reason} twice");
+    }
+}

@@ -66,7 +66,8 @@ pub struct LogEvent {
     pub with: Option<String>,
     /// Why the connection closed, for a disconnection in a peer's log (`maintenance`,
     /// `trim`, `eviction_most_represented_group`, `eviction_prefer_evict`, `ban`,
-    /// `greylist`, `unexpected_peer_id`, `nack`, `refused`, `feeler`, `remote`, `local`).
+    /// `greylist`, `unexpected_peer_id`, `nack`, `refused`, `feeler`, `surplus`, `remote`,
+    /// `local`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
 }
