@@ -164,8 +164,9 @@ pub struct Connection {
     pub evicted: bool,
     /// The remote address's network group, with an address book.
     pub group: Option<crate::addrbook::Group>,
-    /// A feeler: dialed to test an address of the book, closed once established; never
-    /// asked for points, never an anchor.
+    /// A feeler (dialed to test an address of the book) or a surplus of the outbound top-up
+    /// (connected once the target was met): closed once established; never asked for points,
+    /// never an anchor.
     pub feeler: bool,
     /// Why the machine asked to close it, if it did: the reason the peer's log and
     /// [`Event::Disconnected`] give once it is closed.
