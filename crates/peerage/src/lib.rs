@@ -47,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+mod acl;
 mod behaviour;
 mod config;
 mod connections;

@@ -319,3 +319,49 @@ async fn a_wrong_expected_peer_id_drops_those_links() {
     })
     .await;
 }
+
+/// The ACL as methods of the behaviour, on real swarms: banning a peer disconnects it and keeps
+/// it out; unbanning lets it back; banning its IP with its peers reports the peer disconnected
+/// and banned, and unbanning the IP reports it unbanned and lets it connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_methods_ban_and_unban_peers_and_ips_symmetrically() {
+    let bounds = Bounds::new(1, 2, 4).unwrap();
+    let mut nodes = vec![
+        node(bounds, pool::Config::new()),
+        node(bounds, pool::Config::new()),
+    ];
+    let _ = listen(&mut nodes[0], 11).await;
+    // A dials B, so that A sees B at its listen address, on its own IP.
+    let b_addr = listen(&mut nodes[1], 12).await;
+    let b_id = *nodes[1].local_peer_id();
+    let b_ip: std::net::IpAddr = "127.0.0.12".parse().unwrap();
+    let connected = |n: &[Node]| n[0].behaviour().pool().is_running(&b_id);
+    nodes[0].behaviour_mut().connect(&b_addr).unwrap();
+    drive(&mut nodes, connected).await;
+
+    nodes[0].behaviour_mut().ban_peer(&b_id);
+    assert!(nodes[0].behaviour().pool().acl().is_peer_banned(&b_id));
+    drive(&mut nodes, |n| !connected(n)).await;
+    hold(&mut nodes, Duration::from_secs(1), |n| {
+        assert!(!connected(n))
+    })
+    .await;
+
+    nodes[0].behaviour_mut().unban_peer(&b_id);
+    assert!(!nodes[0].behaviour().pool().acl().is_peer_banned(&b_id));
+    nodes[0].behaviour_mut().connect(&b_addr).ok();
+    drive(&mut nodes, connected).await;
+
+    let ban = nodes[0].behaviour_mut().ban_ip(b_ip, true);
+    assert_eq!((ban.disconnected, ban.banned), (vec![b_id], vec![b_id]));
+    drive(&mut nodes, |n| !connected(n)).await;
+    assert_eq!(
+        nodes[0].behaviour_mut().connect(&b_addr),
+        Err(pool::Error::IpBanned(b_ip))
+    );
+    let unban = nodes[0].behaviour_mut().unban_ip(b_ip);
+    assert_eq!(unban.unbanned, vec![b_id]);
+    assert!(!nodes[0].behaviour().pool().acl().is_peer_banned(&b_id));
+    nodes[0].behaviour_mut().connect(&b_addr).ok();
+    drive(&mut nodes, connected).await;
+}

@@ -53,11 +53,7 @@ pub(super) async fn greylist_peers(State(s): State<AppState>) -> ApiResult<Vec<S
 #[utoipa::path(delete, path = "/network/greylist", responses((status = 204)))]
 pub(super) async fn clear_greylist(State(s): State<AppState>) -> Result<StatusCode, ApiError> {
     s.node
-        .call(|swarm| {
-            swarm
-                .behaviour_mut()
-                .update_pool(|pool, _| pool.clear_greylist())
-        })
+        .call(|swarm| swarm.behaviour_mut().clear_greylist())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -191,17 +191,16 @@ pub(super) async fn patch_peer(
     let Json(patch) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     s.node
         .call(move |swarm| {
-            swarm
-                .behaviour_mut()
-                .update_pool(|pool, now| match patch.acl {
-                    Some(Acl::Ban) => pool.ban_peer(peer),
-                    Some(Acl::Trust) => pool.trust_peer(peer, now),
-                    Some(Acl::Open) => {
-                        pool.unban_peer(&peer);
-                        pool.untrust_peer(&peer);
-                    }
-                    None => {}
-                });
+            let b = swarm.behaviour_mut();
+            match patch.acl {
+                Some(Acl::Ban) => b.ban_peer(&peer),
+                Some(Acl::Trust) => b.trust_peer(&peer),
+                Some(Acl::Open) => {
+                    b.unban_peer(&peer);
+                    b.untrust_peer(&peer);
+                }
+                None => {}
+            }
             let info = swarm.behaviour().pool().peer(&peer)?;
             Some(peer_info(swarm, peer, info))
         })
