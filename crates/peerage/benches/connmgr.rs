@@ -41,7 +41,7 @@ trait Manager: Send + Sync + 'static {
 
 impl Manager for connmgr::Handle {
     fn tag(&self, peer: PeerId, tag: &str, value: i64) {
-        self.tag_peer(peer, tag, value);
+        self.tag_peer(&peer, tag, value);
     }
     fn untag(&self, peer: &PeerId, tag: &str) {
         self.untag_peer(peer, tag);
@@ -157,7 +157,7 @@ fn lock_contention(c: &mut Criterion) {
                     failed_addresses: &[],
                     other_established: 0,
                 }));
-                handle.tag_peer(peer, "tag", 100);
+                handle.tag_peer(&peer, "tag", 100);
                 handle.untag_peer(&peer, "tag");
                 behaviour.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
                     peer_id: peer,

@@ -81,7 +81,7 @@ async fn demo() -> Result<(Vec<PeerId>, PeerId), Box<dyn std::error::Error>> {
         (0..8).map(|_| peer()).collect::<Result<_, _>>()?;
     // The first peer matters to the application: protected, it is never trimmed.
     let protected = *peers[0].local_peer_id();
-    hub.behaviour().connmgr.handle().protect(protected, "app");
+    hub.behaviour().connmgr.handle().protect(&protected, "app");
     for p in &mut peers {
         p.dial(addr.clone())?;
     }

@@ -307,7 +307,7 @@ impl Behaviour {
             Command::DropRequest { token } => {
                 self.channels.take(token);
             }
-            Command::Protect(peer) => self.connmgr.protect(peer, TRUSTED_TAG),
+            Command::Protect(peer) => self.connmgr.protect(&peer, TRUSTED_TAG),
             Command::Unprotect(peer) => {
                 self.connmgr.unprotect(&peer, TRUSTED_TAG);
             }

@@ -13,15 +13,15 @@
 //! let behaviour = connmgr::Behaviour::new(connmgr::Config::new().with_watermarks(32, 96))?;
 //! let handle = behaviour.handle(); // Clone + Send + Sync: give it to every part of the app
 //! let peer = peerage::PeerId::random();
-//! handle.tag_peer(peer, "dht", 10);
-//! handle.protect(peer, "relay");
+//! handle.tag_peer(&peer, "dht", 10);
+//! handle.protect(&peer, "relay");
 //! let deliveries = handle.register_decaying_tag(
 //!     "pubsub-deliveries",
 //!     Duration::from_secs(60),
 //!     DecayFn::fixed(1),
 //!     BumpFn::sum_bounded(0, 100),
 //! )?;
-//! deliveries.bump(peer, 5)?;
+//! deliveries.bump(&peer, 5)?;
 //! // Compose `behaviour` into the swarm's behaviour, e.g. with #[derive(NetworkBehaviour)].
 //! # Ok(()) }
 //! ```
@@ -142,9 +142,9 @@ impl Handle {
     }
 
     /// Sets a tag's value on a peer (go `TagPeer`); see [`ConnManager::tag_peer`].
-    pub fn tag_peer(&self, peer: PeerId, tag: &str, value: i64) {
+    pub fn tag_peer(&self, peer: &PeerId, tag: &str, value: i64) {
         let mut s = self.lock();
-        s.core.tag_peer(peer, tag, value, Instant::now());
+        s.core.tag_peer(*peer, tag, value, Instant::now());
         s.wake();
     }
 
@@ -154,9 +154,9 @@ impl Handle {
     }
 
     /// Sets a tag to `upsert(current)`, 0 if unset (go `UpsertTag`).
-    pub fn upsert_tag(&self, peer: PeerId, tag: &str, upsert: impl FnOnce(i64) -> i64) {
+    pub fn upsert_tag(&self, peer: &PeerId, tag: &str, upsert: impl FnOnce(i64) -> i64) {
         let mut s = self.lock();
-        s.core.upsert_tag(peer, tag, upsert, Instant::now());
+        s.core.upsert_tag(*peer, tag, upsert, Instant::now());
         s.wake();
     }
 
@@ -166,8 +166,8 @@ impl Handle {
     }
 
     /// Protects a peer under `tag` (go `Protect`): spared by trims and exempt from the hard cap.
-    pub fn protect(&self, peer: PeerId, tag: &str) {
-        self.lock().core.protect(peer, tag);
+    pub fn protect(&self, peer: &PeerId, tag: &str) {
+        self.lock().core.protect(*peer, tag);
     }
 
     /// Removes a protection tag; returns whether another still protects the peer (go
@@ -319,9 +319,9 @@ impl DecayingTag {
     /// # Errors
     ///
     /// [`Error::TagClosed`] after [`close`](Self::close).
-    pub fn bump(&self, peer: PeerId, delta: i64) -> Result<(), Error> {
+    pub fn bump(&self, peer: &PeerId, delta: i64) -> Result<(), Error> {
         let mut s = self.handle.lock();
-        s.core.bump(&self.tag, peer, delta, Instant::now())?;
+        s.core.bump(&self.tag, *peer, delta, Instant::now())?;
         s.wake();
         Ok(())
     }

@@ -70,10 +70,10 @@ async fn a_trim_closes_the_lowest_valued_peers_and_spares_protected_ones() {
     )
     .await;
     for (value, peer) in peers.iter().enumerate() {
-        handle.tag_peer(*peer, "app", value as i64 * 10);
+        handle.tag_peer(peer, "app", value as i64 * 10);
     }
     // The lowest-valued peer is protected: it must survive.
-    handle.protect(peers[0], "keep");
+    handle.protect(&peers[0], "keep");
 
     let trim = handle.trim_open_conns();
     let mut trimmed = None;
@@ -111,7 +111,7 @@ async fn an_inbound_flood_never_passes_the_hard_cap() {
 
     let friends: Vec<PeerId> = (0..2).map(|_| spawn_dialer(addr.clone())).collect();
     for f in &friends {
-        handle.protect(*f, "trusted");
+        handle.protect(f, "trusted");
     }
     drive(
         &mut hub,
@@ -161,7 +161,7 @@ async fn an_inbound_flood_never_passes_the_hard_cap() {
     // A protected peer is still admitted at the cap.
     let late = swarm(|| dummy::Behaviour);
     let late_id = *late.local_peer_id();
-    handle.protect(late_id, "trusted");
+    handle.protect(&late_id, "trusted");
     let mut late = late;
     late.dial(addr.clone()).unwrap();
     tokio::spawn(async move {

@@ -76,7 +76,7 @@ pub(super) async fn put_tag(
     let peer = parse_peer(&peer_id)?;
     let Json(v) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let cm = s.node.call(|swarm| swarm.behaviour().connmgr()).await?;
-    cm.tag_peer(peer, &tag, v.value);
+    cm.tag_peer(&peer, &tag, v.value);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -110,7 +110,7 @@ pub(super) async fn put_protect(
 ) -> Result<StatusCode, ApiError> {
     let peer = parse_peer(&peer_id)?;
     let cm = s.node.call(|swarm| swarm.behaviour().connmgr()).await?;
-    cm.protect(peer, &tag);
+    cm.protect(&peer, &tag);
     Ok(StatusCode::NO_CONTENT)
 }
 
