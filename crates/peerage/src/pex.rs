@@ -7,7 +7,8 @@
 //! at the point is known. Messages are CBOR, and bounded: a request of at most
 //! [`MAX_REQUEST_BYTES`], a response of at most [`MAX_RESPONSE_BYTES`] and
 //! [`MAX_POINTS_ACCEPTED`] points (Octez's `Advertise` wire limit); a longer list is refused
-//! whole, as Octez fails to decode it. A peer is answered at most once per [`ANSWER_COOLDOWN`]:
+//! whole, as Octez fails to decode it. A list over the limit, a message over its size limit or
+//! one that does not decode greylists its sender, as Octez's decoding errors do ([`Codec`]). A peer is answered at most once per [`ANSWER_COOLDOWN`]:
 //! an earlier request waits for the cooldown, as Octez delays rather than drops, and a further
 //! one while one waits is dropped (its asker sees the request fail).
 //!
@@ -16,8 +17,9 @@
 //! ([`Request::need`]) gets a refused connection admitted, if the node is still under its
 //! `max`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io};
 
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite};
 use libp2p::{
     StreamProtocol,
     request_response::{self, ProtocolSupport},
@@ -34,7 +36,104 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new(peerage_core::node::pex
 
 /// The request-response behaviour of the protocol.
 #[allow(unreachable_pub)]
-pub type Behaviour = request_response::cbor::Behaviour<Request, Response>;
+pub type Behaviour = request_response::Behaviour<Codec>;
+
+/// The protocol's codec: libp2p's CBOR codec, with the size limits ([`MAX_REQUEST_BYTES`],
+/// [`MAX_RESPONSE_BYTES`]) enforced on the bytes themselves, so that a message over its limit
+/// or one that does not decode fails with [`io::ErrorKind::InvalidData`], which greylists its
+/// sender. Alone, libp2p's codec reads at most the limit and then fails to decode the cut
+/// message with `UnexpectedEof`, and reports what serde refuses as `Other`: a hostile answer
+/// looked like a network failure.
+#[derive(Clone, Default)]
+pub struct Codec {
+    inner: request_response::cbor::codec::Codec<Request, Response>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").finish_non_exhaustive()
+    }
+}
+
+/// The whole message, or `InvalidData` if it has more than `max` bytes.
+async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message over {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A decoding error of a message read whole: the sender's fault.
+fn undecodable(e: io::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(
+        &mut self,
+        protocol: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = read_bounded(io, MAX_REQUEST_BYTES).await?;
+        self.inner
+            .read_request(protocol, &mut futures::io::Cursor::new(bytes))
+            .await
+            .map_err(undecodable)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        protocol: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = read_bounded(io, MAX_RESPONSE_BYTES).await?;
+        self.inner
+            .read_response(protocol, &mut futures::io::Cursor::new(bytes))
+            .await
+            .map_err(undecodable)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        protocol: &StreamProtocol,
+        io: &mut T,
+        request: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        self.inner.write_request(protocol, io, request).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        protocol: &StreamProtocol,
+        io: &mut T,
+        response: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        self.inner.write_response(protocol, io, response).await
+    }
+}
 
 /// The protocol's behaviour; a private node only asks (it never does, in fact) and does not
 /// offer the protocol, so identify tells its peers that it is private.
@@ -44,9 +143,7 @@ pub(crate) fn behaviour(private: bool) -> Behaviour {
     } else {
         ProtocolSupport::Full
     };
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES)
-        .set_response_size_maximum(MAX_RESPONSE_BYTES);
+    let codec = Codec::default();
     let config = request_response::Config::default()
         .with_request_timeout(REQUEST_TIMEOUT)
         .with_max_concurrent_streams(16);
@@ -123,6 +220,50 @@ impl Channels {
                     invalid_data: matches!(&error, InboundFailure::Io(e) if invalid(e)),
                 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use request_response::Codec as _;
+
+    use super::*;
+
+    fn read(bytes: Vec<u8>) -> io::Result<Response> {
+        block_on(Codec::default().read_response(&PROTOCOL, &mut futures::io::Cursor::new(bytes)))
+    }
+
+    fn encoded(response: Response) -> Vec<u8> {
+        let mut out = futures::io::Cursor::new(Vec::new());
+        block_on(Codec::default().write_response(&PROTOCOL, &mut out, response)).unwrap();
+        out.into_inner()
+    }
+
+    /// What a hostile answer can be, each an `InvalidData` error (which greylists the sender):
+    /// garbage, a cut message, a message over the limit; a well-formed one reads back.
+    #[test]
+    fn a_hostile_answer_is_invalid_data() {
+        let point: libp2p::Multiaddr = "/ip4/1.2.3.4/tcp/4001".parse().unwrap();
+        let good = Response {
+            points: vec![point.into()],
+            ..Response::default()
+        };
+        assert_eq!(read(encoded(good.clone())).unwrap(), good);
+        let mut cut = encoded(good);
+        cut.truncate(cut.len() - 3);
+        let huge = encoded(Response {
+            record: Some(vec![7; MAX_RESPONSE_BYTES as usize]),
+            ..Response::default()
+        });
+        for (what, bytes) in [
+            ("garbage", b"\xff\x00 not cbor at all".to_vec()),
+            ("cut", cut),
+            ("over the limit", huge),
+        ] {
+            let e = read(bytes).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}: {e}");
         }
     }
 }

@@ -1,0 +1,221 @@
+//! A hostile peer on the wire of `/peerage/pex/1.0.0`: a swarm of its own that answers the
+//! node's requests for points with what an attacker would send. Each answer is bounded, refused
+//! or greylisted as `peerage::pex` documents, and nothing past the caps is stored.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, identify,
+    request_response::{self, ProtocolSupport},
+    swarm::{NetworkBehaviour, SwarmEvent},
+};
+use peerage::{
+    Event,
+    maintenance::Bounds,
+    pex::{self, Response},
+    pool,
+};
+use support::{listen_on_host as listen, node};
+
+mod support;
+
+#[derive(NetworkBehaviour)]
+struct Hostile {
+    identify: identify::Behaviour,
+    /// libp2p's CBOR codec with its own limits (10 MiB answers), not the node's.
+    pex: request_response::cbor::Behaviour<pex::Request, Response>,
+}
+
+/// A swarm that offers the peer exchange and answers its `k`-th request with `answers[k]`
+/// (the last one again after the list ends).
+fn hostile() -> Swarm<Hostile> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| Hostile {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "ipfs/0.1.0".into(),
+                key.public(),
+            )),
+            // No size limits of its own: it sends what it likes.
+            pex: request_response::cbor::Behaviour::new(
+                [(pex::PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Runs the node and the hostile peer, which answers its requests from `answers` in order,
+/// until `done` holds of the node's events so far; panics after 20 s.
+async fn run(
+    node: &mut Swarm<peerage::Behaviour>,
+    h: &mut Swarm<Hostile>,
+    answers: &mut Vec<Response>,
+    events: &mut Vec<Event>,
+    done: impl Fn(&Swarm<peerage::Behaviour>, &[Event]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(node, events) {
+        assert!(
+            Instant::now() < deadline,
+            "not reached within 20 s: {events:?}"
+        );
+        tokio::select! {
+            e = node.select_next_some() => {
+                if let SwarmEvent::Behaviour(e) = e {
+                    events.push(e);
+                }
+            }
+            e = h.select_next_some() => {
+                if let SwarmEvent::Behaviour(HostileEvent::Pex(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                })) = e
+                {
+                    let answer = if answers.len() > 1 { answers.remove(0) } else { answers[0].clone() };
+                    let _ = h.behaviour_mut().pex.send_response(channel, answer);
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+fn point(addr: &str) -> peerage::node::pex::Point {
+    addr.parse::<Multiaddr>().unwrap().into()
+}
+
+fn received_from(events: &[Event], from: PeerId) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::PointsReceived { peer_id, .. } if *peer_id == from))
+        .count()
+}
+
+fn refused_from(events: &[Event], from: PeerId) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::PointsRefused { peer_id, .. } if *peer_id == from))
+}
+
+/// Duplicates, undialable points and our own peer ID are stored once or not at all; an answer
+/// over the count limit is refused whole and greylists its sender, which is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_answers_are_bounded_refused_or_greylisted() {
+    // Below its minimum, the node keeps asking the one peer it has.
+    let bounds = Bounds::new(4, 6, 8).unwrap();
+    let mut a = node(bounds, pool::Config::new());
+    let _ = listen(&mut a, 21).await;
+    let a_id = *a.local_peer_id();
+    let mut h = hostile();
+    h.listen_on("/ip4/127.0.0.22/tcp/0".parse().unwrap())
+        .unwrap();
+    let h_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = h.select_next_some().await {
+            break address;
+        }
+    };
+    let h_id = *h.local_peer_id();
+    let dup = "/ip4/1.2.3.4/tcp/4001";
+    let mut first = Response {
+        points: vec![point(dup); 90],
+        ..Response::default()
+    };
+    first.points.extend([
+        point("/ip4/0.0.0.0/tcp/4001"),
+        point("/ip6/::/tcp/4001"),
+        point("/ip4/5.6.7.8/tcp/0"),
+        point(&format!("/ip4/9.9.9.9/tcp/4001/p2p/{a_id}")),
+    ]);
+    let over = Response {
+        points: (0..=pex::MAX_POINTS_ACCEPTED as u32)
+            .map(|i| point(&format!("/ip4/10.{}.{}.1/tcp/4001", i / 256, i % 256)))
+            .collect(),
+        ..Response::default()
+    };
+    let mut answers = vec![first, over];
+    let mut events = Vec::new();
+    a.behaviour_mut().connect(&h_addr).unwrap();
+
+    run(&mut a, &mut h, &mut answers, &mut events, |_, e| {
+        received_from(e, h_id) >= 1
+    })
+    .await;
+    let known = |a: &Swarm<peerage::Behaviour>, p: &str| {
+        a.behaviour().pool().point(&p.parse().unwrap()).is_some()
+    };
+    assert!(known(&a, dup), "the duplicated point is kept once");
+    for undialable in [
+        "/ip4/0.0.0.0/tcp/4001",
+        "/ip6/::/tcp/4001",
+        "/ip4/5.6.7.8/tcp/0",
+    ] {
+        assert!(!known(&a, undialable), "{undialable} stored");
+    }
+    assert!(
+        !known(&a, "/ip4/9.9.9.9/tcp/4001"),
+        "a point of ours stored"
+    );
+    assert!(!a.behaviour().pool().acl().is_peer_banned(&h_id));
+
+    // The next answer has one point too many: refused whole, its sender greylisted and gone.
+    run(&mut a, &mut h, &mut answers, &mut events, |a, e| {
+        refused_from(e, h_id) && !a.behaviour().pool().is_running(&h_id)
+    })
+    .await;
+    assert!(a.behaviour().pool().acl().is_peer_banned(&h_id));
+    assert!(
+        !known(&a, "/ip4/10.0.0.1/tcp/4001"),
+        "a point of the refused answer stored"
+    );
+}
+
+/// An answer over the size limit does not decode: its sender is greylisted and disconnected,
+/// and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_size_limit_greylists_its_sender() {
+    let bounds = Bounds::new(4, 6, 8).unwrap();
+    let mut a = node(bounds, pool::Config::new());
+    let _ = listen(&mut a, 23).await;
+    let mut h = hostile();
+    h.listen_on("/ip4/127.0.0.24/tcp/0".parse().unwrap())
+        .unwrap();
+    let h_addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = h.select_next_some().await {
+            break address;
+        }
+    };
+    let h_id = *h.local_peer_id();
+    let huge = Response {
+        points: vec![point("/ip4/1.2.3.4/tcp/4001")],
+        record: Some(vec![7; pex::MAX_RESPONSE_BYTES as usize + 1024]),
+        ..Response::default()
+    };
+    let mut answers = vec![huge];
+    let mut events = Vec::new();
+    a.behaviour_mut().connect(&h_addr).unwrap();
+    run(&mut a, &mut h, &mut answers, &mut events, |a, _| {
+        a.behaviour().pool().acl().is_peer_banned(&h_id)
+    })
+    .await;
+    run(&mut a, &mut h, &mut answers, &mut events, |a, _| {
+        !a.behaviour().pool().is_running(&h_id)
+    })
+    .await;
+    assert_eq!(received_from(&events, h_id), 0);
+    assert!(
+        a.behaviour()
+            .pool()
+            .point(&"/ip4/1.2.3.4/tcp/4001".parse().unwrap())
+            .is_none()
+    );
+}
