@@ -16,7 +16,7 @@ use peerage::{
     pex::{self, Response},
     pool,
 };
-use support::{listen_on_host as listen, node};
+use support::{listen_on_host as listen, node, tcp_swarm_with_key};
 
 mod support;
 
@@ -30,28 +30,23 @@ struct Hostile {
 /// A swarm that offers the peer exchange and answers its `k`-th request with `answers[k]`
 /// (the last one again after the list ends).
 fn hostile() -> Swarm<Hostile> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| Hostile {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "ipfs/0.1.0".into(),
-                key.public(),
-            )),
-            // No size limits of its own: it sends what it likes.
-            pex: request_response::cbor::Behaviour::new(
-                [(pex::PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    tcp_swarm_with_key(|key| Hostile {
+        identify: identify::Behaviour::new(identify::Config::new(
+            "ipfs/0.1.0".into(),
+            key.public(),
+        )),
+        pex: request_response::cbor::Behaviour::new(
+            [(pex::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    })
+}
+
+/// The hostile peer listening on `127.0.0.{host}`, and its address.
+async fn hostile_on(host: u8) -> (Swarm<Hostile>, Multiaddr) {
+    let mut h = hostile();
+    let addr = listen(&mut h, host).await;
+    (h, addr)
 }
 
 /// Runs the node and the hostile peer, which answers its requests from `answers` in order,
@@ -116,14 +111,7 @@ async fn hostile_answers_are_bounded_refused_or_greylisted() {
     let mut a = node(bounds, pool::Config::new());
     let _ = listen(&mut a, 21).await;
     let a_id = *a.local_peer_id();
-    let mut h = hostile();
-    h.listen_on("/ip4/127.0.0.22/tcp/0".parse().unwrap())
-        .unwrap();
-    let h_addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = h.select_next_some().await {
-            break address;
-        }
-    };
+    let (mut h, h_addr) = hostile_on(22).await;
     let h_id = *h.local_peer_id();
     let dup = "/ip4/1.2.3.4/tcp/4001";
     let mut first = Response {
@@ -186,14 +174,7 @@ async fn an_answer_over_the_size_limit_greylists_its_sender() {
     let bounds = Bounds::new(4, 6, 8).unwrap();
     let mut a = node(bounds, pool::Config::new());
     let _ = listen(&mut a, 23).await;
-    let mut h = hostile();
-    h.listen_on("/ip4/127.0.0.24/tcp/0".parse().unwrap())
-        .unwrap();
-    let h_addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = h.select_next_some().await {
-            break address;
-        }
-    };
+    let (mut h, h_addr) = hostile_on(24).await;
     let h_id = *h.local_peer_id();
     let huge = Response {
         points: vec![point("/ip4/1.2.3.4/tcp/4001")],

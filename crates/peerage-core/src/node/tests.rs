@@ -1366,39 +1366,30 @@ mod book {
                 .clone();
             (reasons, logged.kind, logged.reason)
         };
+        // What a close should report: the event, the log's kind and the log's reason.
+        let seen = |reason, kind| (vec![reason], kind, Some(reason));
         // Ours, even if the remote's close arrives first.
+        let evicted = pool::CloseReason::EvictionMostRepresentedGroup;
         assert_eq!(
             close(&mut m, victim, true),
-            (
-                vec![pool::CloseReason::EvictionMostRepresentedGroup],
-                pool::LogKind::Disconnection,
-                Some(pool::CloseReason::EvictionMostRepresentedGroup)
-            )
+            seen(evicted, pool::LogKind::Disconnection)
         );
         // The remote's.
-        let other = 1;
         assert_eq!(
-            close(&mut m, other, true),
-            (
-                vec![pool::CloseReason::Remote],
-                pool::LogKind::ExternalDisconnection,
-                Some(pool::CloseReason::Remote)
+            close(&mut m, 1, true),
+            seen(
+                pool::CloseReason::Remote,
+                pool::LogKind::ExternalDisconnection
             )
         );
         // A trim of the connection manager beside the machine, which the driver reports.
-        let third = 2;
-        m.closing(peer(u8::try_from(third).unwrap()), pool::CloseReason::Trim);
+        m.closing(peer(2), pool::CloseReason::Trim);
         assert_eq!(
-            close(&mut m, third, false),
-            (
-                vec![pool::CloseReason::Trim],
-                pool::LogKind::Disconnection,
-                Some(pool::CloseReason::Trim)
-            )
+            close(&mut m, 2, false),
+            seen(pool::CloseReason::Trim, pool::LogKind::Disconnection)
         );
         // Closed on our side by someone else: local.
-        let last = 3;
-        assert_eq!(close(&mut m, last, false).0, vec![pool::CloseReason::Local]);
+        assert_eq!(close(&mut m, 3, false).0, vec![pool::CloseReason::Local]);
     }
 
     #[test]

@@ -56,6 +56,13 @@ pub(crate) fn node_with(
 /// A swarm over TCP (Noise, Yamux) with `behaviour`. Nothing keeps its connections busy; they
 /// stay open for 5 minutes unless a behaviour under test closes them.
 pub(crate) fn tcp_swarm<B: NetworkBehaviour>(behaviour: impl FnOnce() -> B) -> Swarm<B> {
+    tcp_swarm_with_key(|_| behaviour())
+}
+
+/// [`tcp_swarm`], for a behaviour that needs the swarm's key (identify's, say).
+pub(crate) fn tcp_swarm_with_key<B: NetworkBehaviour>(
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> Swarm<B> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -64,7 +71,7 @@ pub(crate) fn tcp_swarm<B: NetworkBehaviour>(behaviour: impl FnOnce() -> B) -> S
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| behaviour())
+        .with_behaviour(behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(300)))
         .build()
