@@ -200,3 +200,82 @@ async fn an_answer_over_the_size_limit_greylists_its_sender() {
             .is_none()
     );
 }
+
+/// Signed records that do not hold are refused, and nothing of them is stored: one naming
+/// another peer than its signer's, and one older than the record already held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_stale_signed_records_are_refused() {
+    use libp2p::identity::Keypair;
+    use peerage_core::peerstore::conformance::{signed_record, signed_record_for};
+
+    let bounds = Bounds::new(4, 6, 8).unwrap();
+    let mut a = node(bounds, pool::Config::new());
+    let _ = listen(&mut a, 25).await;
+    let (mut h, h_addr) = hostile_on(26).await;
+    let h_id = *h.local_peer_id();
+    let (x, y, z) = (
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+        Keypair::generate_ed25519(),
+    );
+    let (x_id, z_id) = (x.public().to_peer_id(), z.public().to_peer_id());
+    let addr = |s: &str| s.parse::<Multiaddr>().unwrap();
+    let encoded = |e: libp2p::core::SignedEnvelope| e.into_protobuf_encoding();
+    let held = signed_record(&z, 10, &[addr("/ip4/4.4.4.4/tcp/4001")]);
+    let mut answers = vec![
+        Response {
+            records: vec![
+                // X's addresses, signed by Y.
+                encoded(signed_record_for(
+                    &y,
+                    x_id,
+                    5,
+                    &[addr("/ip4/3.3.3.3/tcp/4001")],
+                )),
+                encoded(held.clone()),
+            ],
+            ..Response::default()
+        },
+        Response {
+            // Z's, older than the one held.
+            records: vec![encoded(signed_record(
+                &z,
+                5,
+                &[addr("/ip4/5.5.5.5/tcp/4001")],
+            ))],
+            ..Response::default()
+        },
+    ];
+    let mut events = Vec::new();
+    a.behaviour_mut().connect(&h_addr).unwrap();
+    run(&mut a, &mut h, &mut answers, &mut events, |_, e| {
+        received_from(e, h_id) >= 1
+    })
+    .await;
+    let known = |a: &Swarm<peerage::Behaviour>, p: &str| {
+        a.behaviour().pool().point(&p.parse().unwrap()).is_some()
+    };
+    let record = |a: &Swarm<peerage::Behaviour>, peer: &PeerId| {
+        a.behaviour().peerstore().peer_record(peer, Instant::now())
+    };
+    assert!(record(&a, &x_id).is_none(), "a forged record stored");
+    assert!(
+        !known(&a, "/ip4/3.3.3.3/tcp/4001"),
+        "a forged record's address stored"
+    );
+    assert_eq!(record(&a, &z_id), Some(held.clone()));
+    assert!(known(&a, "/ip4/4.4.4.4/tcp/4001"));
+    run(&mut a, &mut h, &mut answers, &mut events, |_, e| {
+        received_from(e, h_id) >= 2
+    })
+    .await;
+    assert_eq!(
+        record(&a, &z_id),
+        Some(held),
+        "an older record replaced the held one"
+    );
+    assert!(
+        !known(&a, "/ip4/5.5.5.5/tcp/4001"),
+        "an older record's address stored"
+    );
+}

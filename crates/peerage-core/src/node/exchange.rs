@@ -224,8 +224,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     /// Stores a signed peer record that `from` sent (its own if `signer` is `Some(from)`, else
-    /// an advertised peer's), with `ttl`; returns its peer and addresses. Our own record and
-    /// records that do not verify are refused.
+    /// an advertised peer's), with `ttl`; returns its peer and addresses. Our own record,
+    /// records that do not verify and records older than the one held are refused.
     pub(super) fn consume_record(
         &mut self,
         from: PeerId,
@@ -247,9 +247,16 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 .collect();
             match &record.envelope {
                 Some(envelope) => {
-                    self.peerstore
+                    // An older record than the one held is ignored whole, its addresses too,
+                    // as go-libp2p ignores it: a replayed record must not send us dialing
+                    // addresses its peer has left.
+                    let held_newer = !self
+                        .peerstore
                         .consume_peer_record(envelope, ttl, now)
                         .map_err(|e| e.to_string())?;
+                    if held_newer {
+                        return Err(format!("a record of {id} older than the one held"));
+                    }
                 }
                 None => self.peerstore.add_addrs(&id, &addrs, ttl, now),
             }
