@@ -520,14 +520,20 @@ async fn every_route_serves_the_node_and_reports_errors() {
         (&json!("disconnection"), &json!("ban")),
         "{log}"
     );
-    let (_, text) = call(&router, Method::GET, "/metrics", None, None).await;
-    assert!(
-        text.as_str()
-            .unwrap()
+    // The counter follows the event, which the node's loop may handle a little later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = call(&router, Method::GET, "/metrics", None, None).await;
+        let text = text.as_str().unwrap().to_owned();
+        if text
             .lines()
-            .any(|l| l == r#"peerage_disconnections_total{reason="ban"} 1"#),
-        "{text}"
-    );
+            .any(|l| l == r#"peerage_disconnections_total{reason="ban"} 1"#)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (s, _) = call(
         &router,
         Method::DELETE,

@@ -13,7 +13,8 @@
 //! What holds the attacker is the address book's rule of at most ⌈100 / 16⌉ = 7 inbound
 //! connections per public group: 28 for 4 groups. 60 + 28 stays under 100, so no inbound peer
 //! is evicted at this size; the attacker's other connections are nacked (20 lingering at most)
-//! or, beyond, refused outright. The resource manager's scope limits are lifted so as not to
+//! or, beyond, refused outright. A second, smaller test fills 30 slots to see a real eviction
+//! and its reason. The resource manager's scope limits are lifted so as not to
 //! interfere; its per-IP and rate limits apply to loopback (`NodeConfig::loopback_exempt`
 //! off), but every peer dials from an IP of its own, so they bind no one here.
 //!
@@ -472,4 +473,126 @@ async fn an_attacker_from_four_groups_never_eclipses_the_inbound_slots() {
     for t in tasks {
         t.abort();
     }
+}
+
+/// Eviction on real sockets, with its reason: a node whose 30 inbound slots hold 20 peers from
+/// 20 /16s and 10 from one more admits a newcomer from another /16 by evicting a peer of the
+/// most represented group (Bitcoin Core's rule protects 4 peers by group, the 8 lowest pings,
+/// and more, so with fewer candidates it evicts no one), and says why in the peer's log, the
+/// live log and `peerage_disconnections_total{reason}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbound_table_evicts_from_the_largest_group_and_says_why() {
+    const FULL: usize = 30;
+    let node = Node::start(NodeConfig {
+        addrbook: Some(AddrbookSettings {
+            loopback_as_public: true,
+            max_inbound: Some(FULL),
+            max_inbound_per_group: Some(FULL),
+            ..AddrbookSettings::default()
+        }),
+        limits: Some(rcmgr::LimitConfig::unlimited()),
+        loopback_exempt: false,
+        ..NodeConfig::new(
+            Keypair::generate_ed25519(),
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            Bounds::new(8, 100, 130).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let target = node.handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(node.handle.peer_id()));
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    // 20 from 127.71 … 127.90, then 10 from 127.210, younger.
+    let sources = (71..=90)
+        .map(|g| Ipv4Addr::new(127, g, 0, 1))
+        .chain((1..=10).map(|y| Ipv4Addr::new(127, 210, 0, y)));
+    let mut crowd = HashSet::new();
+    for source in sources {
+        let swarm = connect(peer(source), &target).await.unwrap();
+        if source.octets()[1] == 210 {
+            crowd.insert(*swarm.local_peer_id());
+        }
+        tokio::spawn(hold(swarm, far));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sample(&node).await.others.len() < FULL {
+        assert!(
+            Instant::now() < deadline,
+            "the {FULL} peers not all admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = node.handle.subscribe_log();
+    let newcomer = connect(peer(Ipv4Addr::new(127, 99, 0, 1)), &target)
+        .await
+        .unwrap();
+    let newcomer_id = *newcomer.local_peer_id();
+    tokio::spawn(hold(newcomer, far));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let gone = loop {
+        let s = sample(&node).await;
+        let gone: Vec<PeerId> = crowd
+            .iter()
+            .filter(|p| !s.others.contains(p))
+            .copied()
+            .collect();
+        if s.others.contains(&newcomer_id) && !gone.is_empty() {
+            assert_eq!((s.others.len(), gone.len()), (FULL, 1), "{s:?}");
+            break gone[0];
+        }
+        assert!(Instant::now() < deadline, "no eviction: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Its reason, in the peer's log and the counter.
+    let reason = "eviction_most_represented_group";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = node
+            .handle
+            .call(move |swarm| {
+                let info = swarm.behaviour().pool().peer(&gone)?;
+                info.record().events.back().and_then(|e| e.reason)
+            })
+            .await
+            .unwrap();
+        if let Some(logged) = logged {
+            assert_eq!(logged.as_str(), reason);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the eviction not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The counter follows the event, which the node's loop handles after the pool logged it.
+    let line = format!(r#"peerage_disconnections_total{{reason="{reason}"}} 1"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &node.registry).unwrap();
+        if text.lines().any(|l| l == line) {
+            break;
+        }
+        let counted: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("peerage_disconnections_total"))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "{line} not in the metrics: {counted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And in the live log, with the peer.
+    let mut log = log;
+    let lines: Vec<_> = std::iter::from_fn(|| log.try_recv().ok())
+        .filter(|l| l.event == "disconnected")
+        .collect();
+    let gone = gone.to_string();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.peer.as_deref() == Some(gone.as_str()) && l.detail.ends_with(reason)),
+        "{lines:?}"
+    );
 }
