@@ -542,12 +542,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// address a second once its first answer is spent), so an outbound peer cannot flood the
     /// book this way either.
     fn refresh(&mut self, now: Instant) {
-        let mut eligible: Vec<PeerId> = self
-            .links
-            .keys()
-            .filter(|p| self.may_ask(p, false, now))
-            .copied()
-            .collect();
+        let mut eligible = self.askable(now);
         eligible.sort_by_key(|p| (self.pex_asked.get(p).copied(), *p));
         if let Some(peer) = eligible.first().copied()
             && self.pex_in_flight.len() < self.config.max_pex_in_flight

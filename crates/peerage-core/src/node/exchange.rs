@@ -13,6 +13,16 @@ use foldhash::{HashSet, HashSetExt};
 const PRUNE_AT: usize = 32;
 
 impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
+    /// The connected peers that may be asked for points now ([`Machine::may_ask`], not a
+    /// first request), in the links' order.
+    pub(super) fn askable(&self, now: Instant) -> Vec<PeerId> {
+        self.links
+            .keys()
+            .filter(|p| self.may_ask(p, false, now))
+            .copied()
+            .collect()
+    }
+
     /// Whether `peer` may be asked for points now: it offers the exchange, has a connection
     /// we did not nack, has no request of ours in flight and, unless this is the first request
     /// on a new connection we dialed (`fresh`), was not asked in the last

@@ -1145,12 +1145,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             // Peers that offer the exchange, those asked longest ago (or never) first, in a
             // random order among equals (drawn from a sorted list, so a seeded RNG gives the
             // same choice whatever happened before).
-            let mut eligible: Vec<PeerId> = self
-                .links
-                .keys()
-                .filter(|p| self.may_ask(p, false, now))
-                .copied()
-                .collect();
+            let mut eligible = self.askable(now);
             if eligible.len() > slots {
                 eligible.shuffle(&mut self.rng);
                 eligible.sort_by_key(|p| self.pex_asked.get(p).copied());
