@@ -85,6 +85,19 @@ async fn run(
     }
 }
 
+/// The node under attack, listening on `127.0.0.{host}`: below its minimum of connections, it
+/// keeps asking the one peer it has.
+async fn asker(host: u8) -> Swarm<peerage::Behaviour> {
+    let mut a = node(Bounds::new(4, 6, 8).unwrap(), pool::Config::new());
+    let _ = listen(&mut a, host).await;
+    a
+}
+
+/// Whether the node's pool holds the point `p`.
+fn known(a: &Swarm<peerage::Behaviour>, p: &str) -> bool {
+    a.behaviour().pool().point(&p.parse().unwrap()).is_some()
+}
+
 fn point(addr: &str) -> peerage::node::pex::Point {
     addr.parse::<Multiaddr>().unwrap().into()
 }
@@ -106,10 +119,7 @@ fn refused_from(events: &[Event], from: PeerId) -> bool {
 /// over the count limit is refused whole and greylists its sender, which is disconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_answers_are_bounded_refused_or_greylisted() {
-    // Below its minimum, the node keeps asking the one peer it has.
-    let bounds = Bounds::new(4, 6, 8).unwrap();
-    let mut a = node(bounds, pool::Config::new());
-    let _ = listen(&mut a, 21).await;
+    let mut a = asker(21).await;
     let a_id = *a.local_peer_id();
     let (mut h, h_addr) = hostile_on(22).await;
     let h_id = *h.local_peer_id();
@@ -138,9 +148,6 @@ async fn hostile_answers_are_bounded_refused_or_greylisted() {
         received_from(e, h_id) >= 1
     })
     .await;
-    let known = |a: &Swarm<peerage::Behaviour>, p: &str| {
-        a.behaviour().pool().point(&p.parse().unwrap()).is_some()
-    };
     assert!(known(&a, dup), "the duplicated point is kept once");
     for undialable in [
         "/ip4/0.0.0.0/tcp/4001",
@@ -171,9 +178,7 @@ async fn hostile_answers_are_bounded_refused_or_greylisted() {
 /// and nothing of it is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_over_the_size_limit_greylists_its_sender() {
-    let bounds = Bounds::new(4, 6, 8).unwrap();
-    let mut a = node(bounds, pool::Config::new());
-    let _ = listen(&mut a, 23).await;
+    let mut a = asker(23).await;
     let (mut h, h_addr) = hostile_on(24).await;
     let h_id = *h.local_peer_id();
     let huge = Response {
@@ -193,12 +198,7 @@ async fn an_answer_over_the_size_limit_greylists_its_sender() {
     })
     .await;
     assert_eq!(received_from(&events, h_id), 0);
-    assert!(
-        a.behaviour()
-            .pool()
-            .point(&"/ip4/1.2.3.4/tcp/4001".parse().unwrap())
-            .is_none()
-    );
+    assert!(!known(&a, "/ip4/1.2.3.4/tcp/4001"));
 }
 
 /// Signed records that do not hold are refused, and nothing of them is stored: one naming
@@ -208,9 +208,7 @@ async fn forged_and_stale_signed_records_are_refused() {
     use libp2p::identity::Keypair;
     use peerage_core::peerstore::conformance::{signed_record, signed_record_for};
 
-    let bounds = Bounds::new(4, 6, 8).unwrap();
-    let mut a = node(bounds, pool::Config::new());
-    let _ = listen(&mut a, 25).await;
+    let mut a = asker(25).await;
     let (mut h, h_addr) = hostile_on(26).await;
     let h_id = *h.local_peer_id();
     let (x, y, z) = (
@@ -252,9 +250,6 @@ async fn forged_and_stale_signed_records_are_refused() {
         received_from(e, h_id) >= 1
     })
     .await;
-    let known = |a: &Swarm<peerage::Behaviour>, p: &str| {
-        a.behaviour().pool().point(&p.parse().unwrap()).is_some()
-    };
     let record = |a: &Swarm<peerage::Behaviour>, peer: &PeerId| {
         a.behaviour().peerstore().peer_record(peer, Instant::now())
     };

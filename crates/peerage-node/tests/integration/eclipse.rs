@@ -191,6 +191,33 @@ fn group(remote: &Multiaddr) -> Option<u8> {
     }
 }
 
+/// A node with `max_inbound` inbound slots (and `per_group` of them per /16, else the
+/// default), its address book counting `127.a.b.c` by /16, the resource manager's scope limits
+/// lifted and its per-IP and rate limits applied to loopback; and its address with `/p2p`.
+async fn start_node(max_inbound: usize, per_group: Option<usize>) -> (Node, Multiaddr) {
+    let node = Node::start(NodeConfig {
+        addrbook: Some(AddrbookSettings {
+            loopback_as_public: true,
+            max_inbound: Some(max_inbound),
+            max_inbound_per_group: per_group,
+            ..AddrbookSettings::default()
+        }),
+        limits: Some(rcmgr::LimitConfig::unlimited()),
+        loopback_exempt: false,
+        ..NodeConfig::new(
+            Keypair::generate_ed25519(),
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            Bounds::new(8, 100, 130).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let target = node.handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(node.handle.peer_id()));
+    (node, target)
+}
+
 /// One look at the node's inbound connections.
 #[derive(Debug, Default)]
 struct Sample {
@@ -296,25 +323,7 @@ async fn an_attacker_from_four_groups_never_eclipses_the_inbound_slots() {
     // max_threshold 120 - 8 (the outbound target) would be 112 slots: 100 set explicitly; the
     // connection manager's watermarks (160/192) and the scope limits (unlimited) stay out of
     // the way, the per-IP and rate limits apply to loopback.
-    let node = Node::start(NodeConfig {
-        addrbook: Some(AddrbookSettings {
-            loopback_as_public: true,
-            max_inbound: Some(SLOTS),
-            ..AddrbookSettings::default()
-        }),
-        limits: Some(rcmgr::LimitConfig::unlimited()),
-        loopback_exempt: false,
-        ..NodeConfig::new(
-            Keypair::generate_ed25519(),
-            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            Bounds::new(8, 100, 130).unwrap(),
-        )
-    })
-    .await
-    .unwrap();
-    let target = node.handle.listen_addrs()[0]
-        .clone()
-        .with(Protocol::P2p(node.handle.peer_id()));
+    let (node, target) = start_node(SLOTS, None).await;
     let per_group = node
         .handle
         .call(|swarm| {
@@ -483,26 +492,7 @@ async fn an_attacker_from_four_groups_never_eclipses_the_inbound_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_inbound_table_evicts_from_the_largest_group_and_says_why() {
     const FULL: usize = 30;
-    let node = Node::start(NodeConfig {
-        addrbook: Some(AddrbookSettings {
-            loopback_as_public: true,
-            max_inbound: Some(FULL),
-            max_inbound_per_group: Some(FULL),
-            ..AddrbookSettings::default()
-        }),
-        limits: Some(rcmgr::LimitConfig::unlimited()),
-        loopback_exempt: false,
-        ..NodeConfig::new(
-            Keypair::generate_ed25519(),
-            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            Bounds::new(8, 100, 130).unwrap(),
-        )
-    })
-    .await
-    .unwrap();
-    let target = node.handle.listen_addrs()[0]
-        .clone()
-        .with(Protocol::P2p(node.handle.peer_id()));
+    let (node, target) = start_node(FULL, Some(FULL)).await;
     let far = tokio::time::Instant::now() + Duration::from_secs(3600);
     // 20 from 127.71 … 127.90, then 10 from 127.210, younger.
     let sources = (71..=90)
