@@ -1160,19 +1160,20 @@ mod book {
             .collect()
     }
 
-    #[test]
-    fn a_full_inbound_table_evicts_from_the_most_represented_group() {
-        let t0 = Instant::now();
+    /// A machine whose 40 inbound slots (no per-group share) hold 24 honest peers from 24
+    /// groups (connection and peer `i` in 1..=24, connected at `t0 + i` s), then 16 of an
+    /// attacker's from one group, younger (connection and peer 100..=115, at `t0 + 100..=115`
+    /// s); nothing closed.
+    fn crowded_inbound(t0: Instant) -> Machine<u64> {
         let config = Config::new()
             .with_addrbook(Some(addrbook::Config::new()))
             .with_maintenance_enabled(false)
             .with_max_inbound(Some(40))
             .with_max_inbound_per_group(Some(40));
         let mut m = machine(config, t0);
-        // 24 honest peers from 24 groups, then 16 of an attacker's from one group, younger.
-        for i in 0..24u8 {
+        for i in 1..=24u8 {
             let t = t0 + Duration::from_secs(u64::from(i));
-            let a = inbound(&mut m, u64::from(i), i + 1, &public(50 + i, 1, 1), t);
+            let a = inbound(&mut m, u64::from(i), i, &public(50 + i, 1, 1), t);
             assert_eq!(a, Admission::Accepted);
         }
         for i in 0..16u8 {
@@ -1180,6 +1181,13 @@ mod book {
             inbound(&mut m, 100 + u64::from(i), 100 + i, &public(200, 1, i), t);
         }
         assert!(closed(&drain(&mut m)).is_empty());
+        m
+    }
+
+    #[test]
+    fn a_full_inbound_table_evicts_from_the_most_represented_group() {
+        let t0 = Instant::now();
+        let mut m = crowded_inbound(t0);
         // Full: the next newcomer is admitted, and the youngest attacker connection goes.
         let t = t0 + Duration::from_secs(200);
         assert_eq!(
@@ -1318,20 +1326,8 @@ mod book {
     #[test]
     fn every_close_reports_its_reason_in_an_event_and_the_peers_log() {
         let t0 = Instant::now();
-        let config = Config::new()
-            .with_addrbook(Some(addrbook::Config::new()))
-            .with_maintenance_enabled(false)
-            .with_max_inbound(Some(40))
-            .with_max_inbound_per_group(Some(40));
-        let mut m = machine(config, t0);
-        // 24 peers from 24 groups, then 16 from one group: a newcomer evicts one of those.
-        for i in 1..=24u8 {
-            inbound(&mut m, u64::from(i), i, &public(50 + i, 1, 1), t0);
-        }
-        for i in 0..16u8 {
-            let t = t0 + Duration::from_secs(100 + u64::from(i));
-            inbound(&mut m, 100 + u64::from(i), 100 + i, &public(200, 1, i), t);
-        }
+        // A newcomer evicts one of the crowded group.
+        let mut m = crowded_inbound(t0);
         let t = t0 + Duration::from_secs(200);
         inbound(&mut m, 250, 250, &public(90, 1, 1), t);
         let victim = closed(&drain(&mut m))[0];
