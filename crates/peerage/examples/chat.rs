@@ -12,6 +12,9 @@
 //! Each line typed is published on the `peerage-chat` topic; each message received is printed.
 //! `--demo` runs two nodes in one process, sends one message and exits 0 once it arrived (the
 //! test the repository runs).
+//!
+//! It needs none of the crate's features: `cargo run -p peerage --no-default-features --example
+//! chat -- --demo` builds it without QUIC, redb, sysinfo or Prometheus.
 
 use std::time::Duration;
 

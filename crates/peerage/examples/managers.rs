@@ -7,6 +7,8 @@
 //!
 //! ```sh
 //! cargo run -p peerage --example managers
+//! # or, with only the feature it needs:
+//! cargo run -p peerage --no-default-features --features rcmgr --example managers
 //! ```
 //!
 //! A hub with watermarks 2/4 is dialed by 8 peers: each time it goes over its high water it

@@ -29,15 +29,16 @@ use peerage_core::{
 };
 use rand::{SeedableRng, rngs::StdRng};
 
+#[cfg(feature = "metrics")]
+use crate::config::ProtocolMetrics;
 use crate::{
-    Config, ConnectionView, Event,
-    config::ProtocolMetrics,
-    connmgr,
+    Config, ConnectionView, Event, connmgr,
     inner::{self, Inner, InnerEvent},
-    pex, rcmgr,
-    streams::StreamCounts,
+    pex,
     timer::Timer,
 };
+#[cfg(feature = "rcmgr")]
+use crate::{rcmgr, streams::StreamCounts};
 
 /// The connection manager's protection tag of trusted peers (connected through a trusted point,
 /// or trusted themselves).
@@ -61,8 +62,11 @@ pub struct Behaviour {
     inner: Inner,
     machine: Machine<ConnectionId>,
     connmgr: connmgr::Handle,
+    #[cfg(feature = "rcmgr")]
     rcmgr: Option<rcmgr::ResourceManager>,
+    #[cfg(feature = "rcmgr")]
     streams: StreamCounts,
+    #[cfg(feature = "metrics")]
     metrics: Option<ProtocolMetrics>,
     /// Callers of `maintain` waiting for the end of a cycle.
     maintain_waiters: Vec<(u64, oneshot::Sender<()>)>,
@@ -96,6 +100,7 @@ impl Behaviour {
         let peerstore = config
             .peerstore
             .unwrap_or_else(|| Peerstore::memory(peerstore::Config::default()));
+        #[cfg_attr(not(feature = "rcmgr"), allow(unused_mut))]
         let mut machine = Machine::new(
             local_key.public().to_peer_id(),
             config.node,
@@ -105,6 +110,7 @@ impl Behaviour {
             rng,
             now,
         );
+        #[cfg(feature = "rcmgr")]
         if let Some(rm) = &config.rcmgr {
             machine.set_resources(Box::new(rcmgr::Connections::new(rm.clone())));
         }
@@ -112,8 +118,11 @@ impl Behaviour {
             inner: Inner::new(connmgr, identify, ping, pex::behaviour(private_mode)),
             machine,
             connmgr: handle,
+            #[cfg(feature = "rcmgr")]
             streams: StreamCounts::new(config.rcmgr.clone()),
+            #[cfg(feature = "rcmgr")]
             rcmgr: config.rcmgr,
+            #[cfg(feature = "metrics")]
             metrics: config.metrics,
             maintain_waiters: Vec::new(),
             channels: pex::Channels::default(),
@@ -129,7 +138,8 @@ impl Behaviour {
     }
 
     /// The resource manager, if the configuration has one
-    /// ([`Config::with_resource_manager`]).
+    /// ([`Config::with_resource_manager`]). With the `rcmgr` feature.
+    #[cfg(feature = "rcmgr")]
     pub fn resource_manager(&self) -> Option<&rcmgr::ResourceManager> {
         self.rcmgr.as_ref()
     }
@@ -327,7 +337,11 @@ impl Behaviour {
     }
 
     fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
-        let (input, event) = inner::translate(event, &mut self.channels, self.metrics.as_ref());
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&event);
+        }
+        let (input, event) = inner::translate(event, &mut self.channels);
         if let Some(Event::Trimmed { peers, .. }) = &event {
             for peer in peers {
                 self.machine.closing(*peer, pool::CloseReason::Trim);
@@ -445,6 +459,7 @@ impl NetworkBehaviour for Behaviour {
         if let Some(input) = input {
             self.machine.handle(now, input);
         }
+        #[cfg(feature = "rcmgr")]
         self.streams.on_swarm_event(&event);
         self.inner.on_swarm_event(event);
         self.drain();
@@ -471,6 +486,7 @@ impl NetworkBehaviour for Behaviour {
             }
             let now = Instant::now();
             // Stream counts first, so that a trim that is due ranks peers by them.
+            #[cfg(feature = "rcmgr")]
             self.streams.feed(&mut self.machine, now);
             self.machine.handle_timeout(now);
             self.run_commands();

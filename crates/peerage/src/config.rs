@@ -1,6 +1,6 @@
 //! The configuration of the Peerage [`Behaviour`](crate::Behaviour).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use peerage_core::{
     addrbook,
@@ -10,7 +10,9 @@ use peerage_core::{
     pool,
 };
 
-use crate::{connmgr, rcmgr};
+use crate::connmgr;
+#[cfg(feature = "rcmgr")]
+use crate::rcmgr;
 
 /// Configuration of the Peerage [`Behaviour`](crate::Behaviour).
 #[derive(Debug, Clone)]
@@ -18,17 +20,21 @@ pub struct Config {
     pub(crate) node: node::Config,
     pub(crate) peerstore: Option<Peerstore>,
     pub(crate) connmgr: Option<connmgr::Config>,
+    #[cfg(feature = "rcmgr")]
     pub(crate) rcmgr: Option<rcmgr::ResourceManager>,
     pub(crate) agent_version: String,
     pub(crate) ping_interval: Duration,
     pub(crate) rng_seed: Option<u64>,
+    #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<ProtocolMetrics>,
 }
 
 /// libp2p-metrics' recorder, shared with whoever records the swarm's events.
+#[cfg(feature = "metrics")]
 #[derive(Clone)]
-pub(crate) struct ProtocolMetrics(pub(crate) Arc<libp2p::metrics::Metrics>);
+pub(crate) struct ProtocolMetrics(pub(crate) std::sync::Arc<libp2p::metrics::Metrics>);
 
+#[cfg(feature = "metrics")]
 impl std::fmt::Debug for ProtocolMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("libp2p::metrics::Metrics")
@@ -41,10 +47,12 @@ impl Default for Config {
             node: node::Config::default(),
             peerstore: None,
             connmgr: None,
+            #[cfg(feature = "rcmgr")]
             rcmgr: None,
             agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
             ping_interval: Duration::from_secs(15),
             rng_seed: None,
+            #[cfg(feature = "metrics")]
             metrics: None,
         }
     }
@@ -151,6 +159,7 @@ impl Config {
             .connmgr
             .clone()
             .unwrap_or_else(|| self.default_connmgr());
+        #[cfg(feature = "rcmgr")]
         if let Some(rm) = &self.rcmgr {
             let limit = usize::try_from(rm.limits().system().conns).unwrap_or(usize::MAX);
             if let Err(e) = config.check_limit(limit) {
@@ -163,6 +172,8 @@ impl Config {
     /// (the same checks as [`rcmgr::Behaviour`]). None by default. For stream limits, wrap the transport's muxer with the same manager
     /// ([`rcmgr::transport`]). A high watermark above its system connection limit is logged as
     /// a warning (go-libp2p GH#1640); check it with [`connmgr::Config::check_limit`].
+    /// With the `rcmgr` feature.
+    #[cfg(feature = "rcmgr")]
     pub fn with_resource_manager(mut self, rcmgr: rcmgr::ResourceManager) -> Self {
         self.rcmgr = Some(rcmgr);
         self
@@ -200,8 +211,10 @@ impl Config {
     }
     /// Records the identify and ping events, which stay inside this behaviour, in libp2p-metrics'
     /// `metrics` (`libp2p_identify_*`, `libp2p_ping_*`: round-trip times and failures). Record
-    /// the swarm's events (`libp2p_swarm_*`) with the same `metrics`. None by default.
-    pub fn with_metrics(mut self, metrics: Arc<libp2p::metrics::Metrics>) -> Self {
+    /// the swarm's events (`libp2p_swarm_*`) with the same `metrics`. None by default. With the
+    /// `metrics` feature.
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<libp2p::metrics::Metrics>) -> Self {
         self.metrics = Some(ProtocolMetrics(metrics));
         self
     }

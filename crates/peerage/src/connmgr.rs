@@ -32,7 +32,7 @@ use std::{
     future::Future,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures::{FutureExt, channel::oneshot};
@@ -51,12 +51,6 @@ pub use peerage_core::connmgr::{
 use peerage_core::connmgr::{ConnManager, DecayingTag as CoreTag};
 
 use crate::timer::Timer;
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
-    registry::Registry,
-};
 
 /// How often the process's memory is sampled when a memory watermark is set.
 const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -81,7 +75,9 @@ pub struct Stats {
     pub denied_connections: u64,
 }
 
+/// What `register_metrics` reports beside the core's state.
 #[derive(Debug, Default, Clone, Copy)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 struct Counts {
     trims: [u64; 3],
     pruned: [u64; 3],
@@ -89,6 +85,7 @@ struct Counts {
     last_trim: Option<SystemTime>,
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 fn kind_index(kind: TrimKind) -> usize {
     match kind {
         TrimKind::Background => 0,
@@ -97,6 +94,7 @@ fn kind_index(kind: TrimKind) -> usize {
     }
 }
 
+#[cfg(feature = "metrics")]
 const KINDS: [TrimKind; 3] = [TrimKind::Background, TrimKind::Manual, TrimKind::Emergency];
 
 struct State {
@@ -181,7 +179,7 @@ impl Handle {
 
     /// Reports the open streams of a connection, for trimming: among peers of equal value, those
     /// with fewer streams are closed first (go `connmgr`). `peerage::Behaviour` reports them
-    /// from the muxer's counts ([`rcmgr::Muxer`](crate::rcmgr::Muxer)).
+    /// from the muxer's counts (`rcmgr::Muxer`, with the `rcmgr` feature).
     pub fn set_streams(&self, peer: &PeerId, id: ConnectionId, streams: u32) {
         self.lock().core.set_streams(peer, id, streams);
     }
@@ -292,9 +290,11 @@ impl Handle {
     /// `connections`, `closing_connections`, `peers`, `protected_peers`, `peers_in_grace`,
     /// `low_water`, `high_water`, `hard_cap`, `last_trim_timestamp_seconds`, and the counters
     /// `trims_total{kind}`, `pruned_peers_total{kind}` and `denied_connections_total`. Register
-    /// them under a prefix such as `libp2p_connmgr` (nim-libp2p's names).
-    pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register_collector(Box::new(MetricsCollector(self.clone())));
+    /// them under a prefix such as `libp2p_connmgr` (nim-libp2p's names). With the `metrics`
+    /// feature.
+    #[cfg(feature = "metrics")]
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(metrics::Collector(self.clone())));
     }
 }
 
@@ -647,101 +647,119 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// Encodes the connection manager's metrics at each scrape.
-struct MetricsCollector(Handle);
+/// The connection manager's Prometheus metrics.
+#[cfg(feature = "metrics")]
+mod metrics {
+    use std::{
+        fmt,
+        time::{Instant, UNIX_EPOCH},
+    };
 
-impl fmt::Debug for MetricsCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("connmgr::MetricsCollector")
+    use prometheus_client::{
+        collector,
+        encoding::{DescriptorEncoder, EncodeMetric},
+        metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    };
+
+    use super::{Handle, KINDS};
+
+    /// Encodes the connection manager's metrics at each scrape.
+    pub(super) struct Collector(pub(super) Handle);
+
+    impl fmt::Debug for Collector {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("connmgr::metrics::Collector")
+        }
     }
-}
 
-impl Collector for MetricsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let (info, counts) = {
-            let s = self.0.lock();
-            (s.core.info(Instant::now()), s.counts)
-        };
-        let gauges: [(&str, &str, i64); 8] = [
-            (
-                "connections",
-                "Established connections.",
-                info.connections as i64,
-            ),
-            (
-                "closing_connections",
-                "Connections a trim chose that are still closing.",
-                info.closing as i64,
-            ),
-            ("peers", "Connected peers.", info.peers as i64),
-            (
-                "protected_peers",
-                "Protected peers, connected or not.",
-                info.protected_peers as i64,
-            ),
-            (
-                "peers_in_grace",
-                "Connected peers still in their grace period.",
-                info.peers_in_grace as i64,
-            ),
-            (
-                "low_water",
-                "The low watermark, in connections.",
-                info.low_water as i64,
-            ),
-            (
-                "high_water",
-                "The high watermark, in connections.",
-                info.high_water as i64,
-            ),
-            (
-                "hard_cap",
-                "Most connections of unprotected peers admitted; -1 without a cap.",
-                info.hard_cap.map_or(-1, |c| c as i64),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        let last = counts
-            .last_trim
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
-        let gauge = ConstGauge::new(last);
-        gauge.encode(encoder.encode_descriptor(
-            "last_trim_timestamp_seconds",
-            "When the last trim ran, in seconds since the Unix epoch; 0 if none ran.",
-            None,
-            gauge.metric_type(),
-        )?)?;
-        for (name, help, values) in [
-            ("trims", "Trims run, by kind.", counts.trims),
-            (
-                "pruned_peers",
-                "Peers closed by trims, by kind.",
-                counts.pruned,
-            ),
-        ] {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (kind, value) in KINDS.iter().zip(values) {
-                let labels = [("kind", kind.as_str())];
-                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    impl collector::Collector for Collector {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+            let (info, counts) = {
+                let s = self.0.lock();
+                (s.core.info(Instant::now()), s.counts)
+            };
+            let gauges: [(&str, &str, i64); 8] = [
+                (
+                    "connections",
+                    "Established connections.",
+                    info.connections as i64,
+                ),
+                (
+                    "closing_connections",
+                    "Connections a trim chose that are still closing.",
+                    info.closing as i64,
+                ),
+                ("peers", "Connected peers.", info.peers as i64),
+                (
+                    "protected_peers",
+                    "Protected peers, connected or not.",
+                    info.protected_peers as i64,
+                ),
+                (
+                    "peers_in_grace",
+                    "Connected peers still in their grace period.",
+                    info.peers_in_grace as i64,
+                ),
+                (
+                    "low_water",
+                    "The low watermark, in connections.",
+                    info.low_water as i64,
+                ),
+                (
+                    "high_water",
+                    "The high watermark, in connections.",
+                    info.high_water as i64,
+                ),
+                (
+                    "hard_cap",
+                    "Most connections of unprotected peers admitted; -1 without a cap.",
+                    info.hard_cap.map_or(-1, |c| c as i64),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
             }
+            let last = counts
+                .last_trim
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            let gauge = ConstGauge::new(last);
+            gauge.encode(encoder.encode_descriptor(
+                "last_trim_timestamp_seconds",
+                "When the last trim ran, in seconds since the Unix epoch; 0 if none ran.",
+                None,
+                gauge.metric_type(),
+            )?)?;
+            for (name, help, values) in [
+                ("trims", "Trims run, by kind.", counts.trims),
+                (
+                    "pruned_peers",
+                    "Peers closed by trims, by kind.",
+                    counts.pruned,
+                ),
+            ] {
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for (kind, value) in KINDS.iter().zip(values) {
+                    let labels = [("kind", kind.as_str())];
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            let counter = ConstCounter::new(counts.denied);
+            counter.encode(encoder.encode_descriptor(
+                "denied_connections",
+                "Connections denied at the hard cap.",
+                None,
+                counter.metric_type(),
+            )?)?;
+            Ok(())
         }
-        let counter = ConstCounter::new(counts.denied);
-        counter.encode(encoder.encode_descriptor(
-            "denied_connections",
-            "Connections denied at the hard cap.",
-            None,
-            counter.metric_type(),
-        )?)?;
-        Ok(())
     }
 }
 

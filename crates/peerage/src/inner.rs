@@ -1,10 +1,12 @@
 //! The protocols inside the Peerage behaviour, and their events translated for the node
 //! machine.
 
-use libp2p::{identify, metrics::Recorder, ping, swarm::ConnectionId};
+use libp2p::{identify, ping, swarm::ConnectionId};
 use peerage_core::node::Input;
 
-use crate::{Event, config::ProtocolMetrics, connmgr, identify as id, keep_alive, pex};
+#[cfg(feature = "metrics")]
+use crate::config::ProtocolMetrics;
+use crate::{Event, connmgr, identify as id, keep_alive, pex};
 
 /// The protocols inside [`Behaviour`]. Public only because its handler type is
 /// `Behaviour::ConnectionHandler`. The node machine has admitted every connection they see
@@ -39,20 +41,24 @@ impl Inner {
     }
 }
 
-/// An inner event as the machine's input and the application's event; records identify and
-/// ping in libp2p-metrics.
-pub(crate) fn translate(
-    event: InnerEvent,
-    channels: &mut pex::Channels,
-    metrics: Option<&ProtocolMetrics>,
-) -> (Option<Input<ConnectionId>>, Option<Event>) {
-    if let Some(ProtocolMetrics(metrics)) = metrics {
-        match &event {
-            InnerEvent::Identify(e) => metrics.record(e),
-            InnerEvent::Ping(e) => metrics.record(e),
+#[cfg(feature = "metrics")]
+impl ProtocolMetrics {
+    /// Records an identify or ping event in libp2p-metrics.
+    pub(crate) fn record(&self, event: &InnerEvent) {
+        use libp2p::metrics::Recorder;
+        match event {
+            InnerEvent::Identify(e) => self.0.record(e),
+            InnerEvent::Ping(e) => self.0.record(e),
             _ => {}
         }
     }
+}
+
+/// An inner event as the machine's input and the application's event.
+pub(crate) fn translate(
+    event: InnerEvent,
+    channels: &mut pex::Channels,
+) -> (Option<Input<ConnectionId>>, Option<Event>) {
     match event {
         InnerEvent::Identify(e) => (id::input(e), None),
         InnerEvent::Ping(e) => (id::ping_input(e), None),

@@ -33,6 +33,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Cargo features
+//!
+//! All on by default (the `peerage` node uses them all); a library that wants less turns the
+//! defaults off and names what it uses:
+//!
+//! | feature | what it adds | what it pulls in |
+//! |---|---|---|
+//! | `store` | `peers_file`: the pool's peers on disk, Octez's `peers.json` | `peerage-store` (redb) |
+//! | `rcmgr` | `rcmgr`: the resource manager on the swarm (admission, stream limits in the muxer, a TCP transport with both, limits scaled to the machine) and `Config::with_resource_manager` | sysinfo, rlimit; libp2p's `tcp`, `yamux`, `tokio` |
+//! | `metrics` | `register_metrics` of the connection and resource managers, `Config::with_metrics` | prometheus-client, libp2p-metrics |
+//! | `quic` | QUIC beside TCP in `rcmgr::transport` (turns `rcmgr` on) | libp2p's `quic` (quinn, rustls) |
+//!
+//! Without any, the crate is the behaviour (pool, maintenance, peer exchange, connection
+//! manager, peerstore in memory) over libp2p's `identify`, `ping` and `request-response`, and
+//! `cargo tree -p peerage --no-default-features` names neither quinn nor redb nor sysinfo.
+//!
 //! ## Discrepancies with the references
 //!
 //! - Octez's `Nack` becomes a connection that is accepted, answered one request for points, and
@@ -56,9 +72,12 @@ mod event;
 mod identify;
 mod inner;
 mod keep_alive;
+#[cfg(feature = "store")]
 pub mod peers_file;
 pub mod pex;
+#[cfg(feature = "rcmgr")]
 pub mod rcmgr;
+#[cfg(feature = "rcmgr")]
 mod streams;
 mod timer;
 

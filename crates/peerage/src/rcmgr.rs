@@ -1,6 +1,7 @@
 //! The resource manager on a swarm: admission of connections ([`Behaviour`]), stream limits in
 //! the muxer ([`Muxer`]), a transport with both ([`transport`]), limits scaled to the machine
-//! ([`auto_scale`]) and go's Prometheus metrics ([`register_metrics`]).
+//! ([`auto_scale`]) and go's Prometheus metrics (`register_metrics`, with the `metrics` feature).
+//! With the `rcmgr` feature.
 //!
 //! The accounting itself is [`peerage_core::rcmgr`], re-exported here.
 //!
@@ -55,13 +56,14 @@ use libp2p::{
         upgrade,
     },
     identity::Keypair,
-    noise, quic,
+    noise,
     swarm::{
         ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
         THandlerOutEvent, ToSwarm, dummy,
     },
     tcp, yamux,
 };
+#[cfg(feature = "metrics")]
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -418,9 +420,9 @@ impl AsyncWrite for Substream {
     }
 }
 
-/// TCP (Noise, Yamux) and QUIC, as `SwarmBuilder::with_tcp(..).with_quic()` builds them, with
-/// every connection's muxer wrapped in a [`Muxer`] on `rcmgr`. For
-/// `SwarmBuilder::with_other_transport`.
+/// TCP (Noise, Yamux) and, with the `quic` feature, QUIC, as `SwarmBuilder::with_tcp(..)` and
+/// `.with_quic()` build them, with every connection's muxer wrapped in a [`Muxer`] on `rcmgr`.
+/// For `SwarmBuilder::with_other_transport`.
 ///
 /// # Errors
 ///
@@ -435,12 +437,15 @@ pub fn transport(
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let quic = quic::tokio::Transport::new(quic::Config::new(key))
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    #[cfg(feature = "quic")]
+    let tcp = tcp
+        .or_transport(
+            libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
+        )
+        .map(|either, _| either.into_inner());
     Ok(tcp
-        .or_transport(quic)
-        .map(move |either, endpoint| {
-            let (peer, muxer) = either.into_inner();
+        .map(move |(peer, muxer), endpoint| {
             let remote = endpoint.get_remote_address().clone();
             (
                 peer,
@@ -451,17 +456,21 @@ pub fn transport(
 }
 
 /// Registers go's `libp2p_rcmgr_*` metrics for `rcmgr` (computed from a [`Stat`] at each
-/// scrape).
+/// scrape). With the `metrics` feature.
+#[cfg(feature = "metrics")]
 pub fn register_metrics(rcmgr: &ResourceManager, registry: &mut Registry) {
     registry.register_collector(Box::new(Metrics(rcmgr.clone())));
 }
 
+#[cfg(feature = "metrics")]
 #[derive(Debug)]
 struct Metrics(ResourceManager);
 
 /// Reads one value of a peer scope, for a histogram.
+#[cfg(feature = "metrics")]
 type PeerValue = fn(&ScopeSnapshot) -> u64;
 
+#[cfg(feature = "metrics")]
 fn gauge_family(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -475,10 +484,12 @@ fn gauge_family(
     Ok(())
 }
 
+#[cfg(feature = "metrics")]
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+#[cfg(feature = "metrics")]
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let st = self.0.stat();
