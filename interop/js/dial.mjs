@@ -1,6 +1,8 @@
 // Dials the multiaddr in argv[2] (ending in /p2p/<id>), waits until both sides identified,
-// pings it PINGS times, and exits 0. Prints `JS PEER <id>`, `JS IDENTIFY <agent>` and
-// `JS PING <ms>` lines on stdout. Exits 2 after SECS seconds whatever happens.
+// pings it PINGS times, and exits 0. Prints `JS PEER <id>`, `JS IDENTIFY <agent>`,
+// `JS ADDRS <json>` (the remote's addresses in js's peer store, each with whether its signed
+// peer record certified it) and `JS PING <ms>` lines on stdout. Exits 2 after SECS seconds
+// whatever happens.
 import { createNode } from './node.mjs'
 import { multiaddr } from '@multiformats/multiaddr'
 
@@ -15,11 +17,16 @@ console.log('JS PEER', node.peerId.toString())
 const identified = new Promise(resolve => {
   node.addEventListener('peer:identify', e => {
     console.log('JS IDENTIFY', e.detail.agentVersion, JSON.stringify(e.detail.protocols))
-    resolve()
+    resolve(e.detail.peerId)
   })
 })
 await node.dial(target)
-await identified
+const remote = await identified
+const stored = await node.peerStore.get(remote)
+console.log('JS ADDRS', JSON.stringify(stored.addresses.map(a => ({
+  addr: a.multiaddr.toString(),
+  certified: a.isCertified
+}))))
 for (let i = 0; i < pings; i++) {
   console.log('JS PING', await node.services.ping.ping(target))
 }

@@ -891,6 +891,7 @@ fn identify(addr: &Multiaddr) -> Identify {
         ],
         agent_version: "peerage-sim".into(),
         protocol_version: "ipfs/0.1.0".into(),
+        signed_peer_record: None,
     }
 }
 

@@ -858,6 +858,7 @@ impl SimNode {
             ],
             agent_version: "peerage-sim".into(),
             protocol_version: "ipfs/0.1.0".into(),
+            signed_peer_record: None,
         }
     }
 

@@ -12,7 +12,6 @@ use futures::{FutureExt, channel::oneshot};
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
-    identify,
     identity::Keypair,
     ping,
     swarm::{
@@ -32,7 +31,7 @@ use rand::{SeedableRng, rngs::StdRng};
 #[cfg(feature = "metrics")]
 use crate::config::ProtocolMetrics;
 use crate::{
-    Config, ConnectionView, Event, connmgr,
+    Config, ConnectionView, Event, connmgr, identify,
     inner::{self, Inner, InnerEvent},
     pex,
     timer::Timer,
@@ -68,6 +67,9 @@ pub struct Behaviour {
     streams: StreamCounts,
     #[cfg(feature = "metrics")]
     metrics: Option<ProtocolMetrics>,
+    /// Our public key, for recording identify pushes.
+    #[cfg(feature = "metrics")]
+    local_key: libp2p::identity::PublicKey,
     /// Callers of `maintain` waiting for the end of a cycle.
     maintain_waiters: Vec<(u64, oneshot::Sender<()>)>,
     /// Requests for points the machine holds.
@@ -87,11 +89,13 @@ impl Behaviour {
             .expect("valid connmgr config")
             .admitted_elsewhere();
         let handle = connmgr.handle();
-        let identify = identify::Behaviour::new(
-            identify::Config::new("ipfs/0.1.0".to_owned(), local_key.public())
-                .with_agent_version(config.agent_version.clone()),
-        );
-        let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
+        let identify = config
+            .identify
+            .clone()
+            .map(|c| identify::Behaviour::new(local_key.clone(), c));
+        let ping = config
+            .ping_interval
+            .map(|d| ping::Behaviour::new(ping::Config::new().with_interval(d)));
         let private_mode = config.node.pool().private_mode();
         let rng = match config.rng_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
@@ -124,6 +128,8 @@ impl Behaviour {
             rcmgr: config.rcmgr,
             #[cfg(feature = "metrics")]
             metrics: config.metrics,
+            #[cfg(feature = "metrics")]
+            local_key: local_key.public(),
             maintain_waiters: Vec::new(),
             channels: pex::Channels::default(),
             events: VecDeque::new(),
@@ -233,6 +239,36 @@ impl Behaviour {
         self.wake();
     }
 
+    /// Hands the machine an identify message the application's own identify received, when
+    /// Peerage runs none ([`Config::without_identify`]): the peer's listen addresses (or
+    /// those of its signed record, certified) go to the peerstore and the pool, its protocols
+    /// say whether it offers the peer exchange. With rust-libp2p's identify:
+    ///
+    /// ```ignore
+    /// identify::Event::Received { peer_id, info, .. } => swarm.behaviour_mut().peerage.identified(
+    ///     peer_id,
+    ///     peerage::node::Identify {
+    ///         listen_addrs: info.listen_addrs,
+    ///         protocols: info.protocols.iter().map(ToString::to_string).collect(),
+    ///         agent_version: info.agent_version,
+    ///         protocol_version: info.protocol_version,
+    ///         // rust-libp2p's identify 0.48 keeps only records in its legacy domain, which
+    ///         // the peerstore does not take.
+    ///         signed_peer_record: None,
+    ///     },
+    /// ),
+    /// ```
+    pub fn identified(&mut self, peer: PeerId, info: node::Identify) {
+        self.handle(Instant::now(), Input::Identified { peer, info });
+    }
+
+    /// Hands the machine a round trip the application's own ping measured, when Peerage runs
+    /// none ([`Config::without_ping`]): it feeds the peerstore's latency EWMA and eviction's
+    /// lowest-ping protection.
+    pub fn pinged(&mut self, peer: PeerId, rtt: std::time::Duration) {
+        self.handle(Instant::now(), Input::Ping { peer, rtt });
+    }
+
     /// The peerstore.
     pub fn peerstore(&self) -> &Peerstore {
         self.machine.peerstore()
@@ -339,7 +375,7 @@ impl Behaviour {
     fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
-            metrics.record(&event);
+            metrics.record(&event, &self.local_key);
         }
         let (input, event) = inner::translate(event, &mut self.channels);
         if let Some(Event::Trimmed { peers, .. }) = &event {

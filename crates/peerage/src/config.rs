@@ -10,9 +10,9 @@ use peerage_core::{
     pool,
 };
 
-use crate::connmgr;
 #[cfg(feature = "rcmgr")]
 use crate::rcmgr;
+use crate::{connmgr, identify};
 
 /// Configuration of the Peerage [`Behaviour`](crate::Behaviour).
 #[derive(Debug, Clone)]
@@ -22,8 +22,10 @@ pub struct Config {
     pub(crate) connmgr: Option<connmgr::Config>,
     #[cfg(feature = "rcmgr")]
     pub(crate) rcmgr: Option<rcmgr::ResourceManager>,
-    pub(crate) agent_version: String,
-    pub(crate) ping_interval: Duration,
+    /// Peerage's identify, `None` when the application runs its own.
+    pub(crate) identify: Option<identify::Config>,
+    /// Ping's interval, `None` when the application runs its own ping.
+    pub(crate) ping_interval: Option<Duration>,
     pub(crate) rng_seed: Option<u64>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<ProtocolMetrics>,
@@ -49,8 +51,8 @@ impl Default for Config {
             connmgr: None,
             #[cfg(feature = "rcmgr")]
             rcmgr: None,
-            agent_version: format!("peerage/{}", env!("CARGO_PKG_VERSION")),
-            ping_interval: Duration::from_secs(15),
+            identify: Some(identify::Config::default()),
+            ping_interval: Some(Duration::from_secs(15)),
             rng_seed: None,
             #[cfg(feature = "metrics")]
             metrics: None,
@@ -178,14 +180,38 @@ impl Config {
         self.rcmgr = Some(rcmgr);
         self
     }
-    /// The agent version identify announces. `peerage/<crate version>` by default.
+    /// The agent version identify announces. `peerage/<crate version>` by default. Turns
+    /// Peerage's identify back on after [`without_identify`](Self::without_identify).
     pub fn with_agent_version(mut self, agent: impl Into<String>) -> Self {
-        self.agent_version = agent.into();
+        self.identify = Some(self.identify.unwrap_or_default().with_agent_version(agent));
         self
     }
-    /// Interval between pings on a connection. 15 s by default (libp2p ping).
+    /// Peerage's identify ([`identify::Config`]: protocol version, agent version, interval).
+    /// On by default, with [`identify::Config::default`].
+    pub fn with_identify(mut self, config: identify::Config) -> Self {
+        self.identify = Some(config);
+        self
+    }
+    /// Runs no identify of Peerage's: for an application that runs its own (rust-libp2p's
+    /// `identify::Behaviour`, say), where two would both answer `/ipfs/id/1.0.0`. The
+    /// application then hands each message it receives to
+    /// [`Behaviour::identified`](crate::Behaviour::identified); without them the machine
+    /// never learns a peer's addresses or whether it offers the peer exchange.
+    pub fn without_identify(mut self) -> Self {
+        self.identify = None;
+        self
+    }
+    /// Interval between pings on a connection. 15 s by default (libp2p ping). Turns Peerage's
+    /// ping back on after [`without_ping`](Self::without_ping).
     pub fn with_ping_interval(mut self, d: Duration) -> Self {
-        self.ping_interval = d;
+        self.ping_interval = Some(d);
+        self
+    }
+    /// Runs no ping of Peerage's: for an application that runs its own. It then hands each
+    /// round trip to [`Behaviour::pinged`](crate::Behaviour::pinged), which feeds the
+    /// peerstore's latency and eviction's ping protection.
+    pub fn without_ping(mut self) -> Self {
+        self.ping_interval = None;
         self
     }
     /// How long a refused (nacked) inbound connection stays open so that its peer can ask for

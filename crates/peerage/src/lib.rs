@@ -8,9 +8,13 @@
 //!
 //! ## Usage
 //!
-//! Add [`Behaviour`] to a swarm. It brings its own identify, ping and peer-exchange ([`pex`])
-//! protocols, and keeps connections alive until its maintenance (or the application) closes
-//! them.
+//! Add [`Behaviour`] to a swarm. It brings its own identify ([`identify`]), ping and
+//! peer-exchange ([`pex`]) protocols, and keeps connections alive until its maintenance (or the
+//! application) closes them. An application that runs its own identify or ping turns Peerage's
+//! off ([`Config::without_identify`], [`Config::without_ping`]) and hands their results to
+//! [`Behaviour::identified`] and [`Behaviour::pinged`]: two identify behaviours in one swarm
+//! would both answer `/ipfs/id/1.0.0`, and which one a remote hears would depend on the order
+//! of the struct's fields.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,11 +46,11 @@
 //! |---|---|---|
 //! | `store` | `peers_file`: the pool's peers on disk, Octez's `peers.json` | `peerage-store` (redb) |
 //! | `rcmgr` | `rcmgr`: the resource manager on the swarm (admission, stream limits in the muxer, a TCP transport with both, limits scaled to the machine) and `Config::with_resource_manager` | sysinfo, rlimit; libp2p's `tcp`, `yamux`, `tokio` |
-//! | `metrics` | `register_metrics` of the connection and resource managers, `Config::with_metrics` | prometheus-client, libp2p-metrics |
+//! | `metrics` | `register_metrics` of the connection and resource managers, `Config::with_metrics` | prometheus-client, libp2p-metrics (and libp2p-identify, for its event type) |
 //! | `quic` | QUIC beside TCP in `rcmgr::transport` (turns `rcmgr` on) | libp2p's `quic` (quinn, rustls) |
 //!
 //! Without any, the crate is the behaviour (pool, maintenance, peer exchange, connection
-//! manager, peerstore in memory) over libp2p's `identify`, `ping` and `request-response`, and
+//! manager, peerstore in memory, identify) over libp2p's `ping` and `request-response`, and
 //! `cargo tree -p peerage --no-default-features` names neither quinn nor redb nor sysinfo.
 //!
 //! ## Discrepancies with the references
@@ -56,10 +60,12 @@
 //! - Octez advertises `(ip, port)` points; [`pex`] advertises multiaddrs, with `/p2p/<id>` when
 //!   the peer is known, so dials can check who answers, and the answering node's signed peer
 //!   record, so that its addresses are certified.
-//! - go's identify stores a remote's signed peer record; libp2p-identify 0.48 only passes on
-//!   records in the legacy `libp2p-routing-state` domain and drops the standard
-//!   `libp2p-peer-record` ones that go and js peers send, so certified addresses come from
-//!   [`pex`] (Peerage peers) rather than from identify.
+//! - Identify is Peerage's own ([`identify`]), not libp2p-identify 0.48, which signs and reads
+//!   peer records only in its legacy `libp2p-routing-state` domain and refuses messages over
+//!   4 KiB. Ours speaks the standard `libp2p-peer-record` records go and js peers send and
+//!   verify, so their addresses are certified in the peerstore, and ours in theirs. Unlike go,
+//!   which verifies the record and keeps only its addresses (go-libp2p GH#2325), the peerstore
+//!   keeps the record, as [`pex`] answers carry it.
 
 #![warn(missing_docs)]
 
@@ -69,7 +75,7 @@ mod config;
 mod connections;
 pub mod connmgr;
 mod event;
-mod identify;
+pub mod identify;
 mod inner;
 mod keep_alive;
 #[cfg(feature = "store")]

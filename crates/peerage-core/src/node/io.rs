@@ -133,6 +133,11 @@ pub struct Identify {
     pub agent_version: String,
     /// Its protocol version.
     pub protocol_version: String,
+    /// Its signed peer record (a protobuf `SignedEnvelope` of a `libp2p-peer-record`), as
+    /// received: the machine verifies it. When it verifies and names the peer, its addresses
+    /// replace the listen addresses and are certified in the peerstore (go-libp2p identify
+    /// `consumeSignedPeerRecord`); otherwise the listen addresses count, uncertified.
+    pub signed_peer_record: Option<Vec<u8>>,
 }
 
 /// How a dial failed.

@@ -1064,16 +1064,52 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     fn on_identified(&mut self, peer: PeerId, info: Identify, now: Instant) {
-        let addrs: Vec<Multiaddr> = info
-            .listen_addrs
+        // go identify: the addresses of a valid signed record, certified, else the listen
+        // addresses. A record of another peer, a forged or an older one is refused whole
+        // (`consume_record`), and the listen addresses count.
+        let certified = info
+            .signed_peer_record
+            .as_deref()
+            .and_then(|bytes| self.consume_record(peer, Some(peer), bytes, Ttl::Connected, now))
+            .map(|(_, addrs)| addrs);
+        let announced = certified.as_ref().unwrap_or(&info.listen_addrs);
+        let dialable: Vec<&Multiaddr> = announced
             .iter()
             .filter(|a| pool::split_point(a).is_ok())
+            .collect();
+        // A large message keeps what fits: the first addresses up to go's
+        // `connectedPeerMaxAddrs`, the first protocols up to the peerstore's cap; the rest
+        // goes, with one warning for the message.
+        let addrs: Vec<Multiaddr> = dialable
+            .iter()
             .take(MAX_IDENTIFY_ADDRS)
-            .cloned()
+            .map(|a| (*a).clone())
             .collect();
         self.replace_addrs(&peer, &addrs, now);
-        if let Err(e) = self.peerstore.set_protocols(&peer, &info.protocols) {
-            tracing::debug!(%peer, "identify: {e}");
+        let mut protocols_kept = info.protocols.len();
+        match self.peerstore.set_protocols(&peer, &info.protocols) {
+            Err(crate::peerstore::Error::TooManyProtocols { limit, .. })
+                if limit < protocols_kept =>
+            {
+                protocols_kept = limit;
+                if let Err(e) = self
+                    .peerstore
+                    .set_protocols(&peer, &info.protocols[..limit])
+                {
+                    tracing::debug!(%peer, "identify: {e}");
+                }
+            }
+            Err(e) => tracing::debug!(%peer, "identify: {e}"),
+            Ok(()) => {}
+        }
+        if addrs.len() < dialable.len() || protocols_kept < info.protocols.len() {
+            tracing::warn!(
+                %peer,
+                "identify: kept {} of {} addresses and {protocols_kept} of {} protocols",
+                addrs.len(),
+                dialable.len(),
+                info.protocols.len(),
+            );
         }
         if let Err(e) = self
             .peerstore

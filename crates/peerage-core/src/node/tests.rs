@@ -56,6 +56,7 @@ fn identify(pex: bool, i: u8) -> Identify {
         protocols,
         agent_version: "test".into(),
         protocol_version: "ipfs/0.1.0".into(),
+        signed_peer_record: None,
     }
 }
 
@@ -1613,4 +1614,128 @@ mod book {
             Admission::Accepted
         );
     }
+}
+
+/// go identify (`consumeSignedPeerRecord`): a valid record of the peer replaces its listen
+/// addresses and certifies its own; one signed by another key, or older than the one held, is
+/// refused whole and the listen addresses count, uncertified.
+#[test]
+fn identify_certifies_the_addresses_of_the_peers_own_signed_record_only() {
+    use crate::peerstore::conformance::{signed_record, signed_record_for};
+
+    let now = Instant::now();
+    let mut m = Machine::new(
+        peer(0),
+        Config::new(),
+        Peerstore::memory(peerstore::Config::default()),
+        Box::new(Plain),
+        Box::new(Signed::new(Keypair::ed25519_from_bytes([0; 32]).unwrap())),
+        StdRng::seed_from_u64(1),
+        now,
+    );
+    let key = |i: u8| Keypair::ed25519_from_bytes([i; 32]).unwrap();
+    let identified = |m: &mut Machine<u64>, i: u8, record: libp2p_core::SignedEnvelope| {
+        m.handle(
+            now,
+            Input::Identified {
+                peer: peer(i),
+                info: Identify {
+                    listen_addrs: vec![addr(200)],
+                    signed_peer_record: Some(record.into_protobuf_encoding()),
+                    ..identify(true, i)
+                },
+            },
+        );
+    };
+    let certified = |m: &Machine<u64>, i: u8| -> Vec<Multiaddr> {
+        m.peerstore()
+            .peer_record(&peer(i), now)
+            .map(|e| {
+                libp2p_core::PeerRecord::from_signed_envelope_interop(e)
+                    .unwrap()
+                    .addresses()
+                    .to_vec()
+            })
+            .unwrap_or_default()
+    };
+    let sorted = |mut v: Vec<Multiaddr>| {
+        v.sort();
+        v
+    };
+
+    establish(&mut m, 1, 1, false, now);
+    identified(&mut m, 1, signed_record(&key(1), 5, &[addr(1), addr(101)]));
+    assert_eq!(certified(&m, 1), vec![addr(1), addr(101)]);
+    assert_eq!(
+        sorted(m.peerstore().addrs(&peer(1), now)),
+        sorted(vec![addr(1), addr(101)]),
+        "the record's addresses, not the listen address"
+    );
+    // An older record, replayed: refused whole; the listen addresses count, and the record
+    // held stays.
+    identified(&mut m, 1, signed_record(&key(1), 4, &[addr(102)]));
+    assert_eq!(certified(&m, 1), vec![addr(1), addr(101)]);
+    assert!(!m.peerstore().addrs(&peer(1), now).contains(&addr(102)));
+
+    // Peer 2 sends a record naming it but signed by peer 3's key.
+    establish(&mut m, 2, 2, false, now);
+    identified(
+        &mut m,
+        2,
+        signed_record_for(&key(3), peer(2), 9, &[addr(103)]),
+    );
+    assert!(certified(&m, 2).is_empty());
+    assert_eq!(m.peerstore().addrs(&peer(2), now), vec![addr(200)]);
+    // And peer 2 passing on peer 3's valid record certifies nothing of peer 3's through it.
+    identified(&mut m, 2, signed_record(&key(3), 9, &[addr(103)]));
+    assert!(certified(&m, 3).is_empty());
+    assert_eq!(m.peerstore().addrs(&peer(2), now), vec![addr(200)]);
+}
+
+/// Issue "identify of any size": a large message keeps what fits, never fails whole: the first
+/// 500 addresses (go's `connectedPeerMaxAddrs`) and the first 128 protocols (go `pstoremem`'s
+/// cap); the peer exchange, listed last, still counts.
+#[test]
+fn a_large_identify_keeps_the_first_addresses_and_protocols_up_to_the_caps() {
+    let now = Instant::now();
+    let mut m = machine(Config::new(), now);
+    establish(&mut m, 1, 1, false, now);
+    let addrs: Vec<Multiaddr> = (0..800u32)
+        .map(|i| {
+            format!("/ip4/10.{}.{}.1/tcp/9732", i / 256, i % 256)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut protocols: Vec<String> = (0..199).map(|i| format!("/junk/{i}/1.0.0")).collect();
+    protocols.push(pex::PROTOCOL.to_owned());
+    m.handle(
+        now,
+        Input::Identified {
+            peer: peer(1),
+            info: Identify {
+                listen_addrs: addrs.clone(),
+                protocols: protocols.clone(),
+                ..identify(true, 1)
+            },
+        },
+    );
+    let mut stored = m.peerstore().addrs(&peer(1), now);
+    stored.sort();
+    let mut want = addrs[..MAX_IDENTIFY_ADDRS].to_vec();
+    want.sort();
+    assert_eq!(stored, want);
+    assert_eq!(m.peerstore().protocols(&peer(1)).len(), 128);
+    assert!(
+        m.peerstore()
+            .protocols(&peer(1))
+            .contains(&"/junk/0/1.0.0".to_owned())
+    );
+    assert!(
+        !m.peerstore()
+            .protocols(&peer(1))
+            .contains(&"/junk/128/1.0.0".to_owned())
+    );
+    // Offers the exchange: asked for points, as a dialed peer that lists it.
+    assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
 }

@@ -31,7 +31,7 @@ async fn start(bootstrap: Vec<libp2p::Multiaddr>) -> Node {
 }
 
 /// Sends one request; returns the status and the body (JSON, or a JSON string for text).
-async fn call(
+pub(crate) async fn call(
     router: &axum::Router,
     method: Method,
     uri: &str,

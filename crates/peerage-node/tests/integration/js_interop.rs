@@ -136,6 +136,98 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
     );
 }
 
+/// Certified addresses both ways (go-libp2p and js-libp2p's signed peer records, domain
+/// `libp2p-peer-record`): the js peer's identify sends its record, which must certify its
+/// address in `GET /network/peers/{id}`; ours must certify our address in js's peer store.
+/// rust-libp2p's identify 0.48 signs under another domain, which js refuses, and drops js's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_peer_and_the_node_certify_each_others_addresses() {
+    use axum::http::Method;
+    use serde_json::Value;
+
+    assert_js_installed();
+    let node = Node::start(NodeConfig::new(
+        Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        Bounds::from_connections(6),
+    ))
+    .await
+    .unwrap();
+    let ours = node.handle.listen_addrs()[0].clone();
+    let target = ours.clone().with(Protocol::P2p(node.handle.peer_id()));
+    let router = peerage_node::admin::router(node.handle.clone(), node.registry.clone(), None);
+    // The js peer lingers 6 s after its pings, connected, while we look.
+    let js = tokio::spawn(run_js(
+        "dial.mjs",
+        target,
+        vec![
+            ("SECS", "30".into()),
+            ("PINGS", "1".into()),
+            ("LINGER_MS", "6000".into()),
+        ],
+    ));
+
+    // Our side: the js peer's address, certified, in the admin API.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (js_peer, addrs) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no certified address of the js peer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let connected = node
+            .handle
+            .call(|swarm| swarm.connected_peers().next().copied())
+            .await
+            .unwrap();
+        let Some(peer) = connected else {
+            continue;
+        };
+        let (_, v) = crate::admin::call(
+            &router,
+            Method::GET,
+            &format!("/network/peers/{peer}"),
+            None,
+            None,
+        )
+        .await;
+        let addrs: Vec<Value> = v["addrs"].as_array().cloned().unwrap_or_default();
+        if addrs.iter().any(|a| a["certified"] == Value::Bool(true)) {
+            break (peer, addrs);
+        }
+    };
+    // Every address it announced is in its record: all are certified, on 127.0.0.1.
+    assert!(
+        addrs.iter().all(|a| a["certified"] == Value::Bool(true)
+            && a["addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("/ip4/127.0.0.1/tcp/")),
+        "{addrs:?}"
+    );
+
+    // The js side: our address, certified, in its peer store.
+    let output = js.await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "js peer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(js_line(&stdout, "JS PEER "), js_peer.to_string());
+    let seen: Vec<Value> = serde_json::from_str(&js_line(&stdout, "JS ADDRS ")).unwrap();
+    assert!(
+        seen.iter()
+            .any(|a| a["addr"] == Value::String(ours.to_string())
+                && a["certified"] == Value::Bool(true)),
+        "our {ours} is not certified in js's peer store: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|a| a["certified"] == Value::Bool(true)),
+        "{seen:?}"
+    );
+}
+
 /// The bug report's set-up: `peerage run --low-water 5 --high-water 10` (bounds 10/50/100, so
 /// the node stays below its `min_threshold` of 23 and keeps looking for points) and 40 js-libp2p peers dialing
 /// it at once and holding their connections for 8 s (`interop/js/flood.mjs`). The node used to
