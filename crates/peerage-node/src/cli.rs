@@ -172,6 +172,10 @@ pub struct RunArgs {
     /// Bootstrap point, trusted, with or without /p2p/PEER_ID (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
+    /// Name server for host names in addresses (`/dns4`, `/dns6`, `/dns`, `/dnsaddr`), over
+    /// UDP: `IP`, or `IP:PORT` (repeatable). Default: the system's (`/etc/resolv.conf`).
+    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::config::name_server)]
+    pub dns_server: Vec<std::net::SocketAddr>,
     /// Connection bounds (default: Octez's configuration defaults, 10/50/100, as the library's).
     #[command(flatten)]
     pub connections: ConnectionArgs,

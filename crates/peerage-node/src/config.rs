@@ -5,6 +5,7 @@
 //! data_dir = "/var/lib/peerage"
 //! listen = ["/ip4/0.0.0.0/tcp/9732"]
 //! bootstrap = ["/dns4/boot.example.org/tcp/9732/p2p/12D3KooW..."]
+//! dns_servers = ["9.9.9.9", "127.0.0.1:5353"]   # default: the system's (/etc/resolv.conf)
 //! private_mode = false
 //! peers_file_period = "30s"
 //! limits = "limits.json"          # go-libp2p JSON, relative to the config file
@@ -110,6 +111,8 @@ pub struct FileConfig {
     pub listen: Option<Vec<String>>,
     /// Bootstrap (trusted) points.
     pub bootstrap: Option<Vec<String>>,
+    /// Name servers (`IP` or `IP:PORT`) for host names in addresses; the system's if empty.
+    pub dns_servers: Option<Vec<String>>,
     /// Keep the peerstore in memory.
     pub ephemeral: Option<bool>,
     /// Private mode.
@@ -300,12 +303,30 @@ pub struct Effective {
     pub resource_manager: ResourceManagerSettings,
     /// The address book's settings.
     pub addrbook: AddrbookSettings,
+    /// Name servers for host names in addresses; the system's if empty.
+    pub dns_servers: Vec<SocketAddr>,
     /// Log filter.
     pub log: String,
 }
 
 fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(value).with_context(|| format!("{key}: {value:?} is not a duration"))
+}
+
+/// A name server: `IP:PORT`, or `IP` for port 53.
+///
+/// # Errors
+///
+/// If `value` is neither.
+pub fn name_server(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            value
+                .parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{value:?} is neither IP nor IP:PORT"))
 }
 
 fn addrs(key: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -436,6 +457,16 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
     }
     let limits = args.limits.clone().or(file.limits.clone());
     let metrics = args.metrics.or(file.metrics);
+    // The flags replace the file's servers, as `--listen` replaces its addresses.
+    let dns_servers = if !args.dns_server.is_empty() {
+        args.dns_server.clone()
+    } else {
+        file.dns_servers
+            .iter()
+            .flatten()
+            .map(|v| name_server(v).map_err(|e| anyhow::anyhow!("dns_servers: {e}")))
+            .collect::<anyhow::Result<_>>()?
+    };
     let ephemeral = args.ephemeral || file.ephemeral.unwrap_or(false);
     let rm = file.resource_manager.clone().unwrap_or_default();
     let resource_manager = ResourceManagerSettings {
@@ -485,6 +516,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         data_dir: Some(data_dir.clone()),
         listen: Some(listen.iter().map(ToString::to_string).collect()),
         bootstrap: Some(bootstrap.iter().map(ToString::to_string).collect()),
+        dns_servers: Some(dns_servers.iter().map(ToString::to_string).collect()),
         ephemeral: Some(ephemeral),
         private_mode: Some(private_mode),
         peers_file_period: Some(humantime::format_duration(peers_file_period).to_string()),
@@ -547,6 +579,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         metrics,
         resource_manager,
         addrbook,
+        dns_servers,
         log,
     })
 }

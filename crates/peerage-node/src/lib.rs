@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod devnet;
+pub mod dnsaddr;
 pub mod metrics;
 pub mod node;
 pub mod run;

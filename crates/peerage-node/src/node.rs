@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// Where the address book and its anchors are kept across restarts (loaded at start,
     /// saved with the peers file). `None`: not kept.
     pub addrbook_file: Option<PathBuf>,
+    /// Name servers (UDP) for `/dns4`, `/dns6`, `/dns` and `/dnsaddr` addresses, instead of the
+    /// system's configuration (`/etc/resolv.conf`). Empty by default: the system's.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -94,6 +97,7 @@ impl NodeConfig {
             loopback_exempt: true,
             addrbook: None,
             addrbook_file: None,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -293,19 +297,41 @@ pub struct Node {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-fn build_swarm(
+/// What the swarm is built from: the parts of a [`NodeConfig`] it takes, and the resolver's
+/// configuration.
+struct SwarmParts<'a> {
     keypair: Keypair,
     bounds: Bounds,
     connmgr: connmgr::Config,
     peerstore: Peerstore,
-    (limits, allowlist, loopback_exempt): (rcmgr::LimitConfig, Vec<Multiaddr>, bool),
-    (pool, addrbook): (pool::Config, Option<&crate::config::AddrbookSettings>),
+    limits: rcmgr::LimitConfig,
+    allowlist: Vec<Multiaddr>,
+    loopback_exempt: bool,
+    pool: pool::Config,
+    addrbook: Option<&'a crate::config::AddrbookSettings>,
+    dns: (libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts),
+}
+
+fn build_swarm(
+    parts: SwarmParts<'_>,
     registry: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<(
     Swarm<peerage::Behaviour>,
     Arc<libp2p::metrics::Metrics>,
     prometheus_client::registry::Registry,
 )> {
+    let SwarmParts {
+        keypair,
+        bounds,
+        connmgr,
+        peerstore,
+        limits,
+        allowlist,
+        loopback_exempt,
+        pool,
+        addrbook,
+        dns: (dns, dns_options),
+    } = parts;
     // The bandwidth counters in a registry of their own (`Handle::bandwidth_registry`).
     let mut bandwidth = prometheus_client::registry::Registry::default();
     limits_fit(&connmgr, &limits)?;
@@ -358,8 +384,8 @@ fn build_swarm(
             rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
         })?
         // `/dns4`, `/dns6`, `/dns` and `/dnsaddr` addresses, resolved with the system's
-        // configuration (`/etc/resolv.conf`, `/etc/hosts`).
-        .with_dns()?
+        // configuration (`/etc/resolv.conf`, `/etc/hosts`), or with the name servers given.
+        .with_dns_config(dns, dns_options)
         // libp2p-metrics: `libp2p_bandwidth_bytes_total{protocols, direction}`.
         .with_bandwidth_metrics(&mut bandwidth)
         .with_behaviour(|key| peerage::Behaviour::new(key, config))?
@@ -368,6 +394,34 @@ fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok((swarm, metrics, bandwidth))
+}
+
+/// The resolver's configuration: the system's, or `servers` (UDP) with the default options.
+///
+/// # Errors
+///
+/// If the system's configuration cannot be read (`/etc/resolv.conf`).
+fn dns_config(
+    servers: &[SocketAddr],
+) -> anyhow::Result<(libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts)> {
+    if servers.is_empty() {
+        return hickory_resolver::system_conf::read_system_conf()
+            .context("reading the system's DNS configuration");
+    }
+    let servers = servers
+        .iter()
+        .map(|s| {
+            let mut server = hickory_resolver::config::NameServerConfig::udp(s.ip());
+            for c in &mut server.connections {
+                c.port = s.port();
+            }
+            server
+        })
+        .collect();
+    Ok((
+        libp2p::dns::ResolverConfig::from_name_servers(servers),
+        libp2p::dns::ResolverOpts::default(),
+    ))
 }
 
 /// Whether `limits` leave room for the connection manager: its high water must not be above
@@ -424,17 +478,29 @@ impl Node {
         let peer_id = config.keypair.public().to_peer_id();
         let mut registry = prometheus_client::registry::Registry::default();
         let connmgr_config = Arc::new(config.connmgr.clone());
+        let dns = dns_config(&config.dns_servers)?;
+        // `/dnsaddr` points have no port: no pool point, resolved once the node runs.
+        let (dnsaddr_points, bootstrap): (Vec<Multiaddr>, Vec<Multiaddr>) = config
+            .bootstrap
+            .iter()
+            .cloned()
+            .partition(crate::dnsaddr::is_dnsaddr);
+        for point in &dnsaddr_points {
+            crate::dnsaddr::split(point).with_context(|| format!("invalid --bootstrap {point}"))?;
+        }
         let (mut swarm, swarm_metrics, bandwidth) = build_swarm(
-            config.keypair,
-            config.bounds,
-            config.connmgr,
-            config.peerstore,
-            (
-                config.limits.unwrap_or_else(rcmgr::auto_scale),
-                config.allowlist,
-                config.loopback_exempt,
-            ),
-            (config.pool, config.addrbook.as_ref()),
+            SwarmParts {
+                keypair: config.keypair,
+                bounds: config.bounds,
+                connmgr: config.connmgr,
+                peerstore: config.peerstore,
+                limits: config.limits.unwrap_or_else(rcmgr::auto_scale),
+                allowlist: config.allowlist,
+                loopback_exempt: config.loopback_exempt,
+                pool: config.pool,
+                addrbook: config.addrbook.as_ref(),
+                dns: dns.clone(),
+            },
             &mut registry,
         )?;
         let peers_file = config.peers_file.map(PeersFile::new);
@@ -469,7 +535,7 @@ impl Node {
                 tracing::info!(entries, anchors, dropped, "address book loaded");
             }
         }
-        for addr in &config.bootstrap {
+        for addr in &bootstrap {
             swarm
                 .behaviour_mut()
                 .add_trusted_point(addr)
@@ -529,6 +595,10 @@ impl Node {
             ),
             span,
         ));
+        if !dnsaddr_points.is_empty() {
+            let resolver = crate::dnsaddr::resolver(dns)?;
+            tokio::spawn(resolve_bootstrap(resolver, dnsaddr_points, tx.downgrade()));
+        }
         Ok(Node {
             handle: Handle {
                 peer_id,
@@ -544,6 +614,53 @@ impl Node {
             registry: Arc::new(registry),
             task,
         })
+    }
+}
+
+/// Resolves `/dnsaddr` bootstrap points and adds what they name as trusted points; a point
+/// that resolves to nothing is tried again every [`crate::dnsaddr::RETRY_INTERVAL`]. Ends when
+/// every point resolved, or with the node.
+async fn resolve_bootstrap(
+    resolver: hickory_resolver::TokioResolver,
+    mut points: Vec<Multiaddr>,
+    tx: mpsc::WeakSender<Command>,
+) {
+    loop {
+        let mut left = Vec::new();
+        for point in points {
+            match crate::dnsaddr::resolve(&resolver, &point).await {
+                Ok(addrs) if !addrs.is_empty() => {
+                    tracing::info!(%point, resolved = ?addrs, "bootstrap point resolved");
+                    let Some(tx) = tx.upgrade() else { return };
+                    let call: Call = Box::new(move |swarm| {
+                        for addr in &addrs {
+                            if let Err(e) = swarm.behaviour_mut().add_trusted_point(addr) {
+                                tracing::warn!(%point, "bootstrap: {e}");
+                            }
+                        }
+                    });
+                    if tx.send(Command::Call(call)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {
+                    tracing::warn!(%point, "bootstrap point resolved to no address");
+                    left.push(point);
+                }
+                Err(e) => {
+                    tracing::warn!(%point, "bootstrap point: {e:#}");
+                    left.push(point);
+                }
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        points = left;
+        tokio::time::sleep(crate::dnsaddr::RETRY_INTERVAL).await;
+        if tx.upgrade().is_none() {
+            return;
+        }
     }
 }
 

@@ -92,6 +92,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         metrics,
         resource_manager,
         addrbook,
+        dns_servers,
         ..
     } = config;
     let token = admin.admin_token.clone();
@@ -175,6 +176,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         loopback_exempt: true,
         addrbook: addrbook.enabled.then_some(addrbook.clone()),
         addrbook_file: (!ephemeral).then(|| data_dir.join(peerage_store::addrbook_file::FILE_NAME)),
+        dns_servers,
     })
     .await?;
     let handle = node.handle;

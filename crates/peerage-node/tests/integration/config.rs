@@ -38,6 +38,7 @@ peer_greylist_size = 7
         "--max-connections",
         "20",
     ]);
+
     assert_eq!(code, 0, "{stderr}");
     let shown: toml::Value = toml::from_str(&stdout).unwrap();
     assert_eq!(
@@ -69,9 +70,28 @@ peer_greylist_size = 7
     );
     assert_eq!(p["peer_greylist_size"].as_integer(), Some(7));
     assert_eq!(p["ip_greylist_cleanup_delay"].as_str(), Some("1day"));
+    // No name server given: the system's (an empty list).
+    assert_eq!(shown["dns_servers"].as_array().map(Vec::len), Some(0));
     // And the file alone checks.
     let (code, stdout, _) = output(&["config", "check", &file]);
     assert_eq!((code, stdout.trim()), (0, format!("ok: {file}").as_str()));
+    // The file's name servers (port 53 when none is given), and the flags' over them.
+    let dns = write(&dir, "dns_servers = [\"9.9.9.9\", \"127.0.0.1:5353\"]\n");
+    let (code, stdout, stderr) = output(&["config", "show", "--config", &dns]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(
+        shown["dns_servers"],
+        toml::Value::Array(vec!["9.9.9.9:53".into(), "127.0.0.1:5353".into()])
+    );
+    let (code, stdout, stderr) =
+        output(&["config", "show", "--config", &dns, "--dns-server", "::1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(
+        shown["dns_servers"],
+        toml::Value::Array(vec!["[::1]:53".into()])
+    );
 }
 
 #[test]
@@ -102,6 +122,10 @@ fn bad_config_files_name_the_key_and_the_reason() {
             "pool.max_known_peers: the low bound 300 is above the high bound 10",
         ),
         ("log = \"info,[\"\n", "log:"),
+        (
+            "dns_servers = [\"resolver.example\"]\n",
+            "dns_servers: \"resolver.example\" is neither IP nor IP:PORT",
+        ),
         // What `run` refuses, `config check` refuses too.
         (
             "admin = \"0.0.0.0:8732\"\n",

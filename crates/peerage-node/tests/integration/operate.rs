@@ -397,6 +397,77 @@ fn a_dns_bootstrap_point_is_resolved_and_dialed() {
     });
 }
 
+/// A DNS stub on 127.0.0.1 (UDP) for the test's zone: a TXT query for `_dnsaddr.{host}` gets
+/// `records`, anything else NXDOMAIN. Its address, and how many `_dnsaddr` queries it
+/// answered; it serves on a thread until the test process ends.
+fn dns_stub(
+    host: &str,
+    records: Vec<String>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use hickory_proto::{
+        op::{Message, ResponseCode},
+        rr::{Name, RData, Record, RecordType, rdata::TXT},
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    let name = Name::from_ascii(format!("_dnsaddr.{host}.")).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+            answer.metadata.recursion_desired = query.metadata.recursion_desired;
+            answer.metadata.recursion_available = true;
+            answer.queries = query.queries.clone();
+            for q in &query.queries {
+                if q.query_type() == RecordType::TXT && q.name() == &name {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    for r in &records {
+                        answer.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::TXT(TXT::new(vec![r.clone()])),
+                        ));
+                    }
+                }
+            }
+            if answer.answers.is_empty() {
+                answer.metadata.response_code = ResponseCode::NXDomain;
+            }
+            let _ = socket.send_to(&answer.to_vec().unwrap(), from);
+        }
+    });
+    (addr, asked)
+}
+
+/// A `/dnsaddr` bootstrap point (the IPFS bootstrap list's form) is resolved through the name
+/// server `--dns-server` names, here a stub the test runs, and dialed: the stub's TXT record
+/// `dnsaddr=/ip4/127.0.0.1/tcp/PORT/p2p/A` is the only way B can learn where A is.
+#[test]
+fn a_dnsaddr_bootstrap_point_is_resolved_through_the_given_name_server() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a, a_id, a_addr, admin, _) = node(&da, None);
+    assert!(a_addr.ends_with(&format!("/p2p/{a_id}")), "{a_addr}");
+    let (stub, asked) = dns_stub("boot.peerage.test", vec![format!("dnsaddr={a_addr}")]);
+    let point = format!("/dnsaddr/boot.peerage.test/p2p/{a_id}");
+    let (_b, b_id, _, b_admin, _) =
+        node_with(&db, Some(&point), &["--dns-server", &stub.to_string()]);
+    let running = |admin: &str, id: &str| {
+        try_cli(admin, &["peer", id]).is_ok_and(|p| p["state"] == "running")
+    };
+    wait_for("B reaches A through /dnsaddr", || {
+        running(&admin, &b_id) && running(&b_admin, &a_id)
+    });
+    assert!(asked.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
+
 /// `peerage log --follow` prints the node's events as they happen (`GET /network/log`, server-
 /// sent events): a peer that connects shows up, and a filter on another peer hides it.
 #[test]
