@@ -143,7 +143,7 @@ enum Command {
 pub struct Handle {
     peer_id: PeerId,
     listen: Vec<Multiaddr>,
-    peerstore: Peerstore,
+    peerstore: peerage::peerstore::Clocked,
     bandwidth: Arc<prometheus_client::registry::Registry>,
     dial_errors: DialErrors,
     limits_file: Option<Arc<PathBuf>>,
@@ -223,8 +223,9 @@ impl Handle {
         &self.listen
     }
 
-    /// The node's peerstore.
-    pub fn peerstore(&self) -> &Peerstore {
+    /// The node's peerstore, on the system clock (the `now`-taking forms are on
+    /// [`Clocked::store`](peerage::peerstore::Clocked::store)).
+    pub fn peerstore(&self) -> &peerage::peerstore::Clocked {
         &self.peerstore
     }
 
@@ -735,7 +736,7 @@ async fn event_loop(
     (metrics, swarm_metrics): (crate::metrics::PoolMetrics, Arc<libp2p::metrics::Metrics>),
     (dial_errors, events): (DialErrors, tokio::sync::broadcast::Sender<Arc<LogLine>>),
 ) {
-    let peerstore = swarm.behaviour().peerstore().clone();
+    let peerstore = swarm.behaviour().peerstore().store().clone();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut save_tick = tokio::time::interval_at(

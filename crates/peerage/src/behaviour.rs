@@ -39,6 +39,17 @@ use crate::{
 #[cfg(feature = "rcmgr")]
 use crate::{rcmgr, streams::StreamCounts};
 
+/// The system clock (`Instant::now`), which `peerage` gives its peerstore handles
+/// ([`peerstore::Clocked`]); the sans-IO core never reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl peerstore::Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
 /// The connection manager's protection tag of trusted peers (connected through a trusted point,
 /// or trusted themselves).
 pub const TRUSTED_TAG: &str = "peerage-trusted";
@@ -60,6 +71,8 @@ pub const TRUSTED_TAG: &str = "peerage-trusted";
 pub struct Behaviour {
     inner: Inner,
     machine: Machine<ConnectionId>,
+    /// The machine's peerstore, on the system clock.
+    peerstore: peerstore::Clocked,
     connmgr: connmgr::Handle,
     #[cfg(feature = "rcmgr")]
     rcmgr: Option<rcmgr::ResourceManager>,
@@ -104,6 +117,7 @@ impl Behaviour {
         let peerstore = config
             .peerstore
             .unwrap_or_else(|| Peerstore::memory(peerstore::Config::default()));
+        let clocked = peerstore.with_clock(std::sync::Arc::new(SystemClock));
         #[cfg_attr(not(feature = "rcmgr"), allow(unused_mut))]
         let mut machine = Machine::new(
             local_key.public().to_peer_id(),
@@ -121,6 +135,7 @@ impl Behaviour {
         Self {
             inner: Inner::new(connmgr, identify, ping, pex::behaviour(private_mode)),
             machine,
+            peerstore: clocked,
             connmgr: handle,
             #[cfg(feature = "rcmgr")]
             streams: StreamCounts::new(config.rcmgr.clone()),
@@ -269,9 +284,13 @@ impl Behaviour {
         self.handle(Instant::now(), Input::Ping { peer, rtt });
     }
 
-    /// The peerstore.
-    pub fn peerstore(&self) -> &Peerstore {
-        self.machine.peerstore()
+    /// The peerstore, on the system clock ([`SystemClock`]): `peerstore().addrs(&peer)` reads
+    /// the addresses unexpired now. The `now`-taking forms are on
+    /// [`Clocked::store`](peerstore::Clocked::store); `store().with_clock(clock)` gives the same
+    /// store on another clock. The machine itself runs on the system clock, read once per
+    /// swarm callback.
+    pub fn peerstore(&self) -> &peerstore::Clocked {
+        &self.peerstore
     }
 
     /// The pool of points and peers.

@@ -94,7 +94,7 @@ pub use peerage_core::{
 };
 
 pub use self::{
-    behaviour::{Behaviour, TRUSTED_TAG},
+    behaviour::{Behaviour, SystemClock, TRUSTED_TAG},
     config::Config,
     connections::ConnectionView,
     event::Event,

@@ -218,7 +218,7 @@ async fn a_message_of_up_to_8_kib_is_read_and_kept_up_to_the_caps() {
     assert_eq!(peer_id, peer);
     assert_eq!(protocols.len(), 150, "the event carries the whole message");
     let store = a.behaviour().peerstore();
-    let mut stored = store.addrs(&peer, Instant::now());
+    let mut stored = store.addrs(&peer);
     stored.sort();
     let mut first: Vec<Multiaddr> = (0..500).map(announced).collect();
     first.sort();
@@ -237,7 +237,7 @@ async fn a_message_over_8_kib_is_refused_and_nothing_of_it_is_stored() {
     assert!(event.is_none(), "{event:?}");
     let store = a.behaviour().peerstore();
     assert!(store.protocols(&peer).is_empty());
-    assert!(store.addrs(&peer, Instant::now()).is_empty());
+    assert!(store.addrs(&peer).is_empty());
     assert!(a.is_connected(&peer));
 }
 

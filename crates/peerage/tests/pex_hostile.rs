@@ -250,9 +250,8 @@ async fn forged_and_stale_signed_records_are_refused() {
         received_from(e, h_id) >= 1
     })
     .await;
-    let record = |a: &Swarm<peerage::Behaviour>, peer: &PeerId| {
-        a.behaviour().peerstore().peer_record(peer, Instant::now())
-    };
+    let record =
+        |a: &Swarm<peerage::Behaviour>, peer: &PeerId| a.behaviour().peerstore().peer_record(peer);
     assert!(record(&a, &x_id).is_none(), "a forged record stored");
     assert!(
         !known(&a, "/ip4/3.3.3.3/tcp/4001"),

@@ -77,31 +77,21 @@ async fn peers_learn_each_other_through_exchange() {
     let envelope = b
         .behaviour()
         .peerstore()
-        .peer_record(&a_id, Instant::now())
+        .peer_record(&a_id)
         .expect("A's signed record");
     let record = libp2p::core::PeerRecord::from_signed_envelope_interop(envelope).unwrap();
     assert_eq!(record.peer_id(), a_id);
     let a_listen = peerage::pool::split_point(&a_addr).unwrap().0;
     assert_eq!(record.addresses(), [a_listen]);
     // A holds its own record too (as go's host does).
-    assert!(
-        a.behaviour()
-            .peerstore()
-            .peer_record(&a_id, Instant::now())
-            .is_some()
-    );
+    assert!(a.behaviour().peerstore().peer_record(&a_id).is_some());
     // Identify fed A's peerstore.
     let protocols = a.behaviour().peerstore().protocols(&b_id);
     assert!(
         protocols.iter().any(|p| p == "/peerage/pex/1.0.0"),
         "{protocols:?}"
     );
-    assert!(
-        !a.behaviour()
-            .peerstore()
-            .addrs(&b_id, Instant::now())
-            .is_empty()
-    );
+    assert!(!a.behaviour().peerstore().addrs(&b_id).is_empty());
 }
 
 /// A holds at most one connection (max 1). B takes it; C is nacked: A answers C's
@@ -138,8 +128,7 @@ async fn a_full_node_nacks_with_points() {
     assert_eq!(active(&a), 1, "the nacked connection was never counted");
     // C asks for points only once A's identify has arrived, so C identified A on the nacked
     // connection; once it closed, A's addresses were demoted to recently connected.
-    let now = Instant::now();
-    let a_addrs = c.behaviour().peerstore().addrs_with_ttl(&a_id, now);
+    let a_addrs = c.behaviour().peerstore().addrs_with_ttl(&a_id);
     assert!(!a_addrs.is_empty());
     assert!(
         a_addrs.iter().all(|e| e.ttl == Ttl::RECENTLY_CONNECTED),
@@ -147,13 +136,13 @@ async fn a_full_node_nacks_with_points() {
     );
     // Whether A read C's identify before C closed is a race (separate streams); if it did, C's
     // addresses were demoted too.
-    let c_addrs = a.behaviour().peerstore().addrs_with_ttl(&c_id, now);
+    let c_addrs = a.behaviour().peerstore().addrs_with_ttl(&c_id);
     assert!(
         c_addrs.iter().all(|e| e.ttl == Ttl::RECENTLY_CONNECTED),
         "{c_addrs:?}"
     );
     // B is still connected to A: its addresses are connected.
-    let b_addrs = a.behaviour().peerstore().addrs_with_ttl(&b_id, now);
+    let b_addrs = a.behaviour().peerstore().addrs_with_ttl(&b_id);
     assert!(!b_addrs.is_empty());
     assert!(
         b_addrs.iter().all(|e| e.ttl == Ttl::Connected),

@@ -27,6 +27,7 @@
 //! [`Peerstore`] is a `Send + Sync` handle over a [`Store`] backend: [`MemoryStore`] here, a
 //! persistent one in `peerage-store`. Every time-dependent call takes `now`.
 
+mod clocked;
 mod memory;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -46,7 +47,10 @@ use libp2p_identity::{Keypair, PublicKey};
 use multiaddr::Multiaddr;
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use self::memory::{MemoryStore, PeerState};
+pub use self::{
+    clocked::{Clock, Clocked},
+    memory::{MemoryStore, PeerState},
+};
 use crate::PeerId;
 
 /// How long an address is kept.

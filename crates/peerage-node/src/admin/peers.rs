@@ -61,8 +61,9 @@ pub struct PeerInfo {
 
 fn peer_info(swarm: &Swarm<peerage::Behaviour>, peer: PeerId, info: &peer::Info) -> PeerInfo {
     let b = swarm.behaviour();
-    let now = Instant::now();
-    let store = b.peerstore();
+    // One time for every read, so that the TTLs left are of the same moment.
+    let store = b.peerstore().store();
+    let now = b.peerstore().now();
     let certified: Vec<Multiaddr> = store
         .peer_record(&peer, now)
         .and_then(|e| libp2p::core::PeerRecord::from_signed_envelope_interop(e).ok())
