@@ -1,8 +1,9 @@
 // Dials the multiaddr in argv[2] (ending in /p2p/<id>), waits until both sides identified,
 // pings it PINGS times, and exits 0. Prints `JS PEER <id>`, `JS IDENTIFY <agent>`,
 // `JS ADDRS <json>` (the remote's addresses in js's peer store, each with whether its signed
-// peer record certified it) and `JS PING <ms>` lines on stdout. Exits 2 after SECS seconds
-// whatever happens.
+// peer record certified it), `JS CONN <remote address>` and `JS PING <ms>` lines on stdout.
+// `TRANSPORT=quic` dials over QUIC instead of TCP. Exits 2 after SECS seconds whatever
+// happens.
 import { createNode } from './node.mjs'
 import { multiaddr } from '@multiformats/multiaddr'
 
@@ -11,7 +12,7 @@ const pings = Number(process.env.PINGS ?? 3)
 const guard = setTimeout(() => { console.error('JS TIMEOUT'); process.exit(2) }, secs * 1000)
 const target = multiaddr(process.argv[2])
 
-const node = await createNode()
+const node = await createNode({ quic: process.env.TRANSPORT === 'quic' })
 console.log('JS PEER', node.peerId.toString())
 
 const identified = new Promise(resolve => {
@@ -20,7 +21,8 @@ const identified = new Promise(resolve => {
     resolve(e.detail.peerId)
   })
 })
-await node.dial(target)
+const conn = await node.dial(target)
+console.log('JS CONN', conn.remoteAddr.toString())
 const remote = await identified
 const stored = await node.peerStore.get(remote)
 console.log('JS ADDRS', JSON.stringify(stored.addresses.map(a => ({

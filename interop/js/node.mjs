@@ -1,6 +1,7 @@
 // The js-libp2p node every interop script runs: TCP, Noise, Yamux, identify and ping, as a
-// stock js-libp2p 3.x application has them. `listen: false` leaves it without a listener, so
-// that the Peerage node cannot dial it back.
+// stock js-libp2p 3.x application has them, or QUIC (`quic: true`: @chainsafe/libp2p-quic,
+// which brings its own encryption and muxing). `listen: false` leaves it without a listener,
+// so that the Peerage node cannot dial it back.
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -8,12 +9,22 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 
-export function createNode ({ listen = true } = {}) {
+export async function createNode ({ listen = true, quic = false } = {}) {
+  const services = { identify: identify(), ping: ping() }
+  if (quic) {
+    // Loaded only here: its native binary is not needed by the TCP scripts.
+    const { quic: quicTransport } = await import('@chainsafe/libp2p-quic')
+    return createLibp2p({
+      addresses: { listen: listen ? ['/ip4/127.0.0.1/udp/0/quic-v1'] : [] },
+      transports: [quicTransport()],
+      services
+    })
+  }
   return createLibp2p({
     addresses: { listen: listen ? ['/ip4/127.0.0.1/tcp/0'] : [] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: { identify: identify(), ping: ping() }
+    services
   })
 }

@@ -136,6 +136,62 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
     );
 }
 
+/// A js-libp2p peer over QUIC (`@chainsafe/libp2p-quic` 2.1.1, on Node 20 with the interop
+/// polyfill) dials a node that listens on QUIC only: both identify, js pings 3 times, and the
+/// node's peerstore holds the js peer's protocols and a latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_peer_over_quic_identifies_and_pings_a_peerage_node() {
+    assert_js_installed();
+    let node = Node::start(NodeConfig::new(
+        Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        Bounds::from_connections(6),
+    ))
+    .await
+    .unwrap();
+    let handle = node.handle;
+    let target = handle.listen_addrs()[0]
+        .clone()
+        .with(Protocol::P2p(handle.peer_id()));
+    assert!(target.to_string().contains("/quic-v1/"), "{target}");
+    let output = run_js(
+        "dial.mjs",
+        target.clone(),
+        vec![("SECS", "30".into()), ("TRANSPORT", "quic".into())],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "js peer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(js_line(&stdout, "JS CONN "), target.to_string());
+    assert!(js_line(&stdout, "JS IDENTIFY ").starts_with("peerage/"));
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("JS PING ")).count(),
+        3
+    );
+    let js_peer: PeerId = js_line(&stdout, "JS PEER ").parse().unwrap();
+    let store = handle.peerstore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.protocols(&js_peer).is_empty() || store.latency_ewma(&js_peer).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no identify or ping of the js peer over QUIC"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        store
+            .protocols(&js_peer)
+            .iter()
+            .any(|p| p == "/ipfs/ping/1.0.0")
+    );
+    let agent: String = store.get(&js_peer, peerage::AGENT_VERSION).unwrap();
+    assert!(agent.starts_with("js-libp2p/"), "{agent}");
+}
+
 /// Certified addresses both ways (go-libp2p and js-libp2p's signed peer records, domain
 /// `libp2p-peer-record`): the js peer's identify sends its record, which must certify its
 /// address in `GET /network/peers/{id}`; ours must certify our address in js's peer store.
