@@ -27,6 +27,8 @@
 
 pub mod addrbook;
 pub mod connmgr;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod maintenance;
 pub mod node;
 pub mod peerstore;

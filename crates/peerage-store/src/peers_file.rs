@@ -258,7 +258,20 @@ impl PeersFile {
         else {
             return Ok(Vec::new());
         };
-        let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| self.parse(&e))?;
+        self.decode(&bytes)
+    }
+
+    /// Reads the peers in `bytes`, the contents of this file, as [`load`](Self::load) does
+    /// once it has read them (errors name this file's path).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`], [`Error::Parse`] and [`Error::TooMany`], as [`load`](Self::load).
+    pub fn decode(&self, bytes: &[u8]) -> Result<Vec<Entry>, Error> {
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(self.too_large(bytes.len() as u64));
+        }
+        let entries: Vec<Entry> = serde_json::from_slice(bytes).map_err(|e| self.parse(&e))?;
         self.check_bounds(&entries)?;
         Ok(entries)
     }

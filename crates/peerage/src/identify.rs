@@ -764,6 +764,66 @@ impl ConnectionHandler for Handler {
     }
 }
 
+/// Reads `data` as identify reads a stream, and hands what it gives to a node machine; what
+/// the machine stores stays within its caps. For [`crate::fuzz::identify_message`].
+pub(crate) fn fuzz_message(data: &[u8]) {
+    use std::time::Instant;
+
+    use peerage_core::{
+        node::{Config as NodeConfig, Input, MAX_IDENTIFY_ADDRS, Machine, Unsigned},
+        peerstore::{self, Peerstore},
+    };
+    use rand::SeedableRng;
+
+    let mut framed = FramedRead::new(
+        futures::io::Cursor::new(data),
+        prost_codec::Codec::<Message>::new(MAX_MESSAGE_SIZE),
+    );
+    let Some(Ok(message)) = futures::executor::block_on(framed.next()) else {
+        return;
+    };
+    let Ok(info) = Info::from_message(message, None) else {
+        return;
+    };
+    let peer = info.public_key.to_peer_id();
+    let local = Keypair::ed25519_from_bytes([9; 32])
+        .expect("a key")
+        .public()
+        .to_peer_id();
+    let now = Instant::now();
+    let mut machine: Machine<u64> = Machine::new(
+        local,
+        NodeConfig::default(),
+        Peerstore::memory(peerstore::Config::default()),
+        Box::new(NoTags),
+        Box::new(Unsigned::new(local)),
+        rand::rngs::StdRng::seed_from_u64(1),
+        now,
+    );
+    machine.handle(
+        now,
+        Input::Identified {
+            peer,
+            info: info.into_machine(),
+        },
+    );
+    let store = machine.peerstore();
+    assert!(store.addrs(&peer, now).len() <= MAX_IDENTIFY_ADDRS);
+    assert!(store.protocols(&peer).len() <= 128);
+}
+
+/// A connection manager without tags, for [`fuzz_message`].
+struct NoTags;
+
+impl peerage_core::node::ConnectionManager for NoTags {
+    fn close_order(&self, peers: &[PeerId], _: std::time::Instant) -> Vec<PeerId> {
+        peers.to_vec()
+    }
+    fn tag_value(&self, _: &PeerId) -> i64 {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

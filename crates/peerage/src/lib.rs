@@ -75,6 +75,8 @@ mod config;
 mod connections;
 pub mod connmgr;
 mod event;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identify;
 mod inner;
 mod keep_alive;

@@ -1,0 +1,114 @@
+//! Fuzz targets: plain functions over bytes from outside, each checking what must hold of any
+//! input (no panic, and the invariant named). The cargo-fuzz project in `fuzz/` calls them; the
+//! tests replay the committed corpora (`fuzz/corpus/<target>/`) through them, so CI needs no
+//! fuzzer.
+
+use std::time::{Duration, Instant};
+
+use libp2p_identity::Keypair;
+use multiaddr::Multiaddr;
+
+use crate::{
+    node::{Records, Signed},
+    peerstore::{self, Peerstore, Ttl},
+    pool, rcmgr,
+};
+
+/// A multiaddr from a peer (its bytes, as identify and the peer exchange carry them) or from
+/// an operator (its text): parsing and splitting it into a point never panics, and a point
+/// that splits re-encodes to bytes that parse to the same address.
+pub fn multiaddr(data: &[u8]) {
+    let parsed = Multiaddr::try_from(data.to_vec())
+        .ok()
+        .into_iter()
+        .chain(std::str::from_utf8(data).ok().and_then(|s| s.parse().ok()));
+    for addr in parsed {
+        if let Ok((point, _)) = pool::split_point(&addr) {
+            let again = Multiaddr::try_from(point.to_vec()).expect("a point re-encodes");
+            assert_eq!(again, point);
+        }
+    }
+}
+
+/// A signed peer record from a peer (pex answers and identify carry them), at `now` (the core
+/// reads no clock): opening it never panics; one that opens is taken by the peerstore, which
+/// then holds a record of the peer (an envelope of another type or domain never opens).
+pub fn peer_record(data: &[u8], now: Instant) {
+    let mut records = Signed::new(Keypair::ed25519_from_bytes([7; 32]).expect("a key"));
+    let Ok(record) = records.open(data) else {
+        return;
+    };
+    let Some(envelope) = record.envelope else {
+        return;
+    };
+    let store = Peerstore::memory(peerstore::Config::default());
+    match store.consume_peer_record(&envelope, Ttl::Finite(Duration::from_secs(60)), now) {
+        Ok(true) if !record.addrs.is_empty() => {
+            assert!(store.peer_record(&record.peer, now).is_some());
+        }
+        Ok(_) | Err(_) => {}
+    }
+}
+
+/// A limits file (go's JSON format): reading it never panics, and a config it gives writes
+/// back to JSON that reads to the same config, whatever the defaults.
+pub fn limits_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let defaults = rcmgr::LimitConfig::default();
+    let Ok(config) = rcmgr::LimitConfig::from_json(text, &defaults) else {
+        return;
+    };
+    let other = rcmgr::ScalingLimitConfig::default().scale(1 << 30, 1024);
+    let again = rcmgr::LimitConfig::from_json(&config.to_json(), &other)
+        .expect("what to_json writes reads back");
+    assert_eq!(again, config);
+}
+
+/// Replays every file of `fuzz/corpus/<target>` through `f`; the number of inputs.
+///
+/// # Panics
+///
+/// If the corpus directory cannot be read, or `f` panics on an input.
+pub fn replay(corpus: &std::path::Path, mut f: impl FnMut(&[u8])) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(corpus)
+        .unwrap_or_else(|e| panic!("reading the corpus {}: {e}", corpus.display()))
+    {
+        let path = entry.expect("a corpus entry").path();
+        let data = std::fs::read(&path).expect("a corpus file");
+        f(&data);
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn corpus(target: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus")
+            .join(target)
+    }
+
+    #[test]
+    fn the_multiaddr_corpus_replays() {
+        assert!(replay(&corpus("multiaddr"), multiaddr) > 0);
+    }
+
+    #[test]
+    fn the_peer_record_corpus_replays() {
+        let now = Instant::now();
+        assert!(replay(&corpus("peer_record"), |d| peer_record(d, now)) > 0);
+    }
+
+    #[test]
+    fn the_limits_json_corpus_replays() {
+        assert!(replay(&corpus("limits_json"), limits_json) > 0);
+    }
+}

@@ -1,0 +1,132 @@
+//! Writes the seed corpora of the fuzz targets into `corpus/<target>/`: a few valid inputs of
+//! each (and near-misses: a forged record, a record in rust-libp2p's legacy domain), from
+//! which the fuzzer mutates. Run from `fuzz/`: `cargo run --release --example seeds`.
+
+use std::{fs, time::SystemTime};
+
+use futures::executor::block_on;
+use libp2p::{Multiaddr, identity::Keypair, request_response::Codec as _};
+use peerage::{
+    node::pex::Point,
+    pex::{self, Request, Response},
+};
+use peerage_core::peerstore::conformance::{signed_record, signed_record_for};
+
+fn write(target: &str, name: &str, bytes: impl AsRef<[u8]>) {
+    fs::create_dir_all(format!("corpus/{target}")).unwrap();
+    fs::write(format!("corpus/{target}/seed-{name}"), bytes).unwrap();
+}
+
+fn varint(mut v: usize, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    varint(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+fn main() {
+    let key = Keypair::ed25519_from_bytes([3; 32]).unwrap();
+    let peer = key.public().to_peer_id();
+    let other = Keypair::ed25519_from_bytes([4; 32]).unwrap();
+    let addrs: Vec<Multiaddr> = vec![
+        "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+        format!("/ip4/192.0.2.1/tcp/9732/p2p/{peer}")
+            .parse()
+            .unwrap(),
+        "/ip6/::1/udp/4001/quic-v1".parse().unwrap(),
+        "/dns4/boot.example.org/tcp/9732".parse().unwrap(),
+        "/dnsaddr/bootstrap.libp2p.io".parse().unwrap(),
+        "/ip4/0.0.0.0/tcp/0".parse().unwrap(),
+    ];
+    for (i, a) in addrs.iter().enumerate() {
+        write("multiaddr", &format!("bytes-{i}"), a.to_vec());
+        write("multiaddr", &format!("text-{i}"), a.to_string());
+    }
+
+    let record = signed_record(&key, 5, &addrs[..3]).into_protobuf_encoding();
+    write("peer_record", "standard", &record);
+    write(
+        "peer_record",
+        "forged",
+        signed_record_for(&other, peer, 6, &addrs[..1]).into_protobuf_encoding(),
+    );
+    let legacy = libp2p::core::PeerRecord::new(&key, addrs[..2].to_vec()).unwrap();
+    write(
+        "peer_record",
+        "legacy-domain",
+        legacy.into_signed_envelope().into_protobuf_encoding(),
+    );
+    write(
+        "peer_record",
+        "no-addresses",
+        signed_record(&key, 7, &[]).into_protobuf_encoding(),
+    );
+
+    let defaults = peerage_core::rcmgr::LimitConfig::default();
+    write("limits_json", "defaults", defaults.to_json());
+    write(
+        "limits_json",
+        "kubo",
+        r#"{"System":{"Conns":"unlimited","ConnsInbound":123,"Memory":"default"},"Peer":{"12D3KooWLk5eN6yP2X79V5xHvwLLEQ7k1xCPS8majiRANu39TifZ":{"Streams":"blockAll"}},"Protocol":{"/ipfs/id/1.0.0":{"StreamsInbound":8}}}"#,
+    );
+    write("limits_json", "empty", "{}");
+
+    let protocol = pex::PROTOCOL;
+    let mut codec = pex::Codec::default();
+    let response = Response {
+        points: addrs[..3].iter().cloned().map(Point::from).collect(),
+        nack: true,
+        record: Some(record.clone()),
+        records: vec![record.clone()],
+    };
+    let mut bytes = Vec::new();
+    block_on(codec.write_response(&protocol, &mut bytes, response)).unwrap();
+    write("pex_response", "full", &bytes);
+    let mut bytes = Vec::new();
+    block_on(codec.write_response(&protocol, &mut bytes, Response::default())).unwrap();
+    write("pex_response", "empty", &bytes);
+    let mut bytes = Vec::new();
+    block_on(codec.write_request(&protocol, &mut bytes, Request { need: true })).unwrap();
+    write("pex_request", "need", &bytes);
+
+    // identify.proto: 1 publicKey, 2 listenAddrs, 3 protocols, 4 observedAddr,
+    // 5 protocolVersion, 6 agentVersion, 8 signedPeerRecord; length-prefixed.
+    let mut m = Vec::new();
+    field(0x0a, &key.public().encode_protobuf(), &mut m);
+    for a in &addrs[..3] {
+        field(0x12, &a.to_vec(), &mut m);
+    }
+    for p in ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", pex::PROTOCOL.as_ref()] {
+        field(0x1a, p.as_bytes(), &mut m);
+    }
+    field(0x22, &addrs[0].to_vec(), &mut m);
+    field(0x2a, b"ipfs/0.1.0", &mut m);
+    field(0x32, b"go-libp2p/0.43.0", &mut m);
+    field(0x42, &record, &mut m);
+    let mut framed = Vec::new();
+    varint(m.len(), &mut framed);
+    framed.extend_from_slice(&m);
+    write("identify_message", "full", framed);
+
+    let mut entry = peerage_store::peers_file::Entry::new(peer, SystemTime::UNIX_EPOCH);
+    entry.trusted = true;
+    entry.last_established_connection = Some((
+        addrs[0].clone(),
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60),
+    ));
+    let other_entry =
+        peerage_store::peers_file::Entry::new(other.public().to_peer_id(), SystemTime::UNIX_EPOCH);
+    write(
+        "peers_file",
+        "two-peers",
+        serde_json::to_vec_pretty(&vec![entry, other_entry]).unwrap(),
+    );
+    write("peers_file", "empty", "[]");
+}
