@@ -10,25 +10,13 @@ use peerage::{
     node::pex::Point,
     pex::{self, Request, Response},
 };
-use peerage_core::peerstore::conformance::{signed_record, signed_record_for};
+use peerage_core::peerstore::conformance::{
+    protobuf_bytes, protobuf_varint, signed_record, signed_record_for,
+};
 
 fn write(target: &str, name: &str, bytes: impl AsRef<[u8]>) {
     fs::create_dir_all(format!("corpus/{target}")).unwrap();
     fs::write(format!("corpus/{target}/seed-{name}"), bytes).unwrap();
-}
-
-fn varint(mut v: usize, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
-    out.push(tag);
-    varint(bytes.len(), out);
-    out.extend_from_slice(bytes);
 }
 
 fn main() {
@@ -99,19 +87,19 @@ fn main() {
     // identify.proto: 1 publicKey, 2 listenAddrs, 3 protocols, 4 observedAddr,
     // 5 protocolVersion, 6 agentVersion, 8 signedPeerRecord; length-prefixed.
     let mut m = Vec::new();
-    field(0x0a, &key.public().encode_protobuf(), &mut m);
+    protobuf_bytes(0x0a, &key.public().encode_protobuf(), &mut m);
     for a in &addrs[..3] {
-        field(0x12, &a.to_vec(), &mut m);
+        protobuf_bytes(0x12, &a.to_vec(), &mut m);
     }
     for p in ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", pex::PROTOCOL.as_ref()] {
-        field(0x1a, p.as_bytes(), &mut m);
+        protobuf_bytes(0x1a, p.as_bytes(), &mut m);
     }
-    field(0x22, &addrs[0].to_vec(), &mut m);
-    field(0x2a, b"ipfs/0.1.0", &mut m);
-    field(0x32, b"go-libp2p/0.43.0", &mut m);
-    field(0x42, &record, &mut m);
+    protobuf_bytes(0x22, &addrs[0].to_vec(), &mut m);
+    protobuf_bytes(0x2a, b"ipfs/0.1.0", &mut m);
+    protobuf_bytes(0x32, b"go-libp2p/0.43.0", &mut m);
+    protobuf_bytes(0x42, &record, &mut m);
     let mut framed = Vec::new();
-    varint(m.len(), &mut framed);
+    protobuf_varint(m.len() as u64, &mut framed);
     framed.extend_from_slice(&m);
     write("identify_message", "full", framed);
 

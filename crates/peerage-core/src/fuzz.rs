@@ -66,6 +66,13 @@ pub fn limits_json(data: &[u8]) {
     assert_eq!(again, config);
 }
 
+/// The committed corpus of `target`: `fuzz/corpus/<target>` in the repository.
+pub fn corpus(target: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
+}
+
 /// Replays every file of `fuzz/corpus/<target>` through `f`; the number of inputs.
 ///
 /// # Panics
@@ -86,15 +93,7 @@ pub fn replay(corpus: &std::path::Path, mut f: impl FnMut(&[u8])) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn corpus(target: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target)
-    }
 
     #[test]
     fn the_multiaddr_corpus_replays() {

@@ -66,17 +66,9 @@ pub fn peers_file(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use peerage_core::fuzz::replay;
+    use peerage_core::fuzz::{corpus, replay};
 
     use super::*;
-
-    fn corpus(target: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target)
-    }
 
     #[test]
     fn the_pex_corpora_replay() {

@@ -23,6 +23,7 @@ use libp2p::{
     },
 };
 use peerage::{Event, identify, maintenance::Bounds, pool};
+use peerage_core::peerstore::conformance::{protobuf_bytes, protobuf_varint};
 use support::{listen, node, tcp_swarm_with_key};
 
 mod support;
@@ -137,36 +138,22 @@ fn announced(i: u32) -> Multiaddr {
         .unwrap()
 }
 
-fn varint(mut v: usize, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
-    out.push(tag);
-    varint(bytes.len(), out);
-    out.extend_from_slice(bytes);
-}
-
 /// An identify message (go-libp2p's `identify.proto`) of `key`, with `addrs` addresses
 /// (10.x.y.1, 10 bytes each) and `protocols` protocols (`/j/NNN`, 8 bytes each); its length
 /// without the prefix, and the framed bytes.
 fn message(key: &PublicKey, addrs: u32, protocols: usize) -> (usize, Vec<u8>) {
     let mut m = Vec::new();
-    field(0x0a, &key.encode_protobuf(), &mut m);
+    protobuf_bytes(0x0a, &key.encode_protobuf(), &mut m);
     for i in 0..addrs {
-        field(0x12, &announced(i).to_vec(), &mut m);
+        protobuf_bytes(0x12, &announced(i).to_vec(), &mut m);
     }
     for i in 0..protocols {
-        field(0x1a, format!("/j/{i:03}").as_bytes(), &mut m);
+        protobuf_bytes(0x1a, format!("/j/{i:03}").as_bytes(), &mut m);
     }
-    field(0x2a, b"ipfs/0.1.0", &mut m);
-    field(0x32, b"foreign/1.0", &mut m);
+    protobuf_bytes(0x2a, b"ipfs/0.1.0", &mut m);
+    protobuf_bytes(0x32, b"foreign/1.0", &mut m);
     let mut framed = Vec::new();
-    varint(m.len(), &mut framed);
+    protobuf_varint(m.len() as u64, &mut framed);
     framed.extend_from_slice(&m);
     (m.len(), framed)
 }

@@ -96,6 +96,23 @@ pub fn signed_record(key: &Keypair, seq: u64, addrs: &[Multiaddr]) -> SignedEnve
     signed_record_for(key, key.public().to_peer_id(), seq, addrs)
 }
 
+/// Appends `v` to `out` as a protobuf varint (also libp2p's length prefix).
+pub fn protobuf_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a length-delimited protobuf field to `out`; `tag` is its key byte (field number
+/// << 3 | 2, for numbers up to 15).
+pub fn protobuf_bytes(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    protobuf_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
 /// As [`signed_record`], but naming `peer` in the record whatever the signing key.
 pub fn signed_record_for(
     key: &Keypair,
@@ -103,28 +120,16 @@ pub fn signed_record_for(
     seq: u64,
     addrs: &[Multiaddr],
 ) -> SignedEnvelope {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    fn bytes_field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
-        out.push(tag);
-        varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    }
     // message PeerRecord { bytes peer_id = 1; uint64 seq = 2; repeated AddressInfo addresses = 3; }
     // message AddressInfo { bytes multiaddr = 1; }
     let mut payload = Vec::new();
-    bytes_field(0x0a, &peer.to_bytes(), &mut payload);
+    protobuf_bytes(0x0a, &peer.to_bytes(), &mut payload);
     payload.push(0x10);
-    varint(seq, &mut payload);
+    protobuf_varint(seq, &mut payload);
     for addr in addrs {
         let mut info = Vec::new();
-        bytes_field(0x0a, &addr.to_vec(), &mut info);
-        bytes_field(0x1a, &info, &mut payload);
+        protobuf_bytes(0x0a, &addr.to_vec(), &mut info);
+        protobuf_bytes(0x1a, &info, &mut payload);
     }
     SignedEnvelope::new(
         key,
