@@ -10,7 +10,7 @@ use std::{
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use peerage::maintenance::Bounds;
 use peerage::rcmgr::LimitConfig;
-use peerage_node::node::{Handle, Node, NodeConfig};
+use peerage_node::node::{Node, NodeConfig};
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/js")
@@ -43,25 +43,26 @@ async fn run_js(
     .unwrap()
 }
 
-/// A node on 127.0.0.1 with the bounds of 6 connections and `limits` (the machine's scaled
-/// defaults if `None`), and its address with `/p2p`.
-async fn start_node(limits: Option<LimitConfig>) -> (Handle, Multiaddr) {
+/// A node listening on `listen` (TCP or QUIC on 127.0.0.1) with the bounds of 6 connections
+/// and `limits` (the machine's scaled defaults if `None`), and its address with `/p2p`.
+async fn start_node(listen: &str, limits: Option<LimitConfig>) -> (Node, Multiaddr) {
     let mut config = NodeConfig::new(
         Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        vec![listen.parse().unwrap()],
         Bounds::from_connections(6),
     );
     config.limits = limits;
-    let handle = Node::start(config).await.unwrap().handle;
-    let target = handle.listen_addrs()[0]
+    let node = Node::start(config).await.unwrap();
+    let target = node.handle.listen_addrs()[0]
         .clone()
-        .with(Protocol::P2p(handle.peer_id()));
-    (handle, target)
+        .with(Protocol::P2p(node.handle.peer_id()));
+    (node, target)
 }
 
-/// Runs `interop/js/streams.mjs` against `target` with `env`; its stdout, once it succeeded.
-async fn run_streams_js(target: Multiaddr, env: Vec<(&'static str, String)>) -> String {
-    let output = run_js("streams.mjs", target, env).await;
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// The stdout of a js run, once it succeeded.
+fn succeeded(output: &Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -69,6 +70,26 @@ async fn run_streams_js(target: Multiaddr, env: Vec<(&'static str, String)>) -> 
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Runs `interop/js/<script>` against `target` with `env`; its stdout, once it succeeded.
+async fn run_js_ok(
+    script: &'static str,
+    target: Multiaddr,
+    env: Vec<(&'static str, String)>,
+) -> String {
+    succeeded(&run_js(script, target, env).await)
+}
+
+/// Waits up to 5 s for the node's identify of `peer` (its protocols) and ping of it (a
+/// latency) to land in `store`; the caller checks what landed.
+async fn wait_identified_and_pinged(store: &peerage::peerstore::Clocked, peer: &PeerId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (store.protocols(peer).is_empty() || store.latency_ewma(peer).is_none())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The rest of the first line of `stdout` that starts with `prefix`.
@@ -83,15 +104,9 @@ fn js_line(stdout: &str, prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
     assert_js_installed();
-    let (handle, target) = start_node(None).await;
+    let (node, target) = start_node(TCP, None).await;
 
-    let output = run_js("dial.mjs", target, vec![("SECS", "30".into())]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "js peer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_js_ok("dial.mjs", target, vec![("SECS", "30".into())]).await;
     let js_peer: PeerId = stdout
         .lines()
         .find_map(|l| l.strip_prefix("JS PEER "))
@@ -112,14 +127,8 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
 
     // Our side: identify fed the protocols, ping fed the latency. Both happen on connection,
     // and the js node lingered 1.5 s; allow a little more for the events to land.
-    let store = handle.peerstore();
-    let mut waited = Duration::ZERO;
-    while (store.protocols(&js_peer).is_empty() || store.latency_ewma(&js_peer).is_none())
-        && waited < Duration::from_secs(5)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    let store = node.handle.peerstore();
+    wait_identified_and_pinged(store, &js_peer).await;
     let protocols = store.protocols(&js_peer);
     for p in ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0"] {
         assert!(
@@ -142,30 +151,14 @@ async fn js_libp2p_peer_identifies_and_pings_a_peerage_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_js_peer_over_quic_identifies_and_pings_a_peerage_node() {
     assert_js_installed();
-    let node = Node::start(NodeConfig::new(
-        Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        Bounds::from_connections(6),
-    ))
-    .await
-    .unwrap();
-    let handle = node.handle;
-    let target = handle.listen_addrs()[0]
-        .clone()
-        .with(Protocol::P2p(handle.peer_id()));
+    let (node, target) = start_node("/ip4/127.0.0.1/udp/0/quic-v1", None).await;
     assert!(target.to_string().contains("/quic-v1/"), "{target}");
-    let output = run_js(
+    let stdout = run_js_ok(
         "dial.mjs",
         target.clone(),
         vec![("SECS", "30".into()), ("TRANSPORT", "quic".into())],
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "js peer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(js_line(&stdout, "JS CONN "), target.to_string());
     assert!(js_line(&stdout, "JS IDENTIFY ").starts_with("peerage/"));
     assert_eq!(
@@ -173,15 +166,12 @@ async fn a_js_peer_over_quic_identifies_and_pings_a_peerage_node() {
         3
     );
     let js_peer: PeerId = js_line(&stdout, "JS PEER ").parse().unwrap();
-    let store = handle.peerstore();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while store.protocols(&js_peer).is_empty() || store.latency_ewma(&js_peer).is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no identify or ping of the js peer over QUIC"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let store = node.handle.peerstore();
+    wait_identified_and_pinged(store, &js_peer).await;
+    assert!(
+        store.latency_ewma(&js_peer).is_some(),
+        "no ping of the js peer over QUIC"
+    );
     assert!(
         store
             .protocols(&js_peer)
@@ -202,15 +192,8 @@ async fn a_js_peer_and_the_node_certify_each_others_addresses() {
     use serde_json::Value;
 
     assert_js_installed();
-    let node = Node::start(NodeConfig::new(
-        Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        Bounds::from_connections(6),
-    ))
-    .await
-    .unwrap();
+    let (node, target) = start_node(TCP, None).await;
     let ours = node.handle.listen_addrs()[0].clone();
-    let target = ours.clone().with(Protocol::P2p(node.handle.peer_id()));
     let router = peerage_node::admin::router(node.handle.clone(), node.registry.clone(), None);
     // The js peer lingers 6 s after its pings, connected, while we look.
     let js = tokio::spawn(run_js(
@@ -263,13 +246,7 @@ async fn a_js_peer_and_the_node_certify_each_others_addresses() {
     );
 
     // The js side: our address, certified, in its peer store.
-    let output = js.await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "js peer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&js.await.unwrap());
     assert_eq!(js_line(&stdout, "JS PEER "), js_peer.to_string());
     let seen: Vec<Value> = serde_json::from_str(&js_line(&stdout, "JS ADDRS ")).unwrap();
     assert!(
@@ -440,8 +417,9 @@ async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
     assert_js_installed();
     let file = r#"{"ProtocolPeer": {"/peerage/pex/1.0.0": {"StreamsInbound": 2}}}"#;
     let limits = LimitConfig::from_json(file, &peerage::rcmgr::auto_scale()).unwrap();
-    let (_handle, target) = start_node(Some(limits)).await;
-    let stdout = run_streams_js(
+    let (_node, target) = start_node(TCP, Some(limits)).await;
+    let stdout = run_js_ok(
+        "streams.mjs",
         target,
         vec![
             ("SECS", "30".into()),
@@ -471,11 +449,12 @@ async fn a_js_peers_third_stream_past_its_protocol_limit_is_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_js_peer_proposing_past_the_bound_is_refused_the_stream() {
     assert_js_installed();
-    let (_handle, target) = start_node(None).await;
+    let (_node, target) = start_node(TCP, None).await;
     for (unknown, want_open) in [(7, true), (8, false)] {
         let mut list: Vec<String> = (0..unknown).map(|i| format!("/unknown/{i}")).collect();
         list.push("/peerage/pex/1.0.0".into());
-        let stdout = run_streams_js(
+        let stdout = run_js_ok(
+            "streams.mjs",
             target.clone(),
             vec![
                 ("SECS", "30".into()),
