@@ -795,7 +795,11 @@ pub(crate) fn fuzz_message(data: &[u8]) {
         local,
         NodeConfig::default(),
         Peerstore::memory(peerstore::Config::default()),
-        Box::new(NoTags),
+        Box::new(
+            crate::connmgr::Behaviour::new(crate::connmgr::Config::default())
+                .expect("the default connmgr config is valid")
+                .handle(),
+        ),
         Box::new(Unsigned::new(local)),
         rand::rngs::StdRng::seed_from_u64(1),
         now,
@@ -810,18 +814,6 @@ pub(crate) fn fuzz_message(data: &[u8]) {
     let store = machine.peerstore();
     assert!(store.addrs(&peer, now).len() <= MAX_IDENTIFY_ADDRS);
     assert!(store.protocols(&peer).len() <= 128);
-}
-
-/// A connection manager without tags, for [`fuzz_message`].
-struct NoTags;
-
-impl peerage_core::node::ConnectionManager for NoTags {
-    fn close_order(&self, peers: &[PeerId], _: std::time::Instant) -> Vec<PeerId> {
-        peers.to_vec()
-    }
-    fn tag_value(&self, _: &PeerId) -> i64 {
-        0
-    }
 }
 
 #[cfg(test)]
