@@ -672,45 +672,98 @@ async fn flush(peerstore: Peerstore) {
     let result = tokio::task::spawn_blocking(move || peerstore.flush()).await;
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("peerstore: {e}"),
+        // The redb store logs a failure itself, once until a flush succeeds.
+        Ok(Err(e)) => tracing::debug!("{e}"),
         Err(e) => tracing::warn!("peerstore flush task: {e}"),
     }
 }
 
+/// Whether a periodic write to disk is failing, so that a failure (a full disk) is logged once
+/// and not at every period, and the recovery is logged too.
+#[derive(Debug, Default)]
+struct Failing(std::sync::atomic::AtomicBool);
+
+impl Failing {
+    /// Logs `result` of a write of `what`: a failure if the last write did not fail, a success
+    /// if it did. Returns whether it logged.
+    fn report<E>(&self, what: &str, result: Result<(), E>) -> bool
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(()) => {
+                let recovered = self.0.swap(false, Ordering::Relaxed);
+                if recovered {
+                    tracing::info!("{what} saved again after a failure");
+                }
+                recovered
+            }
+            Err(e) => {
+                let first = !self.0.swap(true, Ordering::Relaxed);
+                if first {
+                    tracing::warn!(
+                        "{:#} (logged once until a save succeeds; the previous file is kept)",
+                        anyhow::Error::from(e)
+                    );
+                }
+                first
+            }
+        }
+    }
+}
+
+/// The failure state of each file the loop saves.
+#[derive(Debug, Default)]
+struct SaveFailures {
+    peers_file: Failing,
+    addrbook: Failing,
+}
+
 /// Saves the pool's peers (Octez saves only at shutdown, tezos-k8s#561; this runs
 /// periodically too, so a crash loses at most one period). Written off the event loop.
-async fn save_peers(file: Option<&PeersFile>, entries: Vec<peerage::peers_file::Entry>) {
+async fn save_peers(
+    file: Option<&PeersFile>,
+    entries: Vec<peerage::peers_file::Entry>,
+    failing: &Failing,
+) {
     let Some(file) = file.cloned() else {
         return;
     };
     let count = entries.len();
-    save_off_loop("peers file", count, move || file.save(&entries)).await;
+    save_off_loop("peers file", count, failing, move || file.save(&entries)).await;
 }
 
 /// Saves the address book with its anchors (Bitcoin Core writes `anchors.dat` at shutdown;
 /// this runs with each peers-file save too). Written off the event loop.
 async fn save_addrbook(
     (file, snapshot): (Option<AddrBookFile>, Option<peerage::addrbook::Snapshot>),
+    failing: &Failing,
 ) {
     let (Some(file), Some(snapshot)) = (file, snapshot) else {
         return;
     };
     let count = snapshot.entries.len();
-    save_off_loop("address book", count, move || file.save(&snapshot)).await;
+    save_off_loop("address book", count, failing, move || file.save(&snapshot)).await;
 }
 
 /// Runs `save` (of `count` entries of `what`) on the blocking pool, and logs the outcome: the
-/// error with its source (the OS's reason) if it fails.
+/// error with its source (the OS's reason) once, until a save succeeds again.
 async fn save_off_loop<E>(
     what: &'static str,
     count: usize,
+    failing: &Failing,
     save: impl FnOnce() -> Result<(), E> + Send + 'static,
 ) where
     E: std::error::Error + Send + Sync + 'static,
 {
     match tokio::task::spawn_blocking(save).await {
-        Ok(Ok(())) => tracing::debug!(count, "{what} saved"),
-        Ok(Err(e)) => tracing::warn!("{:#}", anyhow::Error::from(e)),
+        Ok(result) => {
+            let ok = result.is_ok();
+            if !failing.report(what, result) && ok {
+                tracing::debug!(count, "{what} saved");
+            }
+        }
         Err(e) => tracing::warn!("{what} task: {e}"),
     }
 }
@@ -748,6 +801,7 @@ async fn event_loop(
     // flush and one save in flight, a tick that finds one still running skips its turn.
     let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
     let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+    let failures = Arc::new(SaveFailures::default());
     let idle =
         |task: &Option<tokio::task::JoinHandle<()>>| task.as_ref().is_none_or(|t| t.is_finished());
     loop {
@@ -762,9 +816,10 @@ async fn event_loop(
                 if idle(&saving) {
                     let (file, entries) = (peers_file.clone(), swarm.behaviour().export_peers());
                     let book = (addrbook_file.clone(), swarm.behaviour().export_addrbook());
+                    let failures = Arc::clone(&failures);
                     saving = Some(tokio::spawn(async move {
-                        save_peers(file.as_ref(), entries).await;
-                        save_addrbook(book).await;
+                        save_peers(file.as_ref(), entries, &failures.peers_file).await;
+                        save_addrbook(book, &failures.addrbook).await;
                     }));
                 }
             }
@@ -810,8 +865,17 @@ async fn event_loop(
     for task in [flushing, saving].into_iter().flatten() {
         let _ = task.await;
     }
-    save_peers(peers_file.as_ref(), swarm.behaviour().export_peers()).await;
-    save_addrbook((addrbook_file, swarm.behaviour().export_addrbook())).await;
+    save_peers(
+        peers_file.as_ref(),
+        swarm.behaviour().export_peers(),
+        &failures.peers_file,
+    )
+    .await;
+    save_addrbook(
+        (addrbook_file, swarm.behaviour().export_addrbook()),
+        &failures.addrbook,
+    )
+    .await;
     tracing::debug!(peer_id = %swarm.local_peer_id(), "node stopped");
     drop(swarm);
     flush(peerstore).await;
@@ -1104,5 +1168,17 @@ mod tests {
         assert_eq!(err.to_string(), format!("cannot listen on {addr}"));
         drop(held);
         check_port_free(&addr).unwrap();
+    }
+
+    #[test]
+    fn a_failing_save_is_logged_once_until_it_succeeds_again() {
+        let failing = Failing::default();
+        let full = || Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        let logged: Vec<bool> = [full(), full(), full(), Ok(()), Ok(()), full()]
+            .into_iter()
+            .map(|result| failing.report("peers file", result))
+            .collect();
+        // The first failure, the recovery, and the first failure after it.
+        assert_eq!(logged, [true, false, false, true, false, true]);
     }
 }

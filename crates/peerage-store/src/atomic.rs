@@ -80,6 +80,21 @@ pub(crate) fn write_json<T: Serialize + ?Sized>(
     max: u64,
     pretty: bool,
 ) -> Result<(), Error> {
+    write_json_via(path, fallback_name, value, max, pretty, |file| {
+        Box::new(file)
+    })
+}
+
+/// As [`write_json`], with the temporary file written through `through` (a test's writer that
+/// fails as a full disk does).
+fn write_json_via<T: Serialize + ?Sized>(
+    path: &Path,
+    fallback_name: &str,
+    value: &T,
+    max: u64,
+    pretty: bool,
+    through: impl for<'f> FnOnce(&'f mut File) -> Box<dyn Write + 'f>,
+) -> Result<(), Error> {
     let dir = dir(path);
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or(fallback_name.as_ref());
@@ -92,7 +107,7 @@ pub(crate) fn write_json<T: Serialize + ?Sized>(
         .suffix(".tmp")
         .tempfile_in(dir)?;
     let mut out = BufWriter::new(Bounded {
-        inner: tmp.as_file_mut(),
+        inner: through(tmp.as_file_mut()),
         written: 0,
         max,
     });
@@ -189,5 +204,62 @@ impl<W: Write> Write for Bounded<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `left` bytes, then fails as a full disk does.
+    struct FullAfter<'f> {
+        file: &'f mut File,
+        left: usize,
+    }
+
+    impl Write for FullAfter<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            self.file.write(&buf[..n])
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    #[test]
+    fn a_full_disk_during_a_save_keeps_the_previous_file_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let old: Vec<u32> = (0..100).collect();
+        write_json(&path, "peers.json", &old, 1 << 20, true).unwrap();
+        let before = std::fs::read(&path).unwrap();
+
+        let new: Vec<u32> = (0..10_000).collect();
+        let err = write_json_via(&path, "peers.json", &new, 1 << 20, true, |file| {
+            Box::new(FullAfter { file, left: 4096 })
+        })
+        .unwrap_err();
+        let Error::Io(e) = err else { panic!("{err:?}") };
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the previous file, whole"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("peers.json")]);
+
+        // Once there is room, the same save replaces it.
+        write_json(&path, "peers.json", &new, 1 << 20, true).unwrap();
+        let back: Vec<u32> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 }

@@ -7,9 +7,17 @@
 //!   peer's multi-field writes land together. The table is keyed by peer ID: it is the peer index.
 //! - **Group commit**: writes mark their peer dirty; [`Store::flush`] writes every dirty peer in
 //!   one transaction with immediate durability. Once `flush` returns `Ok`, those writes survive a
-//!   crash; writes not yet flushed do not. A store with more than
-//!   [`Options::with_flush_threshold`] dirty peers flushes on the next write, and dropping the
-//!   store flushes.
+//!   crash; writes not yet flushed do not. A write that leaves more than
+//!   [`Options::with_flush_threshold`] dirty peers wakes the store's flusher thread, which
+//!   flushes while the writer goes on: a write never waits on the disk. Dropping the store
+//!   flushes.
+//! - **Short locks**: a flush takes the set of dirty peers in O(1) and then reads each peer
+//!   alone, so a reader or writer on another thread (an event loop) waits for one peer's copy at
+//!   most, never for the disk.
+//! - **Failed writes** (a full disk): the file keeps its last committed state, the peers of the
+//!   failed flush are marked dirty again, and the database is opened again (redb refuses every
+//!   write after a failed one). The flusher thread waits [`Options::with_flush_retry`] before
+//!   it tries again, and logs a failure once, until a flush succeeds.
 //! - **Wall-clock expiries** (Unix milliseconds) on disk; on open, expired addresses are dropped
 //!   and connected addresses (go `ConnectedAddrTTL`, which only means something while connected)
 //!   are demoted to [`Ttl::RECENTLY_CONNECTED`]. Permanent addresses stay permanent.
@@ -20,7 +28,12 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -46,6 +59,7 @@ pub const FILE_NAME: &str = "peerstore.redb";
 pub struct Options {
     private_keys: bool,
     flush_threshold: usize,
+    flush_retry: Duration,
 }
 
 impl Default for Options {
@@ -53,12 +67,14 @@ impl Default for Options {
         Self {
             private_keys: false,
             flush_threshold: 4096,
+            flush_retry: Duration::from_secs(1),
         }
     }
 }
 
 impl Options {
-    /// Defaults: private keys not written, flush past 4096 dirty peers.
+    /// Defaults: private keys not written, flush past 4096 dirty peers, retry a failed flush
+    /// after 1 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -67,9 +83,16 @@ impl Options {
         self.private_keys = yes;
         self
     }
-    /// Dirty peers past which a write flushes by itself. 4096 by default.
+    /// Dirty peers past which a write wakes the flusher thread (the write itself does not
+    /// wait). 4096 by default; `usize::MAX` leaves flushing to [`Store::flush`] and drop.
     pub fn with_flush_threshold(mut self, n: usize) -> Self {
         self.flush_threshold = n.max(1);
+        self
+    }
+    /// How long the flusher thread waits after a failed flush before it tries again, so that a
+    /// full disk is not retried on every write. 1 second by default.
+    pub fn with_flush_retry(mut self, wait: Duration) -> Self {
+        self.flush_retry = wait;
         self
     }
 }
@@ -77,15 +100,37 @@ impl Options {
 /// A persistent peerstore on redb. See the [module docs](self).
 #[derive(Debug)]
 pub struct RedbStore {
+    shared: Arc<Shared>,
+    /// Wakes the flusher thread; a queue of one, so a wake-up while one is pending is a no-op.
+    wake: Option<mpsc::SyncSender<()>>,
+    flusher: Option<thread::JoinHandle<()>>,
+    loaded: usize,
+}
+
+/// What the store and its flusher thread share.
+#[derive(Debug)]
+struct Shared {
     memory: MemoryStore,
-    db: redb::Database,
+    /// The database, `None` after a failed write until it is opened again. The lock serializes
+    /// flushes, so that an older export never lands after a newer one.
+    db: Mutex<Option<redb::Database>>,
+    /// Opens the database read-write (again, after a failed write).
+    opener: Opener,
     path: PathBuf,
     options: Options,
     /// An instant and the wall-clock time it stands for, to convert expiries.
     anchor: (Instant, SystemTime),
-    /// Serializes flushes, so that an older export never lands after a newer one.
-    flushing: Mutex<()>,
-    loaded: usize,
+    /// Whether the last flush failed: a failure is logged once, until a flush succeeds.
+    failing: AtomicBool,
+}
+
+/// Opens the database read-write: redb's own file handling, or a caller's storage backend.
+struct Opener(Box<dyn Fn() -> Result<redb::Database, redb::DatabaseError> + Send + Sync>);
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opener")
+    }
 }
 
 fn storage(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -128,6 +173,49 @@ impl RedbStore {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Self, Error> {
+        let file = path.to_owned();
+        let opener = Opener(Box::new(move || {
+            if file.exists() {
+                redb::Database::open(&file)
+            } else {
+                redb::Database::create(&file)
+            }
+        }));
+        Self::open_with(path, config, options, now, wall, opener)
+    }
+
+    /// As [`RedbStore::open_at`], with the database's storage given by `backend`, called each
+    /// time the database is opened read-write: once here, and again after a failed write
+    /// (redb refuses every later write of a database whose write failed, until it is opened
+    /// again). A test injects faults (a full disk) with a wrapper of redb's
+    /// [`FileBackend`](redb::backends::FileBackend). An existing file at `path` is still
+    /// checked through redb's own read-only handling first.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedbStore::open`]; also if `backend` fails.
+    pub fn open_with_backend<B: redb::StorageBackend>(
+        path: &Path,
+        config: Config,
+        options: Options,
+        now: Instant,
+        wall: SystemTime,
+        backend: impl Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let opener = Opener(Box::new(move || {
+            redb::Builder::new().create_with_backend(backend().map_err(redb::StorageError::from)?)
+        }));
+        Self::open_with(path, config, options, now, wall, opener)
+    }
+
+    fn open_with(
+        path: &Path,
+        config: Config,
+        options: Options,
+        now: Instant,
+        wall: SystemTime,
+        opener: Opener,
+    ) -> Result<Self, Error> {
         let memory = MemoryStore::tracking_changes(config);
         let anchor = (now, wall);
         let exists = path.exists();
@@ -142,11 +230,13 @@ impl RedbStore {
                 Err(e) => return Err(open_error(path, e)),
             }
         }
-        let db = if exists {
-            redb::Database::open(path).map_err(|e| open_error(path, e))?
-        } else {
-            redb::Database::create(path).map_err(|e| storage(path, "cannot create", e))?
-        };
+        let db = (opener.0)().map_err(|e| {
+            if exists {
+                open_error(path, e)
+            } else {
+                storage(path, "cannot create", e)
+            }
+        })?;
         let loaded = match loaded {
             Some(n) => n,
             None if exists => load(&db, path, &memory, now, anchor)?,
@@ -155,20 +245,40 @@ impl RedbStore {
                 0
             }
         };
-        Ok(Self {
+        let shared = Arc::new(Shared {
             memory,
-            db,
+            db: Mutex::new(Some(db)),
+            opener,
             path: path.to_owned(),
             options,
             anchor,
-            flushing: Mutex::new(()),
+            failing: AtomicBool::new(false),
+        });
+        let (wake, woken) = mpsc::sync_channel(1);
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("peerstore-flush".into())
+                .spawn(move || {
+                    while woken.recv().is_ok() {
+                        if shared.flush_and_report().is_err() {
+                            thread::sleep(shared.options.flush_retry);
+                        }
+                    }
+                })
+                .map_err(|e| storage(path, "cannot start the flusher thread", e))?
+        };
+        Ok(Self {
+            shared,
+            wake: Some(wake),
+            flusher: Some(flusher),
             loaded,
         })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     /// Number of peers loaded when the store was opened.
@@ -176,17 +286,80 @@ impl RedbStore {
         self.loaded
     }
 
-    fn after_write(&self) {
-        if self.memory.pending_changes() >= self.options.flush_threshold
-            && let Err(e) = self.flush()
-        {
-            tracing::warn!("peerstore: {e}");
-        }
+    /// Number of peers changed since the last flush began: what a flush now would write.
+    pub fn pending_changes(&self) -> usize {
+        self.shared.memory.pending_changes()
     }
 
-    fn write_out(&self, peers: &[PeerId]) -> Result<(), Error> {
+    /// After a write: past the threshold, wakes the flusher thread (a no-op if it is already
+    /// awake or woken).
+    fn after_write(&self) {
+        if self.shared.memory.pending_changes() >= self.shared.options.flush_threshold
+            && let Some(wake) = &self.wake
+        {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+impl Shared {
+    /// Writes every dirty peer in one transaction. The dirty set is taken whole (O(1) under the
+    /// memory store's lock), and each peer is copied under the lock alone, so the lock is never
+    /// held across the encoding or the disk.
+    fn flush(&self) -> Result<(), Error> {
+        let mut db = self
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peers = self.memory.take_changes();
+        if peers.is_empty() {
+            return Ok(());
+        }
+        if db.is_none() {
+            match (self.opener.0)() {
+                Ok(open) => *db = Some(open),
+                Err(e) => {
+                    self.memory.restore_changes(peers);
+                    return Err(storage(&self.path, "cannot open again to write", e));
+                }
+            }
+        }
+        let open = db.as_ref().expect("opened above");
+        let result = self.write_out(open, &peers);
+        if result.is_err() {
+            self.memory.restore_changes(peers);
+            // redb refuses every write after a failed one: the next flush opens it again.
+            *db = None;
+        }
+        result
+    }
+
+    /// As [`Shared::flush`], logging a failure once (until a flush succeeds again) and the
+    /// recovery.
+    fn flush_and_report(&self) -> Result<(), Error> {
+        let result = self.flush();
+        match &result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("peerstore: flushed again after a failure");
+                }
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("{e} (the changes stay in memory; retried)");
+                }
+            }
+        }
+        result
+    }
+
+    fn write_out<'a>(
+        &self,
+        db: &redb::Database,
+        peers: impl IntoIterator<Item = &'a PeerId>,
+    ) -> Result<(), Error> {
         let err = |e: String| storage(&self.path, "cannot write", e);
-        let write = self.db.begin_write().map_err(|e| err(e.to_string()))?;
+        let write = db.begin_write().map_err(|e| err(e.to_string()))?;
         {
             let mut table = write.open_table(PEERS).map_err(|e| err(e.to_string()))?;
             for peer in peers {
@@ -302,18 +475,21 @@ fn load(
 }
 
 impl Drop for RedbStore {
-    /// Flushes what is left; an error is logged, since nothing can be returned from here.
+    /// Stops the flusher thread and flushes what is left; a failure is logged (unless it was
+    /// already), since nothing can be returned from here.
     fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::warn!("peerstore: {e}");
+        drop(self.wake.take());
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
         }
+        let _ = self.shared.flush_and_report();
     }
 }
 
 /// A delegating write: runs on the memory store, then maybe flushes.
 macro_rules! write_through {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {{
-        let result = $self.memory.$method($($arg),*);
+        let result = $self.shared.memory.$method($($arg),*);
         $self.after_write();
         result
     }};
@@ -333,25 +509,25 @@ impl Store for RedbStore {
         write_through!(self.clear_addrs(peer))
     }
     fn addrs_with_ttl(&self, peer: &PeerId, now: Instant) -> Vec<AddrEntry> {
-        self.memory.addrs_with_ttl(peer, now)
+        self.shared.memory.addrs_with_ttl(peer, now)
     }
     fn addrs(&self, peer: &PeerId, now: Instant) -> Vec<Multiaddr> {
-        self.memory.addrs(peer, now)
+        self.shared.memory.addrs(peer, now)
     }
     fn peers_with_addrs(&self, now: Instant) -> Vec<PeerId> {
-        self.memory.peers_with_addrs(now)
+        self.shared.memory.peers_with_addrs(now)
     }
     fn gc(&self, now: Instant) -> usize {
         write_through!(self.gc(now))
     }
     fn next_expiry(&self) -> Option<Instant> {
-        self.memory.next_expiry()
+        self.shared.memory.next_expiry()
     }
     fn unconnected_addrs(&self) -> usize {
-        self.memory.unconnected_addrs()
+        self.shared.memory.unconnected_addrs()
     }
     fn addr_stream(&self, peer: &PeerId) -> AddrStream {
-        self.memory.addr_stream(peer)
+        self.shared.memory.addr_stream(peer)
     }
     fn consume_peer_record(
         &self,
@@ -362,25 +538,25 @@ impl Store for RedbStore {
         write_through!(self.consume_peer_record(envelope, ttl, now))
     }
     fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope> {
-        self.memory.peer_record(peer, now)
+        self.shared.memory.peer_record(peer, now)
     }
     fn pub_key(&self, peer: &PeerId) -> Option<PublicKey> {
-        self.memory.pub_key(peer)
+        self.shared.memory.pub_key(peer)
     }
     fn add_pub_key(&self, peer: &PeerId, key: &PublicKey) -> Result<(), Error> {
         write_through!(self.add_pub_key(peer, key))
     }
     fn priv_key(&self, peer: &PeerId) -> Option<Keypair> {
-        self.memory.priv_key(peer)
+        self.shared.memory.priv_key(peer)
     }
     fn add_priv_key(&self, peer: &PeerId, key: &Keypair) -> Result<(), Error> {
         write_through!(self.add_priv_key(peer, key))
     }
     fn peers_with_keys(&self) -> Vec<PeerId> {
-        self.memory.peers_with_keys()
+        self.shared.memory.peers_with_keys()
     }
     fn protocols(&self, peer: &PeerId) -> Vec<String> {
-        self.memory.protocols(peer)
+        self.shared.memory.protocols(peer)
     }
     fn add_protocols(&self, peer: &PeerId, protocols: &[String]) -> Result<(), Error> {
         write_through!(self.add_protocols(peer, protocols))
@@ -392,44 +568,35 @@ impl Store for RedbStore {
         write_through!(self.remove_protocols(peer, protocols))
     }
     fn supports_protocols(&self, peer: &PeerId, protocols: &[&str]) -> Vec<String> {
-        self.memory.supports_protocols(peer, protocols)
+        self.shared.memory.supports_protocols(peer, protocols)
     }
     fn first_supported_protocol(&self, peer: &PeerId, protocols: &[&str]) -> Option<String> {
-        self.memory.first_supported_protocol(peer, protocols)
+        self.shared.memory.first_supported_protocol(peer, protocols)
     }
     fn record_latency(&self, peer: &PeerId, rtt: Duration) {
         write_through!(self.record_latency(peer, rtt))
     }
     fn latency_ewma(&self, peer: &PeerId) -> Option<Duration> {
-        self.memory.latency_ewma(peer)
+        self.shared.memory.latency_ewma(peer)
     }
     fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value) {
         write_through!(self.put_value(peer, key, value))
     }
     fn get_value(&self, peer: &PeerId, key: &str) -> Result<serde_json::Value, Error> {
-        self.memory.get_value(peer, key)
+        self.shared.memory.get_value(peer, key)
     }
     fn peers(&self, now: Instant) -> Vec<PeerId> {
-        self.memory.peers(now)
+        self.shared.memory.peers(now)
     }
     fn remove_peer(&self, peer: &PeerId) {
         write_through!(self.remove_peer(peer))
     }
 
+    /// Writes every dirty peer in one transaction (see the [module docs](self)). A failure is
+    /// logged once, until a flush succeeds again, whether this call or the flusher thread
+    /// flushed.
     fn flush(&self) -> Result<(), Error> {
-        let _serial = self
-            .flushing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let peers = self.memory.take_changes();
-        if peers.is_empty() {
-            return Ok(());
-        }
-        let result = self.write_out(&peers);
-        if result.is_err() {
-            self.memory.restore_changes(peers);
-        }
-        result
+        self.shared.flush_and_report()
     }
 }
 

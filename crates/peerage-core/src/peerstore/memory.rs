@@ -484,12 +484,13 @@ impl MemoryStore {
     }
 
     /// The peers changed since the last call (empty unless built with
-    /// [`MemoryStore::tracking_changes`]).
-    pub fn take_changes(&self) -> Vec<PeerId> {
+    /// [`MemoryStore::tracking_changes`]). The set is taken whole, in O(1) under the lock, so a
+    /// flush of many changed peers does not hold up the store's other users.
+    pub fn take_changes(&self) -> HashSet<PeerId> {
         self.lock()
             .changes
             .as_mut()
-            .map(|c| c.drain().collect())
+            .map(std::mem::take)
             .unwrap_or_default()
     }
 
