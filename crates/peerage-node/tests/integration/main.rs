@@ -5,6 +5,7 @@ mod addrbook;
 mod admin;
 mod cli;
 mod config;
+mod crash;
 mod devnet;
 mod eclipse;
 mod js_interop;
