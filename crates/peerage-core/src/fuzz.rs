@@ -31,20 +31,34 @@ pub fn multiaddr(data: &[u8]) {
 }
 
 /// A signed peer record from a peer (pex answers and identify carry them), at `now` (the core
-/// reads no clock): opening it never panics; one that opens is taken by the peerstore, which
-/// then holds a record of the peer (an envelope of another type or domain never opens).
+/// reads no clock): opening it never panics; opening it again gives the same record without a
+/// second verification; one that opens is taken by the peerstore, which then holds a record of
+/// the peer (an envelope of another type or domain never opens), as it is when the peerstore
+/// verifies the envelope itself.
 pub fn peer_record(data: &[u8], now: Instant) {
     let mut records = Signed::new(Keypair::ed25519_from_bytes([7; 32]).expect("a key"));
     let Ok(record) = records.open(data) else {
         return;
     };
-    let Some(envelope) = record.envelope else {
+    let again = records.open(data).expect("opened before");
+    assert_eq!((again.peer, &again.addrs), (record.peer, &record.addrs));
+    assert_eq!(records.verified(), 1);
+    let Some(verified) = record.verified else {
         return;
     };
+    let ttl = Ttl::Finite(Duration::from_secs(60));
     let store = Peerstore::memory(peerstore::Config::default());
-    match store.consume_peer_record(&envelope, Ttl::Finite(Duration::from_secs(60)), now) {
+    let taken = store.consume_verified_record(&verified, ttl, now);
+    let checked = Peerstore::memory(peerstore::Config::default());
+    let taken_checked = checked.consume_peer_record(verified.envelope(), ttl, now);
+    assert_eq!(taken.is_ok(), taken_checked.is_ok());
+    match taken {
         Ok(true) if !record.addrs.is_empty() => {
             assert!(store.peer_record(&record.peer, now).is_some());
+            assert_eq!(
+                store.addrs(&record.peer, now),
+                checked.addrs(&record.peer, now)
+            );
         }
         Ok(_) | Err(_) => {}
     }

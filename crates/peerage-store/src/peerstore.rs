@@ -41,7 +41,7 @@ use libp2p_core::SignedEnvelope;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use multiaddr::Multiaddr;
 use peerage_core::peerstore::{
-    AddrEntry, AddrStream, Config, Error, MemoryStore, PeerState, Store, Ttl,
+    AddrEntry, AddrStream, Config, Error, MemoryStore, PeerState, Store, Ttl, VerifiedRecord,
 };
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -536,6 +536,14 @@ impl Store for RedbStore {
         now: Instant,
     ) -> Result<bool, Error> {
         write_through!(self.consume_peer_record(envelope, ttl, now))
+    }
+    fn consume_verified_record(
+        &self,
+        record: &VerifiedRecord,
+        ttl: Ttl,
+        now: Instant,
+    ) -> Result<bool, Error> {
+        write_through!(self.consume_verified_record(record, ttl, now))
     }
     fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope> {
         self.shared.memory.peer_record(peer, now)

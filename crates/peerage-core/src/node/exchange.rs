@@ -255,14 +255,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 .into_iter()
                 .take(pex::MAX_POINTS_ACCEPTED)
                 .collect();
-            match &record.envelope {
-                Some(envelope) => {
+            match &record.verified {
+                Some(verified) => {
                     // An older record than the one held is ignored whole, its addresses too,
                     // as go-libp2p ignores it: a replayed record must not send us dialing
                     // addresses its peer has left.
                     let held_newer = !self
                         .peerstore
-                        .consume_peer_record(envelope, ttl, now)
+                        .consume_verified_record(verified, ttl, now)
                         .map_err(|e| e.to_string())?;
                     if held_newer {
                         return Err(format!("a record of {id} older than the one held"));

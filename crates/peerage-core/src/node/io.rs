@@ -6,7 +6,7 @@ use libp2p_core::{PeerRecord, SignedEnvelope};
 use libp2p_identity::Keypair;
 
 use super::pex;
-use crate::{Multiaddr, PeerId, connmgr, pool, rcmgr};
+use crate::{Multiaddr, PeerId, connmgr, peerstore, pool, rcmgr};
 
 /// An event fed to the machine ([`Machine::handle`](super::Machine::handle)). `C` is the
 /// caller's connection ID (libp2p's `ConnectionId` in the glue, a number in the simulator).
@@ -404,9 +404,9 @@ pub struct Record {
     pub peer: PeerId,
     /// Its addresses.
     pub addrs: Vec<Multiaddr>,
-    /// The signed envelope, for the peerstore's certified address book; `None` from a stand-in
-    /// that does not sign.
-    pub envelope: Option<SignedEnvelope>,
+    /// The verified record, for the peerstore's certified address book (which takes it
+    /// without verifying it again); `None` from a stand-in that does not sign.
+    pub verified: Option<peerstore::VerifiedRecord>,
 }
 
 /// Signs our peer record and verifies others'. [`Signed`] is the real one; a simulator may
@@ -424,8 +424,15 @@ pub trait Records: Send {
 
 /// Signed peer records as go-libp2p and js-libp2p make them (domain `libp2p-peer-record`,
 /// payload type `0x0301`), signed with the node's key.
+///
+/// A record is passed on by many peers (every pex answer and identify carries records), so
+/// up to [`Signed::CACHED_RECORDS`] records that verified are kept by their bytes: the same
+/// bytes again are not verified again. Anything else (a record that differs by a byte) is
+/// verified in full.
 pub struct Signed {
     keypair: Keypair,
+    opened: std::collections::HashMap<Vec<u8>, Record, foldhash::fast::RandomState>,
+    verified: u64,
 }
 
 impl std::fmt::Debug for Signed {
@@ -435,22 +442,47 @@ impl std::fmt::Debug for Signed {
 }
 
 impl Signed {
+    /// Records kept, by their bytes: 256 (about 100 KB with 4 addresses each). Past it, a new
+    /// record evicts an arbitrary one (the map's seed is random, so a remote peer cannot choose
+    /// which).
+    pub const CACHED_RECORDS: usize = 256;
+
     /// Records signed with `keypair`.
     pub fn new(keypair: Keypair) -> Self {
-        Self { keypair }
+        Self {
+            keypair,
+            opened: std::collections::HashMap::default(),
+            verified: 0,
+        }
+    }
+
+    /// How many records it verified (signature checks; a record found in the cache is not
+    /// counted).
+    pub fn verified(&self) -> u64 {
+        self.verified
     }
 }
 
 impl Records for Signed {
     fn open(&mut self, bytes: &[u8]) -> Result<Record, String> {
+        if let Some(record) = self.opened.get(bytes) {
+            return Ok(record.clone());
+        }
         let envelope = SignedEnvelope::from_protobuf_encoding(bytes).map_err(|e| e.to_string())?;
-        let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
-            .map_err(|e| e.to_string())?;
-        Ok(Record {
-            peer: record.peer_id(),
-            addrs: record.addresses().to_vec(),
-            envelope: Some(envelope),
-        })
+        self.verified += 1;
+        let verified = peerstore::VerifiedRecord::open(envelope).map_err(|e| e.to_string())?;
+        let record = Record {
+            peer: verified.peer(),
+            addrs: verified.addrs().to_vec(),
+            verified: Some(verified),
+        };
+        if self.opened.len() >= Self::CACHED_RECORDS
+            && let Some(evicted) = self.opened.keys().next().cloned()
+        {
+            self.opened.remove(&evicted);
+        }
+        self.opened.insert(bytes.to_vec(), record.clone());
+        Ok(record)
     }
 
     fn seal(&mut self, addrs: &[Multiaddr]) -> Option<(Vec<u8>, Option<SignedEnvelope>)> {
@@ -511,7 +543,7 @@ impl Records for Unsigned {
         Ok(Record {
             peer,
             addrs,
-            envelope: None,
+            verified: None,
         })
     }
 
@@ -525,5 +557,53 @@ impl Records for Unsigned {
             bytes.extend_from_slice(&a);
         }
         Some((bytes, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peerstore::conformance::signed_record;
+
+    #[test]
+    fn a_record_seen_again_is_not_verified_again_and_a_changed_byte_is() {
+        let mut records = Signed::new(Keypair::generate_ed25519());
+        let key = Keypair::generate_ed25519();
+        let addrs: Vec<Multiaddr> = vec!["/ip4/10.0.0.1/tcp/4001".parse().unwrap()];
+        let bytes = signed_record(&key, 1, &addrs).into_protobuf_encoding();
+        for _ in 0..5 {
+            let record = records.open(&bytes).unwrap();
+            assert_eq!(
+                (record.peer, &record.addrs),
+                (key.public().to_peer_id(), &addrs)
+            );
+            assert!(record.verified.is_some());
+        }
+        assert_eq!(records.verified(), 1);
+
+        // The cached record's bytes with the signature's last byte flipped: verified, refused.
+        let mut tampered = bytes.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0xff;
+        assert!(records.open(&tampered).is_err());
+        assert!(records.open(&tampered).is_err(), "a refusal is not cached");
+        assert_eq!(records.verified(), 3);
+
+        // The cache is bounded: past it, records are evicted and verified again.
+        let many: Vec<Vec<u8>> = (0..Signed::CACHED_RECORDS as u64 + 10)
+            .map(|seq| signed_record(&key, seq + 2, &addrs).into_protobuf_encoding())
+            .collect();
+        for b in &many {
+            records.open(b).unwrap();
+        }
+        assert!(records.opened.len() <= Signed::CACHED_RECORDS);
+        let before = records.verified();
+        for b in &many {
+            records.open(b).unwrap();
+        }
+        assert!(
+            records.verified() > before,
+            "evicted records are verified again"
+        );
     }
 }

@@ -112,6 +112,19 @@ impl Clocked {
         self.store.consume_peer_record(envelope, ttl, self.now())
     }
 
+    /// [`Store::consume_verified_record`] now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::consume_peer_record`].
+    pub fn consume_verified_record(
+        &self,
+        record: &super::VerifiedRecord,
+        ttl: Ttl,
+    ) -> Result<bool, Error> {
+        self.store.consume_verified_record(record, ttl, self.now())
+    }
+
     /// [`Store::peer_record`] now.
     pub fn peer_record(&self, peer: &PeerId) -> Option<SignedEnvelope> {
         self.store.peer_record(peer, self.now())

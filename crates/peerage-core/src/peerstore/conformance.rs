@@ -43,8 +43,8 @@ macro_rules! peerstore_conformance {
             per_peer_cap_on_set_addrs, per_peer_cap_spares_connected,
             newer_record_replaces_stale_addrs, max_addresses_option,
             downgraded_connected_addr_is_collected, gc_drops_record_with_last_addr,
-            bad_peer_records_change_nothing, key_mismatch_changes_nothing,
-            remove_peer_keeps_addresses);
+            bad_peer_records_change_nothing, verified_records_are_taken_as_envelopes_are,
+            key_mismatch_changes_nothing, remove_peer_keeps_addresses);
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
         $(
@@ -919,6 +919,69 @@ pub fn bad_peer_records_change_nothing(new: Factory<'_>) {
     assert_eq!(ps.consume_peer_record(&stale, Ttl::ADDRESS, now), Ok(false));
 
     assert_eq!((ps.addrs(&id, now), ps.peer_record(&id, now)), before);
+}
+
+/// A [`VerifiedRecord`](super::VerifiedRecord) (verified once, on its way in) is taken as its
+/// envelope is: newer replaces, older is ignored, the store's record cap holds; a forged or
+/// tampered envelope never becomes one.
+pub fn verified_records_are_taken_as_envelopes_are(new: Factory<'_>) {
+    use super::VerifiedRecord;
+    let (ps, by_envelope) = (new(Config::new()), new(Config::new()));
+    let now = t0();
+    let key = Keypair::generate_ed25519();
+    let id = key.public().to_peer_id();
+    let all = generate_addrs(6);
+    for (seq, addrs) in [
+        (2, &all[..4]),
+        (1, &all[..]),
+        (3, &all[2..5]),
+        (3, &all[2..5]),
+    ] {
+        let envelope = signed_record(&key, seq, addrs);
+        let verified = VerifiedRecord::open(envelope.clone()).unwrap();
+        assert_eq!((verified.peer(), verified.seq()), (id, seq));
+        assert_eq!(
+            ps.consume_verified_record(&verified, Ttl::ADDRESS, now),
+            by_envelope.consume_peer_record(&envelope, Ttl::ADDRESS, now),
+            "seq {seq}"
+        );
+        let sorted = |store: &Peerstore| {
+            let mut addrs = store.addrs(&id, now);
+            addrs.sort();
+            addrs
+        };
+        assert_eq!(sorted(&ps), sorted(&by_envelope), "seq {seq}");
+        assert_eq!(ps.peer_record(&id, now), by_envelope.peer_record(&id, now));
+    }
+    assert_addrs(&ps, &id, now, &all[2..5]);
+
+    let forged = signed_record_for(&Keypair::generate_ed25519(), id, 5, &all[..1]);
+    assert!(matches!(
+        VerifiedRecord::open(forged),
+        Err(Error::InvalidPeerRecord(_))
+    ));
+    let mut bytes = signed_record(&key, 6, &all[..1]).into_protobuf_encoding();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let tampered = SignedEnvelope::from_protobuf_encoding(&bytes).unwrap();
+    assert!(matches!(
+        VerifiedRecord::open(tampered),
+        Err(Error::InvalidPeerRecord(_))
+    ));
+
+    // The record cap holds for verified records too.
+    let capped = new(Config::new().with_max_peer_records(1));
+    let first = VerifiedRecord::open(signed_record(&key, 1, &all[..1])).unwrap();
+    assert_eq!(
+        capped.consume_verified_record(&first, Ttl::ADDRESS, now),
+        Ok(true)
+    );
+    let other = Keypair::generate_ed25519();
+    let second = VerifiedRecord::open(signed_record(&other, 1, &all[1..2])).unwrap();
+    assert!(matches!(
+        capped.consume_verified_record(&second, Ttl::ADDRESS, now),
+        Err(Error::TooManyPeerRecords { limit: 1 })
+    ));
 }
 
 /// go `RemovePeer`: everything but the addresses.

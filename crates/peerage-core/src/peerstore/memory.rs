@@ -11,8 +11,8 @@ use libp2p_identity::{Keypair, PublicKey};
 use multiaddr::Multiaddr;
 
 use super::{
-    AddrEntry, AddrStream, Config, Error, LATENCY_EWMA_SMOOTHING, Store, Ttl, own_addr,
-    own_addr_cow,
+    AddrEntry, AddrStream, Config, Error, LATENCY_EWMA_SMOOTHING, Store, Ttl, VerifiedRecord,
+    own_addr, own_addr_cow,
 };
 use crate::PeerId;
 
@@ -816,9 +816,17 @@ impl Store for MemoryStore {
         ttl: Ttl,
         now: Instant,
     ) -> Result<bool, Error> {
-        let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
-            .map_err(|e| Error::InvalidPeerRecord(e.to_string()))?;
-        let peer = record.peer_id();
+        self.consume_verified_record(&VerifiedRecord::open(envelope.clone())?, ttl, now)
+    }
+
+    fn consume_verified_record(
+        &self,
+        record: &VerifiedRecord,
+        ttl: Ttl,
+        now: Instant,
+    ) -> Result<bool, Error> {
+        let envelope = record.envelope();
+        let peer = record.peer();
         let seq = record.seq();
         let mut inner = self.write(&peer);
         let book = &mut inner.book;
@@ -837,7 +845,7 @@ impl Store for MemoryStore {
             Some(_) => {}
         }
         let addrs: Vec<Multiaddr> = record
-            .addresses()
+            .addrs()
             .iter()
             .filter_map(|a| own_addr(&peer, a))
             .collect();

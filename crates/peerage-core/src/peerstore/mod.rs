@@ -42,7 +42,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p_core::SignedEnvelope;
+use libp2p_core::{PeerRecord, SignedEnvelope};
 use libp2p_identity::{Keypair, PublicKey};
 use multiaddr::Multiaddr;
 use serde::{Serialize, de::DeserializeOwned};
@@ -297,6 +297,21 @@ pub trait Store: Send + Sync + fmt::Debug {
         ttl: Ttl,
         now: Instant,
     ) -> Result<bool, Error>;
+    /// As [`Store::consume_peer_record`], for a record already verified: a store that
+    /// overrides this (the memory and redb stores do) does not check the signature again.
+    /// By default it verifies the envelope again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::consume_peer_record`].
+    fn consume_verified_record(
+        &self,
+        record: &VerifiedRecord,
+        ttl: Ttl,
+        now: Instant,
+    ) -> Result<bool, Error> {
+        self.consume_peer_record(record.envelope(), ttl, now)
+    }
     /// The signed record of `peer`, if it has one and an unexpired address.
     fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope>;
 
@@ -384,6 +399,50 @@ pub trait Store: Send + Sync + fmt::Debug {
 
 /// The smoothing factor of the latency EWMA (go `LatencyEWMASmoothing`).
 pub const LATENCY_EWMA_SMOOTHING: f64 = 0.1;
+
+/// A signed peer record whose signature was checked (the standard domain
+/// `libp2p-peer-record` and payload type `0x0301`, as go-libp2p and js-libp2p seal them). Only
+/// [`VerifiedRecord::open`] makes one, so a store may take it without verifying it again
+/// ([`Store::consume_verified_record`]): each record is verified once on its way in.
+#[derive(Debug, Clone)]
+pub struct VerifiedRecord {
+    envelope: SignedEnvelope,
+    record: PeerRecord,
+}
+
+impl VerifiedRecord {
+    /// Verifies `envelope` and reads the peer record in it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPeerRecord`] if the signature does not verify, or the envelope is not a
+    /// peer record (another domain or payload type, or a payload that does not decode).
+    pub fn open(envelope: SignedEnvelope) -> Result<Self, Error> {
+        let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
+            .map_err(|e| Error::InvalidPeerRecord(e.to_string()))?;
+        Ok(Self { envelope, record })
+    }
+
+    /// The peer that signed it.
+    pub fn peer(&self) -> PeerId {
+        self.record.peer_id()
+    }
+
+    /// Its sequence number: a record replaces one with a lower number.
+    pub fn seq(&self) -> u64 {
+        self.record.seq()
+    }
+
+    /// Its addresses, as signed.
+    pub fn addrs(&self) -> &[Multiaddr] {
+        self.record.addresses()
+    }
+
+    /// The signed envelope (what the peerstore keeps and passes on).
+    pub fn envelope(&self) -> &SignedEnvelope {
+        &self.envelope
+    }
+}
 
 /// A shared peerstore: a cheap-to-clone handle over a [`Store`]. It dereferences to the store,
 /// and adds the typed metadata accessors.
