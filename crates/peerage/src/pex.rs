@@ -12,6 +12,14 @@
 //! an earlier request waits for the cooldown, as Octez delays rather than drops, and a further
 //! one while one waits is dropped (its asker sees the request fail).
 //!
+//! Points out of the answerer's scope are dropped, as go-libp2p identify's `filterAddrs`
+//! drops listen addresses ([`pool::point::in_scope`](peerage_core::pool::point::in_scope)): a
+//! peer connected from a public address names public points only (no loopback, private or
+//! unroutable ones), one connected from a private address no loopback ones. The same rule
+//! applies to the listen addresses a peer announces in identify. Only answers to the node's
+//! own requests are read (request-response has no unsolicited answers), at most one request
+//! per peer is in flight, and a peer is asked at most once per round (5 s).
+//!
 //! The answer on a connection the node refused (Octez's `Nack`) says so ([`Response::nack`]),
 //! and the asker closes it; a request that says the asker needs connections
 //! ([`Request::need`]) gets a refused connection admitted, if the node is still under its

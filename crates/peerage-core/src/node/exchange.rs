@@ -186,6 +186,14 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             pool::Medium::Advertise
         };
         let remote = self.connections.get(&id).map(|c| c.remote.clone());
+        // Out of the answerer's scope (a public node naming loopback or LAN points): dropped.
+        if let Some(remote) = &remote {
+            let before = points.len();
+            points.retain(|p| pool::point_in_scope(&p.addr, remote));
+            if points.len() < before {
+                tracing::debug!(%peer, dropped = before - points.len(), "pex: points out of the sender's scope");
+            }
+        }
         let new = if self.addrbook().is_some() {
             let points: Vec<_> = points.into_iter().map(|p| (p.addr, p.peer)).collect();
             let added = self.learn(peer, remote.as_ref(), &points, now).unwrap_or(0);

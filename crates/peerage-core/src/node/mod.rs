@@ -1073,9 +1073,16 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .and_then(|bytes| self.consume_record(peer, Some(peer), bytes, Ttl::Connected, now))
             .map(|(_, addrs)| addrs);
         let announced = certified.as_ref().unwrap_or(&info.listen_addrs);
+        // go identify's `filterAddrs`: only addresses in the scope of the connection's.
+        let remote = self
+            .connections
+            .values()
+            .find(|c| c.peer == peer)
+            .map(|c| c.remote.clone());
         let dialable: Vec<&Multiaddr> = announced
             .iter()
             .filter(|a| pool::split_point(a).is_ok())
+            .filter(|a| remote.as_ref().is_none_or(|r| pool::point_in_scope(a, r)))
             .collect();
         // A large message keeps what fits: the first addresses up to go's
         // `connectedPeerMaxAddrs`, the first protocols up to the peerstore's cap; the rest

@@ -1739,3 +1739,79 @@ fn a_large_identify_keeps_the_first_addresses_and_protocols_up_to_the_caps() {
     // Offers the exchange: asked for points, as a dialed peer that lists it.
     assert_eq!(asks(&drain(&mut m)), vec![peer(1)]);
 }
+
+/// go identify's `filterAddrs`, for identify and the peer exchange alike: a peer connected from
+/// a public address may name public points only; from a private one, no loopback point; from
+/// loopback (a devnet), any.
+#[test]
+fn points_out_of_the_senders_scope_are_dropped() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+    let connect = |m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr| {
+        m.dial_started(id, remote.clone());
+        m.admit_established(id, peer(i), remote, false, now)
+            .expect("admitted");
+        m.handle(
+            now,
+            Input::ConnectionEstablished {
+                id,
+                peer: peer(i),
+                remote: remote.clone(),
+                inbound: false,
+            },
+        );
+    };
+    let scopes = |tag: u8| {
+        [
+            a(&format!("/ip4/127.0.0.{tag}/tcp/4001")),
+            a(&format!("/ip4/192.168.1.{tag}/tcp/4001")),
+            a(&format!("/ip4/224.0.0.{tag}/tcp/4001")),
+            a(&format!("/ip4/8.8.8.{tag}/tcp/4001")),
+            a(&format!("/dns4/n{tag}.example.org/tcp/4001")),
+        ]
+    };
+    let kept = |m: &Machine<u64>, tag: u8| -> Vec<bool> {
+        scopes(tag)
+            .iter()
+            .map(|p| m.pool().point(p).is_some())
+            .collect()
+    };
+    for (id, i, remote) in [
+        (1, 1, a("/ip4/1.2.3.4/tcp/4001")),
+        (2, 2, a("/ip4/10.0.0.2/tcp/4001")),
+        (3, 3, a("/ip4/127.0.0.3/tcp/4001")),
+    ] {
+        connect(&mut m, id, i, &remote);
+        m.handle(
+            now,
+            Input::Identified {
+                peer: peer(i),
+                info: Identify {
+                    listen_addrs: scopes(i).to_vec(),
+                    ..identify(true, i)
+                },
+            },
+        );
+        m.handle(
+            now,
+            Input::PexAnswer {
+                peer: peer(i),
+                id,
+                response: pex::Response {
+                    points: scopes(100 + i).into_iter().map(Into::into).collect(),
+                    ..Default::default()
+                },
+            },
+        );
+    }
+    // Loopback, private, multicast, public, host name.
+    for (i, expected) in [
+        (1, [false, false, false, true, true]),
+        (2, [false, true, false, true, true]),
+        (3, [true, true, true, true, true]),
+    ] {
+        assert_eq!(kept(&m, i), expected, "identify of peer {i}");
+        assert_eq!(kept(&m, 100 + i), expected, "pex answer of peer {i}");
+    }
+}

@@ -69,7 +69,7 @@ pub use self::{
     error::{Error, Mismatch},
     event::{CloseReason, DisconnectReason, Event, Medium},
     log::{LOG_SIZE, LogEntry, LogKind},
-    point::{Backoff, PointError, split as split_point},
+    point::{Backoff, PointError, in_scope as point_in_scope, split as split_point},
     score::Score,
 };
 use crate::PeerId;

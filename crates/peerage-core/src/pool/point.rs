@@ -27,6 +27,29 @@ pub enum PointError {
     Unspecified(Multiaddr),
 }
 
+/// Whether a peer connected from `remote` may tell us about `point`, by their scopes, as
+/// go-libp2p identify's `filterAddrs` (`p2p/protocol/identify/id.go`) does: from a public
+/// or relayed address, public points only (and host names and relayed addresses); from a
+/// private one
+/// (RFC 1918, link-local, CGNAT, IPv6 ULA), any but loopback and unroutable ones (multicast,
+/// broadcast, documentation ranges); from a loopback or non-IP address (a devnet, a test), any
+/// point. So a node on the internet cannot make us dial into our own machine or our LAN, nor
+/// fill our tables with addresses nobody can reach. Scopes are the
+/// [address book's groups](crate::addrbook::Group).
+pub fn in_scope(point: &Multiaddr, remote: &Multiaddr) -> bool {
+    use crate::addrbook::{Group, Grouping};
+    let grouping = Grouping::new();
+    let from = grouping.group(remote);
+    let to = grouping.group(point);
+    match from {
+        Group::Ipv4(_) | Group::Ipv6(_) | Group::As(_) | Group::Relay | Group::Dns => {
+            !matches!(to, Group::Loopback | Group::Private | Group::Unroutable)
+        }
+        Group::Private => !matches!(to, Group::Loopback | Group::Unroutable),
+        Group::Loopback | Group::Unroutable => true,
+    }
+}
+
 /// Splits `addr` into a point (the address without its `/p2p` suffix) and the peer ID of that
 /// suffix, checking that the point is dialable: a host (`/ip4`, `/ip6`, `/dns*`) followed by a
 /// non-zero `/tcp` or `/udp` port, and no unspecified IP.
