@@ -53,6 +53,7 @@ mod allowlist;
 mod connections;
 mod counts;
 mod guard;
+pub mod handshakes;
 mod ip;
 mod json;
 mod limit;

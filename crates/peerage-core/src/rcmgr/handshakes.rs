@@ -1,0 +1,380 @@
+//! Pending inbound handshakes: a bounded table that a flood of silent or dripping sockets
+//! cannot fill for good.
+//!
+//! An inbound connection holds a slot from its accept to the end of its security and muxer
+//! handshake. The references bound this in their own ways: Octez refuses connections past
+//! `max_incoming_connections` pending ones, Bitcoin Core evicts an established inbound peer
+//! when its inbound slots are full, go-libp2p counts pending connections in the transient scope
+//! (refusing the new ones when it is full). Refusing the new ones is what a flood wants: 200
+//! sockets that connect and send nothing, reopened as soon as they are dropped at the 10 s
+//! timeout, keep every honest dialer out. Here the new connection wins instead:
+//!
+//! - With every slot taken, a new handshake **evicts** the pending one that has sent the
+//!   fewest bytes per second of its age, among those older than [`Config::with_grace`]
+//!   (500 ms): a silent socket first, then one dripping a byte a second, never an honest
+//!   handshake in its first round trip. With none older than the grace, the new one is refused.
+//! - A handshake that ends **stalled** (evicted or timed out having sent fewer than
+//!   [`Config::with_stalled_bytes`], 128 bytes: an honest initiator sends its multistream
+//!   header and Noise's first message at once) is a strike against its IP; the third strike
+//!   within a minute refuses the IP's handshakes for 10 minutes, as a garbage sender is
+//!   greylisted.
+//!
+//! Sans-IO: the caller (`peerage::rcmgr::transport`) reports accepts, bytes and ends with the
+//! time, and aborts what the table evicts.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+/// Configuration of [`Handshakes`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    max_pending: usize,
+    timeout: Duration,
+    grace: Duration,
+    stalled_bytes: u64,
+    strikes: u32,
+    strike_window: Duration,
+    refuse_for: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_pending: 64,
+            timeout: Duration::from_secs(10),
+            grace: Duration::from_millis(500),
+            stalled_bytes: 128,
+            strikes: 3,
+            strike_window: Duration::from_secs(60),
+            refuse_for: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults: 64 pending handshakes, 10 s timeout, 500 ms grace, stalled under 128
+    /// bytes, 3 strikes in 60 s refuse an IP for 600 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Most pending inbound handshakes. 64 by default (go-libp2p's transient scope holds 64
+    /// connections); keep it under the resource manager's transient inbound limit, so that
+    /// the table evicts before the resource manager refuses.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    pub fn with_max_pending(mut self, n: usize) -> Self {
+        assert!(n > 0, "max_pending must be positive");
+        self.max_pending = n;
+        self
+    }
+    /// How long a handshake may take. 10 s by default (rust-libp2p's and go-libp2p's
+    /// negotiation timeout).
+    pub fn with_timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+    /// How old a pending handshake must be to be evicted. 500 ms by default.
+    pub fn with_grace(mut self, d: Duration) -> Self {
+        self.grace = d;
+        self
+    }
+    /// Bytes under which an evicted or timed-out handshake counts as stalled (a strike). 128
+    /// by default.
+    pub fn with_stalled_bytes(mut self, n: u64) -> Self {
+        self.stalled_bytes = n;
+        self
+    }
+    /// Stalled handshakes of one IP within `window` that refuse it for `refuse_for`. 3 in
+    /// 60 s, refused for 600 s by default. `strikes` of 0 never refuses.
+    pub fn with_strikes(mut self, strikes: u32, window: Duration, refuse_for: Duration) -> Self {
+        self.strikes = strikes;
+        self.strike_window = window;
+        self.refuse_for = refuse_for;
+        self
+    }
+    /// The cap of pending handshakes.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+    /// The handshake timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// What [`Handshakes::begin`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// The handshake holds slot `id`; `evicted` must be aborted to make room.
+    Admitted {
+        /// The new handshake's ID.
+        id: u64,
+        /// A pending handshake to abort, if the table was full.
+        evicted: Option<u64>,
+    },
+    /// The table is full of handshakes within their grace: refused.
+    Full,
+    /// The IP is refused for stalled handshakes, until the given instant.
+    Refused(Instant),
+}
+
+/// How a handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// It completed: the connection is established.
+    Completed,
+    /// It failed for another reason (a bad handshake, the remote closed).
+    Failed,
+    /// It passed its deadline.
+    TimedOut,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    ip: IpAddr,
+    started: Instant,
+    bytes: u64,
+}
+
+/// The table of pending inbound handshakes. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Handshakes {
+    config: Config,
+    pending: BTreeMap<u64, Pending>,
+    next: u64,
+    /// Strikes of each IP: how many, since when.
+    strikes: HashMap<IpAddr, (u32, Instant)>,
+    refused: HashMap<IpAddr, Instant>,
+    evicted: u64,
+}
+
+impl Handshakes {
+    /// An empty table.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handshakes pending now.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Handshakes evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// IPs refused at `now`.
+    pub fn refused_ips(&self, now: Instant) -> usize {
+        self.refused.values().filter(|until| **until > now).count()
+    }
+
+    /// An inbound connection from `ip` was accepted at `now`: admitted (evicting the worst
+    /// pending handshake if the table is full) or refused.
+    pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Begin {
+        if let Some(until) = self.refused.get(&ip).copied() {
+            if until > now {
+                return Begin::Refused(until);
+            }
+            self.refused.remove(&ip);
+        }
+        let mut evicted = None;
+        if self.pending.len() >= self.config.max_pending {
+            let Some(victim) = self.victim(now) else {
+                return Begin::Full;
+            };
+            self.end(victim, End::TimedOut, now);
+            self.evicted += 1;
+            evicted = Some(victim);
+        }
+        let id = self.next;
+        self.next += 1;
+        self.pending.insert(
+            id,
+            Pending {
+                ip,
+                started: now,
+                bytes: 0,
+            },
+        );
+        Begin::Admitted { id, evicted }
+    }
+
+    /// The pending handshake that has sent the fewest bytes per second of its age, among those
+    /// past the grace; the oldest among equals.
+    fn victim(&self, now: Instant) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.started) >= self.config.grace)
+            .min_by(|(ia, a), (ib, b)| {
+                // a.bytes / a.age < b.bytes / b.age, without division.
+                let age = |p: &Pending| now.saturating_duration_since(p.started).as_micros();
+                let (ra, rb) = (u128::from(a.bytes) * age(b), u128::from(b.bytes) * age(a));
+                ra.cmp(&rb).then(ia.cmp(ib))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Handshake `id` received `bytes` more bytes.
+    pub fn progress(&mut self, id: u64, bytes: u64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.bytes = p.bytes.saturating_add(bytes);
+        }
+    }
+
+    /// When handshake `id` times out, if it is pending.
+    pub fn deadline(&self, id: u64) -> Option<Instant> {
+        self.pending
+            .get(&id)
+            .map(|p| p.started + self.config.timeout)
+    }
+
+    /// Handshake `id` ended at `now`. A stalled end (timed out, or evicted, under
+    /// [`Config::with_stalled_bytes`]) is a strike against its IP. Returns whether its IP is
+    /// refused from now on.
+    pub fn end(&mut self, id: u64, end: End, now: Instant) -> bool {
+        let Some(p) = self.pending.remove(&id) else {
+            return false;
+        };
+        if end != End::TimedOut || p.bytes >= self.config.stalled_bytes || self.config.strikes == 0
+        {
+            return false;
+        }
+        let window = self.config.strike_window;
+        let entry = self.strikes.entry(p.ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        if entry.0 < self.config.strikes {
+            return false;
+        }
+        self.strikes.remove(&p.ip);
+        self.refused.insert(p.ip, now + self.config.refuse_for);
+        // Bounded by the IPs that struck out within the refusal time.
+        self.refused.retain(|_, until| *until > now);
+        true
+    }
+
+    /// Drops strikes older than their window and refusals past their time (call now and
+    /// then: the tables are bounded by the IPs seen within a window).
+    pub fn gc(&mut self, now: Instant) {
+        let window = self.config.strike_window;
+        self.strikes
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) <= window);
+        self.refused.retain(|_, until| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(i: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, i])
+    }
+
+    fn admitted(b: Begin) -> (u64, Option<u64>) {
+        match b {
+            Begin::Admitted { id, evicted } => (id, evicted),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_silent_before_the_dripping_and_spares_the_young() {
+        let t0 = Instant::now();
+        let mut h = Handshakes::new(Config::new().with_max_pending(3));
+        let (silent, _) = admitted(h.begin(ip(1), t0));
+        let (drip, _) = admitted(h.begin(ip(2), t0));
+        let (honest, _) = admitted(h.begin(ip(3), t0 + Duration::from_millis(900)));
+        h.progress(drip, 1);
+        h.progress(honest, 300);
+        // At 1 s the silent one goes first, though the dripping one is as old.
+        let t1 = t0 + Duration::from_secs(1);
+        let (new, evicted) = admitted(h.begin(ip(4), t1));
+        assert_eq!(evicted, Some(silent));
+        assert_eq!(h.pending(), 3);
+        // Next, the one that sent 1 byte in 1.4 s; the new one (0 bytes, but within its
+        // grace) and the honest one (300 bytes in 0.5 s) stay.
+        let t2 = t1 + Duration::from_millis(400);
+        let (_, evicted) = admitted(h.begin(ip(5), t2));
+        assert_eq!(evicted, Some(drip));
+        assert!(h.deadline(new).is_some() && h.deadline(honest).is_some());
+        // Everyone within the grace: refused.
+        let mut young = Handshakes::new(Config::new().with_max_pending(1));
+        admitted(young.begin(ip(1), t0));
+        assert_eq!(
+            young.begin(ip(2), t0 + Duration::from_millis(499)),
+            Begin::Full
+        );
+        assert_eq!(h.evicted(), 2);
+    }
+
+    #[test]
+    fn three_stalled_handshakes_within_a_minute_refuse_the_ip_for_ten_minutes() {
+        let t0 = Instant::now();
+        let mut h = Handshakes::new(Config::new());
+        let mut now = t0;
+        for strike in 1..=3 {
+            let (id, _) = admitted(h.begin(ip(9), now));
+            h.progress(id, 127);
+            now += Duration::from_secs(10);
+            assert_eq!(h.deadline(id), Some(now));
+            assert_eq!(h.end(id, End::TimedOut, now), strike == 3);
+        }
+        assert_eq!(
+            h.begin(ip(9), now),
+            Begin::Refused(now + Duration::from_secs(600))
+        );
+        assert_eq!(h.refused_ips(now), 1);
+        // Others are not.
+        admitted(h.begin(ip(10), now));
+        // Past the ten minutes, admitted again.
+        let later = now + Duration::from_secs(600);
+        admitted(h.begin(ip(9), later));
+        assert_eq!(h.refused_ips(later), 0);
+    }
+
+    #[test]
+    fn only_stalled_ends_strike_and_strikes_age_out() {
+        let t0 = Instant::now();
+        let mut h = Handshakes::new(Config::new());
+        let mut now = t0;
+        // Completed, failed, or timed out with 128 bytes or more: no strike.
+        for (end, bytes) in [
+            (End::Completed, 0),
+            (End::Failed, 0),
+            (End::TimedOut, 128),
+            (End::Completed, 0),
+        ] {
+            let (id, _) = admitted(h.begin(ip(7), now));
+            h.progress(id, bytes);
+            assert!(!h.end(id, end, now));
+        }
+        // Two strikes, then one more 61 s later: the window restarted, not refused.
+        for _ in 0..2 {
+            let (id, _) = admitted(h.begin(ip(7), now));
+            assert!(!h.end(id, End::TimedOut, now));
+        }
+        now += Duration::from_secs(61);
+        let (id, _) = admitted(h.begin(ip(7), now));
+        assert!(!h.end(id, End::TimedOut, now));
+        admitted(h.begin(ip(7), now));
+        h.gc(now + Duration::from_secs(61));
+        assert!(h.strikes.is_empty());
+    }
+}
