@@ -50,7 +50,7 @@ use futures::{AsyncRead, AsyncWrite, ready};
 use libp2p::{
     Multiaddr, PeerId, Transport,
     core::{
-        Endpoint,
+        ConnectedPoint, Endpoint,
         muxing::{StreamMuxer, StreamMuxerBox, StreamMuxerEvent, StreamMuxerExt, SubstreamBox},
         transport::{Boxed, PortUse},
         upgrade,
@@ -72,6 +72,10 @@ use prometheus_client::{
 };
 
 pub use peerage_core::rcmgr::*;
+
+mod guard;
+
+pub use self::guard::{Guarded, HandshakeGuard, HandshakeStat};
 
 /// Memory each stream reserves for its receive window, in bytes: 256 KiB, go-yamux's
 /// `initialStreamWindow` and rust-yamux's `DEFAULT_CREDIT`.
@@ -421,8 +425,9 @@ impl AsyncWrite for Substream {
 }
 
 /// TCP (Noise, Yamux) and, with the `quic` feature, QUIC, as `SwarmBuilder::with_tcp(..)` and
-/// `.with_quic()` build them, with every connection's muxer wrapped in a [`Muxer`] on `rcmgr`.
-/// For `SwarmBuilder::with_other_transport`.
+/// `.with_quic()` build them, with every connection's muxer wrapped in a [`Muxer`] on `rcmgr`,
+/// and inbound TCP handshakes guarded by a [`HandshakeGuard`] sized to `rcmgr`'s limits
+/// ([`handshake_guard_for`]). For `SwarmBuilder::with_other_transport`.
 ///
 /// # Errors
 ///
@@ -432,11 +437,58 @@ pub fn transport(
     rcmgr: ResourceManager,
     tcp_config: tcp::Config,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    let guard = handshake_guard_for(&rcmgr);
+    transport_guarded(key, rcmgr, tcp_config, guard)
+}
+
+/// A [`HandshakeGuard`] for a transport on `rcmgr`: at most half of its transient inbound
+/// connections (and of its transient connections and file descriptors) pending, so that the
+/// guard evicts before the resource manager refuses, with room left for the connections it
+/// refused or evicted that the swarm has not closed yet; 64 if those are unlimited. The rest
+/// is [`handshakes::Config`]'s defaults.
+pub fn handshake_guard_for(rcmgr: &ResourceManager) -> HandshakeGuard {
+    let transient = rcmgr.stat().transient.limit;
+    let cap = transient
+        .conns_inbound
+        .min(transient.conns)
+        .min(transient.fd);
+    let max = if cap == UNLIMITED {
+        64
+    } else {
+        usize::try_from(cap / 2).unwrap_or(usize::MAX).max(1)
+    };
+    HandshakeGuard::new(handshakes::Config::new().with_max_pending(max))
+}
+
+/// As [`transport`], with the guard of its inbound TCP handshakes given (to read its
+/// [`HandshakeGuard::stat`], or to configure it).
+///
+/// # Errors
+///
+/// If the Noise configuration cannot be built from `key`.
+pub fn transport_guarded(
+    key: &Keypair,
+    rcmgr: ResourceManager,
+    tcp_config: tcp::Config,
+    guard: HandshakeGuard,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    let accepted = guard.clone();
     let tcp = tcp::tokio::Transport::new(tcp_config)
+        .map(move |stream, endpoint| match &endpoint {
+            ConnectedPoint::Listener { send_back_addr, .. } => {
+                accepted.accept(stream, send_back_addr)
+            }
+            ConnectedPoint::Dialer { .. } => Guarded::unguarded(stream),
+        })
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+        .map(move |(peer, muxer), endpoint| {
+            if let ConnectedPoint::Listener { send_back_addr, .. } = &endpoint {
+                guard.complete(send_back_addr);
+            }
+            (peer, StreamMuxerBox::new(muxer))
+        });
     #[cfg(feature = "quic")]
     let tcp = tcp
         .or_transport(

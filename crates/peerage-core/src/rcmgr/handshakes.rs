@@ -9,10 +9,15 @@
 //! sockets that connect and send nothing, reopened as soon as they are dropped at the 10 s
 //! timeout, keep every honest dialer out. Here the new connection wins instead:
 //!
-//! - With every slot taken, a new handshake **evicts** the pending one that has sent the
-//!   fewest bytes per second of its age, among those older than [`Config::with_grace`]
-//!   (500 ms): a silent socket first, then one dripping a byte a second, never an honest
-//!   handshake in its first round trip. With none older than the grace, the new one is refused.
+//! - With every slot taken, a new handshake **evicts** a pending one: the oldest that has sent
+//!   less than a multistream header ([`Config::with_first_flight`], 20 bytes; an honest dialer
+//!   sends the header, its protocol and Noise's first message, about 60 bytes, right behind
+//!   the TCP handshake's last packet, so its first read, in the same poll as its accept, finds
+//!   them), else the one that has sent the fewest bytes per second of its age among those
+//!   older than [`Config::with_grace`] (500 ms). With no candidate, the new one is refused. A
+//!   flood's own silent or dripping sockets are the oldest such ones, so they go first
+//!   however fast they come, and an honest handshake is evicted only by one that sends faster
+//!   than it, after 500 ms.
 //! - A handshake that ends **stalled** (evicted or timed out having sent fewer than
 //!   [`Config::with_stalled_bytes`], 128 bytes: an honest initiator sends its multistream
 //!   header and Noise's first message at once) is a strike against its IP; the third strike
@@ -33,6 +38,7 @@ use std::{
 pub struct Config {
     max_pending: usize,
     timeout: Duration,
+    first_flight: u64,
     grace: Duration,
     stalled_bytes: u64,
     strikes: u32,
@@ -45,6 +51,7 @@ impl Default for Config {
         Self {
             max_pending: 64,
             timeout: Duration::from_secs(10),
+            first_flight: 20,
             grace: Duration::from_millis(500),
             stalled_bytes: 128,
             strikes: 3,
@@ -55,8 +62,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The defaults: 64 pending handshakes, 10 s timeout, 500 ms grace, stalled under 128
-    /// bytes, 3 strikes in 60 s refuse an IP for 600 s.
+    /// The defaults: 64 pending handshakes, 10 s timeout, a first flight of 20 bytes, 500 ms
+    /// grace, stalled under 128 bytes, 3 strikes in 60 s refuse an IP for 600 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -78,7 +85,14 @@ impl Config {
         self.timeout = d;
         self
     }
-    /// How old a pending handshake must be to be evicted. 500 ms by default.
+    /// Bytes under which a pending handshake is evicted first, whatever its age: 20 by default
+    /// (a multistream-select header, `\x13/multistream/1.0.0\n`).
+    pub fn with_first_flight(mut self, bytes: u64) -> Self {
+        self.first_flight = bytes;
+        self
+    }
+    /// How old a pending handshake that has sent its first flight must be to be evicted.
+    /// 500 ms by default.
     pub fn with_grace(mut self, d: Duration) -> Self {
         self.grace = d;
         self
@@ -213,16 +227,25 @@ impl Handshakes {
         Begin::Admitted { id, evicted }
     }
 
-    /// The pending handshake that has sent the fewest bytes per second of its age, among those
-    /// past the grace; the oldest among equals.
+    /// The oldest pending handshake that has sent less than its first flight; else the one
+    /// that has sent the fewest bytes per second of its age, among those past the grace, the
+    /// oldest among equals.
     fn victim(&self, now: Instant) -> Option<u64> {
+        let age = |p: &Pending| now.saturating_duration_since(p.started);
+        // IDs grow with time: the first one found is the oldest.
+        let first_flight = self.config.first_flight;
+        if let Some((id, _)) = self.pending.iter().find(|(_, p)| p.bytes < first_flight) {
+            return Some(*id);
+        }
         self.pending
             .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.started) >= self.config.grace)
+            .filter(|(_, p)| age(p) >= self.config.grace)
             .min_by(|(ia, a), (ib, b)| {
                 // a.bytes / a.age < b.bytes / b.age, without division.
-                let age = |p: &Pending| now.saturating_duration_since(p.started).as_micros();
-                let (ra, rb) = (u128::from(a.bytes) * age(b), u128::from(b.bytes) * age(a));
+                let (ra, rb) = (
+                    u128::from(a.bytes) * age(b).as_micros(),
+                    u128::from(b.bytes) * age(a).as_micros(),
+                );
                 ra.cmp(&rb).then(ia.cmp(ib))
             })
             .map(|(id, _)| *id)
@@ -295,33 +318,50 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_evicts_the_silent_before_the_dripping_and_spares_the_young() {
+    fn a_full_table_evicts_the_oldest_silent_then_the_slowest_and_spares_the_young() {
         let t0 = Instant::now();
         let mut h = Handshakes::new(Config::new().with_max_pending(3));
         let (silent, _) = admitted(h.begin(ip(1), t0));
         let (drip, _) = admitted(h.begin(ip(2), t0));
         let (honest, _) = admitted(h.begin(ip(3), t0 + Duration::from_millis(900)));
-        h.progress(drip, 1);
+        // A header sent at once, then a byte a second.
+        h.progress(drip, 21);
         h.progress(honest, 300);
         // At 1 s the silent one goes first, though the dripping one is as old.
         let t1 = t0 + Duration::from_secs(1);
         let (new, evicted) = admitted(h.begin(ip(4), t1));
         assert_eq!(evicted, Some(silent));
         assert_eq!(h.pending(), 3);
-        // Next, the one that sent 1 byte in 1.4 s; the new one (0 bytes, but within its
-        // grace) and the honest one (300 bytes in 0.5 s) stay.
-        let t2 = t1 + Duration::from_millis(400);
-        let (_, evicted) = admitted(h.begin(ip(5), t2));
+        // The new one is silent: it goes next, young as it is, before the dripping one.
+        let t2 = t1 + Duration::from_millis(50);
+        let (newer, evicted) = admitted(h.begin(ip(5), t2));
+        assert_eq!(evicted, Some(new));
+        // Once it sends, the one that sent 21 bytes in 1.1 s goes; the honest one (300 bytes
+        // in 0.2 s) stays.
+        h.progress(newer, 60);
+        let t3 = t2 + Duration::from_millis(50);
+        let (_, evicted) = admitted(h.begin(ip(6), t3));
         assert_eq!(evicted, Some(drip));
-        assert!(h.deadline(new).is_some() && h.deadline(honest).is_some());
-        // Everyone within the grace: refused.
-        let mut young = Handshakes::new(Config::new().with_max_pending(1));
-        admitted(young.begin(ip(1), t0));
+        assert!(h.deadline(newer).is_some() && h.deadline(honest).is_some());
+        assert_eq!(h.evicted(), 3);
+        // A dripping one under its first flight goes first, however young.
+        let mut drips = Handshakes::new(Config::new().with_max_pending(2));
+        let (old, _) = admitted(drips.begin(ip(1), t0));
+        drips.progress(old, 60);
+        let (dripping, _) = admitted(drips.begin(ip(2), t0 + Duration::from_millis(10)));
+        drips.progress(dripping, 19);
+        let (_, evicted) = admitted(drips.begin(ip(3), t0 + Duration::from_millis(20)));
+        assert_eq!(evicted, Some(dripping));
+        // Everyone past the first flight, within the grace: refused.
+        let mut young = Handshakes::new(Config::new().with_max_pending(2));
+        for i in 1..=2 {
+            let (sending, _) = admitted(young.begin(ip(i), t0));
+            young.progress(sending, 20);
+        }
         assert_eq!(
-            young.begin(ip(2), t0 + Duration::from_millis(499)),
+            young.begin(ip(3), t0 + Duration::from_millis(499)),
             Begin::Full
         );
-        assert_eq!(h.evicted(), 2);
     }
 
     #[test]

@@ -73,7 +73,7 @@ const ATTACKER_DIALERS: usize = 8;
 const SAMPLE: Duration = Duration::from_millis(200);
 
 /// TCP that dials from a given source IP (bound, port 0, before connecting) and never listens.
-struct DialFrom(Ipv4Addr);
+pub(crate) struct DialFrom(pub(crate) Ipv4Addr);
 
 impl Transport for DialFrom {
     type Output = tcp::tokio::TcpStream;
@@ -125,13 +125,13 @@ impl Transport for DialFrom {
 
 /// What a peer runs: identify and ping, as a libp2p node would.
 #[derive(NetworkBehaviour)]
-struct Peer {
-    identify: identify::Behaviour,
+pub(crate) struct Peer {
+    pub(crate) identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
 
 /// A peer with a new identity, dialing from `source`, keeping its connections open.
-fn peer(source: Ipv4Addr) -> Swarm<Peer> {
+pub(crate) fn peer(source: Ipv4Addr) -> Swarm<Peer> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {

@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod devnet;
 mod eclipse;
+mod flood;
 mod js_interop;
 mod operate;
 mod peers_file;
