@@ -1,7 +1,8 @@
 // Dials the multiaddr in argv[2] (ending in /p2p/<id>), waits until both sides identified,
 // pings it PINGS times, and exits 0. Prints `JS PEER <id>`, `JS IDENTIFY <agent>`,
-// `JS ADDRS <json>` (the remote's addresses in js's peer store, each with whether its signed
-// peer record certified it), `JS CONN <remote address>` and `JS PING <ms>` lines on stdout.
+// `JS IDENTIFIED_MS <ms from the dial to the remote's identify>`, `JS ADDRS <json>` (the
+// remote's addresses in js's peer store, each with whether its signed peer record certified
+// it), `JS CONN <remote address>` and `JS PING <ms>` lines on stdout.
 // `TRANSPORT=quic` dials over QUIC instead of TCP. Exits 2 after SECS seconds whatever
 // happens.
 import { createNode } from './node.mjs'
@@ -15,12 +16,15 @@ const target = multiaddr(process.argv[2])
 const node = await createNode({ quic: process.env.TRANSPORT === 'quic' })
 console.log('JS PEER', node.peerId.toString())
 
+let dialStart
 const identified = new Promise(resolve => {
   node.addEventListener('peer:identify', e => {
     console.log('JS IDENTIFY', e.detail.agentVersion, JSON.stringify(e.detail.protocols))
+    console.log('JS IDENTIFIED_MS', Date.now() - dialStart)
     resolve(e.detail.peerId)
   })
 })
+dialStart = Date.now()
 const conn = await node.dial(target)
 console.log('JS CONN', conn.remoteAddr.toString())
 const remote = await identified

@@ -25,7 +25,7 @@ fn assert_js_installed() {
 }
 
 /// Runs `interop/js/<script>` with Node.js against `target`, with `env`, to its end.
-async fn run_js(
+pub(crate) async fn run_js(
     script: &'static str,
     target: Multiaddr,
     env: Vec<(&'static str, String)>,
@@ -93,7 +93,7 @@ async fn wait_identified_and_pinged(store: &peerage::peerstore::Clocked, peer: &
 }
 
 /// The rest of the first line of `stdout` that starts with `prefix`.
-fn js_line(stdout: &str, prefix: &str) -> String {
+pub(crate) fn js_line(stdout: &str, prefix: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix(prefix))
