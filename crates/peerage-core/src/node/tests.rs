@@ -60,6 +60,22 @@ fn identify(pex: bool, i: u8) -> Identify {
     }
 }
 
+/// Dials `remote` as peer `i` (connection `id`) and establishes it.
+fn dial_and_establish(m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr, now: Instant) {
+    m.dial_started(id, remote.clone());
+    m.admit_established(id, peer(i), remote, false, now)
+        .expect("admitted");
+    m.handle(
+        now,
+        Input::ConnectionEstablished {
+            id,
+            peer: peer(i),
+            remote: remote.clone(),
+            inbound: false,
+        },
+    );
+}
+
 /// Establishes connection `id` with peer `i`, inbound or dialed by us.
 fn establish(m: &mut Machine<u64>, id: u64, i: u8, inbound: bool, now: Instant) -> Admission {
     if !inbound {
@@ -869,18 +885,7 @@ mod book {
 
     /// Dials `remote` as peer `i` and establishes it; identify says it offers the exchange.
     fn dial_peer(m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr, now: Instant) {
-        m.dial_started(id, remote.clone());
-        m.admit_established(id, peer(i), remote, false, now)
-            .expect("admitted");
-        m.handle(
-            now,
-            Input::ConnectionEstablished {
-                id,
-                peer: peer(i),
-                remote: remote.clone(),
-                inbound: false,
-            },
-        );
+        dial_and_establish(m, id, i, remote, now);
         let mut info = identify(true, i);
         info.listen_addrs = vec![remote.clone()];
         m.handle(
@@ -1748,20 +1753,6 @@ fn points_out_of_the_senders_scope_are_dropped() {
     let now = Instant::now();
     let mut m = machine(Config::new().with_maintenance_enabled(false), now);
     let a = |s: &str| s.parse::<Multiaddr>().unwrap();
-    let connect = |m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr| {
-        m.dial_started(id, remote.clone());
-        m.admit_established(id, peer(i), remote, false, now)
-            .expect("admitted");
-        m.handle(
-            now,
-            Input::ConnectionEstablished {
-                id,
-                peer: peer(i),
-                remote: remote.clone(),
-                inbound: false,
-            },
-        );
-    };
     let scopes = |tag: u8| {
         [
             a(&format!("/ip4/127.0.0.{tag}/tcp/4001")),
@@ -1782,7 +1773,7 @@ fn points_out_of_the_senders_scope_are_dropped() {
         (2, 2, a("/ip4/10.0.0.2/tcp/4001")),
         (3, 3, a("/ip4/127.0.0.3/tcp/4001")),
     ] {
-        connect(&mut m, id, i, &remote);
+        dial_and_establish(&mut m, id, i, &remote, now);
         m.handle(
             now,
             Input::Identified {
