@@ -24,14 +24,16 @@
 //! answers the remote's requests. When our listen addresses or protocols change, each connection
 //! pushes the new message (`/ipfs/id/push/1.0.0`, go's `identify push`). A push received updates
 //! what the connection last heard. A connection runs at most [`MAX_STREAMS`] identify streams at
-//! once (more are reset), each bounded by [`STREAM_TIMEOUT`].
+//! once (more are reset), each bounded by [`STREAM_TIMEOUT`], and reads at most
+//! [`MAX_PUSHES`] pushes per [`PUSH_WINDOW`]: further ones are reset unread, since each may
+//! carry a signed record to verify (neither go-libp2p nor rust-libp2p bounds pushes).
 
 use std::{
     collections::{HashSet, VecDeque},
     io,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use asynchronous_codec::{FramedRead, FramedWrite};
@@ -87,6 +89,13 @@ pub const MAX_STREAMS: usize = 10;
 
 /// Longest an identify stream may take, read or write, before it is dropped: 30 s.
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most pushes a connection reads per [`PUSH_WINDOW`]: 4 (a peer pushes when its addresses or
+/// protocols change, a few times at start at most).
+pub const MAX_PUSHES: usize = 4;
+
+/// The window of [`MAX_PUSHES`]: 10 s.
+pub const PUSH_WINDOW: Duration = Duration::from_secs(10);
 
 /// Identify's wire message (go-libp2p `p2p/protocol/identify/pb/identify.proto`).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -253,6 +262,9 @@ pub enum Error {
     /// The connection runs [`MAX_STREAMS`] identify streams already.
     #[error("too many identify streams on the connection")]
     TooManyStreams,
+    /// The remote pushed more than [`MAX_PUSHES`] times in [`PUSH_WINDOW`].
+    #[error("too many identify pushes on the connection")]
+    TooManyPushes,
 }
 
 /// Events of identify.
@@ -527,6 +539,22 @@ enum Done {
     Pushed,
 }
 
+/// Whether a push arriving at `now` may be read, given when the last ones read arrived
+/// (`pushes`, updated): at most [`MAX_PUSHES`] in [`PUSH_WINDOW`].
+fn push_allowed(pushes: &mut VecDeque<Instant>, now: Instant) -> bool {
+    while pushes
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= PUSH_WINDOW)
+    {
+        pushes.pop_front();
+    }
+    if pushes.len() >= MAX_PUSHES {
+        return false;
+    }
+    pushes.push_back(now);
+    true
+}
+
 /// Identify on one connection.
 #[doc(hidden)]
 pub struct Handler {
@@ -542,6 +570,8 @@ pub struct Handler {
     remote_protocols: HashSet<StreamProtocol>,
     last: Option<Info>,
     streams: futures_bounded::FuturesSet<Result<Done, Error>>,
+    /// When the last pushes read arrived, at most [`MAX_PUSHES`].
+    pushes: VecDeque<Instant>,
     events: VecDeque<ConnectionHandlerEvent<OutboundProtocol, (), HandlerEvent>>,
 }
 
@@ -563,6 +593,7 @@ impl Handler {
                 || futures_bounded::Delay::futures_timer(STREAM_TIMEOUT),
                 MAX_STREAMS,
             ),
+            pushes: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -722,7 +753,17 @@ impl ConnectionHandler for Handler {
                     );
                 }
                 future::Either::Right(stream) => {
-                    self.run(read(stream).map(|r| r.map(Done::ReceivedPush)).boxed());
+                    if push_allowed(&mut self.pushes, Instant::now()) {
+                        self.run(read(stream).map(|r| r.map(Done::ReceivedPush)).boxed());
+                    } else {
+                        // Dropped unread: the remote sees its stream reset.
+                        tracing::debug!(peer = %self.remote, "identify: too many pushes, one dropped");
+                        drop(stream);
+                        self.events
+                            .push_back(ConnectionHandlerEvent::NotifyBehaviour(
+                                HandlerEvent::Failed(Error::TooManyPushes),
+                            ));
+                    }
                 }
             },
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
@@ -864,6 +905,24 @@ mod tests {
         ));
         m.public_key = Some(vec![1, 2, 3]);
         assert!(matches!(Info::from_message(m, None), Err(Error::PublicKey)));
+    }
+
+    #[test]
+    fn a_connection_reads_four_pushes_per_ten_seconds() {
+        let t0 = Instant::now();
+        let mut pushes = VecDeque::new();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let read: Vec<bool> = [0, 1, 2, 3, 4, 9_999, 10_000, 10_001, 10_002, 10_003]
+            .into_iter()
+            .map(|ms| push_allowed(&mut pushes, at(ms)))
+            .collect();
+        // Four at once; the fifth and the one at 9.999 s refused; from 10 s on, one slot frees
+        // as each of the first four turns 10 s old.
+        assert_eq!(
+            read,
+            [true, true, true, true, false, false, true, true, true, true]
+        );
+        assert!(!push_allowed(&mut pushes, at(10_004)));
     }
 
     #[test]
