@@ -345,6 +345,7 @@ fn build_swarm(
                 rcmgr::RateLimits::default().with_localhost_unlimited(loopback_exempt),
             ),
     )?;
+    let guard = rcmgr::handshake_guard_for(&rm);
     // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
     // behaviour records.
     let metrics = Arc::new(libp2p::metrics::Metrics::new(registry));
@@ -357,6 +358,7 @@ fn build_swarm(
         .with_peerstore(peerstore)
         .with_connmgr(connmgr)?
         .with_resource_manager(rm.clone())
+        .with_handshake_guard(guard.clone())
         .with_metrics(metrics.clone());
     let config = match addrbook {
         Some(settings) => {
@@ -380,9 +382,10 @@ fn build_swarm(
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`.
+        // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`,
+        // inbound TCP handshakes guarded (the IPs it refuses greylisted by the behaviour).
         .with_other_transport(|key| {
-            rcmgr::transport(key, rm, tcp::Config::default().nodelay(true))
+            rcmgr::transport_guarded(key, rm, tcp::Config::default().nodelay(true), guard)
         })?
         // `/dns4`, `/dns6`, `/dns` and `/dnsaddr` addresses, resolved with the system's
         // configuration (`/etc/resolv.conf`, `/etc/hosts`), or with the name servers given.

@@ -78,6 +78,8 @@ pub struct Behaviour {
     rcmgr: Option<rcmgr::ResourceManager>,
     #[cfg(feature = "rcmgr")]
     streams: StreamCounts,
+    #[cfg(feature = "rcmgr")]
+    handshakes: Option<rcmgr::HandshakeGuard>,
     #[cfg(feature = "metrics")]
     metrics: Option<ProtocolMetrics>,
     /// Our public key, for recording identify pushes.
@@ -141,6 +143,8 @@ impl Behaviour {
             streams: StreamCounts::new(config.rcmgr.clone()),
             #[cfg(feature = "rcmgr")]
             rcmgr: config.rcmgr,
+            #[cfg(feature = "rcmgr")]
+            handshakes: config.handshakes,
             #[cfg(feature = "metrics")]
             metrics: config.metrics,
             #[cfg(feature = "metrics")]
@@ -543,6 +547,12 @@ impl NetworkBehaviour for Behaviour {
             // Stream counts first, so that a trim that is due ranks peers by them.
             #[cfg(feature = "rcmgr")]
             self.streams.feed(&mut self.machine, now);
+            #[cfg(feature = "rcmgr")]
+            if let Some(guard) = self.handshakes.clone() {
+                for ip in guard.take_struck() {
+                    self.handle(now, Input::HandshakesStalled { ip });
+                }
+            }
             self.machine.handle_timeout(now);
             self.run_commands();
             // A waiter whose cycle ended is resolved by dropping its sender.

@@ -22,6 +22,8 @@ pub struct Config {
     pub(crate) connmgr: Option<connmgr::Config>,
     #[cfg(feature = "rcmgr")]
     pub(crate) rcmgr: Option<rcmgr::ResourceManager>,
+    #[cfg(feature = "rcmgr")]
+    pub(crate) handshakes: Option<rcmgr::HandshakeGuard>,
     /// Peerage's identify, `None` when the application runs its own.
     pub(crate) identify: Option<identify::Config>,
     /// Ping's interval, `None` when the application runs its own ping.
@@ -51,6 +53,8 @@ impl Default for Config {
             connmgr: None,
             #[cfg(feature = "rcmgr")]
             rcmgr: None,
+            #[cfg(feature = "rcmgr")]
+            handshakes: None,
             identify: Some(identify::Config::default()),
             ping_interval: Some(Duration::from_secs(15)),
             rng_seed: None,
@@ -178,6 +182,16 @@ impl Config {
     #[cfg(feature = "rcmgr")]
     pub fn with_resource_manager(mut self, rcmgr: rcmgr::ResourceManager) -> Self {
         self.rcmgr = Some(rcmgr);
+        self
+    }
+    /// The handshake guard of the swarm's transport ([`rcmgr::transport_guarded`]): the IPs it
+    /// refuses for stalled handshakes are greylisted in the pool, as garbage senders are, so
+    /// that their next connections are refused before they take a resource manager slot.
+    /// None by default (the guard refuses them alone, after the slot is taken). With the
+    /// `rcmgr` feature.
+    #[cfg(feature = "rcmgr")]
+    pub fn with_handshake_guard(mut self, guard: rcmgr::HandshakeGuard) -> Self {
+        self.handshakes = Some(guard);
         self
     }
     /// The agent version identify announces. `peerage/<crate version>` by default. Turns

@@ -53,6 +53,14 @@ pub enum Input<C> {
         /// or being cut: the IP is greylisted, as Octez greylists on decoding errors.
         violation: bool,
     },
+    /// An IP's inbound handshakes stalled (sent next to nothing until evicted or timed out)
+    /// too often: the handshake guard refuses it
+    /// ([`rcmgr::handshakes`](crate::rcmgr::handshakes)), and the machine greylists it, as it
+    /// greylists a garbage sender.
+    HandshakesStalled {
+        /// The IP.
+        ip: std::net::IpAddr,
+    },
     /// A connection the machine admitted was refused by another part of the node (another
     /// behaviour's `handle_established_*`).
     AdmissionFailed {

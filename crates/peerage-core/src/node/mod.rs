@@ -665,6 +665,11 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     self.drain_pool_events();
                 }
             }
+            Input::HandshakesStalled { ip } => {
+                tracing::debug!(%ip, "handshakes stalled: greylisted");
+                self.pool.greylist_ip(ip, now);
+                self.drain_pool_events();
+            }
             Input::AdmissionFailed { id } => self.admission_failed(id, now),
             Input::NewListenAddr(addr) => {
                 // Our own addresses are never points (Octez `my_id_points`).

@@ -1806,3 +1806,21 @@ fn points_out_of_the_senders_scope_are_dropped() {
         assert_eq!(kept(&m, 100 + i), expected, "pex answer of peer {i}");
     }
 }
+
+/// The handshake guard's struck-out IPs are greylisted in the pool, so that the next
+/// connection from one is refused at its first admission point.
+#[test]
+fn an_ip_whose_handshakes_stalled_is_greylisted() {
+    let now = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), now);
+    let ip: std::net::IpAddr = "10.9.9.9".parse().unwrap();
+    let from = |ip: &str| format!("/ip4/{ip}/tcp/5000").parse::<Multiaddr>().unwrap();
+    m.handle(now, Input::HandshakesStalled { ip });
+    assert!(m.pool().acl().is_ip_greylisted(ip, now));
+    assert!(matches!(
+        m.admit_pending_inbound(7, &from("10.9.9.9"), now),
+        Err(Refusal::Pool(pool::Error::IpBanned(banned))) if banned == ip
+    ));
+    m.admit_pending_inbound(8, &from("10.9.9.10"), now)
+        .expect("another IP is admitted");
+}

@@ -21,8 +21,9 @@
 //! - A handshake that ends **stalled** (evicted or timed out having sent fewer than
 //!   [`Config::with_stalled_bytes`], 128 bytes: an honest initiator sends its multistream
 //!   header and Noise's first message at once) is a strike against its IP; the third strike
-//!   within a minute refuses the IP's handshakes for 10 minutes, as a garbage sender is
-//!   greylisted.
+//!   within a minute refuses the IP's handshakes for 10 minutes, and is reported
+//!   ([`Handshakes::take_struck`]) so that the node machine greylists the IP as it greylists a
+//!   garbage sender: refused then before it takes any resource manager slot.
 //!
 //! Sans-IO: the caller (`peerage::rcmgr::transport`) reports accepts, bytes and ends with the
 //! time, and aborts what the table evicts.
@@ -164,8 +165,14 @@ pub struct Handshakes {
     /// Strikes of each IP: how many, since when.
     strikes: HashMap<IpAddr, (u32, Instant)>,
     refused: HashMap<IpAddr, Instant>,
+    /// IPs refused since the last [`Handshakes::take_struck`], at most [`MAX_STRUCK`].
+    struck: Vec<IpAddr>,
     evicted: u64,
 }
+
+/// Most IPs [`Handshakes::take_struck`] holds between two calls; more are not reported (they
+/// are refused all the same).
+pub const MAX_STRUCK: usize = 1024;
 
 impl Handshakes {
     /// An empty table.
@@ -287,9 +294,17 @@ impl Handshakes {
         }
         self.strikes.remove(&p.ip);
         self.refused.insert(p.ip, now + self.config.refuse_for);
+        if self.struck.len() < MAX_STRUCK {
+            self.struck.push(p.ip);
+        }
         // Bounded by the IPs that struck out within the refusal time.
         self.refused.retain(|_, until| *until > now);
         true
+    }
+
+    /// The IPs refused for stalled handshakes since the last call.
+    pub fn take_struck(&mut self) -> Vec<IpAddr> {
+        std::mem::take(&mut self.struck)
     }
 
     /// Drops strikes older than their window and refusals past their time (call now and
@@ -381,6 +396,8 @@ mod tests {
             Begin::Refused(now + Duration::from_secs(600))
         );
         assert_eq!(h.refused_ips(now), 1);
+        assert_eq!(h.take_struck(), vec![ip(9)]);
+        assert!(h.take_struck().is_empty());
         // Others are not.
         admitted(h.begin(ip(10), now));
         // Past the ten minutes, admitted again.

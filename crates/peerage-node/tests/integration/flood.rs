@@ -219,7 +219,13 @@ async fn honest_dialers_get_in_through_silent_and_dripping_floods() {
             let (mut node_fds, mut allowed, mut rss) = (0i64, i64::MAX, 0u64);
             while tokio::time::Instant::now() < until {
                 let established = handle.snapshot().await.map_or(0, |s| s.connections);
-                let fds = open_fds() - fds_before - open.load(Ordering::SeqCst);
+                // The attacker's count never falls short of its sockets (it counts up before
+                // one opens and down after it closed); the larger of a count before and one
+                // after the reading covers every attacker socket open at the reading.
+                let before = open.load(Ordering::SeqCst);
+                let fds = open_fds();
+                let attacker = before.max(open.load(Ordering::SeqCst));
+                let fds = fds - fds_before - attacker;
                 if fds > node_fds {
                     node_fds = fds;
                     allowed = transient_inbound + i64::try_from(established).unwrap() + 64;

@@ -90,6 +90,12 @@ impl HandshakeGuard {
         }
     }
 
+    /// The IPs refused for stalled handshakes since the last call (for the node machine, which
+    /// greylists them: [`Config::with_handshake_guard`](crate::Config::with_handshake_guard)).
+    pub fn take_struck(&self) -> Vec<std::net::IpAddr> {
+        self.lock().core.take_struck()
+    }
+
     /// Wraps the socket of an inbound connection from `remote`: its handshake takes a slot, or
     /// it fails at once if the table refuses it.
     pub(super) fn accept<S>(&self, inner: S, remote: &Multiaddr) -> Guarded<S> {
