@@ -240,15 +240,22 @@ fn the_flusher_thread_flushes_past_the_threshold_without_a_flush_call() {
     let (_dir, path) = temp_path();
     {
         let (store, _disk) = open_on_disk(&path, Options::new().with_flush_threshold(8));
-        write_batch(&store, 1, 20);
+        // The 8th write reaches the threshold and wakes the flusher; no write comes after it
+        // (with more, the last ones would wait for the next time the threshold is reached).
+        write_batch(&store, 1, 8);
+        // The flusher thread has taken every change...
         until("the flusher thread", || store.pending_changes() == 0);
+        // ...and a flush call, which waits for the running flush (flushes are serialized),
+        // finds nothing left to write.
+        store.flush().unwrap();
+        assert_eq!(store.pending_changes(), 0);
         // Leaked, so that drop's flush cannot be what wrote the file.
         std::mem::forget(store);
     }
     // The leaked store still holds the file's lock: read a copy.
     let copy = path.with_extension("copy");
     std::fs::copy(&path, &copy).unwrap();
-    assert_eq!(batches_in_file(&copy, &[1], 20), vec![1]);
+    assert_eq!(batches_in_file(&copy, &[1], 8), vec![1]);
 }
 
 /// A writer that keeps what is logged.
@@ -294,10 +301,14 @@ fn the_flusher_thread_logs_a_full_disk_once_retries_and_logs_the_recovery() {
     });
     disk.full.store(false, Ordering::SeqCst);
     write_batch(&store, batch, 10);
-    until("a flush after the disk has room", || {
-        store.pending_changes() == 0
-    });
-    // Dropped first: it joins the flusher thread, which logs the recovery after the write.
+    // The flusher thread (the only one flushing until the store is dropped) logs its first
+    // flush that succeeds.
+    let recovered = || {
+        String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("flushed again after a failure")
+    };
+    until("a flush after the disk has room", recovered);
+    // Dropped, its last flush writes what came after the flusher's (nothing logged: the
+    // store is not failing any more).
     drop(store);
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let warns: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
