@@ -345,7 +345,10 @@ fn build_swarm(
                 rcmgr::RateLimits::default().with_localhost_unlimited(loopback_exempt),
             ),
     )?;
-    let guard = rcmgr::handshake_guard_for(&rm);
+    // Loopback stalls no more than it meets the per-IP limits, as the resource manager's.
+    let guard = rcmgr::HandshakeGuard::new(
+        rcmgr::handshake_config_for(&rm).with_loopback_exempt(loopback_exempt),
+    );
     // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
     // behaviour records.
     let metrics = Arc::new(libp2p::metrics::Metrics::new(registry));

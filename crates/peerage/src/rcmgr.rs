@@ -447,6 +447,11 @@ pub fn transport(
 /// refused or evicted that the swarm has not closed yet; 64 if those are unlimited. The rest
 /// is [`handshakes::Config`]'s defaults.
 pub fn handshake_guard_for(rcmgr: &ResourceManager) -> HandshakeGuard {
+    HandshakeGuard::new(handshake_config_for(rcmgr))
+}
+
+/// The configuration [`handshake_guard_for`] uses, to change before building the guard.
+pub fn handshake_config_for(rcmgr: &ResourceManager) -> handshakes::Config {
     let transient = rcmgr.stat().transient.limit;
     let cap = transient
         .conns_inbound
@@ -457,7 +462,7 @@ pub fn handshake_guard_for(rcmgr: &ResourceManager) -> HandshakeGuard {
     } else {
         usize::try_from(cap / 2).unwrap_or(usize::MAX).max(1)
     };
-    HandshakeGuard::new(handshakes::Config::new().with_max_pending(max))
+    handshakes::Config::new().with_max_pending(max)
 }
 
 /// As [`transport`], with the guard of its inbound TCP handshakes given (to read its

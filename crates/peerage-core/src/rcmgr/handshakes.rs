@@ -45,6 +45,7 @@ pub struct Config {
     strikes: u32,
     strike_window: Duration,
     refuse_for: Duration,
+    loopback_exempt: bool,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             strikes: 3,
             strike_window: Duration::from_secs(60),
             refuse_for: Duration::from_secs(600),
+            loopback_exempt: false,
         }
     }
 }
@@ -110,6 +112,13 @@ impl Config {
         self.strikes = strikes;
         self.strike_window = window;
         self.refuse_for = refuse_for;
+        self
+    }
+    /// Whether loopback IPs never strike (they are still evicted when the table is full), as
+    /// the resource manager exempts them from its per-IP limits by default. `false` by
+    /// default.
+    pub fn with_loopback_exempt(mut self, on: bool) -> Self {
+        self.loopback_exempt = on;
         self
     }
     /// The cap of pending handshakes.
@@ -279,7 +288,10 @@ impl Handshakes {
         let Some(p) = self.pending.remove(&id) else {
             return false;
         };
-        if end != End::TimedOut || p.bytes >= self.config.stalled_bytes || self.config.strikes == 0
+        if end != End::TimedOut
+            || p.bytes >= self.config.stalled_bytes
+            || self.config.strikes == 0
+            || (self.config.loopback_exempt && p.ip.is_loopback())
         {
             return false;
         }
@@ -433,5 +445,19 @@ mod tests {
         admitted(h.begin(ip(7), now));
         h.gc(now + Duration::from_secs(61));
         assert!(h.strikes.is_empty());
+        // Exempt loopback never strikes; other IPs still do.
+        let mut exempt = Handshakes::new(Config::new().with_loopback_exempt(true));
+        for _ in 0..3 {
+            let (id, _) = admitted(exempt.begin(ip(7), now));
+            assert!(!exempt.end(id, End::TimedOut, now));
+        }
+        let other = IpAddr::from([10, 0, 0, 7]);
+        let refused: Vec<bool> = (0..3)
+            .map(|_| {
+                let (id, _) = admitted(exempt.begin(other, now));
+                exempt.end(id, End::TimedOut, now)
+            })
+            .collect();
+        assert_eq!(refused, [false, false, true]);
     }
 }
