@@ -3,8 +3,8 @@
 //!
 //! - 200 sockets from `127.0.0.2` … `127.0.0.201` that connect and send nothing, each reopened
 //!   as soon as the node drops it;
-//! - [`DRIP`] sockets (100; `PEERAGE_FLOOD_DRIP=200` runs the 200) from `127.0.1.1`
-//!   on that drip a valid multistream header one byte a second, reopened likewise;
+//! - [`DRIP`] sockets (100; `PEERAGE_FLOOD_DRIP=200` runs the 200), from `127.0.1.1`
+//!   on, that drip a valid multistream header one byte a second, reopened likewise;
 //!
 //! for [`FLOOD_SECS`] seconds (`PEERAGE_FLOOD_SECS=60` runs the minute), while honest
 //! peers dial it one after the other across the flood: 20 Peerage-like peers (TCP, Noise,
@@ -19,8 +19,8 @@
 //! its established connections + 64, and the process's resident memory grows by at most
 //! 50 MB.
 //!
-//! Before the handshake guard (`peerage::rcmgr::HandshakeGuard`), the silent sockets held the
-//! transient scope's every inbound slot, and no honest dialer got in.
+//! With the handshake guard (`peerage::rcmgr::HandshakeGuard`) turned off, the flood holds the
+//! transient scope's inbound slots: 1 of 20 honest dialers got in (measured once, 20 s).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
