@@ -62,8 +62,28 @@ fn identify(pex: bool, i: u8) -> Identify {
 
 /// Dials `remote` as peer `i` (connection `id`) and establishes it.
 fn dial_and_establish(m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr, now: Instant) {
-    m.dial_started(id, remote.clone());
-    m.admit_established(id, peer(i), remote, false, now)
+    establish_from(m, id, i, remote, false, now);
+}
+
+/// Establishes connection `id` with peer `i` at its usual address, inbound or dialed by us.
+fn establish(m: &mut Machine<u64>, id: u64, i: u8, inbound: bool, now: Instant) -> Admission {
+    establish_from(m, id, i, &addr(i), inbound, now)
+}
+
+/// Establishes connection `id` with peer `i` at `remote`, inbound or dialed by us.
+fn establish_from(
+    m: &mut Machine<u64>,
+    id: u64,
+    i: u8,
+    remote: &Multiaddr,
+    inbound: bool,
+    now: Instant,
+) -> Admission {
+    if !inbound {
+        m.dial_started(id, remote.clone());
+    }
+    let admission = m
+        .admit_established(id, peer(i), remote, inbound, now)
         .expect("admitted");
     m.handle(
         now,
@@ -71,25 +91,6 @@ fn dial_and_establish(m: &mut Machine<u64>, id: u64, i: u8, remote: &Multiaddr, 
             id,
             peer: peer(i),
             remote: remote.clone(),
-            inbound: false,
-        },
-    );
-}
-
-/// Establishes connection `id` with peer `i`, inbound or dialed by us.
-fn establish(m: &mut Machine<u64>, id: u64, i: u8, inbound: bool, now: Instant) -> Admission {
-    if !inbound {
-        m.dial_started(id, addr(i));
-    }
-    let admission = m
-        .admit_established(id, peer(i), &addr(i), inbound, now)
-        .expect("admitted");
-    m.handle(
-        now,
-        Input::ConnectionEstablished {
-            id,
-            peer: peer(i),
-            remote: addr(i),
             inbound,
         },
     );
