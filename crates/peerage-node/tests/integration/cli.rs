@@ -1,8 +1,6 @@
 //! `peerage run` as a user runs it: identity persistence, clean shutdown, bad input.
 
-use crate::support::{Running, output, peerage};
-
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+use crate::support::{LOOPBACK, Running, output, peerage};
 
 /// `peerage run --data-dir DATA --listen LOOPBACK EXTRA...` to completion.
 fn run_once(data: &std::path::Path, extra: &[&str]) -> (i32, String, String) {

@@ -23,9 +23,7 @@ use peerage::{
 };
 use peerage_store::{RedbStore, peerstore::Options};
 
-use crate::support::Running;
-
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+use crate::support::{LOOPBACK, Running};
 
 /// splitmix64: the campaign's kill times, from a seed (printed, to replay a failure).
 struct Rng(u64);
@@ -43,14 +41,7 @@ impl Rng {
 /// A node on a fresh data dir, bootstrapped from `hub`: a peer that comes and goes.
 fn churner(hub: &str) -> (tempfile::TempDir, Running) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Running::start(&[
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-        "--bootstrap",
-        hub,
-    ]);
+    let node = Running::start_in(dir.path(), &["--bootstrap", hub]);
     (dir, node)
 }
 
@@ -68,12 +59,7 @@ fn campaign(kills: u64, seed: u64) {
     eprintln!("kill -9 campaign: {kills} kills, seed {seed}");
     let mut rng = Rng(seed);
     let hub_dir = tempfile::tempdir().unwrap();
-    let hub = Running::start(&[
-        "--data-dir",
-        hub_dir.path().to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-    ]);
+    let hub = Running::start_in(hub_dir.path(), &[]);
     let hub_addr = hub.line("listening on ");
     let mut churners: Vec<_> = (0..3).map(|_| churner(&hub_addr)).collect();
 

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Running, output, wait_for};
-
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+use crate::support::{LOOPBACK, Running, output, wait_for};
 
 /// A node: its process, peer ID, listen address, admin address and metrics address.
 fn node(

@@ -6,19 +6,12 @@ use std::time::Duration;
 
 use peerage::peers_file::PeersFile;
 
-use crate::support::{Running, wait_for};
-
-const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+use crate::support::{LOOPBACK, Running, wait_for};
 
 #[test]
 fn the_peers_file_survives_kill_9_and_loads_at_restart() {
     let hub_dir = tempfile::tempdir().unwrap();
-    let hub = Running::start(&[
-        "--data-dir",
-        hub_dir.path().to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-    ]);
+    let hub = Running::start_in(hub_dir.path(), &[]);
     let hub_id = hub.line("peer id: ");
     let hub_addr = hub.line("listening on ");
 
@@ -74,12 +67,7 @@ fn a_corrupt_peers_file_is_set_aside_and_a_new_one_written() {
     let path = dir.path().join("peers.json");
     let garbage = b"[{\"peer_id\": \"12D3KooW";
     std::fs::write(&path, garbage).unwrap();
-    let node = Running::start(&[
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        LOOPBACK,
-    ]);
+    let node = Running::start_in(dir.path(), &[]);
     assert_eq!(
         node.line("peers file: "),
         format!("{} (0 peers)", path.display())

@@ -7,6 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A free TCP port on 127.0.0.1, for `--listen`.
+pub(crate) const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
 /// The `peerage` binary.
 pub(crate) fn peerage() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peerage"))
@@ -45,6 +48,15 @@ impl Running {
             .expect("spawn peerage run");
         let lines = lines(child.stdout.take().expect("piped"));
         Self { child, lines }
+    }
+
+    /// Starts `peerage run` on the data directory `dir`, listening on [`LOOPBACK`], with
+    /// `extra` arguments.
+    pub(crate) fn start_in(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let data = dir.to_str().expect("UTF-8 path");
+        let mut args = vec!["--data-dir", data, "--listen", LOOPBACK];
+        args.extend_from_slice(extra);
+        Self::start(&args)
     }
 
     /// The next stdout line starting with `prefix`, without the prefix.
