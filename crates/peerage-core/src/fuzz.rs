@@ -50,7 +50,7 @@ pub fn peer_record(data: &[u8], now: Instant) {
     let store = Peerstore::memory(peerstore::Config::default());
     let taken = store.consume_verified_record(&verified, ttl, now);
     let checked = Peerstore::memory(peerstore::Config::default());
-    let taken_checked = checked.consume_peer_record(verified.envelope(), ttl, now);
+    let taken_checked = checked.consume_peer_record(&verified.envelope(), ttl, now);
     assert_eq!(taken.is_ok(), taken_checked.is_ok());
     match taken {
         Ok(true) if !record.addrs.is_empty() => {

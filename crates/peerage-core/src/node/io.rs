@@ -450,10 +450,11 @@ impl std::fmt::Debug for Signed {
 }
 
 impl Signed {
-    /// Records kept, by their bytes: 256, about 350 KB at most (a record with 4 addresses is
-    /// about 1.4 KB kept: its bytes, the record opened and the envelope and record inside it).
-    /// Past it, a new record evicts an arbitrary one (the map's seed is random, so a remote
-    /// peer cannot choose which).
+    /// Records kept, by their bytes: 256. A record with 4 addresses is kept as its bytes, the
+    /// record opened and the peer record with its envelope: about 1.1 KB by the sizes of its
+    /// parts (an estimate, not a measurement), so about 280 KB at most. Past it, a new record
+    /// evicts an arbitrary one (the map's seed is random, so a remote peer cannot choose
+    /// which).
     pub const CACHED_RECORDS: usize = 256;
 
     /// Records signed with `keypair`.

@@ -825,7 +825,6 @@ impl Store for MemoryStore {
         ttl: Ttl,
         now: Instant,
     ) -> Result<bool, Error> {
-        let envelope = record.envelope();
         let peer = record.peer();
         let seq = record.seq();
         let mut inner = self.write(&peer);
@@ -859,7 +858,7 @@ impl Store for MemoryStore {
             }
         }
         book.peers.entry(peer).or_default().record = Some(Box::new(Record {
-            envelope: envelope.clone(),
+            envelope: record.envelope(),
             seq,
             addrs: current,
         }));

@@ -310,7 +310,7 @@ pub trait Store: Send + Sync + fmt::Debug {
         ttl: Ttl,
         now: Instant,
     ) -> Result<bool, Error> {
-        self.consume_peer_record(record.envelope(), ttl, now)
+        self.consume_peer_record(&record.envelope(), ttl, now)
     }
     /// The signed record of `peer`, if it has one and an unexpired address.
     fn peer_record(&self, peer: &PeerId, now: Instant) -> Option<SignedEnvelope>;
@@ -406,7 +406,7 @@ pub const LATENCY_EWMA_SMOOTHING: f64 = 0.1;
 /// ([`Store::consume_verified_record`]): each record is verified once on its way in.
 #[derive(Debug, Clone)]
 pub struct VerifiedRecord {
-    envelope: SignedEnvelope,
+    /// The record, which holds its envelope.
     record: PeerRecord,
 }
 
@@ -418,9 +418,9 @@ impl VerifiedRecord {
     /// [`Error::InvalidPeerRecord`] if the signature does not verify, or the envelope is not a
     /// peer record (another domain or payload type, or a payload that does not decode).
     pub fn open(envelope: SignedEnvelope) -> Result<Self, Error> {
-        let record = PeerRecord::from_signed_envelope_interop(envelope.clone())
+        let record = PeerRecord::from_signed_envelope_interop(envelope)
             .map_err(|e| Error::InvalidPeerRecord(e.to_string()))?;
-        Ok(Self { envelope, record })
+        Ok(Self { record })
     }
 
     /// The peer that signed it.
@@ -438,9 +438,9 @@ impl VerifiedRecord {
         self.record.addresses()
     }
 
-    /// The signed envelope (what the peerstore keeps and passes on).
-    pub fn envelope(&self) -> &SignedEnvelope {
-        &self.envelope
+    /// A copy of the signed envelope (what the peerstore keeps and passes on).
+    pub fn envelope(&self) -> SignedEnvelope {
+        self.record.to_signed_envelope()
     }
 }
 
