@@ -548,10 +548,13 @@ impl NetworkBehaviour for Behaviour {
             #[cfg(feature = "rcmgr")]
             self.streams.feed(&mut self.machine, now);
             #[cfg(feature = "rcmgr")]
-            if let Some(guard) = self.handshakes.clone() {
-                for ip in guard.take_struck() {
-                    self.handle(now, Input::HandshakesStalled { ip });
-                }
+            for ip in self
+                .handshakes
+                .as_ref()
+                .map(|g| g.take_struck())
+                .unwrap_or_default()
+            {
+                self.handle(now, Input::HandshakesStalled { ip });
             }
             self.machine.handle_timeout(now);
             self.run_commands();
