@@ -75,7 +75,8 @@ pub use peerage_core::rcmgr::*;
 
 mod guard;
 
-pub use self::guard::{Guarded, HandshakeGuard, HandshakeStat};
+use self::guard::Guarded;
+pub use self::guard::{HandshakeGuard, HandshakeStat};
 
 /// Memory each stream reserves for its receive window, in bytes: 256 KiB, go-yamux's
 /// `initialStreamWindow` and rust-yamux's `DEFAULT_CREDIT`.

@@ -173,7 +173,7 @@ struct Pending {
 /// A socket whose handshake is guarded: it fails once its handshake is evicted, timed out or
 /// refused, and passes everything through once the connection is established.
 #[derive(Debug)]
-pub struct Guarded<S> {
+pub(crate) struct Guarded<S> {
     inner: S,
     pending: Option<Pending>,
     refused: Option<&'static str>,
