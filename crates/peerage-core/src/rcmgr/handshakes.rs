@@ -177,7 +177,12 @@ pub struct Handshakes {
     /// IPs refused since the last [`Handshakes::take_struck`], at most [`MAX_STRUCK`].
     struck: Vec<IpAddr>,
     evicted: u64,
+    /// When [`Handshakes::gc`] last ran (from [`Handshakes::begin`], once a second at most).
+    last_gc: Option<Instant>,
 }
+
+/// How often [`Handshakes::begin`] drops old strikes and refusals: once a second.
+const GC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most IPs [`Handshakes::take_struck`] holds between two calls; more are not reported (they
 /// are refused all the same).
@@ -215,6 +220,12 @@ impl Handshakes {
     /// An inbound connection from `ip` was accepted at `now`: admitted (evicting the worst
     /// pending handshake if the table is full) or refused.
     pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Begin {
+        if self
+            .last_gc
+            .is_none_or(|t| now.saturating_duration_since(t) >= GC_INTERVAL)
+        {
+            self.gc(now);
+        }
         if let Some(until) = self.refused.get(&ip).copied() {
             if until > now {
                 return Begin::Refused(until);
@@ -309,8 +320,6 @@ impl Handshakes {
         if self.struck.len() < MAX_STRUCK {
             self.struck.push(p.ip);
         }
-        // Bounded by the IPs that struck out within the refusal time.
-        self.refused.retain(|_, until| *until > now);
         true
     }
 
@@ -319,9 +328,10 @@ impl Handshakes {
         std::mem::take(&mut self.struck)
     }
 
-    /// Drops strikes older than their window and refusals past their time (call now and
-    /// then: the tables are bounded by the IPs seen within a window).
+    /// Drops strikes older than their window and refusals past their time, so that the tables
+    /// hold only the IPs seen within a window. [`Handshakes::begin`] calls it once a second.
     pub fn gc(&mut self, now: Instant) {
+        self.last_gc = Some(now);
         let window = self.config.strike_window;
         self.strikes
             .retain(|_, (_, since)| now.saturating_duration_since(*since) <= window);

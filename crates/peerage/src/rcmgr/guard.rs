@@ -108,7 +108,6 @@ impl HandshakeGuard {
         };
         let now = Instant::now();
         let mut table = self.lock();
-        table.core.gc(now);
         match table.core.begin(ip, now) {
             Begin::Admitted { id, evicted } => {
                 if let Some(evicted) = evicted {
