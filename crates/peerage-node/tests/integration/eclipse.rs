@@ -72,6 +72,16 @@ const ATTACKER_DIALERS: usize = 8;
 /// How often the node's connections are sampled.
 const SAMPLE: Duration = Duration::from_millis(200);
 
+/// A TCP connection to `target` from `source` (bound, port 0, before connecting).
+pub(crate) async fn socket_from(
+    source: Ipv4Addr,
+    target: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    socket.connect(target).await
+}
+
 /// TCP that dials from a given source IP (bound, port 0, before connecting) and never listens.
 pub(crate) struct DialFrom(pub(crate) Ipv4Addr);
 
@@ -105,11 +115,9 @@ impl Transport for DialFrom {
             }
             _ => return Err(TransportError::MultiaddrNotSupported(addr)),
         };
-        let source = SocketAddr::new(IpAddr::V4(self.0), 0);
+        let source = self.0;
         Ok(Box::pin(async move {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(source)?;
-            let stream = socket.connect(target).await?;
+            let stream = socket_from(source, target).await?;
             stream.set_nodelay(true)?;
             Ok(tcp::tokio::TcpStream(stream))
         }))

@@ -38,7 +38,7 @@ use peerage_node::node::{Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    eclipse::{PeerEvent, peer},
+    eclipse::{PeerEvent, peer, socket_from},
     js_interop::{js_line, run_js},
 };
 
@@ -53,15 +53,6 @@ const JS: usize = 8;
 
 /// A multistream-select header, as a dialer's first bytes: a varint length, then the name.
 const MULTISTREAM: &[u8] = b"\x13/multistream/1.0.0\n";
-
-async fn socket_from(
-    source: Ipv4Addr,
-    target: SocketAddr,
-) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source.into(), 0))?;
-    socket.connect(target).await
-}
 
 /// Connects from `source` again and again until `until`: silent if `drip` is false, else
 /// sending [`MULTISTREAM`] a byte a second. Counts its connections in `made`.
