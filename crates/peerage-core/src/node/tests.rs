@@ -97,6 +97,25 @@ fn establish_from(
     admission
 }
 
+/// Peer `i` answers request `id` with `points` (no peer named at them).
+fn answer(m: &mut Machine<u64>, id: u64, i: u8, points: Vec<Multiaddr>, now: Instant) {
+    let points = points
+        .into_iter()
+        .map(|addr| pex::Point { addr, peer: None })
+        .collect();
+    m.handle(
+        now,
+        Input::PexAnswer {
+            peer: peer(i),
+            id,
+            response: pex::Response {
+                points,
+                ..Default::default()
+            },
+        },
+    );
+}
+
 fn asks(commands: &[Command<u64>]) -> Vec<PeerId> {
     commands
         .iter()
@@ -894,24 +913,6 @@ mod book {
             Input::Identified {
                 peer: peer(i),
                 info,
-            },
-        );
-    }
-
-    fn answer(m: &mut Machine<u64>, id: u64, i: u8, points: Vec<Multiaddr>, now: Instant) {
-        let points = points
-            .into_iter()
-            .map(|addr| pex::Point { addr, peer: None })
-            .collect();
-        m.handle(
-            now,
-            Input::PexAnswer {
-                peer: peer(i),
-                id,
-                response: pex::Response {
-                    points,
-                    ..Default::default()
-                },
             },
         );
     }
@@ -1785,17 +1786,7 @@ fn points_out_of_the_senders_scope_are_dropped() {
                 },
             },
         );
-        m.handle(
-            now,
-            Input::PexAnswer {
-                peer: peer(i),
-                id,
-                response: pex::Response {
-                    points: scopes(100 + i).into_iter().map(Into::into).collect(),
-                    ..Default::default()
-                },
-            },
-        );
+        answer(&mut m, id, i, scopes(100 + i).to_vec(), now);
     }
     // Loopback, private, multicast, public, host name.
     for (i, expected) in [

@@ -23,7 +23,7 @@ use peerage::{
 };
 use peerage_store::{RedbStore, peerstore::Options};
 
-use crate::support::{LOOPBACK, Running};
+use crate::support::Running;
 
 /// splitmix64: the campaign's kill times, from a seed (printed, to replay a failure).
 struct Rng(u64);
@@ -64,19 +64,9 @@ fn campaign(kills: u64, seed: u64) {
     let mut churners: Vec<_> = (0..3).map(|_| churner(&hub_addr)).collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let args = [
-        "--data-dir",
-        data,
-        "--listen",
-        LOOPBACK,
-        "--bootstrap",
-        &hub_addr,
-        "--peers-file-period",
-        "100ms",
-    ];
+    let args = ["--bootstrap", &hub_addr, "--peers-file-period", "100ms"];
     let file = PeersFile::new(dir.path().join("peers.json"));
-    let mut node = Running::start(&args);
+    let mut node = Running::start_in(dir.path(), &args);
     let id = node.line("peer id: ");
     let mut checked = 0;
     for kill in 0..kills {
@@ -102,7 +92,7 @@ fn campaign(kills: u64, seed: u64) {
         checked += acknowledged.len();
 
         let in_file = file.load().unwrap().len();
-        node = Running::start(&args);
+        node = Running::start_in(dir.path(), &args);
         assert_eq!(node.line("peer id: "), id, "kill {kill}: the same peer ID");
         // The count is the pool's once started: the file's peers, and any the node met since.
         let loaded = node.line("peers file: ");

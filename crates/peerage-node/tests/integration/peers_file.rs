@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use peerage::peers_file::PeersFile;
 
-use crate::support::{LOOPBACK, Running, wait_for};
+use crate::support::{Running, wait_for};
 
 #[test]
 fn the_peers_file_survives_kill_9_and_loads_at_restart() {
@@ -16,18 +16,8 @@ fn the_peers_file_survives_kill_9_and_loads_at_restart() {
     let hub_addr = hub.line("listening on ");
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let args = [
-        "--data-dir",
-        data,
-        "--listen",
-        LOOPBACK,
-        "--bootstrap",
-        &hub_addr,
-        "--peers-file-period",
-        "200ms",
-    ];
-    let node = Running::start(&args);
+    let args = ["--bootstrap", &hub_addr, "--peers-file-period", "200ms"];
+    let node = Running::start_in(dir.path(), &args);
     let file = PeersFile::new(dir.path().join("peers.json"));
     // A periodic save records the hub, connected.
     wait_for("a save with the hub connected", || {
@@ -52,7 +42,7 @@ fn the_peers_file_survives_kill_9_and_loads_at_restart() {
     );
 
     // Restarted on the same data dir, the node loads it.
-    let node = Running::start(&args);
+    let node = Running::start_in(dir.path(), &args);
     assert_eq!(
         node.line("peers file: "),
         format!("{} (1 peers)", file.path().display())
