@@ -453,7 +453,7 @@ pub fn handshake_guard_for(rcmgr: &ResourceManager) -> HandshakeGuard {
 
 /// The configuration [`handshake_guard_for`] uses, to change before building the guard.
 pub fn handshake_config_for(rcmgr: &ResourceManager) -> handshakes::Config {
-    let transient = rcmgr.stat().transient.limit;
+    let transient = *rcmgr.limits().transient();
     let cap = transient
         .conns_inbound
         .min(transient.conns)
