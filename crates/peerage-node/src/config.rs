@@ -31,6 +31,7 @@
 //! max_memory = "2GiB"             # scale the limits to this; default: an eighth of the RAM
 //! max_file_descriptors = 4096     # and this; default: half the process's limit
 //! allowlist = ["/ip4/10.0.0.0/ipcidr/8"]
+//! loopback_exempt = true          # 127.0.0.0/8 and ::1 skip the per-IP limits and strikes
 //!
 //! [addrbook]                      # Bitcoin Core's addrman, against eclipse attacks
 //! enabled = true                  # false: Octez's single table of points
@@ -205,6 +206,10 @@ pub struct ResourceManagerFile {
     /// Multiaddrs (`/ip4/10.0.0.0/ipcidr/8`, optionally `/p2p/<id>`) whose connections go to
     /// the allowlisted scopes (go's `WithAllowlistedMultiaddrs`).
     pub allowlist: Option<Vec<String>>,
+    /// Whether loopback sources (127.0.0.0/8, `::1`) skip the per-IP connection and rate
+    /// limits and never strike out for stalled handshakes. `true` by default, as go-libp2p's
+    /// connection limiter exempts localhost; `false` to test the limits on one machine.
+    pub loopback_exempt: Option<bool>,
 }
 
 /// The resource manager's settings from `[resource_manager]`.
@@ -218,6 +223,8 @@ pub struct ResourceManagerSettings {
     pub max_file_descriptors: Option<u64>,
     /// The allowlist.
     pub allowlist: Vec<Multiaddr>,
+    /// Whether loopback sources skip the per-IP limits and the handshake strikes.
+    pub loopback_exempt: bool,
 }
 
 /// Bytes as `123`, `4KiB`, `512MiB`, `2GiB`, `1TiB` (or `kB`, `MB`, `GB`, `TB` in powers of 10).
@@ -484,6 +491,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
             Some(a) => addrs("resource_manager.allowlist", a)?,
             None => Vec::new(),
         },
+        loopback_exempt: rm.loopback_exempt.unwrap_or(true),
     };
     if resource_manager.max_memory == Some(0) {
         bail!("resource_manager.max_memory: must be positive");
@@ -554,6 +562,7 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
                     .map(ToString::to_string)
                     .collect(),
             ),
+            loopback_exempt: Some(resource_manager.loopback_exempt),
         }),
         addrbook: Some(AddrbookFile {
             enabled: Some(addrbook.enabled),

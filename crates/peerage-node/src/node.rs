@@ -349,6 +349,7 @@ fn build_swarm(
     let guard = rcmgr::HandshakeGuard::new(
         rcmgr::handshake_config_for(&rm).with_loopback_exempt(loopback_exempt),
     );
+    guard.register_metrics(registry);
     // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
     // behaviour records.
     let metrics = Arc::new(libp2p::metrics::Metrics::new(registry));

@@ -173,7 +173,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         peers_file_period,
         limits_file: (!ephemeral).then(|| data_dir.join(LIMITS_FILE)),
         allowlist: resource_manager.allowlist,
-        loopback_exempt: true,
+        loopback_exempt: resource_manager.loopback_exempt,
         addrbook: addrbook.enabled.then_some(addrbook.clone()),
         addrbook_file: (!ephemeral).then(|| data_dir.join(peerage_store::addrbook_file::FILE_NAME)),
         dns_servers,

@@ -273,3 +273,63 @@ allowlist = ["/ip4/10.0.0.0/ipcidr/8"]
         assert!(stderr.contains(expected), "{text:?}: {stderr}");
     }
 }
+
+/// `[resource_manager] loopback_exempt = false` puts loopback under the per-IP limits (8
+/// connections of one IPv4 address, go-libp2p's `defaultMaxConcurrentConns`): a ninth socket
+/// from 127.0.0.1 is closed at once. By default loopback is exempt and the ninth stays open
+/// through its handshake timeout's first seconds.
+#[test]
+fn loopback_exempt_false_puts_loopback_under_the_per_ip_limit() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    for exempt in [false, true] {
+        let mut text = "ephemeral = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n".to_owned();
+        if !exempt {
+            text.push_str("[resource_manager]\nloopback_exempt = false\n");
+        }
+        let file = write(&dir, &text);
+        let (code, shown, _) = output(&["config", "show", "--config", &file]);
+        assert_eq!(code, 0);
+        assert!(
+            shown.contains(&format!("loopback_exempt = {exempt}")),
+            "{shown}"
+        );
+        let node = Running::start(&["--config", &file]);
+        let listening = node.line("listening on /ip4/127.0.0.1/tcp/");
+        let port = listening
+            .trim_start_matches("listening on /ip4/127.0.0.1/tcp/")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let target = format!("127.0.0.1:{port}");
+        let held: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(&target).unwrap())
+            .collect();
+        // The eight are accepted (and counted) before the ninth connects.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut ninth = std::net::TcpStream::connect(&target).unwrap();
+        ninth
+            .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let read = ninth.read(&mut [0; 64]);
+        if exempt {
+            let e = read.expect_err("the ninth loopback socket stays open when loopback is exempt");
+            assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            );
+        } else {
+            assert!(
+                matches!(read, Ok(0))
+                    || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                "the ninth loopback socket is closed under the per-IP limit"
+            );
+        }
+        drop(held);
+        assert!(node.terminate().success());
+    }
+}

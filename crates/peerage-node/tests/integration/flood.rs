@@ -291,5 +291,17 @@ async fn honest_dialers_get_in_through_silent_and_dripping_floods() {
         within * 20 >= total * 19,
         "{within} of {total} honest dialers identified within 2 s: {times:?}"
     );
+    // The guard's work shows in the node's metrics.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &node.registry).unwrap();
+    let evicted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("peerage_handshakes_evicted_total "))
+        .unwrap_or_else(|| panic!("no peerage_handshakes_evicted_total in {text}"))
+        .parse()
+        .unwrap();
+    assert!(evicted > 0, "the flood evicted no handshake");
+    assert!(text.contains("peerage_handshakes_pending "), "{text}");
+    assert!(text.contains("peerage_handshakes_refused_ips "), "{text}");
     drop(node);
 }

@@ -90,6 +90,14 @@ impl HandshakeGuard {
         }
     }
 
+    /// Registers the guard's metrics in `registry`, read from [`stat`](Self::stat) at each
+    /// scrape: `peerage_handshakes_pending` (gauge), `peerage_handshakes_evicted_total`
+    /// (counter) and `peerage_handshakes_refused_ips` (gauge). With the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(Metrics(self.clone())));
+    }
+
     /// The IPs refused for stalled handshakes since the last call (for the node machine, which
     /// greylists them: [`Config::with_handshake_guard`](crate::Config::with_handshake_guard)).
     pub fn take_struck(&self) -> Vec<std::net::IpAddr> {
@@ -273,5 +281,43 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Metrics(HandshakeGuard);
+
+#[cfg(feature = "metrics")]
+impl prometheus_client::collector::Collector for Metrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+        };
+        let stat = self.0.stat();
+        let gauge = |v: usize| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(stat.pending).encode(encoder.encode_descriptor(
+            "peerage_handshakes_pending",
+            "Inbound handshakes pending in the guard's table.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(stat.evicted).encode(encoder.encode_descriptor(
+            "peerage_handshakes_evicted",
+            "Pending inbound handshakes evicted to make room for new ones, since the start.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        gauge(stat.refused_ips).encode(encoder.encode_descriptor(
+            "peerage_handshakes_refused_ips",
+            "IPs whose handshakes are refused for stalling (three stalled in 60 s, for 600 s).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
     }
 }
