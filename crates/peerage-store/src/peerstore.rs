@@ -587,6 +587,9 @@ impl Store for RedbStore {
     fn latency_ewma(&self, peer: &PeerId) -> Option<Duration> {
         self.shared.memory.latency_ewma(peer)
     }
+    fn reset_latency(&self, peer: &PeerId) {
+        write_through!(self.reset_latency(peer))
+    }
     fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value) {
         write_through!(self.put_value(peer, key, value))
     }

@@ -78,7 +78,10 @@ pub enum Input<C> {
         /// What it says.
         info: Identify,
     },
-    /// A ping round trip.
+    /// A ping round trip: into the peerstore's latency EWMA (go-libp2p's, a tenth per sample)
+    /// and the link's lowest ping. A connected peer's first ping, when the peerstore has no
+    /// latency for it, is provisional: its second ping replaces it rather than being averaged
+    /// with it, since the first is taken while the remote may still be starting.
     Ping {
         /// The peer.
         peer: PeerId,

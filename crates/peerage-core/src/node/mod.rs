@@ -211,6 +211,11 @@ struct Link {
     /// lowest (Bitcoin Core's `m_min_ping_time`, kept per connection there). Not the
     /// peerstore's EWMA, which outlives the connection and which a peer can drag down.
     min_ping: Option<Duration>,
+    /// The peerstore's latency of the peer is this link's first ping alone, which the second
+    /// replaces: see [`Input::Ping`].
+    provisional_ping: bool,
+    /// Pings measured since it connected.
+    pings: u32,
 }
 
 /// The node machine. See the [module docs](self). `C` is the driver's connection ID.
@@ -695,6 +700,16 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             Input::Ping { peer, rtt } => {
                 if let Some(link) = self.links.get_mut(&peer) {
                     link.min_ping = Some(link.min_ping.map_or(rtt, |m| m.min(rtt)));
+                    link.pings = link.pings.saturating_add(1);
+                    // A connection's first ping is taken while the remote may still be
+                    // starting (js-libp2p's measured 22–43 ms where js saw 0–9): when it is
+                    // all the peerstore knows, the second replaces it instead of being
+                    // averaged with it at a tenth.
+                    if link.pings == 1 {
+                        link.provisional_ping = self.peerstore.latency_ewma(&peer).is_none();
+                    } else if std::mem::take(&mut link.provisional_ping) {
+                        self.peerstore.reset_latency(&peer);
+                    }
                 }
                 self.peerstore.record_latency(&peer, rtt);
                 if let Some(ewma) = self.peerstore.latency_ewma(&peer) {

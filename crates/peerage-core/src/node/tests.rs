@@ -886,6 +886,40 @@ fn stream_counts_go_to_the_connection_manager_for_counted_connections_only() {
     assert!(drain(&mut m).is_empty());
 }
 
+/// A connection's first ping, when the peerstore has no latency for the peer, is replaced by
+/// its second (it is taken while the remote may still be starting); then go's EWMA, a tenth
+/// per sample. A peer whose latency is known from before keeps averaging from its first ping.
+#[test]
+fn the_first_ping_of_an_unknown_peer_is_replaced_by_the_second() {
+    let t0 = Instant::now();
+    let mut m = machine(Config::new().with_maintenance_enabled(false), t0);
+    establish(&mut m, 1, 1, true, t0);
+    let ping = |m: &mut Machine<u64>, ms: u64| {
+        let rtt = Duration::from_millis(ms);
+        m.handle(t0, Input::Ping { peer: peer(1), rtt });
+        m.peerstore().latency_ewma(&peer(1)).unwrap().as_secs_f64() * 1000.0
+    };
+    assert_eq!(ping(&mut m, 40), 40.0, "the first ping, as is");
+    assert_eq!(ping(&mut m, 5), 5.0, "the second replaces it");
+    assert!(
+        (ping(&mut m, 15) - 6.0).abs() < 1e-6,
+        "then a tenth per sample"
+    );
+    // Reconnected, with its latency known: the first ping is averaged in.
+    m.handle(
+        t0,
+        Input::ConnectionClosed {
+            id: 1,
+            peer: peer(1),
+            by_remote: true,
+            remaining: 0,
+        },
+    );
+    establish(&mut m, 2, 1, true, t0);
+    assert!((ping(&mut m, 46) - 10.0).abs() < 1e-6);
+    assert!((ping(&mut m, 10) - 10.0).abs() < 1e-6);
+}
+
 mod book {
     use super::*;
     use crate::addrbook::{self, Group, Place};

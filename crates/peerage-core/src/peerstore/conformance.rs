@@ -674,6 +674,13 @@ pub fn latency_ewma(new: Factory<'_>) {
     assert_eq!(ps.latency_ewma(&q), Some(ms(100)), "first sample as is");
     ps.record_latency(&q, ms(200));
     assert_eq!(ps.latency_ewma(&q), Some(ms(110)));
+    // Reset: forgotten, and the next sample is taken as is; another peer's is untouched.
+    ps.reset_latency(&q);
+    assert_eq!(ps.latency_ewma(&q), None);
+    ps.record_latency(&q, ms(7));
+    assert_eq!(ps.latency_ewma(&q), Some(ms(7)));
+    ps.reset_latency(&peer());
+    assert!(ps.latency_ewma(&p).is_some());
 }
 
 // --- pstoremem implementation tests worth copying (spec §3.5) -----------------------------

@@ -998,6 +998,10 @@ impl Store for MemoryStore {
         self.lock().latency.get(peer).copied()
     }
 
+    fn reset_latency(&self, peer: &PeerId) {
+        self.write(peer).latency.remove(peer);
+    }
+
     fn put_value(&self, peer: &PeerId, key: &str, value: serde_json::Value) {
         let mut inner = self.write(peer);
         let entries = inner.metadata.entry(*peer).or_default();

@@ -367,6 +367,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn record_latency(&self, peer: &PeerId, rtt: Duration);
     /// The latency EWMA of `peer`, if any sample was recorded (go returns 0 instead).
     fn latency_ewma(&self, peer: &PeerId) -> Option<Duration>;
+    /// Forgets `peer`'s latency: the next sample is taken as is. go-libp2p's `Metrics` forgets
+    /// it only with the whole peer (`RemovePeer`); the node machine uses this to replace a
+    /// connection's first ping, taken while the remote may still be starting, by its second.
+    fn reset_latency(&self, peer: &PeerId);
 
     // Metadata.
 
