@@ -365,7 +365,9 @@ impl Behaviour {
                 connection: id.map_or(CloseConnection::All, CloseConnection::One),
             }),
             Command::AskPoints { peer, request } => {
-                self.inner.pex.send_request(&peer, request);
+                self.inner
+                    .pex
+                    .send_request(&peer, crate::pex::WireRequest::Valid(request));
             }
             Command::AnswerPoints { token, response } => {
                 if let Some(channel) = self.channels.take(token) {

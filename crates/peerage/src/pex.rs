@@ -8,7 +8,8 @@
 //! [`MAX_REQUEST_BYTES`], a response of at most [`MAX_RESPONSE_BYTES`] and
 //! [`MAX_POINTS_ACCEPTED`] points (Octez's `Advertise` wire limit); a longer list is refused
 //! whole, as Octez fails to decode it. A list over the limit, a message over its size limit or
-//! one that does not decode greylists its sender, as Octez's decoding errors do ([`Codec`]). A peer is answered at most once per [`ANSWER_COOLDOWN`]:
+//! one that does not decode greylists its sender, as Octez's decoding errors do ([`Codec`]),
+//! requests as well as answers ([`WireRequest`]). A peer is answered at most once per [`ANSWER_COOLDOWN`]:
 //! an earlier request waits for the cooldown, as Octez delays rather than drops, and a further
 //! one while one waits is dropped (its asker sees the request fail).
 //!
@@ -17,7 +18,8 @@
 //! peer connected from a public address names public points only (no loopback, private or
 //! unroutable ones), one connected from a private address no loopback ones. The same rule
 //! applies to the listen addresses a peer announces in identify. Only answers to the node's
-//! own requests are read (request-response has no unsolicited answers), at most one request
+//! own requests are read (request-response has no unsolicited answers: one sent on a stream
+//! the peer opens is read as a request, of at most [`MAX_REQUEST_BYTES`]), at most one request
 //! per peer is in flight, and a peer is asked at most once per round (5 s).
 //!
 //! The answer on a connection the node refused (Octez's `Nack`) says so ([`Response::nack`]),
@@ -63,6 +65,20 @@ impl std::fmt::Debug for Codec {
     }
 }
 
+/// A request as the codec reads it. rust-libp2p's request-response (0.30) reports no failure
+/// of a request it could not read: it logs it at debug level and closes the stream
+/// (`handler.rs`, `Behaviour::on_connection_handler_event`), so a peer could send garbage or
+/// oversized requests for ever. The codec hands such a request on as [`Invalid`](Self::Invalid)
+/// instead, with the peer, and its sender is greylisted as for an answer that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireRequest {
+    /// A request.
+    Valid(Request),
+    /// Bytes that are not a request: over [`MAX_REQUEST_BYTES`] or undecodable; why. Never
+    /// sent: writing one fails with [`io::ErrorKind::InvalidInput`].
+    Invalid(String),
+}
+
 /// The whole message, or `InvalidData` if it has more than `max` bytes.
 async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -85,22 +101,35 @@ fn undecodable(e: io::Error) -> io::Error {
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    type Request = WireRequest;
     type Response = Response;
 
+    /// A request, or [`WireRequest::Invalid`] where an answer would fail with `InvalidData`.
     async fn read_request<T>(
         &mut self,
         protocol: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Request>
+    ) -> io::Result<WireRequest>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_bounded(io, MAX_REQUEST_BYTES).await?;
-        self.inner
-            .read_request(protocol, &mut futures::io::Cursor::new(bytes))
-            .await
-            .map_err(undecodable)
+        let bytes = match read_bounded(io, MAX_REQUEST_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Ok(WireRequest::Invalid(e.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(
+            match self
+                .inner
+                .read_request(protocol, &mut futures::io::Cursor::new(bytes))
+                .await
+            {
+                Ok(request) => WireRequest::Valid(request),
+                Err(e) => WireRequest::Invalid(e.to_string()),
+            },
+        )
     }
 
     async fn read_response<T>(
@@ -122,12 +151,18 @@ impl request_response::Codec for Codec {
         &mut self,
         protocol: &StreamProtocol,
         io: &mut T,
-        request: Request,
+        request: WireRequest,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        self.inner.write_request(protocol, io, request).await
+        match request {
+            WireRequest::Valid(request) => self.inner.write_request(protocol, io, request).await,
+            WireRequest::Invalid(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an invalid request is never sent",
+            )),
+        }
     }
 
     async fn write_response<T>(
@@ -179,17 +214,36 @@ impl Channels {
     /// the token the input carries.
     pub(crate) fn input(
         &mut self,
-        event: request_response::Event<Request, Response>,
+        event: request_response::Event<WireRequest, Response>,
     ) -> Option<Input<ConnectionId>> {
         use request_response::{Event as E, InboundFailure, Message, OutboundFailure};
         let invalid = |e: &std::io::Error| e.kind() == std::io::ErrorKind::InvalidData;
         match event {
             E::Message {
                 peer,
+                message:
+                    Message::Request {
+                        request: WireRequest::Invalid(why),
+                        ..
+                    },
+                ..
+            } => {
+                // The channel is dropped: the stream closes unanswered.
+                tracing::debug!(%peer, "pex request unreadable: {why}");
+                Some(Input::PexFailed {
+                    peer,
+                    outbound: false,
+                    invalid_data: true,
+                })
+            }
+            E::Message {
+                peer,
                 connection_id,
                 message:
                     Message::Request {
-                        channel, request, ..
+                        channel,
+                        request: WireRequest::Valid(request),
+                        ..
                     },
             } => {
                 let token = self.next;
@@ -273,5 +327,49 @@ mod tests {
             let e = read(bytes).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}: {e}");
         }
+    }
+
+    /// A request that does not decode, is cut, or is over [`MAX_REQUEST_BYTES`] (an answer sent
+    /// unasked, say) reads as [`WireRequest::Invalid`], not as an error, which request-response
+    /// would drop unreported; a well-formed one reads back; an invalid one is never written.
+    #[test]
+    fn a_hostile_request_reads_as_invalid() {
+        let read = |bytes: Vec<u8>| {
+            block_on(Codec::default().read_request(&PROTOCOL, &mut futures::io::Cursor::new(bytes)))
+                .unwrap()
+        };
+        let write = |request: WireRequest| {
+            let mut out = futures::io::Cursor::new(Vec::new());
+            block_on(Codec::default().write_request(&PROTOCOL, &mut out, request))
+                .map(|()| out.into_inner())
+        };
+        let good = WireRequest::Valid(Request { need: true });
+        assert_eq!(read(write(good.clone()).unwrap()), good);
+        let answer = encoded(Response {
+            points: (0..100)
+                .map(|k| {
+                    format!("/ip4/8.8.{k}.1/tcp/4001")
+                        .parse::<libp2p::Multiaddr>()
+                        .unwrap()
+                        .into()
+                })
+                .collect(),
+            ..Response::default()
+        });
+        assert!(answer.len() as u64 > MAX_REQUEST_BYTES);
+        let mut cut = write(good).unwrap();
+        cut.truncate(cut.len() - 1);
+        for (what, bytes) in [
+            ("garbage", b"\xff\x00 not cbor at all".to_vec()),
+            ("cut", cut),
+            ("an answer over the limit", answer),
+        ] {
+            assert!(
+                matches!(read(bytes), WireRequest::Invalid(_)),
+                "{what} read as a request"
+            );
+        }
+        let e = write(WireRequest::Invalid("x".into())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -273,3 +273,111 @@ async fn forged_and_stale_signed_records_are_refused() {
         "an older record's address stored"
     );
 }
+
+/// A peer that sends answers nobody asked for: request-response reads only answers to the
+/// node's own requests, so an answer sent on a stream the peer opens is read as a request (its
+/// unknown fields ignored). None of its points is ever stored; a flood of them is answered at
+/// most once per [`pex::ANSWER_COOLDOWN`], the rest dropped; one over the request size limit
+/// (1 KiB) does not decode and greylists its sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsolicited_answers_are_never_stored_and_a_flood_of_them_is_throttled() {
+    #[derive(NetworkBehaviour)]
+    struct Pusher {
+        /// Sends `Response`s as its requests.
+        pex: request_response::cbor::Behaviour<Response, Response>,
+    }
+    let mut a = node(Bounds::new(4, 6, 8).unwrap(), pool::Config::new());
+    let a_addr = listen(&mut a, 27).await;
+    let a_id = *a.local_peer_id();
+    let mut h = tcp_swarm_with_key(|_| Pusher {
+        pex: request_response::cbor::Behaviour::new(
+            [(pex::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_max_concurrent_streams(10_000),
+        ),
+    });
+    let _ = listen(&mut h, 28).await;
+    let h_id = *h.local_peer_id();
+    let unsolicited = |i: u32| Response {
+        points: (0..8)
+            .map(|k| point(&format!("/ip4/7.{}.{}.{k}/tcp/4001", i / 256, i % 256)))
+            .collect(),
+        ..Response::default()
+    };
+    h.dial(a_addr).unwrap();
+    let (mut sent, mut answered, mut failed) = (0u32, 0u32, 0u32);
+    let start = Instant::now();
+    let mut flooding_until = None;
+    let mut events = Vec::new();
+    // 2,000 unsolicited answers, sent as fast as the connection takes them, in about 2 s.
+    while answered + failed < 2_000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{sent} sent, {answered} answered, {failed} failed"
+        );
+        tokio::select! {
+            e = a.select_next_some() => {
+                if let SwarmEvent::Behaviour(e) = e {
+                    events.push(e);
+                }
+            }
+            e = h.select_next_some() => match e {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    flooding_until.get_or_insert_with(Instant::now);
+                    for _ in 0..2_000 {
+                        h.behaviour_mut().pex.send_request(&a_id, unsolicited(sent));
+                        sent += 1;
+                    }
+                }
+                SwarmEvent::Behaviour(PusherEvent::Pex(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                })) => {
+                    assert!(!response.nack, "the node had room");
+                    answered += 1;
+                }
+                SwarmEvent::Behaviour(PusherEvent::Pex(
+                    request_response::Event::OutboundFailure { .. },
+                )) => failed += 1,
+                _ => {}
+            },
+        }
+    }
+    let flood = flooding_until.unwrap().elapsed();
+    eprintln!("{sent} sent, {answered} answered, {failed} failed in {flood:?}");
+    // At most one answer per cooldown over the flood, and one more at its start.
+    let allowed = u32::try_from(flood.as_millis() / pex::ANSWER_COOLDOWN.as_millis()).unwrap() + 2;
+    assert!(
+        (1..=allowed).contains(&answered),
+        "{answered} of {sent} answered in {flood:?} (at most {allowed})"
+    );
+    assert_eq!(
+        received_from(&events, h_id),
+        0,
+        "an unsolicited answer read as one"
+    );
+    for i in 0..sent {
+        for k in 0..8 {
+            let p = format!("/ip4/7.{}.{}.{k}/tcp/4001", i / 256, i % 256);
+            assert!(!known(&a, &p), "{p} stored");
+        }
+    }
+    assert!(!a.behaviour().pool().acl().is_peer_banned(&h_id));
+
+    // An answer over the request size limit: undecodable, its sender greylisted.
+    let big = Response {
+        points: (0..100)
+            .map(|k| point(&format!("/ip4/8.8.{k}.1/tcp/4001")))
+            .collect(),
+        ..Response::default()
+    };
+    h.behaviour_mut().pex.send_request(&a_id, big);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.behaviour().pool().acl().is_peer_banned(&h_id) {
+        assert!(Instant::now() < deadline, "not greylisted within 20 s");
+        tokio::select! {
+            e = a.select_next_some() => eprintln!("A {e:?}"),
+            e = h.select_next_some() => eprintln!("H {e:?}"),
+        }
+    }
+    assert!(!known(&a, "/ip4/8.8.0.1/tcp/4001"));
+}
