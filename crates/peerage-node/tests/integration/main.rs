@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod crash;
 mod devnet;
+mod disk;
 mod eclipse;
 mod flood;
 mod js_interop;
