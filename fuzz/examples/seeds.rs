@@ -81,7 +81,12 @@ fn main() {
     block_on(codec.write_response(&protocol, &mut bytes, Response::default())).unwrap();
     write("pex_response", "empty", &bytes);
     let mut bytes = Vec::new();
-    block_on(codec.write_request(&protocol, &mut bytes, Request { need: true })).unwrap();
+    block_on(codec.write_request(
+        &protocol,
+        &mut bytes,
+        pex::WireRequest::Valid(Request { need: true }),
+    ))
+    .unwrap();
     write("pex_request", "need", &bytes);
 
     // identify.proto: 1 publicKey, 2 listenAddrs, 3 protocols, 4 observedAddr,
@@ -117,4 +122,65 @@ fn main() {
         serde_json::to_vec_pretty(&vec![entry, other_entry]).unwrap(),
     );
     write("peers_file", "empty", "[]");
+
+    // The configuration file: every key at a value, the keys of one table, and near-misses.
+    let full = r#"data_dir = "/var/lib/peerage"
+listen = ["/ip4/0.0.0.0/tcp/9732", "/ip4/0.0.0.0/udp/9732/quic-v1"]
+bootstrap = ["/dns4/boot.example.org/tcp/9732", "/dnsaddr/bootstrap.libp2p.io"]
+dns_servers = ["9.9.9.9", "127.0.0.1:5353"]
+ephemeral = false
+private_mode = false
+peers_file_period = "30s"
+limits = "limits.json"
+admin = "127.0.0.1:8732"
+metrics = "127.0.0.1:9090"
+admin_token = "secret"
+log = "info,peerage=debug"
+
+[connections]
+connections = 50
+low_water = 40
+high_water = 75
+grace_period = "1m"
+
+[pool]
+max_known_points = [400, 300]
+max_known_peers = [400, 300]
+ip_greylist_size = 16384
+ip_greylist_cleanup_delay = "1day"
+peer_greylist_size = 1023
+
+[resource_manager]
+enabled = true
+max_memory = "2GiB"
+max_file_descriptors = 4096
+allowlist = ["/ip4/10.0.0.0/ipcidr/8"]
+loopback_exempt = true
+
+[addrbook]
+enabled = true
+asmap = "asmap.dat"
+loopback_as_public = false
+outbound_target = 8
+max_inbound = 100
+max_inbound_per_group = 7
+"#;
+    write("config_toml", "full", full);
+    write("config_toml", "empty", "");
+    write(
+        "config_toml",
+        "bounds",
+        "[connections]\nmin = 2\nexpected = 3\nmax = 4\n[pool]\nmax_known_points = [8, 4]\n",
+    );
+    write(
+        "config_toml",
+        "relative-paths",
+        "data_dir = \"data\"\nlimits = \"../l.json\"\n[addrbook]\nasmap = \"\"\n",
+    );
+    write("config_toml", "unknown-key", "colour = \"blue\"\n");
+    write(
+        "config_toml",
+        "bad-values",
+        "peers_file_period = \"0s\"\n[resource_manager]\nmax_memory = \"1.5GiB\"\n",
+    );
 }

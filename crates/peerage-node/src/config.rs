@@ -262,10 +262,19 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the config file {}", path.display()))?;
-        let mut config: Self = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
-            .with_context(|| format!("in the config file {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .with_context(|| format!("in the config file {}", path.display()))
+    }
+
+    /// Parses the text of a configuration file; relative paths in it are taken from `base`.
+    ///
+    /// # Errors
+    ///
+    /// A TOML syntax error, an unknown key or a value of the wrong type, each naming the key and
+    /// the line.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let mut config: Self =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         let asmap = config.addrbook.as_mut().and_then(|a| a.asmap.as_mut());
         for p in [config.data_dir.as_mut(), config.limits.as_mut(), asmap]
             .into_iter()
@@ -356,6 +365,20 @@ pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> 
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    resolve_file(file, args, admin)
+}
+
+/// As [`resolve`], with the file already read (`args.config` is not read). Reads no file: the
+/// paths it names are only kept.
+///
+/// # Errors
+///
+/// A bad value, naming the key or flag and the reason.
+pub fn resolve_file(
+    file: FileConfig,
+    args: &RunArgs,
+    admin: &ClientArgs,
+) -> anyhow::Result<Effective> {
     let c = file.connections.clone().unwrap_or_default();
     let p = file.pool.clone().unwrap_or_default();
     let flags = &args.connections;

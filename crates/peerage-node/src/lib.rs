@@ -9,6 +9,8 @@ pub mod client;
 pub mod config;
 pub mod devnet;
 pub mod dnsaddr;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metrics;
 pub mod node;
 pub mod run;

@@ -9,6 +9,9 @@ use libp2p::request_response::Codec as _;
 
 use crate::pex;
 
+/// The committed corpus of a target, and its replay (for the crates above this one).
+pub use peerage_core::fuzz::{corpus, replay};
+
 /// A peer-exchange answer as it comes off the wire: decoding never panics, and every failure is
 /// `InvalidData`, the kind that greylists its sender (anything else would read as a network
 /// failure, and a hostile peer would be asked again).
