@@ -183,4 +183,160 @@ max_inbound_per_group = 7
         "bad-values",
         "peers_file_period = \"0s\"\n[resource_manager]\nmax_memory = \"1.5GiB\"\n",
     );
+
+    // Admin API requests: the method's byte (0 GET, 1 POST, 2 PUT, 3 PATCH, 4 DELETE), the
+    // path, a newline, the body.
+    let id = peer.to_string();
+    let requests: Vec<(&str, u8, String, String)> = vec![
+        ("self", 0, "/network/self".into(), String::new()),
+        ("stat", 0, "/network/stat".into(), String::new()),
+        (
+            "log",
+            0,
+            "/network/log?limit=5&kind=peer".into(),
+            String::new(),
+        ),
+        (
+            "connections",
+            0,
+            "/network/connections".into(),
+            String::new(),
+        ),
+        (
+            "connection",
+            0,
+            format!("/network/connections/{id}"),
+            String::new(),
+        ),
+        (
+            "close",
+            4,
+            format!("/network/connections/{id}"),
+            String::new(),
+        ),
+        (
+            "peers",
+            0,
+            "/network/peers?state=running".into(),
+            String::new(),
+        ),
+        ("peer", 0, format!("/network/peers/{id}"), String::new()),
+        (
+            "peer-log",
+            0,
+            format!("/network/peers/{id}/log"),
+            String::new(),
+        ),
+        (
+            "ban-peer",
+            3,
+            format!("/network/peers/{id}"),
+            r#"{"acl":"ban"}"#.into(),
+        ),
+        (
+            "trust-peer",
+            3,
+            format!("/network/peers/{id}"),
+            r#"{"acl":"trust"}"#.into(),
+        ),
+        (
+            "points",
+            0,
+            "/network/points?state=disconnected".into(),
+            String::new(),
+        ),
+        (
+            "point",
+            0,
+            "/network/points/192.0.2.1:9732".into(),
+            String::new(),
+        ),
+        (
+            "point-multiaddr",
+            0,
+            "/network/points/%2Fip4%2F192.0.2.1%2Ftcp%2F9732".into(),
+            String::new(),
+        ),
+        (
+            "point-log",
+            0,
+            "/network/points/192.0.2.1:9732/log".into(),
+            String::new(),
+        ),
+        (
+            "ban-point",
+            3,
+            "/network/points/192.0.2.1:9732".into(),
+            r#"{"acl":"ban"}"#.into(),
+        ),
+        (
+            "expect-point",
+            3,
+            "/network/points/192.0.2.1:9732".into(),
+            format!(r#"{{"acl":"open","peer_id":"{id}"}}"#),
+        ),
+        (
+            "greylist-ips",
+            0,
+            "/network/greylist/ips".into(),
+            String::new(),
+        ),
+        (
+            "greylist-peers",
+            0,
+            "/network/greylist/peers".into(),
+            String::new(),
+        ),
+        (
+            "clear-greylist",
+            4,
+            "/network/greylist".into(),
+            String::new(),
+        ),
+        ("addrbook", 0, "/network/addrbook".into(), String::new()),
+        ("connmgr", 0, "/connmgr".into(), String::new()),
+        (
+            "tag",
+            2,
+            format!("/connmgr/tags/{id}/app"),
+            r#"{"value":42}"#.into(),
+        ),
+        ("untag", 4, format!("/connmgr/tags/{id}/app"), String::new()),
+        (
+            "protect",
+            2,
+            format!("/connmgr/protect/{id}/app"),
+            String::new(),
+        ),
+        (
+            "unprotect",
+            4,
+            format!("/connmgr/protect/{id}/app"),
+            String::new(),
+        ),
+        ("rcmgr-stat", 0, "/rcmgr/stat".into(), String::new()),
+        ("limits", 0, "/rcmgr/limits".into(), String::new()),
+        (
+            "set-limits",
+            2,
+            "/rcmgr/limits".into(),
+            r#"{"System":{"ConnsInbound":77}}"#.into(),
+        ),
+        ("metrics", 0, "/metrics".into(), String::new()),
+        ("openapi", 0, "/openapi.json".into(), String::new()),
+        (
+            "bad-body",
+            3,
+            format!("/network/peers/{id}"),
+            r#"{"acl":"#.into(),
+        ),
+        ("no-route", 1, "/nowhere".into(), "{}".into()),
+    ];
+    for (name, method, path, body) in requests {
+        let mut bytes = vec![method];
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(body.as_bytes());
+        write("admin_request", name, bytes);
+    }
 }

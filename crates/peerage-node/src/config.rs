@@ -325,6 +325,20 @@ pub struct Effective {
     pub log: String,
 }
 
+/// A log filter (`RUST_LOG`'s syntax: `info,peerage=debug`).
+///
+/// # Errors
+///
+/// If `directives` is not one, or has a character outside ASCII: tracing-subscriber 0.3.23
+/// panics on some of those (it slices a directive by bytes, `filter/env/directive.rs`; found
+/// by the `config_toml` fuzz target with `log = "i  , [ķ{"`), and targets and levels are ASCII.
+pub fn log_filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    if !directives.is_ascii() {
+        return Err("only ASCII characters are accepted in a log filter".to_owned());
+    }
+    tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())
+}
+
 fn duration(key: &str, value: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(value).with_context(|| format!("{key}: {value:?} is not a duration"))
 }
@@ -482,7 +496,7 @@ pub fn resolve_file(
         json: admin.json,
     };
     let log = file.log.clone().unwrap_or_else(|| "info".to_owned());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+    if let Err(e) = log_filter(&log) {
         bail!("log: {log:?}: {e}");
     }
     let limits = args.limits.clone().or(file.limits.clone());

@@ -11,8 +11,18 @@ use peerage_node::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// Logs to stderr, filtered by `RUST_LOG` if it is set and valid, else by `default`.
 fn init_tracing(default: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|directives| match config::log_filter(&directives) {
+            Ok(filter) => Some(filter),
+            Err(e) => {
+                eprintln!("warning: RUST_LOG={directives:?} ignored: {e}");
+                None
+            }
+        })
+        .unwrap_or_else(|| EnvFilter::new(default));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

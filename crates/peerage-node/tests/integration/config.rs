@@ -122,6 +122,11 @@ fn bad_config_files_name_the_key_and_the_reason() {
             "pool.max_known_peers: the low bound 300 is above the high bound 10",
         ),
         ("log = \"info,[\"\n", "log:"),
+        // tracing-subscriber 0.3.23 panicked on this one (found by fuzzing).
+        (
+            "log = \"i  , [ķ{\"\n",
+            "log: \"i  , [ķ{\": only ASCII characters are accepted",
+        ),
         (
             "dns_servers = [\"resolver.example\"]\n",
             "dns_servers: \"resolver.example\" is neither IP nor IP:PORT",
