@@ -104,7 +104,10 @@ impl request_response::Codec for Codec {
     type Request = WireRequest;
     type Response = Response;
 
-    /// A request, or [`WireRequest::Invalid`] where an answer would fail with `InvalidData`.
+    /// A request, or [`WireRequest::Invalid`] where an answer would fail with `InvalidData`;
+    /// a stream closed before any byte is not a request at all (`UnexpectedEof`, which
+    /// request-response drops unreported): a peer may open a stream and give up on it, as
+    /// js-libp2p does when it only probes which protocol the node speaks.
     async fn read_request<T>(
         &mut self,
         protocol: &StreamProtocol,
@@ -120,6 +123,12 @@ impl request_response::Codec for Codec {
             }
             Err(e) => return Err(e),
         };
+        if bytes.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream closed before a request",
+            ));
+        }
         Ok(
             match self
                 .inner
@@ -371,5 +380,11 @@ mod tests {
         }
         let e = write(WireRequest::Invalid("x".into())).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // No byte at all: a stream given up on, not a request, and not invalid.
+        let e = block_on(
+            Codec::default().read_request(&PROTOCOL, &mut futures::io::Cursor::new(Vec::new())),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
