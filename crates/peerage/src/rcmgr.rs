@@ -427,8 +427,12 @@ impl AsyncWrite for Substream {
 
 /// TCP (Noise, Yamux) and, with the `quic` feature, QUIC, as `SwarmBuilder::with_tcp(..)` and
 /// `.with_quic()` build them, with every connection's muxer wrapped in a [`Muxer`] on `rcmgr`,
-/// and inbound TCP handshakes guarded by a [`HandshakeGuard`] sized to `rcmgr`'s limits
-/// ([`handshake_guard_for`]). For `SwarmBuilder::with_other_transport`.
+/// and inbound handshakes, TCP's and QUIC's, guarded by a [`HandshakeGuard`] sized to
+/// `rcmgr`'s limits ([`handshake_guard_for`]). For `SwarmBuilder::with_other_transport`.
+///
+/// The guard refuses the IPs whose TCP handshakes stall; for the pool to greylist them too,
+/// build the guard yourself and give it to [`transport_guarded`] and to
+/// [`Config::with_handshake_guard`](crate::Config::with_handshake_guard).
 ///
 /// # Errors
 ///
@@ -466,8 +470,8 @@ pub fn handshake_config_for(rcmgr: &ResourceManager) -> handshakes::Config {
     handshakes::Config::new().with_max_pending(max)
 }
 
-/// As [`transport`], with the guard of its inbound TCP handshakes given (to read its
-/// [`HandshakeGuard::stat`], or to configure it).
+/// As [`transport`], with the guard of its inbound handshakes given (to read its
+/// [`HandshakeGuard::stat`], to configure it, or to hand it to the behaviour).
 ///
 /// # Errors
 ///
@@ -479,6 +483,8 @@ pub fn transport_guarded(
     guard: HandshakeGuard,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let accepted = guard.clone();
+    #[cfg(feature = "quic")]
+    let quic_guard = guard.clone();
     let tcp = tcp::tokio::Transport::new(tcp_config)
         .map(move |stream, endpoint| match &endpoint {
             ConnectedPoint::Listener { send_back_addr, .. } => {
@@ -495,12 +501,15 @@ pub fn transport_guarded(
             }
             (peer, StreamMuxerBox::new(muxer))
         });
+    // QUIC's handshakes hold slots of the same guard, around quinn's upgrade future.
     #[cfg(feature = "quic")]
     let tcp = tcp
-        .or_transport(
+        .or_transport(guard::GuardedUpgrades::new(
             libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
-                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer))),
-        )
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                .boxed(),
+            quic_guard,
+        ))
         .map(|either, _| either.into_inner());
     Ok(tcp
         .map(move |(peer, muxer), endpoint| {

@@ -25,6 +25,12 @@
 //!   ([`Handshakes::take_struck`]) so that the node machine greylists the IP as it greylists a
 //!   garbage sender: refused then before it takes any resource manager slot.
 //!
+//! - A QUIC handshake ([`Handshakes::begin_unvalidated`]) holds a slot as a TCP one does, but
+//!   its bytes are inside quinn, so it counts as silent and the oldest goes first (an honest
+//!   one completes within a round trip or two); and it never strikes: a UDP source address is
+//!   not validated before the handshake ends, so strikes would let a spoofer get any IP
+//!   refused and greylisted.
+//!
 //! Sans-IO: the caller (`peerage::rcmgr::transport`) reports accepts, bytes and ends with the
 //! time, and aborts what the table evicts.
 
@@ -163,6 +169,8 @@ struct Pending {
     ip: IpAddr,
     started: Instant,
     bytes: u64,
+    /// Whether `ip` is known to be the sender's (TCP); a stall strikes only then.
+    validated: bool,
 }
 
 /// The table of pending inbound handshakes. See the [module docs](self).
@@ -220,6 +228,16 @@ impl Handshakes {
     /// An inbound connection from `ip` was accepted at `now`: admitted (evicting the worst
     /// pending handshake if the table is full) or refused.
     pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Begin {
+        self.begin_from(ip, true, now)
+    }
+
+    /// As [`begin`](Self::begin), for a handshake whose source address is not validated (QUIC,
+    /// over UDP): refused where its IP is, but it never strikes.
+    pub fn begin_unvalidated(&mut self, ip: IpAddr, now: Instant) -> Begin {
+        self.begin_from(ip, false, now)
+    }
+
+    fn begin_from(&mut self, ip: IpAddr, validated: bool, now: Instant) -> Begin {
         if self
             .last_gc
             .is_none_or(|t| now.saturating_duration_since(t) >= GC_INTERVAL)
@@ -249,6 +267,7 @@ impl Handshakes {
                 ip,
                 started: now,
                 bytes: 0,
+                validated,
             },
         );
         Begin::Admitted { id, evicted }
@@ -300,6 +319,7 @@ impl Handshakes {
             return false;
         };
         if end != End::TimedOut
+            || !p.validated
             || p.bytes >= self.config.stalled_bytes
             || self.config.strikes == 0
             || (self.config.loopback_exempt && p.ip.is_loopback())
@@ -426,6 +446,37 @@ mod tests {
         let later = now + Duration::from_secs(600);
         admitted(h.begin(ip(9), later));
         assert_eq!(h.refused_ips(later), 0);
+    }
+
+    #[test]
+    fn unvalidated_handshakes_take_slots_and_are_evicted_but_never_strike() {
+        let t0 = Instant::now();
+        let mut h = Handshakes::new(Config::new().with_max_pending(2));
+        let (quic, _) = admitted(h.begin_unvalidated(ip(1), t0));
+        let (tcp, _) = admitted(h.begin(ip(2), t0 + Duration::from_millis(1)));
+        h.progress(tcp, 60);
+        // Full: the QUIC one, silent as far as the table knows, is evicted first.
+        let (_, evicted) = admitted(h.begin_unvalidated(ip(3), t0 + Duration::from_millis(2)));
+        assert_eq!(evicted, Some(quic));
+        // Evicted or timed out any number of times: never a strike.
+        let mut spoofed = Handshakes::new(Config::new());
+        for k in 0..10 {
+            let now = t0 + Duration::from_secs(k);
+            let (id, _) = admitted(spoofed.begin_unvalidated(ip(9), now));
+            assert!(!spoofed.end(id, End::TimedOut, now));
+        }
+        assert!(spoofed.take_struck().is_empty());
+        // An IP refused for its TCP stalls is refused over QUIC too.
+        let mut now = t0;
+        for _ in 0..3 {
+            let (id, _) = admitted(spoofed.begin(ip(8), now));
+            now += Duration::from_secs(10);
+            spoofed.end(id, End::TimedOut, now);
+        }
+        assert!(matches!(
+            spoofed.begin_unvalidated(ip(8), now),
+            Begin::Refused(_)
+        ));
     }
 
     #[test]

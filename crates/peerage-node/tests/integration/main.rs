@@ -13,6 +13,7 @@ mod flood;
 mod js_interop;
 mod operate;
 mod peers_file;
+mod quic_flood;
 mod restart;
 mod sim;
 mod support;

@@ -4,6 +4,11 @@
 //! until the connection is established. A behaviour cannot abort a pending upgrade; the stream
 //! can: an evicted, timed-out or refused handshake's socket fails its next read or write, the
 //! upgrade fails with it, and the socket is closed.
+//!
+//! A QUIC handshake runs inside quinn, behind the transport's upgrade future: the
+//! [`GuardedUpgrades`] transport wraps that future instead, which fails when the slot is
+//! evicted, timed out or refused (dropping quinn's `Connecting` closes the connection). Its
+//! slot has no byte count and never strikes ([`handshakes::Handshakes::begin_unvalidated`]).
 
 use std::{
     collections::HashMap,
@@ -107,16 +112,35 @@ impl HandshakeGuard {
     /// Wraps the socket of an inbound connection from `remote`: its handshake takes a slot, or
     /// it fails at once if the table refuses it.
     pub(super) fn accept<S>(&self, inner: S, remote: &Multiaddr) -> Guarded<S> {
+        match self.begin(remote, true) {
+            Ok(pending) => Guarded {
+                inner,
+                pending,
+                refused: None,
+            },
+            Err(why) => Guarded::refused(inner, why),
+        }
+    }
+
+    /// A slot for the handshake of an inbound connection from `remote` (`None` if it has no
+    /// IP), or why the table refuses it. `validated`: whether `remote` is known to be the
+    /// sender's (TCP), so that a stall strikes.
+    fn begin(&self, remote: &Multiaddr, validated: bool) -> Result<Option<Pending>, &'static str> {
         let Some(ip) = remote.iter().find_map(|p| match p {
             libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
             libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
             _ => None,
         }) else {
-            return Guarded::unguarded(inner);
+            return Ok(None);
         };
         let now = Instant::now();
         let mut table = self.lock();
-        match table.core.begin(ip, now) {
+        let begun = if validated {
+            table.core.begin(ip, now)
+        } else {
+            table.core.begin_unvalidated(ip, now)
+        };
+        match begun {
             Begin::Admitted { id, evicted } => {
                 if let Some(evicted) = evicted {
                     tracing::debug!(%remote, "pending handshakes full: the slowest evicted");
@@ -126,21 +150,25 @@ impl HandshakeGuard {
                 table.slots.insert(id, (slot.clone(), remote.clone()));
                 table.by_addr.insert(remote.clone(), id);
                 let deadline = table.core.deadline(id).unwrap_or(now);
-                Guarded {
-                    inner,
-                    pending: Some(Pending {
-                        id,
-                        slot,
-                        guard: self.clone(),
-                        sleep: futures_timer::Delay::new(deadline.saturating_duration_since(now)),
-                    }),
-                    refused: None,
-                }
+                Ok(Some(Pending {
+                    id,
+                    slot,
+                    guard: self.clone(),
+                    sleep: futures_timer::Delay::new(deadline.saturating_duration_since(now)),
+                }))
             }
-            Begin::Full => Guarded::refused(inner, "the pending handshakes are full"),
-            Begin::Refused(_) => {
-                Guarded::refused(inner, "this IP's handshakes stalled: refused for a while")
-            }
+            Begin::Full => Err("the pending handshakes are full"),
+            Begin::Refused(_) => Err("this IP's handshakes stalled: refused for a while"),
+        }
+    }
+
+    /// Handshake `id` completed: its slot is free.
+    #[cfg(feature = "quic")]
+    fn finish(&self, id: u64) {
+        let mut table = self.lock();
+        if table.slots.contains_key(&id) {
+            table.core.end(id, End::Completed, Instant::now());
+            table.settle(id, DONE);
         }
     }
 
@@ -175,6 +203,39 @@ struct Pending {
     slot: Arc<Slot>,
     guard: HandshakeGuard,
     sleep: futures_timer::Delay,
+}
+
+impl Pending {
+    /// `Ok(true)` once the handshake completed, `Ok(false)` while it is pending, `Err` once it
+    /// was evicted or timed out; registers for the wake-up of an eviction and for the deadline.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        match self.slot.state.load(Ordering::Acquire) {
+            DONE => Ok(true),
+            ABORTED => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "handshake evicted or timed out",
+            )),
+            _ => {
+                self.slot.waker.register(cx.waker());
+                if Pin::new(&mut self.sleep).poll(cx).is_ready() {
+                    self.guard.end(self.id, End::TimedOut);
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "handshake timed out",
+                    ));
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.slot.state.load(Ordering::Acquire) == PENDING {
+            self.guard.end(self.id, End::Failed);
+        }
+    }
 }
 
 /// A socket whose handshake is guarded: it fails once its handshake is evicted, timed out or
@@ -212,37 +273,10 @@ impl<S> Guarded<S> {
         let Some(p) = &mut self.pending else {
             return Ok(());
         };
-        match p.slot.state.load(Ordering::Acquire) {
-            DONE => {
-                self.pending = None;
-                Ok(())
-            }
-            ABORTED => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "handshake evicted or timed out",
-            )),
-            _ => {
-                p.slot.waker.register(cx.waker());
-                if Pin::new(&mut p.sleep).poll(cx).is_ready() {
-                    p.guard.end(p.id, End::TimedOut);
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "handshake timed out",
-                    ));
-                }
-                Ok(())
-            }
+        if p.check(cx)? {
+            self.pending = None;
         }
-    }
-}
-
-impl<S> Drop for Guarded<S> {
-    fn drop(&mut self) {
-        if let Some(p) = &self.pending
-            && p.slot.state.load(Ordering::Acquire) == PENDING
-        {
-            p.guard.end(p.id, End::Failed);
-        }
+        Ok(())
     }
 }
 
@@ -319,5 +353,127 @@ impl prometheus_client::collector::Collector for Metrics {
             MetricType::Gauge,
         )?)?;
         Ok(())
+    }
+}
+
+/// A transport whose inbound upgrades each hold a slot of a [`HandshakeGuard`] until they
+/// complete, for QUIC (see the [module docs](self)).
+#[cfg(feature = "quic")]
+pub(crate) struct GuardedUpgrades<T> {
+    inner: T,
+    guard: HandshakeGuard,
+}
+
+#[cfg(feature = "quic")]
+impl<T> GuardedUpgrades<T> {
+    pub(crate) fn new(inner: T, guard: HandshakeGuard) -> Self {
+        Self { inner, guard }
+    }
+}
+
+#[cfg(feature = "quic")]
+impl<T, O> libp2p::Transport for GuardedUpgrades<T>
+where
+    T: libp2p::Transport<Output = O, Error = io::Error> + Unpin,
+    T::ListenerUpgrade: Unpin,
+{
+    type Output = O;
+    type Error = io::Error;
+    type ListenerUpgrade = GuardedUpgrade<T::ListenerUpgrade>;
+    type Dial = T::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: libp2p::core::transport::ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), libp2p::TransportError<Self::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: libp2p::core::transport::ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: libp2p::core::transport::DialOpts,
+    ) -> Result<Self::Dial, libp2p::TransportError<Self::Error>> {
+        self.inner.dial(addr, opts)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<libp2p::core::transport::TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        use libp2p::core::transport::TransportEvent;
+        let this = self.get_mut();
+        Pin::new(&mut this.inner).poll(cx).map(|event| match event {
+            TransportEvent::Incoming {
+                listener_id,
+                upgrade,
+                local_addr,
+                send_back_addr,
+            } => {
+                let guarded = match this.guard.begin(&send_back_addr, false) {
+                    Ok(pending) => GuardedUpgrade {
+                        inner: upgrade,
+                        pending,
+                        refused: None,
+                    },
+                    Err(why) => GuardedUpgrade {
+                        inner: upgrade,
+                        pending: None,
+                        refused: Some(why),
+                    },
+                };
+                TransportEvent::Incoming {
+                    listener_id,
+                    upgrade: guarded,
+                    local_addr,
+                    send_back_addr,
+                }
+            }
+            other => other.map_upgrade(|inner| GuardedUpgrade {
+                inner,
+                pending: None,
+                refused: None,
+            }),
+        })
+    }
+}
+
+/// An inbound upgrade holding a slot: it fails once its slot is evicted or timed out, or at
+/// once if the table refused it; its slot is freed when it ends.
+#[cfg(feature = "quic")]
+pub(crate) struct GuardedUpgrade<F> {
+    inner: F,
+    pending: Option<Pending>,
+    refused: Option<&'static str>,
+}
+
+#[cfg(feature = "quic")]
+impl<F, O> Future for GuardedUpgrade<F>
+where
+    F: Future<Output = io::Result<O>> + Unpin,
+{
+    type Output = io::Result<O>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(why) = this.refused {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionRefused, why)));
+        }
+        if let Some(p) = &mut this.pending {
+            p.check(cx)?;
+        }
+        let result = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
+        // A failed one's slot ends as failed when `pending` drops.
+        if let Some(p) = this.pending.take()
+            && result.is_ok()
+        {
+            p.guard.finish(p.id);
+        }
+        Poll::Ready(result)
     }
 }
