@@ -326,8 +326,13 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .filter(|(_, c)| c.inbound && !c.nacked && !c.evicted)
             .collect();
         let pending = self.pending_inbound.len();
-        // Peers the connection manager protects are exempt from their group's share.
-        if diverse(group) && !self.connmgr.is_protected(&peer) {
+        // Peers the connection manager protects, and the resource manager's allowlisted ones,
+        // are exempt from their group's share.
+        let allowlisted = self
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.is_allowlisted(&peer, remote));
+        if diverse(group) && !self.connmgr.is_protected(&peer) && !allowlisted {
             let same = inbound
                 .iter()
                 .filter(|(_, c)| c.group == Some(group))

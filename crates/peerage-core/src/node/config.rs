@@ -154,8 +154,9 @@ impl Config {
     }
 
     /// With an address book, the most inbound connections from one public network group
-    /// (trusted, protected and already connected peers aside; the resource manager's
-    /// allowlisted peers are not exempt unless protected); a newcomer beyond is nacked. Default: ⌈max inbound / 16⌉, so that 4
+    /// (trusted, protected, allowlisted and already connected peers aside: allowlisted by the
+    /// resource manager given to [`Machine::set_resources`](super::Machine::set_resources), an
+    /// entry naming the peer or none); a newcomer beyond is nacked. Default: ⌈max inbound / 16⌉, so that 4
     /// groups hold about a quarter of the slots (exactly, when `max_inbound` is a multiple of
     /// 16; with 100 slots, 4 groups hold 28).
     pub fn with_max_inbound_per_group(mut self, n: Option<usize>) -> Self {

@@ -383,6 +383,13 @@ pub trait Resources<C>: Send {
     fn attach(&mut self, id: C, peer: PeerId) -> Result<(), rcmgr::Error>;
     /// Releases connection `id`'s scope, if it holds one.
     fn release(&mut self, id: C);
+    /// Whether `peer` at `remote` is on the resource manager's allowlist (go
+    /// `AllowedPeerAndMultiaddr`): such a peer is exempt from its network group's share of the
+    /// inbound slots, as Bitcoin Core's `noban` permission exempts a peer. `false` by default.
+    fn is_allowlisted(&self, peer: &PeerId, remote: &Multiaddr) -> bool {
+        let _ = (peer, remote);
+        false
+    }
 }
 
 impl<C: Eq + std::hash::Hash + Send> Resources<C> for rcmgr::Connections<C> {
@@ -405,6 +412,9 @@ impl<C: Eq + std::hash::Hash + Send> Resources<C> for rcmgr::Connections<C> {
     }
     fn release(&mut self, id: C) {
         rcmgr::Connections::release(self, &id);
+    }
+    fn is_allowlisted(&self, peer: &PeerId, remote: &Multiaddr) -> bool {
+        self.resource_manager().is_allowlisted_peer(peer, remote)
     }
 }
 

@@ -1655,6 +1655,70 @@ mod book {
             Admission::Accepted
         );
     }
+
+    /// Issue 14: the resource manager's allowlisted peers are exempt from their group's share,
+    /// as protected ones are: an entry without a peer exempts every peer at its addresses, one
+    /// with `/p2p/<id>` that peer only.
+    #[test]
+    fn an_allowlisted_peer_is_exempt_from_its_groups_share() {
+        let t0 = Instant::now();
+        let config = Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound_per_group(Some(2));
+        let mut m = machine(config, t0);
+        let allowlist: Vec<Multiaddr> = vec![
+            "/ip4/7.7.9.0/ipcidr/24".parse().unwrap(),
+            format!("/ip4/7.7.8.8/p2p/{}", peer(8)).parse().unwrap(),
+        ];
+        let rm = crate::rcmgr::ResourceManager::new(
+            crate::rcmgr::Config::new().with_allowlist(allowlist),
+        )
+        .unwrap();
+        m.set_resources(Box::new(crate::rcmgr::Connections::new(rm)));
+        // The group 7.7.0.0/16 holds its 2.
+        for i in 1..=2u8 {
+            assert_eq!(
+                inbound(&mut m, u64::from(i), i, &public(7, 7, i), t0),
+                Admission::Accepted
+            );
+        }
+        assert_eq!(
+            inbound(&mut m, 3, 3, &public(7, 7, 3), t0),
+            Admission::Nacked
+        );
+        // Any peer in the allowlisted network; the named peer at its address, not another.
+        assert_eq!(
+            inbound(&mut m, 4, 4, &"/ip4/7.7.4.4/tcp/4001".parse().unwrap(), t0),
+            Admission::Nacked,
+            "7.7.4.4 is not in 7.7.9.0/24"
+        );
+        assert_eq!(
+            inbound(
+                &mut m,
+                10,
+                10,
+                &"/ip4/7.7.9.10/tcp/4001".parse().unwrap(),
+                t0
+            ),
+            Admission::Accepted
+        );
+        assert_eq!(
+            inbound(&mut m, 8, 8, &"/ip4/7.7.8.8/tcp/4001".parse().unwrap(), t0),
+            Admission::Accepted
+        );
+        assert_eq!(
+            inbound(
+                &mut m,
+                11,
+                11,
+                &"/ip4/7.7.8.8/tcp/4002".parse().unwrap(),
+                t0
+            ),
+            Admission::Nacked,
+            "the entry names peer 8 alone"
+        );
+    }
 }
 
 /// go identify (`consumeSignedPeerRecord`): a valid record of the peer replaces its listen

@@ -786,6 +786,12 @@ impl ResourceManager {
         allowlist::ip_of(addr).is_some_and(|ip| self.lock().allowlist.allowed(ip))
     }
 
+    /// True if `peer` at `addr` is on the allowlist: an entry holds `addr`'s IP with no peer, or
+    /// with `peer` (go `AllowedPeerAndMultiaddr`).
+    pub fn is_allowlisted_peer(&self, peer: &PeerId, addr: &Multiaddr) -> bool {
+        allowlist::ip_of(addr).is_some_and(|ip| self.lock().allowlist.allowed_peer(*peer, ip))
+    }
+
     /// A snapshot of every long-lived scope's usage and limits, with the blocked counts. One
     /// lock, so the numbers add up.
     pub fn stat(&self) -> Stat {

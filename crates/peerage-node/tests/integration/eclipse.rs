@@ -203,7 +203,17 @@ fn group(remote: &Multiaddr) -> Option<u8> {
 /// default), its address book counting `127.a.b.c` by /16, the resource manager's scope limits
 /// lifted and its per-IP and rate limits applied to loopback; and its address with `/p2p`.
 async fn start_node(max_inbound: usize, per_group: Option<usize>) -> (Node, Multiaddr) {
+    start_node_allowing(max_inbound, per_group, Vec::new()).await
+}
+
+/// [`start_node`], with the resource manager's `allowlist`.
+async fn start_node_allowing(
+    max_inbound: usize,
+    per_group: Option<usize>,
+    allowlist: Vec<Multiaddr>,
+) -> (Node, Multiaddr) {
     let node = Node::start(NodeConfig {
+        allowlist,
         addrbook: Some(AddrbookSettings {
             loopback_as_public: true,
             max_inbound: Some(max_inbound),
@@ -593,4 +603,47 @@ async fn a_full_inbound_table_evicts_from_the_largest_group_and_says_why() {
             .any(|l| l.peer.as_deref() == Some(gone.as_str()) && l.detail.ends_with(reason)),
         "{lines:?}"
     );
+}
+
+/// The resource manager's allowlisted addresses are exempt from their group's share of the
+/// inbound slots, on real sockets (issue 14): with one slot per /16, a second peer from
+/// `127.40/16` is nacked, while three from the allowlisted `127.50.0.0/16` are admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlisted_peers_are_exempt_from_their_groups_share() {
+    let allowlist = vec!["/ip4/127.50.0.0/ipcidr/16".parse().unwrap()];
+    let (node, target) = start_node_allowing(30, Some(1), allowlist).await;
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut admitted = HashSet::new();
+    let mut refused = None;
+    for source in [
+        Ipv4Addr::new(127, 40, 0, 1),
+        Ipv4Addr::new(127, 40, 0, 2),
+        Ipv4Addr::new(127, 50, 0, 1),
+        Ipv4Addr::new(127, 50, 0, 2),
+        Ipv4Addr::new(127, 50, 0, 3),
+    ] {
+        let swarm = connect(peer(source), &target).await.unwrap();
+        if source == Ipv4Addr::new(127, 40, 0, 2) {
+            refused = Some(*swarm.local_peer_id());
+        } else {
+            admitted.insert(*swarm.local_peer_id());
+        }
+        tokio::spawn(hold(swarm, far));
+        // One at a time, so that the first of 127.40 is the one the group keeps.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = sample(&node).await;
+        if s.others == admitted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "admitted {:?}, expected {admitted:?} (refused {refused:?})",
+            s.others
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!sample(&node).await.others.contains(&refused.unwrap()));
 }
