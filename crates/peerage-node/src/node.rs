@@ -387,7 +387,8 @@ fn build_swarm(
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         // TCP (Noise, Yamux) and QUIC, each connection's muxer counting its streams in `rm`,
-        // inbound TCP handshakes guarded (the IPs it refuses greylisted by the behaviour).
+        // inbound handshakes of both guarded (the IPs it refuses for stalled TCP handshakes
+        // greylisted by the behaviour).
         .with_other_transport(|key| {
             rcmgr::transport_guarded(key, rm, tcp::Config::default().nodelay(true), guard)
         })?
