@@ -9,9 +9,9 @@
 //! [`MAX_POINTS_ACCEPTED`] points (Octez's `Advertise` wire limit); a longer list is refused
 //! whole, as Octez fails to decode it. A list over the limit, a message over its size limit or
 //! one that does not decode greylists its sender, as Octez's decoding errors do ([`Codec`]),
-//! requests as well as answers ([`WireRequest`]). A peer is answered at most once per [`ANSWER_COOLDOWN`]:
-//! an earlier request waits for the cooldown, as Octez delays rather than drops, and a further
-//! one while one waits is dropped (its asker sees the request fail).
+//! requests as well as answers ([`WireRequest`]). A peer is answered at most once per
+//! [`ANSWER_COOLDOWN`]: an earlier request waits for the cooldown, as Octez delays rather than
+//! drops, and a further one while one waits is dropped (its asker sees the request fail).
 //!
 //! Points out of the answerer's scope are dropped, as go-libp2p identify's `filterAddrs`
 //! drops listen addresses ([`pool::point::in_scope`](peerage_core::pool::point::in_scope)): a
