@@ -17,7 +17,7 @@ use peerage::{
 };
 use peerage_store::{RedbStore, peerstore::Options};
 
-use crate::support::{LOOPBACK, Running, lines, wait_for};
+use crate::support::{LOOPBACK, Running, wait_for};
 
 /// The peers of the peers file.
 fn peers_in(file: &PeersFile) -> BTreeSet<String> {
@@ -58,30 +58,20 @@ fn a_full_disk_keeps_the_previous_files_logs_once_and_the_node_runs_on() {
     let hub_id = hub.line("peer id: ");
     let hub_addr = hub.line("listening on ");
 
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
         .arg(env!("CARGO_BIN_EXE_peerage"))
         .args(["run", "--data-dir", data, "--listen", LOOPBACK])
         .args(["--bootstrap", &hub_addr, "--peers-file-period", "100ms"])
         .args(["--admin", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn peerage run");
-    let pid = child.id();
-    let stdout = lines(child.stdout.take().unwrap());
-    let log = lines(child.stderr.take().unwrap());
-    let line = |prefix: &str| loop {
-        let l = stdout
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no {prefix:?} line"));
-        if let Some(rest) = l.strip_prefix(prefix) {
-            return rest.to_owned();
-        }
-    };
-    let addr = line("listening on ");
-    let admin = line("admin API: http://");
+        .stderr(Stdio::piped());
+    let mut node = Running::spawn(command);
+    let pid = node.pid();
+    let log = node.stderr_lines();
+    let addr = node.line("listening on ");
+    let admin = node.line("admin API: http://");
     wait_for("the hub in the peers file", || {
         file.path().exists() && peers_in(&file).contains(&hub_id)
     });
@@ -127,7 +117,7 @@ fn a_full_disk_keeps_the_previous_files_logs_once_and_the_node_runs_on() {
     for file in ["peers.json: ", "addrbook.json: ", "peerstore.redb: "] {
         assert_eq!(count(&log, &mut seen, file), 1, "{file}: {seen:#?}");
     }
-    assert!(child.try_wait().unwrap().is_none(), "the node exited");
+    assert!(node.is_running(), "the node exited");
 
     // Room again.
     fsize(pid, "unlimited");
@@ -141,12 +131,7 @@ fn a_full_disk_keeps_the_previous_files_logs_once_and_the_node_runs_on() {
         .iter()
         .all(|what| count(&log, &mut seen, what) == 1)
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(node.terminate().success());
     let store = RedbStore::open(
         &dir.path().join(peerage_store::peerstore::FILE_NAME),
         peerstore::Config::default(),

@@ -38,16 +38,44 @@ pub(crate) struct Running {
 impl Running {
     /// Starts `peerage run` with `args` (logs quiet).
     pub(crate) fn start(args: &[&str]) -> Self {
-        let mut child = peerage()
+        let mut command = peerage();
+        command
             .arg("run")
             .args(args)
             .env("RUST_LOG", "warn")
+            .stderr(Stdio::null());
+        Self::spawn(command)
+    }
+
+    /// Starts `command`, a `peerage run` (or a wrapper that execs one), its stdout read for
+    /// [`line`](Self::line) and its stderr as `command` sets it.
+    pub(crate) fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawn peerage run");
         let lines = lines(child.stdout.take().expect("piped"));
         Self { child, lines }
+    }
+
+    /// The lines of its stderr, which must have been piped; once.
+    pub(crate) fn stderr_lines(&mut self) -> mpsc::Receiver<String> {
+        lines(
+            self.child
+                .stderr
+                .take()
+                .expect("stderr piped, and taken once"),
+        )
+    }
+
+    /// Its process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
     }
 
     /// Starts `peerage run` on the data directory `dir`, listening on [`LOOPBACK`], with
