@@ -175,30 +175,37 @@ async fn js_honest(target: libp2p::Multiaddr) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn honest_dialers_get_in_through_silent_and_dripping_floods() {
-    let secs = std::env::var("PEERAGE_FLOOD_SECS").map_or(FLOOD_SECS, |v| v.parse().unwrap());
-    let limits = peerage::rcmgr::auto_scale();
-    let transient_inbound = i64::try_from(limits.transient().conns_inbound).unwrap();
+/// The node a flood aims at: listening on `listen` (`127.0.0.1`, TCP or UDP, port 0), its
+/// resource manager's default (auto-scaled) limits applied to loopback too, bounds 2/40/60;
+/// with the socket address the flood aims at and the address honest peers dial.
+pub(crate) async fn flooded_node(listen: &str) -> (Node, SocketAddr, libp2p::Multiaddr) {
     let node = Node::start(NodeConfig {
-        limits: Some(limits),
+        limits: Some(peerage::rcmgr::auto_scale()),
         loopback_exempt: false,
         ..NodeConfig::new(
             Keypair::generate_ed25519(),
-            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![listen.parse().unwrap()],
             Bounds::new(2, 40, 60).unwrap(),
         )
     })
     .await
     .unwrap();
-    let node_id = node.handle.peer_id();
     let listen = node.handle.listen_addrs()[0].clone();
     let port = match listen.iter().nth(1) {
-        Some(Protocol::Tcp(port)) => port,
+        Some(Protocol::Tcp(port) | Protocol::Udp(port)) => port,
         _ => panic!("{listen}"),
     };
-    let target = SocketAddr::from(([127, 0, 0, 1], port));
-    let dial = listen.with(Protocol::P2p(node_id));
+    let dial = listen.with(Protocol::P2p(node.handle.peer_id()));
+    (node, SocketAddr::from(([127, 0, 0, 1], port)), dial)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_dialers_get_in_through_silent_and_dripping_floods() {
+    let secs = std::env::var("PEERAGE_FLOOD_SECS").map_or(FLOOD_SECS, |v| v.parse().unwrap());
+    let (node, target, dial) = flooded_node("/ip4/127.0.0.1/tcp/0").await;
+    let node_id = node.handle.peer_id();
+    let transient_inbound =
+        i64::try_from(peerage::rcmgr::auto_scale().transient().conns_inbound).unwrap();
 
     let until = tokio::time::Instant::now() + Duration::from_secs(secs);
     let made = Arc::new(AtomicU64::new(0));

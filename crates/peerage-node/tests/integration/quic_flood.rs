@@ -23,9 +23,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use libp2p::{identify, identity::Keypair, multiaddr::Protocol, swarm::SwarmEvent};
-use peerage::maintenance::Bounds;
-use peerage_node::node::{Node, NodeConfig};
+use libp2p::{identify, identity::Keypair, swarm::SwarmEvent};
 
 const SPRAYERS: u8 = 100;
 /// How often each sprayer sends an Initial: 500 a second in all.
@@ -119,24 +117,8 @@ async fn honest(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_quic_dialers_get_in_through_an_initial_flood() {
-    let node = Node::start(NodeConfig {
-        loopback_exempt: false,
-        ..NodeConfig::new(
-            Keypair::generate_ed25519(),
-            vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-            Bounds::new(2, 40, 60).unwrap(),
-        )
-    })
-    .await
-    .unwrap();
+    let (node, target, dial) = crate::flood::flooded_node("/ip4/127.0.0.1/udp/0/quic-v1").await;
     let node_id = node.handle.peer_id();
-    let listen = node.handle.listen_addrs()[0].clone();
-    let port = match listen.iter().nth(1) {
-        Some(Protocol::Udp(port)) => port,
-        _ => panic!("{listen}"),
-    };
-    let target = SocketAddr::from(([127, 0, 0, 1], port));
-    let dial = listen.with(Protocol::P2p(node_id));
     let until = tokio::time::Instant::now() + Duration::from_secs(SECS);
     let sent = Arc::new(AtomicU64::new(0));
     let flood: Vec<_> = (0..SPRAYERS)
