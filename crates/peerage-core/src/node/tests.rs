@@ -1623,33 +1623,39 @@ mod book {
         }
     }
 
+    /// A book with 2 inbound slots per public group, no maintenance.
+    fn two_per_group() -> Config {
+        Config::new()
+            .with_addrbook(Some(addrbook::Config::new()))
+            .with_maintenance_enabled(false)
+            .with_max_inbound_per_group(Some(2))
+    }
+
+    /// Peers 1 and 2 from the group 7.7.0.0/16 fill its 2 slots; peer 3 from it is nacked.
+    fn fill_group_7_7(m: &mut Machine<u64>, t0: Instant) {
+        for i in 1..=2u8 {
+            assert_eq!(
+                inbound(m, u64::from(i), i, &public(7, 7, i), t0),
+                Admission::Accepted
+            );
+        }
+        assert_eq!(inbound(m, 3, 3, &public(7, 7, 3), t0), Admission::Nacked);
+    }
+
     #[test]
     fn a_protected_peer_is_exempt_from_its_groups_share() {
         let t0 = Instant::now();
-        let config = Config::new()
-            .with_addrbook(Some(addrbook::Config::new()))
-            .with_maintenance_enabled(false)
-            .with_max_inbound_per_group(Some(2));
         let local = peer(0);
         let mut m = Machine::new(
             local,
-            config,
+            two_per_group(),
             Peerstore::memory(peerstore::Config::default()),
             Box::new(Protecting(vec![peer(9)])),
             Box::new(Unsigned::new(local)),
             StdRng::seed_from_u64(1),
             t0,
         );
-        for i in 1..=2u8 {
-            assert_eq!(
-                inbound(&mut m, u64::from(i), i, &public(7, 7, i), t0),
-                Admission::Accepted
-            );
-        }
-        assert_eq!(
-            inbound(&mut m, 3, 3, &public(7, 7, 3), t0),
-            Admission::Nacked
-        );
+        fill_group_7_7(&mut m, t0);
         assert_eq!(
             inbound(&mut m, 9, 9, &public(7, 7, 9), t0),
             Admission::Accepted
@@ -1662,11 +1668,7 @@ mod book {
     #[test]
     fn an_allowlisted_peer_is_exempt_from_its_groups_share() {
         let t0 = Instant::now();
-        let config = Config::new()
-            .with_addrbook(Some(addrbook::Config::new()))
-            .with_maintenance_enabled(false)
-            .with_max_inbound_per_group(Some(2));
-        let mut m = machine(config, t0);
+        let mut m = machine(two_per_group(), t0);
         let allowlist: Vec<Multiaddr> = vec![
             "/ip4/7.7.9.0/ipcidr/24".parse().unwrap(),
             format!("/ip4/7.7.8.8/p2p/{}", peer(8)).parse().unwrap(),
@@ -1676,17 +1678,7 @@ mod book {
         )
         .unwrap();
         m.set_resources(Box::new(crate::rcmgr::Connections::new(rm)));
-        // The group 7.7.0.0/16 holds its 2.
-        for i in 1..=2u8 {
-            assert_eq!(
-                inbound(&mut m, u64::from(i), i, &public(7, 7, i), t0),
-                Admission::Accepted
-            );
-        }
-        assert_eq!(
-            inbound(&mut m, 3, 3, &public(7, 7, 3), t0),
-            Admission::Nacked
-        );
+        fill_group_7_7(&mut m, t0);
         // Any peer in the allowlisted network; the named peer at its address, not another.
         assert_eq!(
             inbound(&mut m, 4, 4, &"/ip4/7.7.4.4/tcp/4001".parse().unwrap(), t0),
