@@ -327,12 +327,15 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             .collect();
         let pending = self.pending_inbound.len();
         // Peers the connection manager protects, and the resource manager's allowlisted ones,
-        // are exempt from their group's share.
-        let allowlisted = self
-            .resources
-            .as_ref()
-            .is_some_and(|r| r.is_allowlisted(&peer, remote));
-        if diverse(group) && !self.connmgr.is_protected(&peer) && !allowlisted {
+        // are exempt from their group's share (the allowlist, behind the resource manager's
+        // lock, asked last).
+        if diverse(group)
+            && !self.connmgr.is_protected(&peer)
+            && !self
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.is_allowlisted(&peer, remote))
+        {
             let same = inbound
                 .iter()
                 .filter(|(_, c)| c.group == Some(group))
