@@ -112,26 +112,28 @@ impl HandshakeGuard {
     /// Wraps the socket of an inbound connection from `remote`: its handshake takes a slot, or
     /// it fails at once if the table refuses it.
     pub(super) fn accept<S>(&self, inner: S, remote: &Multiaddr) -> Guarded<S> {
-        match self.begin(remote, true) {
-            Ok(pending) => Guarded {
-                inner,
-                pending,
-                refused: None,
-            },
-            Err(why) => Guarded::refused(inner, why),
+        let (pending, refused) = self.begin(remote, true);
+        Guarded {
+            inner,
+            pending,
+            refused,
         }
     }
 
-    /// A slot for the handshake of an inbound connection from `remote` (`None` if it has no
-    /// IP), or why the table refuses it. `validated`: whether `remote` is known to be the
-    /// sender's (TCP), so that a stall strikes.
-    fn begin(&self, remote: &Multiaddr, validated: bool) -> Result<Option<Pending>, &'static str> {
+    /// The handshake of an inbound connection from `remote`: its slot (`None` if `remote` has
+    /// no IP or the table refuses it), and why the table refuses it. `validated`: whether
+    /// `remote` is known to be the sender's (TCP), so that a stall strikes.
+    fn begin(
+        &self,
+        remote: &Multiaddr,
+        validated: bool,
+    ) -> (Option<Pending>, Option<&'static str>) {
         let Some(ip) = remote.iter().find_map(|p| match p {
             libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
             libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
             _ => None,
         }) else {
-            return Ok(None);
+            return (None, None);
         };
         let now = Instant::now();
         let mut table = self.lock();
@@ -150,15 +152,19 @@ impl HandshakeGuard {
                 table.slots.insert(id, (slot.clone(), remote.clone()));
                 table.by_addr.insert(remote.clone(), id);
                 let deadline = table.core.deadline(id).unwrap_or(now);
-                Ok(Some(Pending {
+                let pending = Pending {
                     id,
                     slot,
                     guard: self.clone(),
                     sleep: futures_timer::Delay::new(deadline.saturating_duration_since(now)),
-                }))
+                };
+                (Some(pending), None)
             }
-            Begin::Full => Err("the pending handshakes are full"),
-            Begin::Refused(_) => Err("this IP's handshakes stalled: refused for a while"),
+            Begin::Full => (None, Some("the pending handshakes are full")),
+            Begin::Refused(_) => (
+                None,
+                Some("this IP's handshakes stalled: refused for a while"),
+            ),
         }
     }
 
@@ -253,14 +259,6 @@ impl<S> Guarded<S> {
             inner,
             pending: None,
             refused: None,
-        }
-    }
-
-    fn refused(inner: S, why: &'static str) -> Self {
-        Self {
-            inner,
-            pending: None,
-            refused: Some(why),
         }
     }
 
@@ -415,21 +413,14 @@ where
                 local_addr,
                 send_back_addr,
             } => {
-                let guarded = match this.guard.begin(&send_back_addr, false) {
-                    Ok(pending) => GuardedUpgrade {
-                        inner: upgrade,
-                        pending,
-                        refused: None,
-                    },
-                    Err(why) => GuardedUpgrade {
-                        inner: upgrade,
-                        pending: None,
-                        refused: Some(why),
-                    },
-                };
+                let (pending, refused) = this.guard.begin(&send_back_addr, false);
                 TransportEvent::Incoming {
                     listener_id,
-                    upgrade: guarded,
+                    upgrade: GuardedUpgrade {
+                        inner: upgrade,
+                        pending,
+                        refused,
+                    },
                     local_addr,
                     send_back_addr,
                 }
