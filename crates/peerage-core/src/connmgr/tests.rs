@@ -378,6 +378,52 @@ fn temporary_entries_cleared_first() {
 }
 
 #[test]
+fn a_trims_victims_stay_right_through_moved_entries_and_reconnects() {
+    // Temporary entries made first sit before the connected peers in the peer table; dropping
+    // them moves connected peers to new places while the trim is choosing. The connections
+    // marked closing must still be the victims' own.
+    let now = Instant::now();
+    let mut net = Net::new(manager(2, 2, Duration::ZERO, now), now);
+    let temp: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+    for id in &temp {
+        net.cm.tag_peer(*id, "early", 20, now);
+    }
+    let peers: Vec<PeerId> = (1..=6)
+        .map(|value| {
+            let peer = net.connect();
+            net.cm.tag_peer(peer, "app", value, now);
+            peer
+        })
+        .collect();
+    let trim = net.cm.trim_open_conns(now);
+    let mut victims: Vec<PeerId> = trim.victims.iter().map(|v| v.peer).collect();
+    victims.sort_by_key(|p| net.cm.tag_value(p));
+    assert_eq!(victims, peers[..4]);
+    for id in &temp {
+        assert_eq!(net.cm.tag_info(id), None);
+    }
+    assert_eq!(net.cm.info(now).closing, 4);
+    // A stream count reported on a chosen connection does not count for its peer's rank; a
+    // victim connecting again before its chosen connection closes: the new one is not closing.
+    let (_, first) = net.open[0];
+    net.cm.set_streams(&victims[0], first, 3);
+    let again = [net.connect_peer(victims[0]), net.connect_peer(victims[1])];
+    assert_eq!(net.cm.info(now).closing, 4);
+    assert_eq!(net.cm.connections(), 8);
+    let live = net.cm.hot[net.cm.index[&victims[0]]].live;
+    assert_eq!((live.connections, live.streams), (1, 0));
+    // Closing a survivor's connection, or the victim's new one, leaves the count of closing
+    // ones; a chosen one lowers it.
+    for (peer, id) in net.open.clone() {
+        let closing = net.cm.info(now).closing;
+        assert!(net.cm.connection_closed(&peer, id));
+        let expected = closing - usize::from(victims.contains(&peer) && !again.contains(&id));
+        assert_eq!(net.cm.info(now).closing, expected, "{peer}");
+    }
+    assert_eq!(net.cm.info(now).closing, 0);
+}
+
+#[test]
 fn temporary_entry_converted_on_connection() {
     let start = Instant::now();
     let mut net = Net::new(manager(1, 1, Duration::ZERO, start), start);

@@ -1,56 +1,95 @@
 //! Victim selection (go-libp2p `p2p/net/connmgr/connmgr.go`: `getConnsToClose`,
 //! `getConnsToCloseEmergency`).
 //!
-//! A trim ranks candidate peers by a compact key, then chooses the lowest-ranked until the
-//! target is met. Only as many peers as the target can need (each has at least one connection)
-//! are ordered: a linear-time selection (`select_nth_unstable`) isolates them, and only those
-//! are sorted. Candidates refer to their peer IDs instead of copying them, so selection moves
-//! small values; a trim allocates its candidate list and its list of victims. Cost:
-//! `O(n + t log t)` for `n` candidates and a target of `t` connections.
+//! A trim walks the dense array of what it reads of each peer (`Hot`, 48 bytes a peer), ranks
+//! candidate peers by a compact key, then chooses the lowest-ranked until the target is met.
+//! Only as many peers as the target can need (each has at least one connection) are ordered: a
+//! linear-time selection (`select_nth_unstable`) isolates them, and only those are sorted.
+//! Candidates name their peer by its index and break ties by a number derived from its peer ID,
+//! so selection moves small values and reads no peer ID; a trim allocates its candidate list and
+//! its list of victims. Cost: `O(n + t log t)` for `n` candidates and a target of `t`
+//! connections.
 
-use std::{cmp::Reverse, fmt, hash::Hash, time::Instant};
+use std::{
+    fmt,
+    hash::Hash,
+    time::{Duration, Instant},
+};
 
-use super::{ConnManager, Live, Peer, Trim, TrimKind, Victim};
+use super::{ConnManager, Hot, Live, Peer, Trim, TrimKind, Victim};
 use crate::PeerId;
 
-/// A candidate's rank; lower is closed first. Compact (no peer ID inside), so that selection
-/// and sorting move little memory.
+/// A candidate's rank; lower is closed first. Packed into three integers (24 bytes), so that
+/// selection compares and moves little; derived order is field order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
-    value: i64,
-    /// Peers with no open stream first.
-    has_streams: bool,
-    /// Peers with an inbound connection first.
-    outbound_only: bool,
-    /// Fewer streams first; negated in an emergency (more streams first).
-    streams: i64,
-    /// The newest peer first.
-    first_seen: Reverse<Instant>,
+    /// The total tag value, its sign bit flipped so that unsigned order is signed order.
+    value: u64,
+    /// From the high bit: whether the peer has open streams (peers with none first), whether
+    /// it has only outbound connections (peers with an inbound one first), then its stream
+    /// count (fewer first; negated in an emergency, more first), biased by 2^61.
+    streams: u64,
+    /// `u64::MAX` minus the nanoseconds from the manager's start to the peer's first
+    /// connection: the newest peer first.
+    newest: u64,
 }
 
-/// A candidate refers to its peer ID (80 bytes) rather than copying it, so that the selection
-/// moves 48-byte candidates.
+impl Key {
+    const SIGN: u64 = 1 << 63;
+    const HAS_STREAMS: u64 = 1 << 63;
+    const OUTBOUND_ONLY: u64 = 1 << 62;
+    const STREAMS_BIAS: i64 = 1 << 61;
+
+    /// The tag value the key was built from.
+    fn value(&self) -> i64 {
+        (self.value ^ Self::SIGN) as i64
+    }
+}
+
+/// A candidate names its peer by its index in the peer table rather than by its peer ID (80
+/// bytes), so that the selection moves 40-byte candidates.
 #[derive(Debug, Clone, Copy)]
-struct Candidate<'a> {
+struct Candidate {
     key: Key,
-    peer: &'a PeerId,
+    /// The peer's [`Hot::tie`].
+    tie: u64,
+    index: u32,
     connections: u32,
-    protected: bool,
+}
+
+impl Candidate {
+    fn new(index: usize, key: Key, hot: &Hot, connections: u32) -> Self {
+        let index = u32::try_from(index).expect("fewer than 2^32 peers");
+        Self {
+            key,
+            tie: hot.tie,
+            index,
+            connections,
+        }
+    }
+
+    /// The candidate's place in the order: rank, then tie-break, then (for equal tie-breaks,
+    /// which two random peer IDs almost never have) the peer ID itself.
+    fn order<'a, C>(&self, peers: &'a [Peer<C>]) -> (Key, u64, &'a PeerId) {
+        (self.key, self.tie, &peers[self.index as usize].id)
+    }
 }
 
 /// Builds the rank of a peer from its live (not closing) connections, with their number.
-fn rank<C>(p: &Peer<C>, emergency: bool) -> (Key, u32) {
+fn rank(hot: &Hot, emergency: bool) -> (Key, u32) {
     let Live {
         connections,
         inbound,
         streams,
-    } = p.live;
+    } = hot.live;
+    let bias = Key::STREAMS_BIAS;
+    let count = if emergency { -streams } else { streams }.clamp(-bias, bias - 1) + bias;
     let key = Key {
-        value: p.value,
-        has_streams: streams > 0,
-        outbound_only: inbound == 0,
-        streams: if emergency { -streams } else { streams },
-        first_seen: Reverse(p.first_seen),
+        value: hot.value as u64 ^ Key::SIGN,
+        streams: if streams > 0 { Key::HAS_STREAMS } else { 0 }
+            | if inbound == 0 { Key::OUTBOUND_ONLY } else { 0 }
+            | count as u64,
+        newest: u64::MAX - hot.first_seen,
     };
     (key, connections)
 }
@@ -72,15 +111,6 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         } else {
             silence_end
         });
-        for v in &victims {
-            if let Some(p) = self.peers.get_mut(&v.peer) {
-                for c in p.connections.iter_mut().filter(|c| !c.closing) {
-                    c.closing = true;
-                    self.closing += 1;
-                }
-                p.live = Live::default();
-            }
-        }
         Trim { kind, victims }
     }
 
@@ -91,31 +121,29 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         if self.connections - self.closing <= low {
             return;
         }
-        let mut scratch = Vec::with_capacity(self.peers.len());
+        let mut scratch = Vec::with_capacity(self.hot.len());
         let mut temp = Vec::new();
         let mut candidates = 0;
-        for (id, p) in &self.peers {
-            if p.protected || self.in_grace(p, now) {
+        let nanos = self.nanos(now);
+        for (index, hot) in self.hot.iter().enumerate() {
+            if hot.protected || self.in_grace(hot, nanos) {
                 continue;
             }
-            if p.is_temp() {
-                temp.push(*id);
+            if hot.temp {
+                temp.push(index);
                 continue;
             }
-            let (key, live) = rank(p, false);
+            let (key, live) = rank(hot, false);
             if live > 0 {
                 candidates += live as usize;
-                scratch.push(Candidate {
-                    key,
-                    peer: id,
-                    connections: live,
-                    protected: false,
-                });
+                scratch.push(Candidate::new(index, key, hot, live));
             }
         }
         if candidates > low {
-            take_lowest(&mut scratch, candidates - low, victims);
-            // Temporary entries rank first in go and are dropped, not closed.
+            self.take_lowest(&mut scratch, candidates - low, false, victims);
+            // Temporary entries rank first in go and are dropped, not closed. Dropping one
+            // moves the last entry into its index, so they go by peer ID.
+            let temp: Vec<PeerId> = temp.iter().map(|&i| self.peers[i].id).collect();
             for id in &temp {
                 self.remove_entry(id, true);
             }
@@ -129,27 +157,22 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         else {
             return;
         };
-        let mut scratch = Vec::with_capacity(self.peers.len());
+        let mut scratch = Vec::with_capacity(self.hot.len());
         for protected in [false, true] {
             if target == 0 {
                 break;
             }
             scratch.clear();
-            for (id, p) in &self.peers {
-                if p.protected != protected {
+            for (index, hot) in self.hot.iter().enumerate() {
+                if hot.protected != protected {
                     continue;
                 }
-                let (key, live) = rank(p, true);
+                let (key, live) = rank(hot, true);
                 if live > 0 {
-                    scratch.push(Candidate {
-                        key,
-                        peer: id,
-                        connections: live,
-                        protected,
-                    });
+                    scratch.push(Candidate::new(index, key, hot, live));
                 }
             }
-            target = take_lowest(&mut scratch, target, victims);
+            target = self.take_lowest(&mut scratch, target, protected, victims);
         }
     }
 
@@ -160,16 +183,17 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
     /// connections are the last to go. Peers the manager does not know come first: nothing
     /// argues for keeping them.
     pub fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId> {
-        type Order = (bool, bool, Option<(i64, Instant)>, Option<Key>, PeerId);
+        type Order = (bool, bool, Option<(i64, u64)>, Option<Key>, PeerId);
+        let now = self.nanos(now);
         let mut ranked: Vec<Order> = peers
             .iter()
-            .filter_map(|id| match self.peers.get(id) {
+            .filter_map(|id| match self.index.get(id).map(|&i| &self.hot[i]) {
                 None => Some((false, false, None, None, *id)),
-                Some(p) if p.protected => None,
-                Some(p) if self.in_grace(p, now) => {
-                    Some((true, true, Some((p.value, p.first_seen)), None, *id))
+                Some(h) if h.protected => None,
+                Some(h) if self.in_grace(h, now) => {
+                    Some((true, true, Some((h.value, h.first_seen)), None, *id))
                 }
-                Some(p) => Some((true, false, None, Some(rank(p, false).0), *id)),
+                Some(h) => Some((true, false, None, Some(rank(h, false).0), *id)),
             })
             .collect();
         ranked.sort_unstable();
@@ -178,46 +202,60 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
 
     /// When the first unprotected connected peer in its grace period at `now` leaves it.
     fn grace_end(&self, now: Instant) -> Option<Instant> {
-        self.peers
+        let now = self.nanos(now);
+        let first = self
+            .hot
             .iter()
-            .filter(|(_, p)| !p.is_temp() && !p.protected && self.in_grace(p, now))
-            .map(|(_, p)| p.first_seen + self.config.grace_period)
-            .min()
+            .filter(|h| !h.temp && !h.protected && self.in_grace(h, now))
+            .map(|h| h.first_seen)
+            .min()?;
+        Some(self.ticks.epoch + Duration::from_nanos(first) + self.config.grace_period)
     }
-}
 
-/// Chooses the lowest-ranked candidates, whole peers, until `target` connections are chosen;
-/// returns what is left of the target.
-fn take_lowest(
-    candidates: &mut [Candidate<'_>],
-    mut target: usize,
-    victims: &mut Vec<Victim>,
-) -> usize {
-    // Each candidate has a connection at least, so `target` of them are enough.
-    let needed = target.min(candidates.len());
-    if needed == 0 {
-        return target;
-    }
-    // Ties (same rank) are broken by peer ID, so that the same state gives the same victims
-    // whatever the map's (randomly seeded) iteration order: a simulation replays exactly.
-    if needed < candidates.len() {
-        candidates.select_nth_unstable_by_key(needed - 1, |c| (c.key, c.peer));
-    }
-    let lowest = &mut candidates[..needed];
-    lowest.sort_unstable_by_key(|c| (c.key, c.peer));
-    for c in lowest.iter() {
-        if target == 0 {
-            break;
+    /// Chooses the lowest-ranked candidates, whole peers, until `target` connections are
+    /// chosen, and marks them chosen; returns what is left of the target. The victims'
+    /// connections are marked closing when next read ([`settle`](super::settle)), so that a
+    /// trim touches only the victims' `Hot`.
+    fn take_lowest(
+        &mut self,
+        candidates: &mut [Candidate],
+        mut target: usize,
+        protected: bool,
+        victims: &mut Vec<Victim>,
+    ) -> usize {
+        // Each candidate has a connection at least, so `target` of them are enough.
+        let needed = target.min(candidates.len());
+        if needed == 0 {
+            return target;
         }
-        target = target.saturating_sub(c.connections as usize);
-        victims.push(Victim {
-            peer: *c.peer,
-            connections: c.connections as usize,
-            value: c.key.value,
-            protected: c.protected,
-        });
+        // Ties (same rank) are broken by peer ID, so that the same state gives the same victims
+        // whatever the order of the peer table: a simulation replays exactly.
+        let peers = &self.peers;
+        if needed < candidates.len() {
+            candidates
+                .select_nth_unstable_by(needed - 1, |a, b| a.order(peers).cmp(&b.order(peers)));
+        }
+        let lowest = &mut candidates[..needed];
+        lowest.sort_unstable_by(|a, b| a.order(peers).cmp(&b.order(peers)));
+        for c in lowest.iter() {
+            if target == 0 {
+                break;
+            }
+            target = target.saturating_sub(c.connections as usize);
+            let index = c.index as usize;
+            victims.push(Victim {
+                peer: self.peers[index].id,
+                connections: c.connections as usize,
+                value: c.key.value(),
+                protected,
+            });
+            let hot = &mut self.hot[index];
+            hot.live = Live::default();
+            hot.chosen = true;
+            self.closing += c.connections as usize;
+        }
+        target
     }
-    target
 }
 
 /// Every peer in trim order, for tests of go's `TestPeerInfoSorting`: temporary entries first
@@ -227,17 +265,68 @@ pub(super) fn ranking<C: Copy + Eq + Hash + fmt::Debug>(
     cm: &ConnManager<C>,
     emergency: bool,
 ) -> Vec<PeerId> {
-    let temp = cm
-        .peers
-        .iter()
-        .filter(|(_, p)| p.is_temp())
-        .map(|(id, _)| *id);
-    let mut connected: Vec<(Key, PeerId)> = cm
-        .peers
-        .iter()
-        .filter(|(_, p)| !p.is_temp())
-        .map(|(id, p)| (rank(p, emergency).0, *id))
+    let entries = || cm.hot.iter().zip(&cm.peers);
+    let temp = entries().filter(|(h, _)| h.temp).map(|(_, p)| p.id);
+    let mut connected: Vec<(Key, PeerId)> = entries()
+        .filter(|(h, _)| !h.temp)
+        .map(|(h, p)| (rank(h, emergency).0, p.id))
         .collect();
     connected.sort_unstable_by_key(|c| c.0);
     temp.chain(connected.into_iter().map(|c| c.1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Reverse;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The ranking as its rules read (go `SortByValueAndStreams`, then the newest peer first),
+    /// unpacked.
+    type Plain = (i64, bool, bool, i64, Reverse<u64>);
+
+    fn plain(hot: &Hot, emergency: bool) -> Plain {
+        let streams = hot.live.streams;
+        (
+            hot.value,
+            streams > 0,
+            hot.live.inbound == 0,
+            if emergency { -streams } else { streams },
+            Reverse(hot.first_seen),
+        )
+    }
+
+    fn hot() -> impl Strategy<Value = (i64, u32, i64, u64)> {
+        (
+            prop_oneof![any::<i64>(), -3i64..3],
+            0u32..3,
+            prop_oneof![0i64..3, 0i64..(1 << 40)],
+            prop_oneof![0u64..3, 0u64..(1 << 50)],
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_packed_key_orders_as_the_rules(
+            a in hot(),
+            b in hot(),
+            emergency in any::<bool>(),
+        ) {
+            let build = |(value, inbound, streams, nanos): (i64, u32, i64, u64)| Hot {
+                first_seen: nanos,
+                value,
+                live: Live { connections: 1, inbound, streams },
+                tie: 0,
+                temp: false,
+                protected: false,
+                chosen: false,
+            };
+            let (a, b) = (build(a), build(b));
+            let (ka, kb) = (rank(&a, emergency).0, rank(&b, emergency).0);
+            prop_assert_eq!(ka.cmp(&kb), plain(&a, emergency).cmp(&plain(&b, emergency)));
+            prop_assert_eq!(ka.value(), a.value);
+        }
+    }
 }
