@@ -118,13 +118,18 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
     /// connections minus the low watermark.
     fn select_normal(&mut self, now: Instant, victims: &mut Vec<Victim>) {
         let low = self.config.low_water;
-        if self.connections - self.closing <= low {
+        let Some(bound) = (self.connections - self.closing).checked_sub(low) else {
             return;
-        }
-        let mut scratch = Vec::with_capacity(self.hot.len());
-        let mut temp = Vec::new();
-        let mut candidates = 0;
+        };
         let nanos = self.nanos(now);
+        let is_candidate = |hot: &Hot| {
+            !hot.protected && !hot.temp && hot.live.connections > 0 && !self.in_grace(hot, nanos)
+        };
+        // Each candidate has a connection at least, so at most `bound` peers are chosen.
+        let cutoff = cutoff(&self.hot, bound, is_candidate);
+        let mut scratch = Vec::new();
+        let mut temp = Vec::new();
+        let (mut candidates, mut peers) = (0, 0);
         for (index, hot) in self.hot.iter().enumerate() {
             if hot.protected || self.in_grace(hot, nanos) {
                 continue;
@@ -136,17 +141,32 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
             let (key, live) = rank(hot, false);
             if live > 0 {
                 candidates += live as usize;
-                scratch.push(Candidate::new(index, key, hot, live));
+                peers += 1;
+                if cutoff.is_none_or(|cutoff| key <= cutoff) {
+                    scratch.push(Candidate::new(index, key, hot, live));
+                }
             }
         }
-        if candidates > low {
-            self.take_lowest(&mut scratch, candidates - low, false, victims);
-            // Temporary entries rank first in go and are dropped, not closed. Dropping one
-            // moves the last entry into its index, so they go by peer ID.
-            let temp: Vec<PeerId> = temp.iter().map(|&i| self.peers[i].id).collect();
-            for id in &temp {
-                self.remove_entry(id, true);
+        if candidates <= low {
+            return;
+        }
+        let target = candidates - low;
+        if scratch.len() < target.min(peers) {
+            // The cutoff kept fewer candidates than the trim may need: rank them all.
+            scratch.clear();
+            for (index, hot) in self.hot.iter().enumerate() {
+                if is_candidate(hot) {
+                    let (key, live) = rank(hot, false);
+                    scratch.push(Candidate::new(index, key, hot, live));
+                }
             }
+        }
+        self.take_lowest(&mut scratch, target, false, victims);
+        // Temporary entries rank first in go and are dropped, not closed. Dropping one moves
+        // the last entry into its index, so they go by peer ID.
+        let temp: Vec<PeerId> = temp.iter().map(|&i| self.peers[i].id).collect();
+        for id in &temp {
+            self.remove_entry(id, true);
         }
     }
 
@@ -258,6 +278,36 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
     }
 }
 
+/// Entries sampled to estimate a trim's cutoff.
+const SAMPLE: usize = 1024;
+
+/// A rank at or below which a normal trim keeps its candidates, so that it orders about as
+/// many as it may choose instead of every one: estimated from every `len / SAMPLE`-th entry, at
+/// the quantile of `bound` chosen peers plus a quarter and 16 samples of margin. `None` (keep
+/// every candidate) for a small table or when the trim may choose most candidates.
+///
+/// Exact whatever the estimate: if at least as many candidates as the trim chooses rank at or
+/// below the cutoff, its victims are the lowest of those, because every candidate left out
+/// ranks above every one kept; if fewer do, the caller ranks them all.
+fn cutoff(hot: &[Hot], bound: usize, is_candidate: impl Fn(&Hot) -> bool) -> Option<Key> {
+    if hot.len() < 4 * SAMPLE {
+        return None;
+    }
+    let stride = hot.len() / SAMPLE;
+    let mut keys: Vec<Key> = hot
+        .iter()
+        .step_by(stride)
+        .filter(|h| is_candidate(h))
+        .map(|h| rank(h, false).0)
+        .collect();
+    // Of the sampled candidates, those standing for `bound` peers, with the margin.
+    let q = (bound / stride).saturating_mul(5) / 4 + 16;
+    if q >= keys.len() / 2 {
+        return None;
+    }
+    Some(*keys.select_nth_unstable(q).1)
+}
+
 /// Every peer in trim order, for tests of go's `TestPeerInfoSorting`: temporary entries first
 /// (a trim drops them before choosing victims), then connected peers by rank.
 #[cfg(test)]
@@ -277,7 +327,7 @@ pub(super) fn ranking<C: Copy + Eq + Hash + fmt::Debug>(
 
 #[cfg(test)]
 mod tests {
-    use std::cmp::Reverse;
+    use std::{cmp::Reverse, time::Duration};
 
     use proptest::prelude::*;
 
@@ -305,6 +355,102 @@ mod tests {
             prop_oneof![0i64..3, 0i64..(1 << 40)],
             prop_oneof![0u64..3, 0u64..(1 << 50)],
         )
+    }
+
+    /// The victims of a normal trim by brute force: every candidate ranked, the lowest taken
+    /// until the target.
+    fn brute_force(cm: &ConnManager<u64>, now: Instant) -> Vec<PeerId> {
+        let nanos = cm.nanos(now);
+        let mut all: Vec<(Key, u64, PeerId, u32)> = cm
+            .hot
+            .iter()
+            .zip(&cm.peers)
+            .filter(|(h, _)| {
+                !h.protected && !h.temp && h.live.connections > 0 && !cm.in_grace(h, nanos)
+            })
+            .map(|(h, p)| (rank(h, false).0, h.tie, p.id, h.live.connections))
+            .collect();
+        all.sort();
+        let total: usize = all.iter().map(|c| c.3 as usize).sum();
+        let mut target = total - cm.config.low_water;
+        let mut victims = Vec::new();
+        for (_, _, peer, live) in all {
+            if target == 0 {
+                break;
+            }
+            target = target.saturating_sub(live as usize);
+            victims.push(peer);
+        }
+        victims
+    }
+
+    /// 20,000 peers, values from `value(i)` for the `i`-th, every seventh with two
+    /// connections, every eleventh protected, every thirteenth in grace: 19,180 candidate
+    /// connections, and a low watermark of 18,000.
+    fn large(value: impl Fn(usize) -> i64) -> (ConnManager<u64>, Instant) {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(120);
+        let config = super::super::Config::new()
+            .with_watermarks(18_000, 23_000)
+            .with_hard_cap(None);
+        let mut cm = ConnManager::new(config, start).unwrap();
+        let addr: multiaddr::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let mut id = 0;
+        for i in 0..20_000 {
+            let peer = PeerId::random();
+            let at = if i % 13 == 0 { now } else { start };
+            for _ in 0..1 + usize::from(i % 7 == 0) {
+                id += 1;
+                cm.connection_established(peer, id, i % 2 == 0, addr.clone(), at);
+            }
+            cm.tag_peer(peer, "app", value(i), at);
+            if i % 11 == 0 {
+                cm.protect(peer, "keep");
+            }
+        }
+        (cm, now)
+    }
+
+    #[test]
+    fn a_trim_with_a_cutoff_chooses_what_ranking_every_candidate_chooses() {
+        // Values in a narrow range, so that ties are many.
+        let (mut cm, now) = large(|i| (i * 7919 % 50) as i64);
+        let nanos = cm.nanos(now);
+        let bound = cm.connections() - cm.config.low_water;
+        let is_candidate = |h: &Hot| !h.protected && !h.temp && !cm.in_grace(h, nanos);
+        assert!(
+            cutoff(&cm.hot, bound, is_candidate).is_some(),
+            "the cutoff applies"
+        );
+        let expected = brute_force(&cm, now);
+        let trim = cm.trim_open_conns(now);
+        let chosen: Vec<PeerId> = trim.victims.iter().map(|v| v.peer).collect();
+        assert_eq!(chosen, expected);
+    }
+
+    #[test]
+    fn a_cutoff_that_keeps_too_few_falls_back_to_every_candidate() {
+        // The sampled entries (every 19th of 20,000) are worth the least, so the estimate
+        // keeps about them alone, fewer than the trim chooses.
+        let (mut cm, now) = large(|i| if i % 19 == 0 { 0 } else { 100 + (i % 3) as i64 });
+        let nanos = cm.nanos(now);
+        let bound = cm.connections() - cm.config.low_water;
+        let is_candidate = |h: &Hot| !h.protected && !h.temp && !cm.in_grace(h, nanos);
+        let cut = cutoff(&cm.hot, bound, is_candidate).expect("the cutoff applies");
+        let kept = cm
+            .hot
+            .iter()
+            .filter(|h| is_candidate(h) && rank(h, false).0 <= cut)
+            .count();
+        let expected = brute_force(&cm, now);
+        assert!(
+            kept < expected.len(),
+            "{kept} kept, {} chosen",
+            expected.len()
+        );
+        let trim = cm.trim_open_conns(now);
+        let chosen: Vec<PeerId> = trim.victims.iter().map(|v| v.peer).collect();
+        assert_eq!(chosen, expected);
     }
 
     proptest! {
