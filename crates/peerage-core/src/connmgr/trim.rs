@@ -4,8 +4,9 @@
 //! A trim walks the dense array of what it reads of each peer (`Hot`, 48 bytes a peer), ranks
 //! candidate peers by a compact key, then chooses the lowest-ranked until the target is met.
 //! Only as many peers as the target can need (each has at least one connection) are ordered: a
-//! linear-time selection (`select_nth_unstable`) isolates them, and only those are sorted.
-//! Candidates name their peer by its index and break ties by a number derived from its peer ID,
+//! linear-time selection (`select_nth_unstable`) isolates them, and only those are sorted. A
+//! normal trim of a large table first estimates, from a sample, a rank above which no victim
+//! lies, and keeps only the candidates below it (see [`cutoff`]). Candidates name their peer by its index and break ties by a number derived from its peer ID,
 //! so selection moves small values and reads no peer ID; a trim allocates its candidate list and
 //! its list of victims. Cost: `O(n + t log t)` for `n` candidates and a target of `t`
 //! connections.
