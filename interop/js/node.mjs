@@ -1,7 +1,7 @@
 // The js-libp2p node every interop script runs: TCP, Noise, Yamux, identify and ping, as a
 // stock js-libp2p 3.x application has them, or QUIC (`quic: true`: @chainsafe/libp2p-quic,
 // which brings its own encryption and muxing). `listen: false` leaves it without a listener,
-// so that the Peerage node cannot dial it back.
+// so that the Peerage node cannot dial it back; `connectionManager` is passed to js-libp2p.
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -9,7 +9,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 
-export async function createNode ({ listen = true, quic = false } = {}) {
+export async function createNode ({ listen = true, quic = false, connectionManager } = {}) {
   const services = { identify: identify(), ping: ping() }
   if (quic) {
     // Loaded only here: its native binary is not needed by the TCP scripts.
@@ -25,6 +25,7 @@ export async function createNode ({ listen = true, quic = false } = {}) {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    connectionManager,
     services
   })
 }

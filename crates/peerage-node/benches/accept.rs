@@ -12,8 +12,12 @@
 //!
 //! ```text
 //! cargo bench -p peerage-node --bench accept -- [--pairs 9] [--dials 1000] [--in-flight 50]
-//!     [--against PATH_TO_ANOTHER_PEERAGE_BINARY] [--only peerage]
+//!     [--against PATH_TO_ANOTHER_PEERAGE_BINARY] [--only peerage] [--js]
 //! ```
+//!
+//! `--js` adds a js-libp2p server (`interop/js/serve.mjs`, Node.js; `npm ci --prefix
+//! interop/js` first), its inbound throttles lifted (5,000 connections, 50 pending, no rate per
+//! host), and prints `peerage run`'s ratios to it.
 //!
 //! `--only peerage` runs `peerage run` alone (no bare swarm, no ratios), to profile it.
 //!
@@ -167,6 +171,13 @@ impl Server {
                     .args(["--admin", "127.0.0.1:0"]);
                 (cmd, Some(dir))
             }
+            Variant::Js => {
+                let js = concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/js");
+                let mut cmd = Command::new("node");
+                cmd.current_dir(js)
+                    .args(["--import", "./polyfill.mjs", "serve.mjs"]);
+                (cmd, None)
+            }
         };
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -249,6 +260,8 @@ fn clock_ticks() -> u64 {
 enum Variant {
     Bare,
     Peerage(String, PathBuf),
+    /// `interop/js/serve.mjs` under Node.js.
+    Js,
 }
 
 impl Variant {
@@ -256,6 +269,7 @@ impl Variant {
         match self {
             Variant::Bare => "bare swarm",
             Variant::Peerage(name, _) => name,
+            Variant::Js => "js-libp2p",
         }
     }
 }
@@ -402,6 +416,9 @@ fn main() {
     if flag("--only").as_deref() == Some("peerage") {
         variants.remove(0);
     }
+    if args.iter().any(|a| a == "--js") {
+        variants.push(Variant::Js);
+    }
     if let Some(path) = flag("--against") {
         variants.push(Variant::Peerage(
             format!("peerage run ({path})"),
@@ -483,24 +500,29 @@ fn main() {
     println!("| ratio, per round | accepted conn/s | server CPU per conn | server RSS per conn |");
     println!("|---|---|---|---|");
     for (i, v) in variants.iter().enumerate().skip(1) {
-        // Each server against the bare swarm; a second peerage build also against the first.
-        let mut against = vec![(0, "bare swarm")];
+        // Each server against the bare swarm; a second peerage build also against the first;
+        // `peerage run` against js-libp2p.
+        let mut against = vec![(i, 0)];
         if i > 1 {
-            against.push((1, "peerage run"));
+            against.push(match v {
+                Variant::Js => (1, i),
+                _ => (i, 1),
+            });
         }
-        for (j, base) in against {
+        for (n, d) in against {
             let ratio = |f: fn(&Run) -> f64| {
                 median_min_max(
-                    results[i]
+                    results[n]
                         .iter()
-                        .zip(&results[j])
+                        .zip(&results[d])
                         .map(|(a, b)| f(a) / f(b))
                         .collect(),
                 )
             };
             println!(
-                "| {} / {base} | {}x | {}x | {}x |",
-                v.name(),
+                "| {} / {} | {}x | {}x | {}x |",
+                variants[n].name(),
+                variants[d].name(),
                 fmt(ratio(|r| r.accepts_per_s), 2),
                 fmt(ratio(|r| r.cpu_us_per_conn), 2),
                 fmt(ratio(|r| r.rss_kb_per_conn), 2),
