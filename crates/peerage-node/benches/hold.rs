@@ -1,0 +1,382 @@
+//! Holding 10,000 connections: `peerage run` side by side with a bare rust-libp2p swarm (TCP,
+//! Noise, Yamux, identify and ping only), in one run, alternating.
+//!
+//! Each server runs in its own process on 127.0.0.1. This process dials it from `--connections`
+//! bare client swarms (identify and ping, each with its own peer ID), `--in-flight` at a time,
+//! on one tokio worker thread, each client bound to one of `--sources` loopback source addresses
+//! (127.0.1.1, 127.0.1.2, ...; a stock libp2p-tcp transport binds no source address, so the
+//! clients dial through a small transport of their own). A connection counts once the client
+//! has received the server's identify. With every connection held, the bench waits `--idle`
+//! seconds (both sides ping every 15 s, rust-libp2p's default) and reports, per server:
+//!
+//! - the server's idle CPU over that window (user + system, from `/proc`), in % of one core;
+//! - its RSS per connection at the end of the window, minus its RSS before the first dial;
+//! - for `peerage run`, the median of 100 `GET /network/stat` at 100 connections and at the
+//!   full count, and of 20 `GET /metrics` at the full count, one request after the other.
+//!
+//! ```text
+//! cargo bench -p peerage-node --bench hold -- [--pairs 3] [--connections 10000]
+//!     [--sources 200] [--in-flight 50] [--idle 60] [--only peerage]
+//!     [--against PATH_TO_ANOTHER_PEERAGE_BINARY]
+//! ```
+//!
+//! `--only peerage` runs `peerage run` alone (no bare swarm, no ratios), to profile it.
+//!
+//! `peerage run` gets `--connections` equal to the held count (bounds N/2, N and 3N/2, so the
+//! maintenance neither dials nor closes, and the connection manager's high water 3N/2 is never
+//! crossed) and unlimited resource limits; its other settings are its defaults. Both the server
+//! and this process need `ulimit -n` above the held count (this machine's is 20,000).
+//! Figures: `crates/peerage-core/benches/README.md`.
+
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+mod common;
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use common::{
+    Bare, BareEvent, Files, Server, Variant, bare_behaviour, median_min_max, serve_bare, time_get,
+};
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use libp2p::{
+    Multiaddr, Swarm, Transport,
+    core::{
+        transport::{DialOpts, ListenerId, TransportError, TransportEvent},
+        upgrade,
+    },
+    identify,
+    multiaddr::Protocol,
+    noise,
+    swarm::SwarmEvent,
+    tcp, yamux,
+};
+
+/// TCP that dials from one source address and listens nowhere.
+struct FromSource(IpAddr);
+
+impl Transport for FromSource {
+    type Output = tcp::tokio::TcpStream;
+    type Error = io::Error;
+    type ListenerUpgrade = futures::future::Pending<io::Result<Self::Output>>;
+    type Dial = BoxFuture<'static, io::Result<Self::Output>>;
+
+    fn listen_on(
+        &mut self,
+        _: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<io::Error>> {
+        Err(TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn remove_listener(&mut self, _: ListenerId) -> bool {
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _: DialOpts,
+    ) -> Result<Self::Dial, TransportError<io::Error>> {
+        let mut parts = addr.iter();
+        let to = match (parts.next(), parts.next()) {
+            (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
+            _ => return Err(TransportError::MultiaddrNotSupported(addr)),
+        };
+        let from = SocketAddr::new(self.0, 0);
+        Ok(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(from)?;
+            socket.set_nodelay(true)?;
+            Ok(tcp::tokio::TcpStream(socket.connect(to).await?))
+        }
+        .boxed())
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
+        Poll::Pending
+    }
+}
+
+/// The `i`-th loopback source address: 127.0.1.1, 127.0.1.2, ... 127.0.1.250, 127.0.2.1, ...
+fn source(i: usize) -> IpAddr {
+    let (hi, lo) = (i / 250, i % 250);
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        u8::try_from(1 + hi).expect("at most 63,750 sources"),
+        u8::try_from(1 + lo).expect("below 251"),
+    ))
+}
+
+/// A bare client swarm dialing from `from`, with its own identity.
+fn client(from: IpAddr) -> Swarm<Bare> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            FromSource(from)
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key).unwrap())
+                .multiplex(yamux::Config::default())
+        })
+        .unwrap()
+        .with_behaviour(bare_behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build()
+}
+
+struct Admin {
+    /// Median `GET /network/stat` at 100 connections, in ms.
+    stat_100: f64,
+    /// Median `GET /network/stat` with every connection held.
+    stat: f64,
+    /// Median `GET /metrics` with every connection held.
+    metrics: f64,
+}
+
+struct Hold {
+    /// Connections that completed identify.
+    held: usize,
+    /// Of those, closed before the end of the idle window.
+    dropped: usize,
+    rss_kb_per_conn: f64,
+    /// Server CPU over the idle window, in % of one core.
+    idle_cpu_pct: f64,
+    admin: Option<Admin>,
+}
+
+/// Holds `n` connections to `server` from `sources` source addresses and measures.
+fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Duration) -> Hold {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut swarms = (0..n)
+            .map(|i| client(source(i % sources)))
+            .collect::<Vec<_>>();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss0 = server.rss();
+        let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::with_capacity(n);
+        let mut failed = 0;
+        let admin = server.admin.clone();
+        let get = |path: &'static str, times: usize| {
+            let admin = admin.clone();
+            async move {
+                match admin {
+                    Some(a) => Some(
+                        tokio::task::spawn_blocking(move || time_get(&a, path, times))
+                            .await
+                            .unwrap(),
+                    ),
+                    None => None,
+                }
+            }
+        };
+        let mut stat_100 = None;
+        // Dial the first 100, time `/network/stat` there, then dial the rest.
+        for batch in [n.min(100), n.saturating_sub(100)] {
+            for mut swarm in swarms.drain(..batch) {
+                let permit = permits.clone().acquire_owned().await.unwrap();
+                let (tx, addr, dropped) = (tx.clone(), server.addr.clone(), dropped.clone());
+                tasks.push(tokio::spawn(async move {
+                    swarm.dial(addr).unwrap();
+                    let mut permit = Some(permit);
+                    loop {
+                        let ok = match swarm.select_next_some().await {
+                            SwarmEvent::Behaviour(BareEvent::Identify(
+                                identify::Event::Received { .. },
+                            )) => true,
+                            SwarmEvent::OutgoingConnectionError { .. } => false,
+                            SwarmEvent::ConnectionClosed { .. } => {
+                                if permit.is_none() {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                false
+                            }
+                            _ => continue,
+                        };
+                        if permit.take().is_some() {
+                            let _ = tx.send(ok);
+                        }
+                    }
+                }));
+            }
+            for _ in 0..batch {
+                failed += usize::from(!rx.recv().await.unwrap());
+            }
+            if stat_100.is_none() {
+                stat_100 = get("/network/stat", 100).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu0 = server.cpu();
+        tokio::time::sleep(idle).await;
+        let cpu = server.cpu() - cpu0;
+        let rss = server.rss().saturating_sub(rss0);
+        let admin = match (stat_100, get("/network/stat", 100).await) {
+            (Some(stat_100), Some(stat)) => Some(Admin {
+                stat_100,
+                stat,
+                metrics: get("/metrics", 20)
+                    .await
+                    .expect("the admin API answered above"),
+            }),
+            _ => None,
+        };
+        for t in tasks {
+            t.abort();
+        }
+        let held = n - failed;
+        Hold {
+            held,
+            dropped: dropped.load(Ordering::Relaxed),
+            rss_kb_per_conn: rss as f64 / 1024.0 / held.max(1) as f64,
+            idle_cpu_pct: cpu.as_secs_f64() * 100.0 / idle.as_secs_f64(),
+            admin,
+        }
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve-bare") {
+        return serve_bare();
+    }
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let num = |name: &str, default: usize| flag(name).map_or(default, |v| v.parse().unwrap());
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a small run
+    // that checks the harness works.
+    let quick = !args.iter().any(|a| a == "--bench");
+    let (pairs, n, sources, in_flight, idle) = if quick {
+        (1, 200, 20, 50, 2)
+    } else {
+        (
+            num("--pairs", 3),
+            num("--connections", 10_000),
+            num("--sources", 200),
+            num("--in-flight", 50),
+            num("--idle", 60),
+        )
+    };
+    let idle = Duration::from_secs(idle as u64);
+    let mut variants = vec![
+        Variant::Bare,
+        Variant::Peerage(
+            "peerage run".into(),
+            PathBuf::from(env!("CARGO_BIN_EXE_peerage")),
+        ),
+    ];
+    if flag("--only").as_deref() == Some("peerage") {
+        variants.remove(0);
+    }
+    if let Some(path) = flag("--against") {
+        variants.push(Variant::Peerage(
+            format!("peerage run ({path})"),
+            path.into(),
+        ));
+    }
+    let files = Files::new(n);
+
+    eprintln!(
+        "{pairs} rounds: {n} connections from {sources} source addresses, {in_flight} dials in \
+         flight, {} s idle, servers alternating",
+        idle.as_secs()
+    );
+    let mut results: Vec<Vec<Hold>> = variants.iter().map(|_| Vec::new()).collect();
+    for round in 0..pairs {
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        order.rotate_left(round % variants.len());
+        for i in order {
+            let server = Server::start(&variants[i], &files);
+            let h = hold(&server, n, sources, in_flight, idle);
+            eprintln!(
+                "round {round} {:<28} {:>6} held ({} dropped) {:>5.1} KB/conn {:>5.2} % idle CPU{}",
+                variants[i].name(),
+                h.held,
+                h.dropped,
+                h.rss_kb_per_conn,
+                h.idle_cpu_pct,
+                h.admin.as_ref().map_or(String::new(), |a| format!(
+                    ", /network/stat {:.2} ms at 100, {:.2} ms at {n}, /metrics {:.2} ms",
+                    a.stat_100, a.stat, a.metrics
+                )),
+            );
+            results[i].push(h);
+        }
+    }
+
+    let fmt = |(m, lo, hi): (f64, f64, f64), digits: usize| {
+        format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+    };
+    let of = |runs: &[Hold], f: &dyn Fn(&Hold) -> Option<f64>| {
+        let v: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median_min_max(v))
+    };
+    println!(
+        "| server | held | RSS KB/conn | idle CPU, % of a core | `/network/stat` ms at 100 | \
+         at {n} | `/metrics` ms at {n} |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (v, runs) in variants.iter().zip(&results) {
+        let admin = |f: fn(&Admin) -> f64| {
+            of(runs, &|h| h.admin.as_ref().map(f)).map_or("–".into(), |m| fmt(m, 2))
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            v.name(),
+            runs.iter().map(|h| h.held - h.dropped).min().unwrap_or(0),
+            fmt(of(runs, &|h| Some(h.rss_kb_per_conn)).unwrap(), 1),
+            fmt(of(runs, &|h| Some(h.idle_cpu_pct)).unwrap(), 2),
+            admin(|a| a.stat_100),
+            admin(|a| a.stat),
+            admin(|a| a.metrics),
+        );
+    }
+    println!();
+    if matches!(variants[0], Variant::Peerage(..)) {
+        return;
+    }
+    println!("| ratio, per round | RSS per conn | idle CPU |");
+    println!("|---|---|---|");
+    for (i, v) in variants.iter().enumerate().skip(1) {
+        let ratio = |f: fn(&Hold) -> f64| {
+            median_min_max(
+                results[i]
+                    .iter()
+                    .zip(&results[0])
+                    .map(|(a, b)| f(a) / f(b))
+                    .collect(),
+            )
+        };
+        println!(
+            "| {} / bare swarm | {}x | {}x |",
+            v.name(),
+            fmt(ratio(|h| h.rss_kb_per_conn), 2),
+            fmt(ratio(|h| h.idle_cpu_pct), 2),
+        );
+    }
+}
