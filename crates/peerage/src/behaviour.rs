@@ -314,6 +314,12 @@ impl Behaviour {
             .map(|(id, c)| ConnectionView::new(*id, c))
     }
 
+    /// How many connections are established: `(inbound, outbound)`, nacked ones counted
+    /// inbound; kept as they come and go, not counted by a walk.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        self.machine.connection_counts()
+    }
+
     /// Whether the maintenance is in a dialing round (dialing, or waiting for points).
     pub fn is_maintaining(&self) -> bool {
         self.machine.maintenance().is_dialing()

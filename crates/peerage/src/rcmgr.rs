@@ -66,8 +66,8 @@ use libp2p::{
 #[cfg(feature = "metrics")]
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, gauge::ConstGauge, histogram::Histogram},
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{MetricType, gauge::ConstGauge},
     registry::Registry,
 };
 
@@ -533,10 +533,6 @@ pub fn register_metrics(rcmgr: &ResourceManager, registry: &mut Registry) {
 #[derive(Debug)]
 struct Metrics(ResourceManager);
 
-/// Reads one value of a peer scope, for a histogram.
-#[cfg(feature = "metrics")]
-type PeerValue = fn(&ScopeSnapshot) -> u64;
-
 #[cfg(feature = "metrics")]
 fn gauge_family(
     encoder: &mut DescriptorEncoder<'_>,
@@ -559,7 +555,7 @@ fn clamp(v: u64) -> i64 {
 #[cfg(feature = "metrics")]
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let st = self.0.stat();
+        let st = self.0.summary();
         let fixed = [("system", &st.system), ("transient", &st.transient)];
         let l = |pairs: &[(&'static str, &str)]| {
             pairs
@@ -679,49 +675,35 @@ impl Collector for Metrics {
             &limits,
         )?;
 
-        // Current per-peer distributions (go exports these as two histograms to subtract).
-        let count_buckets = [
-            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 16.0, 32.0, 64.0, 128.0, 256.0,
-        ];
-        let memory_buckets = [
-            1024.0,
-            4096.0,
-            32768.0,
-            1048576.0,
-            33554432.0,
-            268435456.0,
-            536870912.0,
-            1073741824.0,
-            2147483648.0,
-            4294967296.0,
-        ];
-        let peers: Vec<&ScopeSnapshot> = st.peers.values().collect();
-        let histograms: [(&str, &str, &[f64], PeerValue); 3] = [
+        // The live peer scopes by usage, kept by the manager as they change (go exports these
+        // as two histograms to subtract).
+        let histograms: [(&str, &str, &Distribution); 3] = [
             (
                 "libp2p_rcmgr_peer_connections",
                 "Connections per connected peer.",
-                &count_buckets,
-                |s| s.usage.conns(),
+                &st.peers.connections,
             ),
             (
                 "libp2p_rcmgr_peer_streams",
                 "Streams per connected peer.",
-                &count_buckets,
-                |s| s.usage.streams(),
+                &st.peers.streams,
             ),
             (
                 "libp2p_rcmgr_peer_memory",
                 "Memory reserved per connected peer, in bytes.",
-                &memory_buckets,
-                |s| s.usage.memory,
+                &st.peers.memory,
             ),
         ];
-        for (name, help, buckets, value) in histograms {
-            let h = Histogram::new(buckets.iter().copied());
-            for p in &peers {
-                h.observe(value(p) as f64);
-            }
-            h.encode(encoder.encode_descriptor(name, help, None, MetricType::Histogram)?)?;
+        for (name, help, d) in histograms {
+            // The text encoder writes an infinite bound as `le="+Inf"`, which a histogram
+            // must end with (prometheus-client's own `Histogram` ends at `f64::MAX` instead).
+            let buckets: Vec<(f64, u64)> = d
+                .buckets()
+                .map(|(bound, n)| (bound.map_or(f64::INFINITY, |b| b as f64), n))
+                .collect();
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Histogram)?
+                .encode_histogram::<NoLabelSet>(d.sum() as f64, d.count(), &buckets, None)?;
         }
         Ok(())
     }

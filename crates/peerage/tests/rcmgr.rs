@@ -319,6 +319,19 @@ async fn a_protocol_peer_limit_resets_the_stream_past_it_and_nothing_else() {
         ),
         "{text}"
     );
+    // The per-peer histograms, kept as the scopes change, agree with a walk of the peers.
+    let peers = hub_rm.stat().peers;
+    let conns: u64 = peers.values().map(|p| p.usage.conns()).sum();
+    for line in [
+        format!("libp2p_rcmgr_peer_connections_count {}", peers.len()),
+        format!("libp2p_rcmgr_peer_connections_sum {conns}.0"),
+        format!(
+            r#"libp2p_rcmgr_peer_connections_bucket{{le="+Inf"}} {}"#,
+            peers.len()
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} in {text}");
+    }
     assert!(hub.is_connected(&a_id), "the connection survives");
 
     // Both held streams still work: their answers arrive; and a new ping stream passes once

@@ -185,11 +185,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 out.groups.insert(group);
             }
         };
-        for c in self
-            .connections
-            .values()
-            .filter(|c| !c.inbound && !c.nacked)
-        {
+        for (_, c) in self.outbound_connections().filter(|(_, c)| !c.nacked) {
             let Some(point) = c.point.as_ref().filter(|p| !trusted(p)) else {
                 continue;
             };

@@ -94,7 +94,7 @@ mod io;
 pub mod pex;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     fmt,
     time::{Duration, Instant},
 };
@@ -230,6 +230,9 @@ pub struct Machine<C> {
     records: Box<dyn Records>,
     rng: StdRng,
     connections: BTreeMap<C, Connection>,
+    /// The IDs of the outbound ones among `connections`, so that what looks at the outbound
+    /// connections walks those alone (a node may hold thousands of inbound ones).
+    outbound: BTreeSet<C>,
     links: BTreeMap<PeerId, Link>,
     /// Dials in flight, by connection ID.
     dials: HashMap<C, Multiaddr>,
@@ -318,6 +321,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             records,
             rng,
             connections: BTreeMap::new(),
+            outbound: BTreeSet::new(),
             links: BTreeMap::new(),
             dials: HashMap::new(),
             accepted: HashMap::new(),
@@ -371,6 +375,20 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// The established connections.
     pub fn connections(&self) -> impl Iterator<Item = (&C, &Connection)> {
         self.connections.iter()
+    }
+
+    /// The established outbound connections (the node dialed them), nacked ones aside.
+    pub fn outbound_connections(&self) -> impl Iterator<Item = (&C, &Connection)> {
+        self.outbound
+            .iter()
+            .filter_map(|id| self.connections.get_key_value(id))
+    }
+
+    /// How many connections are established: `(inbound, outbound)`, nacked ones counted
+    /// inbound, without walking them.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        let outbound = self.outbound.len();
+        (self.connections.len() - outbound, outbound)
     }
 
     /// The latest time the machine was given.
@@ -914,6 +932,9 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                 self.ask_or_queue(peer, true, now);
             }
         }
+        if !inbound {
+            self.outbound.insert(id);
+        }
         self.connections.insert(
             id,
             Connection {
@@ -976,6 +997,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         let Some(conn) = self.connections.remove(&id) else {
             return;
         };
+        self.outbound.remove(&id);
         // Ours if we asked first, whoever's close arrived first.
         let reason = conn.closing.unwrap_or(if by_remote {
             CloseReason::Remote

@@ -434,6 +434,52 @@ fn a_nacked_peer_in_need_is_admitted_while_under_max() {
 }
 
 #[test]
+fn the_outbound_connections_and_the_counts_follow_the_connections_without_a_walk() {
+    let now = Instant::now();
+    // 1/1/4: an inbound connection beyond 4 is nacked.
+    let bounds = crate::maintenance::Bounds::new(1, 1, 4).unwrap();
+    let mut m = machine(
+        Config::new()
+            .with_bounds(bounds)
+            .with_maintenance_enabled(false),
+        now,
+    );
+    let check = |m: &Machine<u64>| {
+        let walked: Vec<u64> = m
+            .connections()
+            .filter(|(_, c)| !c.inbound)
+            .map(|(id, _)| *id)
+            .collect();
+        let indexed: Vec<u64> = m.outbound_connections().map(|(id, _)| *id).collect();
+        assert_eq!(indexed, walked);
+        let total = m.connections().count();
+        assert_eq!(m.connection_counts(), (total - walked.len(), walked.len()));
+    };
+    for i in 1..=6u8 {
+        establish(&mut m, u64::from(i), i, i % 2 == 0, now);
+        check(&m);
+    }
+    assert_eq!(
+        m.connection_counts(),
+        (3, 3),
+        "1, 3 and 5 dialed; 2, 4 and 6 inbound"
+    );
+    for (id, i) in [(3, 3u8), (2, 2), (5, 5), (1, 1)] {
+        m.handle(
+            now,
+            Input::ConnectionClosed {
+                id,
+                peer: peer(i),
+                by_remote: true,
+                remaining: 0,
+            },
+        );
+        check(&m);
+    }
+    assert_eq!(m.connection_counts(), (2, 0));
+}
+
+#[test]
 fn an_answer_over_the_limit_greylists_its_sender_before_closing() {
     let now = Instant::now();
     let mut m = machine(Config::new().with_maintenance_enabled(false), now);

@@ -52,6 +52,7 @@
 mod allowlist;
 mod connections;
 mod counts;
+mod distribution;
 mod guard;
 pub mod handshakes;
 mod ip;
@@ -79,6 +80,9 @@ use multiaddr::Multiaddr;
 pub use self::allowlist::AllowlistError;
 pub use self::connections::{Connections, uses_fd};
 pub use self::counts::{CounterId, StreamCounter};
+pub use self::distribution::{
+    Distribution, PEER_COUNT_BUCKETS, PEER_MEMORY_BUCKETS, PeerDistributions,
+};
 pub use self::guard::{ConnectionScope, Reservation, ResourceScope, ScopeView, Span, StreamScope};
 pub use self::ip::{IpLimits, PrefixLimit, SubnetLimit};
 pub use self::json::LimitsError;
@@ -793,38 +797,14 @@ impl ResourceManager {
     }
 
     /// A snapshot of every long-lived scope's usage and limits, with the blocked counts. One
-    /// lock, so the numbers add up.
+    /// lock, so the numbers add up. It names every peer scope: for metrics, [`summary`]
+    /// reads the same without walking them.
+    ///
+    /// [`summary`]: Self::summary
     pub fn stat(&self) -> Stat {
         let s = self.lock();
         let a = &s.acct;
-        let snap = |id: ScopeId| {
-            let sc = a.scope(id).expect("live scope");
-            ScopeSnapshot {
-                usage: sc.stat,
-                limit: sc.limit,
-            }
-        };
-        let mut blocked: Vec<BlockedCount> = a
-            .blocked
-            .iter()
-            .map(
-                |((scope, direction, resource, protocol), &count)| BlockedCount {
-                    scope,
-                    direction: *direction,
-                    resource: *resource,
-                    protocol: protocol.clone(),
-                    count,
-                },
-            )
-            .collect();
-        blocked.sort_by(|a, b| {
-            (a.scope, a.direction, a.resource, &a.protocol).cmp(&(
-                b.scope,
-                b.direction,
-                b.resource,
-                &b.protocol,
-            ))
-        });
+        let snap = |id: ScopeId| snapshot(a, id);
         Stat {
             system: snap(a.system),
             transient: snap(a.transient),
@@ -845,7 +825,7 @@ impl ResourceManager {
                 .iter()
                 .map(|(k, &id)| (k.to_base58(), snap(id)))
                 .collect(),
-            blocked,
+            blocked: blocked_counts(a),
             allowlist_entries: s.allowlist.len(),
             ip_networks: s.ip.tracked(),
             rate_buckets: s.rate.tracked(),
@@ -853,10 +833,66 @@ impl ResourceManager {
         }
     }
 
+    /// What the metrics read at each scrape, in one lock and without walking the peer scopes:
+    /// the system, transient and protocol scopes, the blocked counts, and the peer scopes by
+    /// usage ([`PeerDistributions`], kept as their usage changes). Its cost grows with the
+    /// protocols and the kinds of refusal, not with the peers or the connections.
+    pub fn summary(&self) -> Summary {
+        let s = self.lock();
+        let a = &s.acct;
+        Summary {
+            system: snapshot(a, a.system),
+            transient: snapshot(a, a.transient),
+            protocols: a
+                .protocols
+                .iter()
+                .map(|(k, &id)| (k.clone(), snapshot(a, id)))
+                .collect(),
+            blocked: blocked_counts(a),
+            unattributed_streams: s.unattributed_streams,
+            peers: a.peer_distributions.clone(),
+        }
+    }
+
     #[cfg(test)]
     fn with_acct<R>(&self, f: impl FnOnce(&mut Accountant) -> R) -> R {
         f(&mut self.lock().acct)
     }
+}
+
+/// Scope `id`'s usage and limits; it must be live.
+fn snapshot(a: &Accountant, id: ScopeId) -> ScopeSnapshot {
+    let sc = a.scope(id).expect("live scope");
+    ScopeSnapshot {
+        usage: sc.stat,
+        limit: sc.limit,
+    }
+}
+
+/// The refusals so far, in order of scope, direction, resource and protocol.
+fn blocked_counts(a: &Accountant) -> Vec<BlockedCount> {
+    let mut blocked: Vec<BlockedCount> = a
+        .blocked
+        .iter()
+        .map(
+            |((scope, direction, resource, protocol), &count)| BlockedCount {
+                scope,
+                direction: *direction,
+                resource: *resource,
+                protocol: protocol.clone(),
+                count,
+            },
+        )
+        .collect();
+    blocked.sort_by(|a, b| {
+        (a.scope, a.direction, a.resource, &a.protocol).cmp(&(
+            b.scope,
+            b.direction,
+            b.resource,
+            &b.protocol,
+        ))
+    });
+    blocked
 }
 
 /// Usage and limits of one scope.
@@ -887,7 +923,24 @@ pub struct BlockedCount {
     pub count: u64,
 }
 
-/// A snapshot of the manager (go `ResourceManagerStat`), for the admin API and metrics.
+/// What [`ResourceManager::summary`] reads for the metrics: no peer is named.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// The system scope.
+    pub system: ScopeSnapshot,
+    /// The transient scope.
+    pub transient: ScopeSnapshot,
+    /// Live protocol scopes by protocol.
+    pub protocols: BTreeMap<String, ScopeSnapshot>,
+    /// Refusals so far.
+    pub blocked: Vec<BlockedCount>,
+    /// As [`Stat::unattributed_streams`].
+    pub unattributed_streams: u64,
+    /// The live peer scopes by connections, streams and memory.
+    pub peers: PeerDistributions,
+}
+
+/// A snapshot of the manager (go `ResourceManagerStat`), for the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stat {
     /// The system scope.

@@ -11,6 +11,7 @@ use std::fmt;
 use foldhash::{HashMap, HashMapExt};
 use libp2p_identity::PeerId;
 
+use super::distribution::PeerDistributions;
 use super::limit::{BaseLimit, LimitConfig};
 use super::{Direction, Error, LimitExceeded, Priority, Resource};
 
@@ -275,6 +276,9 @@ pub(crate) struct Accountant {
     /// The protocol a stream is being attached to, named in the blocked counts of a refusal.
     pub(crate) attaching: Option<String>,
     chain: Vec<ScopeId>,
+    /// The live peer scopes by usage, kept as their usage changes (all of it goes through
+    /// [`Accountant::change`], their creation and their collection).
+    pub(crate) peer_distributions: PeerDistributions,
 }
 
 impl Accountant {
@@ -298,6 +302,7 @@ impl Accountant {
             blocked: HashMap::new(),
             attaching: None,
             chain: Vec::new(),
+            peer_distributions: PeerDistributions::default(),
         };
         a.system = a.create(Kind::System, vec![], None);
         a.transient = a.create(Kind::Transient, vec![a.system], None);
@@ -379,6 +384,9 @@ impl Accountant {
         self.next_id += 1;
         for &e in edges.iter().chain(owner.iter()) {
             self.incref(e);
+        }
+        if matches!(kind, Kind::Peer(_)) {
+            self.peer_distributions.add(&ScopeStat::default());
         }
         self.scopes.insert(
             id,
@@ -468,8 +476,8 @@ impl Accountant {
         self.fill_chain(id, &mut chain);
         let result = self.check_all(id, &chain, d, prio, dir);
         if result.is_ok() {
-            for s in &chain {
-                self.scopes.get_mut(s).unwrap().stat.add(d);
+            for &s in &chain {
+                self.change(s, |st| st.add(d));
             }
         }
         self.chain = chain;
@@ -562,10 +570,8 @@ impl Accountant {
     }
 
     fn release_one(&mut self, id: ScopeId, d: &ScopeStat) {
-        let clamped = match self.scopes.get_mut(&id).filter(|s| !s.done) {
-            Some(s) => s.stat.sub(d),
-            None => false,
-        };
+        let open = self.scopes.get(&id).is_some_and(|s| !s.done);
+        let clamped = open && self.change(id, |st| st.sub(d)).unwrap_or(false);
         if clamped {
             let scope = self.name(id);
             tracing::warn!(target: "rcmgr", %scope, "BUG: released more than reserved; clamped at zero");
@@ -595,7 +601,7 @@ impl Accountant {
         self.check_all(id, &gained, &stat, Priority::ALWAYS, dir)?;
         for &e in &gained {
             self.incref(e);
-            self.scopes.get_mut(&e).unwrap().stat.add(&stat);
+            self.change(e, |st| st.add(&stat));
         }
         self.scopes.get_mut(&id).unwrap().edges = new_edges;
         for e in lost {
@@ -621,13 +627,26 @@ impl Accountant {
                 }
             }
         }
+        self.change(id, |st| *st = ScopeStat::default());
         let s = self.scopes.get_mut(&id).unwrap();
         s.done = true;
-        s.stat = ScopeStat::default();
         for e in edges.into_iter().chain(owner) {
             self.decref(e);
         }
         self.collect_if_unused(id);
+    }
+
+    /// Changes scope `id`'s usage with `f`, keeping the peer distributions in step; `None`
+    /// if there is no such scope.
+    fn change<R>(&mut self, id: ScopeId, f: impl FnOnce(&mut ScopeStat) -> R) -> Option<R> {
+        let s = self.scopes.get_mut(&id)?;
+        if !matches!(s.kind, Kind::Peer(_)) {
+            return Some(f(&mut s.stat));
+        }
+        let before = s.stat;
+        let r = f(&mut s.stat);
+        self.peer_distributions.moved(&before, &s.stat);
+        Some(r)
     }
 
     pub(crate) fn incref(&mut self, id: ScopeId) {
@@ -667,6 +686,7 @@ impl Accountant {
         match s.kind {
             Kind::Peer(p) => {
                 self.peers.remove(&p);
+                self.peer_distributions.remove(&s.stat);
             }
             Kind::Protocol(p) => {
                 self.protocols.remove(&p);

@@ -1706,3 +1706,144 @@ fn default_service_limits_are_gos() {
     assert_eq!(l.service(IDENTIFY_SERVICE).streams, 128 + 128);
     assert_eq!(l.service_peer(IDENTIFY_SERVICE).streams, 32);
 }
+
+/// What a walk of every peer scope finds, as the metrics computed it before the distributions
+/// were kept.
+fn walked_distributions(rm: &ResourceManager) -> PeerDistributions {
+    let mut d = PeerDistributions::default();
+    for snap in rm.stat().peers.values() {
+        d.add(&snap.usage);
+    }
+    d
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// An inbound or outbound connection, attached to peer `n` unless `None`.
+    Connect(Option<u8>, bool),
+    /// A stream with peer `n`.
+    Stream(u8, bool),
+    /// Memory on the `i`-th open connection (modulo), in bytes.
+    ConnMemory(usize, u64),
+    /// Memory on the `i`-th open stream.
+    StreamMemory(usize, u64),
+    /// Closes the `i`-th connection, stream or reservation.
+    CloseConn(usize),
+    CloseStream(usize),
+    Release(usize),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    // Amounts on both sides of go's bucket bounds (1 KiB, 4 KiB, 32 KiB, 1 MiB, ...).
+    let bytes = prop_oneof![
+        Just(0u64),
+        Just(1024),
+        Just(1025),
+        Just(4096),
+        Just(40_000),
+        Just(2 << 20),
+        1u64..(64 << 20)
+    ];
+    prop_oneof![
+        (proptest::option::of(0u8..4), any::<bool>()).prop_map(|(p, i)| Op::Connect(p, i)),
+        (0u8..4, any::<bool>()).prop_map(|(p, i)| Op::Stream(p, i)),
+        (any::<usize>(), bytes.clone()).prop_map(|(i, b)| Op::ConnMemory(i, b)),
+        (any::<usize>(), bytes).prop_map(|(i, b)| Op::StreamMemory(i, b)),
+        any::<usize>().prop_map(Op::CloseConn),
+        any::<usize>().prop_map(Op::CloseStream),
+        any::<usize>().prop_map(Op::Release),
+    ]
+}
+
+proptest::proptest! {
+    /// The peer distributions kept as scopes change equal a walk of every peer scope after
+    /// every step: connections and streams opened, attached, given memory and closed, peer
+    /// scopes created and collected.
+    #[test]
+    fn the_peer_distributions_kept_equal_a_walk_of_the_peers(
+        ops in proptest::collection::vec(op(), 1..80)
+    ) {
+        let rm = manager(LimitConfig::unlimited());
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        let now = Instant::now();
+        let addr = ma("/ip4/1.2.3.4/tcp/4001");
+        let (mut conns, mut streams, mut held) = (Vec::new(), Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                Op::Connect(peer, inbound) => {
+                    let dir = if inbound { Direction::Inbound } else { Direction::Outbound };
+                    let mut c = rm.open_connection(dir, true, &addr, now).unwrap();
+                    if let Some(p) = peer {
+                        c.set_peer(peers[usize::from(p)]).unwrap();
+                    }
+                    conns.push(c);
+                }
+                Op::Stream(p, inbound) => {
+                    let dir = if inbound { Direction::Inbound } else { Direction::Outbound };
+                    streams.push(rm.open_stream(peers[usize::from(p)], dir).unwrap());
+                }
+                Op::ConnMemory(i, bytes) if !conns.is_empty() => {
+                    let c = &conns[i % conns.len()];
+                    held.push(c.reserve_memory(bytes, Priority::ALWAYS).unwrap());
+                }
+                Op::StreamMemory(i, bytes) if !streams.is_empty() => {
+                    let s = &streams[i % streams.len()];
+                    held.push(s.reserve_memory(bytes, Priority::ALWAYS).unwrap());
+                }
+                Op::CloseConn(i) if !conns.is_empty() => {
+                    let n = conns.len();
+                    drop(conns.swap_remove(i % n));
+                }
+                Op::CloseStream(i) if !streams.is_empty() => {
+                    let n = streams.len();
+                    drop(streams.swap_remove(i % n));
+                }
+                Op::Release(i) if !held.is_empty() => {
+                    let n = held.len();
+                    drop(held.swap_remove(i % n));
+                }
+                _ => {}
+            }
+            let kept = rm.summary().peers;
+            proptest::prop_assert_eq!(&kept, &walked_distributions(&rm));
+        }
+        // Everything closed: no peer scope is left, and none is counted.
+        drop((held, streams, conns));
+        let kept = rm.summary().peers;
+        proptest::prop_assert_eq!(kept.connections.count(), 0);
+        proptest::prop_assert_eq!(kept.memory.sum(), 0);
+        proptest::prop_assert_eq!(&kept, &walked_distributions(&rm));
+    }
+}
+
+#[test]
+fn a_peer_scope_counts_in_the_bucket_of_what_it_holds_now() {
+    let rm = manager(LimitConfig::unlimited());
+    let peer = PeerId::random();
+    let now = Instant::now();
+    let mut c = rm
+        .open_connection(Direction::Inbound, true, &ma("/ip4/1.2.3.4/tcp/1"), now)
+        .unwrap();
+    c.set_peer(peer).unwrap();
+    let s1 = rm.open_stream(peer, Direction::Inbound).unwrap();
+    let _s2 = rm.open_stream(peer, Direction::Outbound).unwrap();
+    // 4 KiB + 1 byte: above go's 4 KiB bound, in the 32 KiB bucket.
+    let r = s1.reserve_memory(4097, Priority::ALWAYS).unwrap();
+    let d = rm.summary().peers;
+    let nonzero = |d: &Distribution| -> Vec<(Option<u64>, u64)> {
+        d.buckets().filter(|(_, n)| *n > 0).collect()
+    };
+    assert_eq!(nonzero(&d.connections), vec![(Some(1), 1)]);
+    assert_eq!(nonzero(&d.streams), vec![(Some(2), 1)]);
+    assert_eq!(nonzero(&d.memory), vec![(Some(32 << 10), 1)]);
+    assert_eq!(d.memory.sum(), 4097);
+    drop(r);
+    let d = rm.summary().peers;
+    assert_eq!(
+        nonzero(&d.memory),
+        vec![(Some(1024), 1)],
+        "0 bytes: the first bucket"
+    );
+    assert_eq!(d.memory.sum(), 0);
+}

@@ -96,12 +96,12 @@ pub(super) async fn network_stat(State(s): State<AppState>) -> ApiResult<Network
         .node
         .call(|swarm| {
             let b = swarm.behaviour();
-            let incoming = b.connections().filter(|c| c.inbound).count();
+            let (incoming, outgoing) = b.connection_counts();
             let bounds = b.bounds();
             NetworkStat {
                 connections: b.active_connections(),
                 incoming_connections: incoming,
-                outgoing_connections: b.connections().count() - incoming,
+                outgoing_connections: outgoing,
                 bounds: [bounds.min(), bounds.expected(), bounds.max()],
                 known_points: b.pool().known_points(),
                 known_peers: b.pool().known_peers(),
