@@ -1,11 +1,45 @@
 //! The node's Prometheus registry: the connection manager's and the resource manager's metrics
 //! (computed at each scrape) and the pool's and the maintenance's, which the event loop updates.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+/// Encodes libp2p-metrics' `registry` ([`Handle::libp2p_registry`]) into `text` without its
+/// `libp2p_identify_*` families, which stay at zero there: the node keeps them in its own
+/// registry, as identify's events arrive ([`peerage::metrics::Identify`]), and a family must
+/// not appear twice in one exposition.
+///
+/// # Errors
+///
+/// As [`prometheus_client::encoding::text::encode_registry`].
+///
+/// [`Handle::libp2p_registry`]: crate::node::Handle::libp2p_registry
+pub fn encode_without_identify(text: &mut String, registry: &Registry) -> std::fmt::Result {
+    let mut all = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut all, registry)?;
+    for line in all.lines() {
+        let name = ["# HELP ", "# TYPE ", "# UNIT "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))
+            .unwrap_or(line);
+        if !name.starts_with("libp2p_identify_") {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    Ok(())
+}
 
 /// A `state` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -214,13 +248,45 @@ fn count(counts: &mut [(&'static str, i64)], state: &str) {
 /// Prometheus's client libraries name them: `process_cpu_seconds_total`,
 /// `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
 /// `process_start_time_seconds`; and `peerage_build_info{version}` = 1.
-#[derive(Debug, Default)]
-pub struct ProcessCollector;
+///
+/// `process_open_fds` alone is counted in the background, every [`FD_COUNT_INTERVAL`]: the
+/// count walks `/proc/self/fd`, about 1 µs per descriptor in the kernel (10 ms at 10,000
+/// connections on the 2-core machine of `crates/peerage-core/benches/README.md`), too long for each
+/// scrape.
+#[derive(Debug)]
+pub struct ProcessCollector {
+    /// The latest count; [`NO_COUNT`] if `/proc/self/fd` cannot be read.
+    open_fds: Arc<AtomicU64>,
+}
+
+/// How often `process_open_fds` is counted: 10 s.
+pub const FD_COUNT_INTERVAL: Duration = Duration::from_secs(10);
+
+const NO_COUNT: u64 = u64::MAX;
+
+fn count_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(NO_COUNT, |d| d.count() as u64)
+}
 
 impl ProcessCollector {
-    /// Registers it in `registry`.
+    /// Registers it in `registry`: counts the open descriptors once, then every
+    /// [`FD_COUNT_INTERVAL`] on a thread of its own until the registry is dropped.
     pub fn register(registry: &mut Registry) {
-        registry.register_collector(Box::new(Self));
+        let open_fds = Arc::new(AtomicU64::new(count_fds()));
+        let weak = Arc::downgrade(&open_fds);
+        // Without the thread the first count stands; the other figures are still read live.
+        let _ = std::thread::Builder::new()
+            .name("peerage-fd-count".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(FD_COUNT_INTERVAL);
+                    let Some(fds) = weak.upgrade() else {
+                        break;
+                    };
+                    fds.store(count_fds(), Ordering::Relaxed);
+                }
+            });
+        registry.register_collector(Box::new(Self { open_fds }));
     }
 }
 
@@ -264,9 +330,7 @@ impl ProcessStat {
             cpu_seconds: field(14).zip(field(15)).map(|(u, s)| (u + s) / TICKS),
             start_time_seconds: field(22).zip(boot_time).map(|(t, boot)| boot + t / TICKS),
             resident_bytes: memory_stats::memory_stats().map(|m| m.physical_mem as u64),
-            open_fds: std::fs::read_dir("/proc/self/fd")
-                .ok()
-                .map(|d| d.count() as u64),
+            open_fds: None,
             max_fds,
         }
     }
@@ -282,7 +346,8 @@ impl prometheus_client::collector::Collector for ProcessCollector {
             metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
             registry::Unit,
         };
-        let p = ProcessStat::read();
+        let mut p = ProcessStat::read();
+        p.open_fds = Some(self.open_fds.load(Ordering::Relaxed)).filter(|n| *n != NO_COUNT);
         if let Some(cpu) = p.cpu_seconds {
             let c = ConstCounter::new(cpu);
             c.encode(encoder.encode_descriptor(

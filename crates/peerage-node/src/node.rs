@@ -145,6 +145,7 @@ pub struct Handle {
     listen: Vec<Multiaddr>,
     peerstore: peerage::peerstore::Clocked,
     bandwidth: Arc<prometheus_client::registry::Registry>,
+    libp2p: Arc<prometheus_client::registry::Registry>,
     dial_errors: DialErrors,
     limits_file: Option<Arc<PathBuf>>,
     connmgr: Arc<connmgr::Config>,
@@ -236,6 +237,14 @@ impl Handle {
         &self.bandwidth
     }
 
+    /// The registry libp2p-metrics was given (`libp2p_swarm_*`, `libp2p_ping_*`), apart from
+    /// [`Node::registry`]: its `libp2p_identify_*` families stay at zero, as identify's events
+    /// go to [`peerage::metrics::Identify`] in [`Node::registry`] instead;
+    /// [`encode_without_identify`](crate::metrics::encode_without_identify) leaves them out.
+    pub fn libp2p_registry(&self) -> &prometheus_client::registry::Registry {
+        &self.libp2p
+    }
+
     /// The node's current state.
     ///
     /// # Errors
@@ -291,8 +300,9 @@ impl Handle {
 pub struct Node {
     /// The handle.
     pub handle: Handle,
-    /// Its Prometheus registry (libp2p-metrics, connection manager, resource manager, pool,
-    /// maintenance); the bandwidth counters are in [`Handle::bandwidth_registry`].
+    /// Its Prometheus registry (identify, connection manager, resource manager, pool,
+    /// maintenance, process); libp2p-metrics' swarm and ping families are in
+    /// [`Handle::libp2p_registry`], the bandwidth counters in [`Handle::bandwidth_registry`].
     pub registry: Arc<prometheus_client::registry::Registry>,
     /// The event loop; it ends when every [`Handle`] is dropped.
     pub task: tokio::task::JoinHandle<()>,
@@ -319,6 +329,7 @@ fn build_swarm(
 ) -> anyhow::Result<(
     Swarm<peerage::Behaviour>,
     Arc<libp2p::metrics::Metrics>,
+    prometheus_client::registry::Registry,
     prometheus_client::registry::Registry,
 )> {
     let SwarmParts {
@@ -350,9 +361,13 @@ fn build_swarm(
         rcmgr::handshake_config_for(&rm).with_loopback_exempt(loopback_exempt),
     );
     guard.register_metrics(registry);
-    // libp2p-metrics: the swarm's `libp2p_swarm_*`, and identify's and ping's, which the
-    // behaviour records.
-    let metrics = Arc::new(libp2p::metrics::Metrics::new(registry));
+    // libp2p-metrics: the swarm's `libp2p_swarm_*` and ping's, which the behaviour records, in
+    // a registry of their own (`Handle::libp2p_registry`); identify's, kept as its events
+    // arrive, in the node's.
+    let mut libp2p_registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(libp2p::metrics::Metrics::new(&mut libp2p_registry));
+    let identify_metrics = peerage::metrics::Identify::new();
+    identify_metrics.register(registry);
     let maintenance = maintenance::Config::new()
         .with_bounds(bounds)
         .with_grace_period(connmgr.grace_period());
@@ -363,7 +378,8 @@ fn build_swarm(
         .with_connmgr(connmgr)?
         .with_resource_manager(rm.clone())
         .with_handshake_guard(guard.clone())
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_identify_metrics(identify_metrics);
     let config = match addrbook {
         Some(settings) => {
             let mut grouping = peerage::addrbook::Grouping::new()
@@ -402,7 +418,7 @@ fn build_swarm(
         // handler wants, which do not occur.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    Ok((swarm, metrics, bandwidth))
+    Ok((swarm, metrics, bandwidth, libp2p_registry))
 }
 
 /// The resolver's configuration: the system's, or `servers` (UDP) with the default options.
@@ -497,7 +513,7 @@ impl Node {
         for point in &dnsaddr_points {
             crate::dnsaddr::split(point).with_context(|| format!("invalid --bootstrap {point}"))?;
         }
-        let (mut swarm, swarm_metrics, bandwidth) = build_swarm(
+        let (mut swarm, swarm_metrics, bandwidth, libp2p_registry) = build_swarm(
             SwarmParts {
                 keypair: config.keypair,
                 bounds: config.bounds,
@@ -614,6 +630,7 @@ impl Node {
                 listen,
                 peerstore,
                 bandwidth: Arc::new(bandwidth),
+                libp2p: Arc::new(libp2p_registry),
                 dial_errors,
                 limits_file: config.limits_file.map(Arc::new),
                 connmgr: connmgr_config,

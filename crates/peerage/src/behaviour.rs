@@ -82,6 +82,9 @@ pub struct Behaviour {
     handshakes: Option<rcmgr::HandshakeGuard>,
     #[cfg(feature = "metrics")]
     metrics: Option<ProtocolMetrics>,
+    /// Identify's metrics kept as events arrive, in libp2p-metrics' place.
+    #[cfg(feature = "metrics")]
+    identify_metrics: Option<crate::metrics::Identify>,
     /// Our public key, for recording identify pushes.
     #[cfg(feature = "metrics")]
     local_key: libp2p::identity::PublicKey,
@@ -147,6 +150,8 @@ impl Behaviour {
             handshakes: config.handshakes,
             #[cfg(feature = "metrics")]
             metrics: config.metrics,
+            #[cfg(feature = "metrics")]
+            identify_metrics: config.identify_metrics,
             #[cfg(feature = "metrics")]
             local_key: local_key.public(),
             maintain_waiters: Vec::new(),
@@ -405,8 +410,10 @@ impl Behaviour {
 
     fn on_inner_event(&mut self, event: InnerEvent, now: Instant) {
         #[cfg(feature = "metrics")]
-        if let Some(metrics) = &self.metrics {
-            metrics.record(&event, &self.local_key);
+        match (&event, &self.identify_metrics, &self.metrics) {
+            (InnerEvent::Identify(e), Some(identify), _) => identify.record(e),
+            (_, _, Some(metrics)) => metrics.record(&event, &self.local_key),
+            _ => {}
         }
         let (input, event) = inner::translate(event, &mut self.channels);
         if let Some(Event::Trimmed { peers, .. }) = &event {
@@ -528,6 +535,12 @@ impl NetworkBehaviour for Behaviour {
         }
         #[cfg(feature = "rcmgr")]
         self.streams.on_swarm_event(&event);
+        #[cfg(feature = "metrics")]
+        if let (FromSwarm::ConnectionClosed(e), Some(m)) = (&event, &self.identify_metrics)
+            && e.remaining_established == 0
+        {
+            m.disconnected(&e.peer_id);
+        }
         self.inner.on_swarm_event(event);
         self.drain();
     }

@@ -31,6 +31,8 @@ pub struct Config {
     pub(crate) rng_seed: Option<u64>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<ProtocolMetrics>,
+    #[cfg(feature = "metrics")]
+    pub(crate) identify_metrics: Option<crate::metrics::Identify>,
 }
 
 /// libp2p-metrics' recorder, shared with whoever records the swarm's events.
@@ -60,6 +62,8 @@ impl Default for Config {
             rng_seed: None,
             #[cfg(feature = "metrics")]
             metrics: None,
+            #[cfg(feature = "metrics")]
+            identify_metrics: None,
         }
     }
 }
@@ -256,6 +260,15 @@ impl Config {
     #[cfg(feature = "metrics")]
     pub fn with_metrics(mut self, metrics: std::sync::Arc<libp2p::metrics::Metrics>) -> Self {
         self.metrics = Some(ProtocolMetrics(metrics));
+        self
+    }
+    /// Records identify's events in `metrics`, kept as they arrive, instead of in libp2p-metrics
+    /// (see [`metrics::Identify`](crate::metrics::Identify): libp2p-metrics walks every
+    /// identified peer at each scrape). None by default: identify's events go to
+    /// [`with_metrics`](Self::with_metrics)'s. With the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    pub fn with_identify_metrics(mut self, metrics: crate::metrics::Identify) -> Self {
+        self.identify_metrics = Some(metrics);
         self
     }
     /// Seed of the RNG behind random choices (victims, sampled points, jitter), for

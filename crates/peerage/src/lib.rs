@@ -80,6 +80,8 @@ pub mod fuzz;
 pub mod identify;
 mod inner;
 mod keep_alive;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "store")]
 pub mod peers_file;
 pub mod pex;

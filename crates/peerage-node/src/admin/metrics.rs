@@ -14,6 +14,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiEr
     use prometheus_client::encoding::text::{encode_eof, encode_registry};
     let mut text = String::new();
     encode_registry(&mut text, &s.registry)
+        .and_then(|()| crate::metrics::encode_without_identify(&mut text, s.node.libp2p_registry()))
         .and_then(|()| encode_registry(&mut text, s.node.bandwidth_registry()))
         .and_then(|()| encode_eof(&mut text))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e))?;

@@ -465,6 +465,13 @@ async fn every_route_serves_the_node_and_reports_errors() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())
         .collect();
+    // Each family once: libp2p-metrics' idle `libp2p_identify_*` are left out for the node's.
+    let mut families = exported.clone();
+    families.sort_unstable();
+    let before = families.len();
+    families.dedup();
+    assert_eq!(families.len(), before, "a family exported twice in {text}");
+    assert!(families.contains(&"libp2p_identify_remote_protocols"));
     let mut queried = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
