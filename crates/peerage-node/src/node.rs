@@ -3,7 +3,10 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -146,6 +149,7 @@ pub struct Handle {
     peerstore: peerage::peerstore::Clocked,
     bandwidth: Arc<prometheus_client::registry::Registry>,
     libp2p: Arc<prometheus_client::registry::Registry>,
+    counts: Arc<NetworkCounts>,
     dial_errors: DialErrors,
     limits_file: Option<Arc<PathBuf>>,
     connmgr: Arc<connmgr::Config>,
@@ -237,6 +241,12 @@ impl Handle {
         &self.bandwidth
     }
 
+    /// The connection counts, bounds and table sizes as of the event loop's latest turn, read
+    /// without waiting for its next one (`GET /network/stat`).
+    pub fn counts(&self) -> Counts {
+        self.counts.read()
+    }
+
     /// The registry libp2p-metrics was given (`libp2p_swarm_*`, `libp2p_ping_*`), apart from
     /// [`Node::registry`]: its `libp2p_identify_*` families stay at zero, as identify's events
     /// go to [`peerage::metrics::Identify`] in [`Node::registry`] instead;
@@ -293,6 +303,71 @@ impl Handle {
             .await
             .map_err(|_| anyhow::anyhow!("node stopped"))?;
         rx.await.context("node stopped")?
+    }
+}
+
+/// What `GET /network/stat` reports of the node, as of the event loop's latest turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Running peers, as the maintenance counts them.
+    pub active: usize,
+    /// Established connections the remote dialed (nacked ones included).
+    pub incoming: usize,
+    /// Established connections the node dialed.
+    pub outgoing: usize,
+    /// The connection bounds: min, expected, max.
+    pub bounds: [usize; 3],
+    /// Known points.
+    pub known_points: usize,
+    /// Known peers.
+    pub known_peers: usize,
+}
+
+/// [`Counts`], published by the event loop at each turn (a few stores; every figure is kept by
+/// the behaviour, none is counted by a walk) and read without a lock, so that a reader waits
+/// for no turn of a loop that, at 10,000 connections, is busy. The figures may be a turn apart.
+#[derive(Debug, Default)]
+struct NetworkCounts([AtomicUsize; 8]);
+
+impl NetworkCounts {
+    fn publish(&self, b: &peerage::Behaviour) {
+        let (incoming, outgoing) = b.connection_counts();
+        let bounds = b.bounds();
+        let pool = b.pool();
+        let values = [
+            b.active_connections(),
+            incoming,
+            outgoing,
+            bounds.min(),
+            bounds.expected(),
+            bounds.max(),
+            pool.known_points(),
+            pool.known_peers(),
+        ];
+        for (cell, v) in self.0.iter().zip(values) {
+            cell.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self) -> Counts {
+        let [
+            active,
+            incoming,
+            outgoing,
+            min,
+            expected,
+            max,
+            known_points,
+            known_peers,
+        ] = self.0.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Counts {
+            active,
+            incoming,
+            outgoing,
+            bounds: [min, expected, max],
+            known_points,
+            known_peers,
+        }
     }
 }
 
@@ -607,6 +682,8 @@ impl Node {
         metrics.register(&mut registry);
         crate::metrics::ProcessCollector::register(&mut registry);
         let (tx, rx) = mpsc::channel(16);
+        let counts = Arc::new(NetworkCounts::default());
+        counts.publish(swarm.behaviour());
         let dial_errors = DialErrors::default();
         let (events, _) = tokio::sync::broadcast::channel(LOG_BUFFER);
         let span = tracing::info_span!("node", peer = %short(&peer_id));
@@ -615,7 +692,7 @@ impl Node {
                 swarm,
                 rx,
                 (peers_file, addrbook_file, config.peers_file_period),
-                (metrics, swarm_metrics),
+                (metrics, swarm_metrics, counts.clone()),
                 (dial_errors.clone(), events.clone()),
             ),
             span,
@@ -631,6 +708,7 @@ impl Node {
                 peerstore,
                 bandwidth: Arc::new(bandwidth),
                 libp2p: Arc::new(libp2p_registry),
+                counts,
                 dial_errors,
                 limits_file: config.limits_file.map(Arc::new),
                 connmgr: connmgr_config,
@@ -811,7 +889,11 @@ async fn event_loop(
         Option<AddrBookFile>,
         Duration,
     ),
-    (metrics, swarm_metrics): (crate::metrics::PoolMetrics, Arc<libp2p::metrics::Metrics>),
+    (metrics, swarm_metrics, counts): (
+        crate::metrics::PoolMetrics,
+        Arc<libp2p::metrics::Metrics>,
+        Arc<NetworkCounts>,
+    ),
     (dial_errors, events): (DialErrors, tokio::sync::broadcast::Sender<Arc<LogLine>>),
 ) {
     let peerstore = swarm.behaviour().peerstore().store().clone();
@@ -830,6 +912,7 @@ async fn event_loop(
     let idle =
         |task: &Option<tokio::task::JoinHandle<()>>| task.as_ref().is_none_or(|t| t.is_finished());
     loop {
+        counts.publish(swarm.behaviour());
         tokio::select! {
             _ = flush_tick.tick() => {
                 metrics.update(swarm.behaviour());

@@ -92,27 +92,20 @@ pub struct NetworkStat {
 /// Connection counts, bounds, bytes in and out and their rates.
 #[utoipa::path(get, path = "/network/stat", responses((status = 200, body = NetworkStat)))]
 pub(super) async fn network_stat(State(s): State<AppState>) -> ApiResult<NetworkStat> {
-    let stat = s
-        .node
-        .call(|swarm| {
-            let b = swarm.behaviour();
-            let (incoming, outgoing) = b.connection_counts();
-            let bounds = b.bounds();
-            NetworkStat {
-                connections: b.active_connections(),
-                incoming_connections: incoming,
-                outgoing_connections: outgoing,
-                bounds: [bounds.min(), bounds.expected(), bounds.max()],
-                known_points: b.pool().known_points(),
-                known_peers: b.pool().known_peers(),
-                total_recv: 0,
-                total_sent: 0,
-                current_inflow: 0,
-                current_outflow: 0,
-            }
-        })
-        .await?;
-    let mut stat = stat;
+    // Published by the event loop at each turn: no call into it.
+    let c = s.node.counts();
+    let mut stat = NetworkStat {
+        connections: c.active,
+        incoming_connections: c.incoming,
+        outgoing_connections: c.outgoing,
+        bounds: c.bounds,
+        known_points: c.known_points,
+        known_peers: c.known_peers,
+        total_recv: 0,
+        total_sent: 0,
+        current_inflow: 0,
+        current_outflow: 0,
+    };
     let now = Instant::now();
     let (recv, sent) = bytes_total(s.node.bandwidth_registry());
     let mut last = s.last_bytes.lock().unwrap_or_else(|e| e.into_inner());
