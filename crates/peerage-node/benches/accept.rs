@@ -139,11 +139,18 @@ fn main() {
             .cloned()
     };
     let num = |name: &str, default: usize| flag(name).map_or(default, |v| v.parse().unwrap());
-    let (pairs, dials, in_flight) = (
-        num("--pairs", 9),
-        num("--dials", 1000),
-        num("--in-flight", 50),
-    );
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a small run
+    // that checks the harness works.
+    let quick = !args.iter().any(|a| a == "--bench");
+    let (pairs, dials, in_flight) = if quick {
+        (1, 50, 10)
+    } else {
+        (
+            num("--pairs", 9),
+            num("--dials", 1000),
+            num("--in-flight", 50),
+        )
+    };
     let mut variants = vec![
         Variant::Bare,
         Variant::Peerage(
