@@ -486,8 +486,30 @@ fn the_live_log_shows_a_peer_connecting() {
     let (mut all, all_lines) = follow(&[]);
     let other = libp2p::PeerId::random().to_string();
     let (mut filtered, filtered_lines) = follow(&[&other]);
-    // Both followers are subscribed before B starts.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The unfiltered follower is subscribed before B starts: a dial A fails (port 1, refused)
+    // shows up in it. A fixed wait was too short on a loaded machine. (Were the filtered one
+    // late, it would only see fewer lines.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut subscribed = false;
+    while !subscribed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never subscribed"
+        );
+        let _ = crate::support::peerage()
+            .args([
+                "connect",
+                "/ip4/127.0.0.1/tcp/1",
+                "--no-wait",
+                "--admin",
+                &admin,
+            ])
+            .output()
+            .unwrap();
+        while let Ok(line) = all_lines.recv_timeout(std::time::Duration::from_millis(500)) {
+            subscribed |= line.contains("dial_failed");
+        }
+    }
     let (_b, b_id, _, _, _) = node(&db, Some(&a_addr));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut seen = false;
