@@ -33,14 +33,11 @@
 mod common;
 
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{
-    Bare, BareEvent, Files, Server, Variant, bare_swarm, median_min_max, serve_bare, time_get,
-};
+use common::{Args, Bare, BareEvent, Files, Server, Variant, bare_swarm, median_min_max, time_get};
 use futures::StreamExt;
 use libp2p::{Swarm, identify, swarm::SwarmEvent};
 
@@ -128,48 +125,19 @@ fn run(server: &Server, dials: usize, in_flight: usize) -> Run {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("serve-bare") {
-        return serve_bare();
-    }
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+    let Some(args) = Args::from_env() else {
+        return;
     };
-    let num = |name: &str, default: usize| flag(name).map_or(default, |v| v.parse().unwrap());
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a small run
-    // that checks the harness works.
-    let quick = !args.iter().any(|a| a == "--bench");
-    let (pairs, dials, in_flight) = if quick {
+    let (pairs, dials, in_flight) = if args.quick() {
         (1, 50, 10)
     } else {
         (
-            num("--pairs", 9),
-            num("--dials", 1000),
-            num("--in-flight", 50),
+            args.num("--pairs", 9),
+            args.num("--dials", 1000),
+            args.num("--in-flight", 50),
         )
     };
-    let mut variants = vec![
-        Variant::Bare,
-        Variant::Peerage(
-            "peerage run".into(),
-            PathBuf::from(env!("CARGO_BIN_EXE_peerage")),
-        ),
-    ];
-    if flag("--only").as_deref() == Some("peerage") {
-        variants.remove(0);
-    }
-    if args.iter().any(|a| a == "--js") {
-        variants.push(Variant::Js);
-    }
-    if let Some(path) = flag("--against") {
-        variants.push(Variant::Peerage(
-            format!("peerage run ({path})"),
-            path.into(),
-        ));
-    }
+    let variants = args.variants(true);
     let files = Files::new(2000);
 
     eprintln!("{pairs} rounds of {dials} dials, {in_flight} in flight, servers alternating");

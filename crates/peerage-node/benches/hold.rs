@@ -35,7 +35,6 @@ mod common;
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
     pin::Pin,
     sync::{
         Arc,
@@ -46,7 +45,7 @@ use std::{
 };
 
 use common::{
-    Bare, BareEvent, Files, Server, Variant, bare_behaviour, median_min_max, serve_bare, time_get,
+    Args, Bare, BareEvent, Files, Server, Variant, bare_behaviour, median_min_max, time_get,
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use libp2p::{
@@ -257,48 +256,22 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("serve-bare") {
-        return serve_bare();
-    }
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+    let Some(args) = Args::from_env() else {
+        return;
     };
-    let num = |name: &str, default: usize| flag(name).map_or(default, |v| v.parse().unwrap());
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a small run
-    // that checks the harness works.
-    let quick = !args.iter().any(|a| a == "--bench");
-    let (pairs, n, sources, in_flight, idle) = if quick {
+    let (pairs, n, sources, in_flight, idle) = if args.quick() {
         (1, 200, 20, 50, 2)
     } else {
         (
-            num("--pairs", 3),
-            num("--connections", 10_000),
-            num("--sources", 200),
-            num("--in-flight", 50),
-            num("--idle", 60),
+            args.num("--pairs", 3),
+            args.num("--connections", 10_000),
+            args.num("--sources", 200),
+            args.num("--in-flight", 50),
+            args.num("--idle", 60),
         )
     };
     let idle = Duration::from_secs(idle as u64);
-    let mut variants = vec![
-        Variant::Bare,
-        Variant::Peerage(
-            "peerage run".into(),
-            PathBuf::from(env!("CARGO_BIN_EXE_peerage")),
-        ),
-    ];
-    if flag("--only").as_deref() == Some("peerage") {
-        variants.remove(0);
-    }
-    if let Some(path) = flag("--against") {
-        variants.push(Variant::Peerage(
-            format!("peerage run ({path})"),
-            path.into(),
-        ));
-    }
+    let variants = args.variants(false);
     let files = Files::new(n);
 
     eprintln!(

@@ -228,28 +228,16 @@ impl Identify {
     /// Adds `by` (1 or -1) to each of `labels`' gauges, dropping a label no peer counts in.
     fn count(&self, peers: &mut Peers, labels: &Labels, by: i64) {
         for p in &labels.protocols {
-            let l = ProtocolLabel {
-                protocol: p.clone(),
-            };
-            if self.protocols.get_or_create(&l).inc_by(by) + by == 0 {
-                self.protocols.remove(&l);
-            }
+            let protocol = p.clone();
+            add(&self.protocols, &ProtocolLabel { protocol }, by);
         }
         for a in &labels.listen {
-            let l = ListenLabel {
-                listen_address: a.clone(),
-            };
-            if self.listen.get_or_create(&l).inc_by(by) + by == 0 {
-                self.listen.remove(&l);
-            }
+            let listen_address = a.clone();
+            add(&self.listen, &ListenLabel { listen_address }, by);
         }
         if let Some(a) = &labels.observed {
-            let l = ObservedLabel {
-                observed_address: a.clone(),
-            };
-            if self.observed.get_or_create(&l).inc_by(by) + by == 0 {
-                self.observed.remove(&l);
-            }
+            let observed_address = a.clone();
+            add(&self.observed, &ObservedLabel { observed_address }, by);
         }
         let strings = labels
             .protocols
@@ -264,6 +252,17 @@ impl Identify {
                 }
             }
         }
+    }
+}
+
+/// Adds `by` to `label`'s gauge in `family`, and drops the label once its gauge is zero.
+fn add<L>(family: &Family<L, Gauge>, label: &L, by: i64)
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug,
+{
+    // `inc_by` returns the value before.
+    if family.get_or_create(label).inc_by(by) + by == 0 {
+        family.remove(label);
     }
 }
 

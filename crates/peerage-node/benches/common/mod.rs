@@ -302,3 +302,64 @@ pub(crate) fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     };
     (median, v[0], v[n - 1])
 }
+
+/// A bench's command-line arguments.
+pub(crate) struct Args(Vec<String>);
+
+impl Args {
+    /// The process's arguments; `None` once it has served as the bare server (`serve-bare`,
+    /// how [`Server::start`] runs [`Variant::Bare`]).
+    pub(crate) fn from_env() -> Option<Args> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.first().map(String::as_str) == Some("serve-bare") {
+            serve_bare();
+            return None;
+        }
+        Some(Args(args))
+    }
+
+    /// The value after `name`.
+    pub(crate) fn flag(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .cloned()
+    }
+
+    /// The number after `name`, or `default`.
+    pub(crate) fn num(&self, name: &str, default: usize) -> usize {
+        self.flag(name).map_or(default, |v| v.parse().unwrap())
+    }
+
+    /// `cargo bench` passes `--bench`; `cargo test --benches` does not, and gets a small run
+    /// that checks the harness works.
+    pub(crate) fn quick(&self) -> bool {
+        !self.0.iter().any(|a| a == "--bench")
+    }
+
+    /// The servers: the bare swarm (not with `--only peerage`) and `peerage run`; then
+    /// js-libp2p with `--js`, if `js` allows it; then `--against`'s binary.
+    pub(crate) fn variants(&self, js: bool) -> Vec<Variant> {
+        let mut variants = vec![
+            Variant::Bare,
+            Variant::Peerage(
+                "peerage run".into(),
+                PathBuf::from(env!("CARGO_BIN_EXE_peerage")),
+            ),
+        ];
+        if self.flag("--only").as_deref() == Some("peerage") {
+            variants.remove(0);
+        }
+        if js && self.0.iter().any(|a| a == "--js") {
+            variants.push(Variant::Js);
+        }
+        if let Some(path) = self.flag("--against") {
+            variants.push(Variant::Peerage(
+                format!("peerage run ({path})"),
+                path.into(),
+            ));
+        }
+        variants
+    }
+}
