@@ -446,7 +446,12 @@ impl State {
 /// the application.
 #[derive(Clone)]
 pub struct ResourceManager {
-    state: Arc<Mutex<State>>,
+    /// One allocation, so that a clone (every reservation holds one) is one reference count.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
     /// Set when a claimed counter's count changed: the node reads the counts on each poll of
     /// its behaviour, and takes the lock only then.
     counts_changed: Arc<AtomicBool>,
@@ -489,23 +494,25 @@ impl ResourceManager {
         let counts = counts::Counts::default();
         let counts_changed = counts.changed_flag();
         Ok(ResourceManager {
-            counts_changed,
-            state: Arc::new(Mutex::new(State {
-                acct: Accountant::new(config.limits),
-                allowlist,
-                ip,
-                rate: ConnRateLimiter::new(&config.rate_limits),
-                services: config.services.into_iter().collect(),
-                counts,
-                unattributed_streams: 0,
-            })),
+            shared: Arc::new(Shared {
+                counts_changed,
+                state: Mutex::new(State {
+                    acct: Accountant::new(config.limits),
+                    allowlist,
+                    ip,
+                    rate: ConnRateLimiter::new(&config.rate_limits),
+                    services: config.services.into_iter().collect(),
+                    counts,
+                    unattributed_streams: 0,
+                }),
+            }),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic under the lock leaves counters that are still consistent (every update is
         // applied whole), so a poisoned lock is taken over.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Opens a connection from or to `endpoint` (go `OpenConnection`); `usefd` if it takes a
@@ -628,7 +635,7 @@ impl ResourceManager {
     /// count now (each once).
     pub fn take_stream_counts(&self, out: &mut Vec<(CounterId, u32)>) {
         // A change made after the swap is taken now or at the next call, never lost.
-        if self.counts_changed.swap(false, Ordering::AcqRel) {
+        if self.shared.counts_changed.swap(false, Ordering::AcqRel) {
             self.lock().counts.take(out);
         }
     }

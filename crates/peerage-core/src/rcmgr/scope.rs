@@ -10,12 +10,17 @@ use std::fmt;
 
 use foldhash::{HashMap, HashMapExt};
 use libp2p_identity::PeerId;
+use slotmap::{Key, SlotMap};
 
 use super::distribution::PeerDistributions;
 use super::limit::{BaseLimit, LimitConfig};
 use super::{Direction, Error, LimitExceeded, Priority, Resource};
 
-pub(crate) type ScopeId = u64;
+slotmap::new_key_type! {
+    /// A scope's key in [`Accountant`]'s table: an index with a generation, so a reservation
+    /// or handle that outlives its scope finds nothing instead of a newer scope in its slot.
+    pub(crate) struct ScopeId;
+}
 
 /// Usage of one scope (go `ScopeStat`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
@@ -257,11 +262,12 @@ pub(crate) type Blocked = HashMap<(&'static str, Option<Direction>, Resource, Op
 
 #[derive(Debug)]
 pub(crate) struct Accountant {
-    /// Boxed: a scope is about 420 bytes, and a hash table holds up to twice its entries in
-    /// slots; inline, the empty slots took 3 KB per connection at 10,000 connections
-    /// (`benches/hold.rs`), boxed 16 bytes a slot.
-    scopes: HashMap<ScopeId, Box<Scope>>,
-    next_id: ScopeId,
+    /// A slot map: a reservation walks seven scopes twice, and an index with a generation
+    /// check is a fraction of a hash lookup (`benches/rcmgr.rs`). Boxed: a scope is about 420
+    /// bytes and the table's vector grows by doubling, so inline its spare capacity could take
+    /// kilobytes per connection at 10,000 connections (`benches/hold.rs`); boxed, 16 bytes a
+    /// slot.
+    scopes: SlotMap<ScopeId, Box<Scope>>,
     next_conn: u64,
     next_stream: u64,
     next_span: u64,
@@ -287,15 +293,14 @@ pub(crate) struct Accountant {
 impl Accountant {
     pub(crate) fn new(limits: LimitConfig) -> Self {
         let mut a = Accountant {
-            scopes: HashMap::new(),
-            next_id: 0,
+            scopes: SlotMap::with_key(),
             next_conn: 0,
             next_stream: 0,
             next_span: 0,
-            system: 0,
-            transient: 0,
-            allowlisted_system: 0,
-            allowlisted_transient: 0,
+            system: ScopeId::default(),
+            transient: ScopeId::default(),
+            allowlisted_system: ScopeId::default(),
+            allowlisted_transient: ScopeId::default(),
             services: HashMap::new(),
             protocols: HashMap::new(),
             peers: HashMap::new(),
@@ -346,26 +351,26 @@ impl Accountant {
     /// limit stays, and only new reservations are refused).
     pub(crate) fn set_limits(&mut self, limits: LimitConfig) {
         self.limits = limits;
-        let ids: Vec<ScopeId> = self.scopes.keys().copied().collect();
-        for id in ids {
-            let kind = &self.scopes[&id].kind;
+        let ids: Vec<ScopeId> = self.scopes.keys().collect();
+        for &id in &ids {
+            let kind = &self.scopes[id].kind;
             if !matches!(kind, Kind::Span(_)) {
                 let limit = self.limit_for(kind);
-                self.scopes.get_mut(&id).unwrap().limit = limit;
+                self.scopes[id].limit = limit;
             }
         }
         // Spans share their owner's limit.
-        for id in self.scopes.keys().copied().collect::<Vec<_>>() {
-            if let Some(owner) = self.scopes[&id].owner {
+        for id in ids {
+            if let Some(owner) = self.scopes[id].owner {
                 let limit = self.limit_of_owner(owner);
-                self.scopes.get_mut(&id).unwrap().limit = limit;
+                self.scopes.get_mut(id).unwrap().limit = limit;
             }
         }
     }
 
     fn limit_of_owner(&self, mut id: ScopeId) -> BaseLimit {
         loop {
-            let s = &self.scopes[&id];
+            let s = &self.scopes[id];
             match s.owner {
                 Some(o) => id = o,
                 None => return s.limit,
@@ -380,34 +385,28 @@ impl Accountant {
         owner: Option<ScopeId>,
     ) -> ScopeId {
         let limit = match owner {
-            Some(o) => self.scopes[&o].limit,
+            Some(o) => self.scopes[o].limit,
             None => self.limit_for(&kind),
         };
-        let id = self.next_id;
-        self.next_id += 1;
         for &e in edges.iter().chain(owner.iter()) {
             self.incref(e);
         }
         if matches!(kind, Kind::Peer(_)) {
             self.peer_distributions.add(&ScopeStat::default());
         }
-        self.scopes.insert(
-            id,
-            Box::new(Scope {
-                kind,
-                limit,
-                stat: ScopeStat::default(),
-                edges,
-                owner,
-                refs: 0,
-                done: false,
-                peer: None,
-                protocol: None,
-                service: None,
-                allowlisted: false,
-            }),
-        );
-        id
+        self.scopes.insert(Box::new(Scope {
+            kind,
+            limit,
+            stat: ScopeStat::default(),
+            edges,
+            owner,
+            refs: 0,
+            done: false,
+            peer: None,
+            protocol: None,
+            service: None,
+            allowlisted: false,
+        }))
     }
 
     pub(crate) fn next_conn_kind(&mut self) -> Kind {
@@ -427,17 +426,17 @@ impl Accountant {
     }
 
     pub(crate) fn scope(&self, id: ScopeId) -> Option<&Scope> {
-        self.scopes.get(&id).map(|s| &**s)
+        self.scopes.get(id).map(|s| &**s)
     }
 
     pub(crate) fn scope_mut(&mut self, id: ScopeId) -> &mut Scope {
-        self.scopes.get_mut(&id).expect("live scope")
+        self.scopes.get_mut(id).expect("live scope")
     }
 
     /// The scope's display name, spans included (`peer:X.span-3`).
     pub(crate) fn name(&self, id: ScopeId) -> String {
-        match self.scopes.get(&id) {
-            None => format!("scope-{id}"),
+        match self.scopes.get(id) {
+            None => format!("scope-{}", id.data().as_ffi()),
             Some(s) => match s.owner {
                 Some(o) => format!("{}.{}", self.name(o), s.kind),
                 None => s.kind.to_string(),
@@ -446,7 +445,7 @@ impl Accountant {
     }
 
     fn ensure_open(&self, id: ScopeId) -> Result<(), Error> {
-        match self.scopes.get(&id) {
+        match self.scopes.get(id) {
             Some(s) if !s.done => Ok(()),
             _ => Err(Error::ScopeClosed {
                 scope: self.name(id),
@@ -458,7 +457,7 @@ impl Accountant {
     /// chain; otherwise its edges.
     fn fill_chain(&self, id: ScopeId, out: &mut Vec<ScopeId>) {
         out.push(id);
-        let s = &self.scopes[&id];
+        let s = &self.scopes[id];
         match s.owner {
             Some(o) => self.fill_chain(o, out),
             None => out.extend_from_slice(&s.edges),
@@ -496,7 +495,7 @@ impl Accountant {
         dir: Option<Direction>,
     ) -> Result<(), Error> {
         for &s in chain {
-            let scope = self.scopes.get(&s).filter(|s| !s.done);
+            let scope = self.scopes.get(s).filter(|s| !s.done);
             let Some(scope) = scope else {
                 return Err(Error::ScopeClosed {
                     scope: self.name(s),
@@ -523,7 +522,7 @@ impl Accountant {
         prio: Priority,
         dir: Option<Direction>,
     ) -> Error {
-        let class = self.scopes[&at].kind.class();
+        let class = self.scopes[at].kind.class();
         let key = (class, dir, resource, self.attaching.clone());
         *self.blocked.entry(key).or_default() += 1;
         let mut path = vec![self.name(leaf)];
@@ -556,7 +555,7 @@ impl Accountant {
     /// Releases `d` from the scope and what it charges (go's release: a closed scope ignores it,
     /// and so does everything reached through it).
     pub(crate) fn release(&mut self, id: ScopeId, d: &ScopeStat) {
-        let Some(s) = self.scopes.get(&id).filter(|s| !s.done) else {
+        let Some(s) = self.scopes.get(id).filter(|s| !s.done) else {
             return;
         };
         match s.owner {
@@ -579,7 +578,7 @@ impl Accountant {
     }
 
     fn release_one(&mut self, id: ScopeId, d: &ScopeStat) {
-        let clamped = match self.scopes.get_mut(&id).filter(|s| !s.done) {
+        let clamped = match self.scopes.get_mut(id).filter(|s| !s.done) {
             Some(s) => changed(s, &mut self.peer_distributions, |st| st.sub(d)),
             None => false,
         };
@@ -595,7 +594,7 @@ impl Accountant {
     pub(crate) fn move_edges(&mut self, id: ScopeId, new_edges: Vec<ScopeId>) -> Result<(), Error> {
         self.ensure_open(id)?;
         let (stat, old) = {
-            let s = &self.scopes[&id];
+            let s = &self.scopes[id];
             (s.stat, s.edges.clone())
         };
         let gained: Vec<ScopeId> = new_edges
@@ -614,7 +613,7 @@ impl Accountant {
             self.incref(e);
             self.change(e, |st| st.add(&stat));
         }
-        self.scopes.get_mut(&id).unwrap().edges = new_edges;
+        self.scopes.get_mut(id).unwrap().edges = new_edges;
         for e in lost {
             self.release_one(e, &stat);
             self.decref(e);
@@ -625,7 +624,7 @@ impl Accountant {
     /// Closes a scope (go `Done`): its usage is released from its parents, and it is collected
     /// once nothing holds it. A second call does nothing.
     pub(crate) fn done(&mut self, id: ScopeId) {
-        let Some(s) = self.scopes.get(&id).filter(|s| !s.done) else {
+        let Some(s) = self.scopes.get(id).filter(|s| !s.done) else {
             return;
         };
         let stat = s.stat;
@@ -639,7 +638,7 @@ impl Accountant {
             }
         }
         self.change(id, |st| *st = ScopeStat::default());
-        let s = self.scopes.get_mut(&id).unwrap();
+        let s = self.scopes.get_mut(id).unwrap();
         s.done = true;
         for e in edges.into_iter().chain(owner) {
             self.decref(e);
@@ -650,18 +649,18 @@ impl Accountant {
     /// Changes scope `id`'s usage with `f`, keeping the peer distributions in step; `None`
     /// if there is no such scope.
     fn change<R>(&mut self, id: ScopeId, f: impl FnOnce(&mut ScopeStat) -> R) -> Option<R> {
-        let s = self.scopes.get_mut(&id)?;
+        let s = self.scopes.get_mut(id)?;
         Some(changed(s, &mut self.peer_distributions, f))
     }
 
     pub(crate) fn incref(&mut self, id: ScopeId) {
-        if let Some(s) = self.scopes.get_mut(&id) {
+        if let Some(s) = self.scopes.get_mut(id) {
             s.refs += 1;
         }
     }
 
     pub(crate) fn decref(&mut self, id: ScopeId) {
-        if let Some(s) = self.scopes.get_mut(&id) {
+        if let Some(s) = self.scopes.get_mut(id) {
             s.refs = s.refs.saturating_sub(1);
             self.collect_if_unused(id);
         }
@@ -671,7 +670,7 @@ impl Accountant {
     /// protocol-peer scope (go's GC, run at once instead of every minute). Service scopes live
     /// forever, as in go.
     fn collect_if_unused(&mut self, id: ScopeId) {
-        let s = &self.scopes[&id];
+        let s = &self.scopes[id];
         if s.refs > 0 {
             return;
         }
@@ -687,7 +686,7 @@ impl Accountant {
         if !collectable {
             return;
         }
-        let s = *self.scopes.remove(&id).unwrap();
+        let s = *self.scopes.remove(id).unwrap();
         match s.kind {
             Kind::Peer(p) => {
                 self.peers.remove(&p);
@@ -762,7 +761,7 @@ impl Accountant {
 
     /// Collects a freshly looked-up scope that the caller ended up not using.
     pub(crate) fn release_lookup(&mut self, id: ScopeId) {
-        if self.scopes.contains_key(&id) {
+        if self.scopes.contains_key(id) {
             self.collect_if_unused(id);
         }
     }
@@ -774,12 +773,12 @@ impl Accountant {
     }
 
     pub(crate) fn stat_of(&self, id: ScopeId) -> ScopeStat {
-        self.scopes.get(&id).map(|s| s.stat).unwrap_or_default()
+        self.scopes.get(id).map(|s| s.stat).unwrap_or_default()
     }
 
     #[cfg(test)]
     pub(crate) fn refs_of(&self, id: ScopeId) -> u32 {
-        self.scopes.get(&id).map_or(0, |s| s.refs)
+        self.scopes.get(id).map_or(0, |s| s.refs)
     }
 }
 

@@ -11,7 +11,7 @@ use multiaddr::Multiaddr;
 use super::allowlist::{Allowlist, Entry};
 use super::ip::IpLimiter;
 use super::rate::ConnRateLimiter;
-use super::scope::{Accountant, Kind, ScopeStat};
+use super::scope::{Accountant, Kind, ScopeId, ScopeStat};
 use super::*;
 
 const KIB: u64 = 1 << 10;
@@ -52,7 +52,7 @@ impl Dag {
         }
     }
 
-    fn scope(&mut self, name: &str, limit: BaseLimit, edges: &[u64]) -> u64 {
+    fn scope(&mut self, name: &str, limit: BaseLimit, edges: &[ScopeId]) -> ScopeId {
         let id = self
             .a
             .create(Kind::Service(name.into()), edges.to_vec(), None);
@@ -60,17 +60,17 @@ impl Dag {
         id
     }
 
-    fn mem(&mut self, id: u64, bytes: u64, prio: Priority) -> bool {
+    fn mem(&mut self, id: ScopeId, bytes: u64, prio: Priority) -> bool {
         self.a
             .reserve(id, &ScopeStat::memory(bytes), prio, None)
             .is_ok()
     }
 
-    fn free(&mut self, id: u64, bytes: u64) {
+    fn free(&mut self, id: ScopeId, bytes: u64) {
         self.a.release(id, &ScopeStat::memory(bytes));
     }
 
-    fn memory(&self, id: u64) -> u64 {
+    fn memory(&self, id: ScopeId) -> u64 {
         self.a.stat_of(id).memory
     }
 }
