@@ -20,9 +20,7 @@ pub(super) struct Handle {
 impl Handle {
     fn reserve_memory(&self, bytes: u64, prio: Priority) -> Result<Reservation, Error> {
         let mut s = self.mgr.lock();
-        s.acct
-            .reserve(self.id, &ScopeStat::memory(bytes), prio, None)?;
-        s.acct.incref(self.id);
+        s.acct.reserve_memory(self.id, bytes, prio)?;
         Ok(Reservation {
             mgr: self.mgr.clone(),
             id: self.id,
@@ -433,7 +431,6 @@ impl fmt::Debug for Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut s = self.mgr.lock();
-        s.acct.release(self.id, &ScopeStat::memory(self.bytes));
-        s.acct.decref(self.id);
+        s.acct.release_memory(self.id, self.bytes);
     }
 }

@@ -133,15 +133,12 @@ fn check(
             .checked_add(attempted)
             .is_none_or(|total| total > limit)
     };
-    if d.memory > 0 {
-        let threshold = if limit.memory == super::UNLIMITED {
-            u64::MAX
-        } else {
-            ((1 + u128::from(prio.0)) * u128::from(limit.memory) / 256) as u64
-        };
-        if over(stat.memory, d.memory, threshold) {
-            return Err((Resource::Memory, stat.memory, d.memory, limit.memory));
-        }
+    if d.memory > 0 && over(stat.memory, d.memory, memory_threshold(limit, prio)) {
+        return Err((Resource::Memory, stat.memory, d.memory, limit.memory));
+    }
+    // A memory reservation, by far the most frequent, counts nothing else.
+    if (d.streams_inbound | d.streams_outbound | d.conns_inbound | d.conns_outbound | d.fd) == 0 {
+        return Ok(());
     }
     let pairs = [
         (
@@ -178,6 +175,17 @@ fn check(
         }
     }
     Ok(())
+}
+
+/// The memory a reservation at `prio` may take a scope's usage to: `(1 + priority) * limit /
+/// 256` (go `ReserveMemory`), in 128 bits.
+#[inline]
+fn memory_threshold(limit: &BaseLimit, prio: Priority) -> u64 {
+    if limit.memory == super::UNLIMITED {
+        u64::MAX
+    } else {
+        ((1 + u128::from(prio.0)) * u128::from(limit.memory) / 256) as u64
+    }
 }
 
 /// What a scope is; its name is derived from this (go's scope names).
@@ -263,11 +271,10 @@ pub(crate) type Blocked = HashMap<(&'static str, Option<Direction>, Resource, Op
 #[derive(Debug)]
 pub(crate) struct Accountant {
     /// A slot map: a reservation walks seven scopes twice, and an index with a generation
-    /// check is a fraction of a hash lookup (`benches/rcmgr.rs`). Boxed: a scope is about 420
-    /// bytes and the table's vector grows by doubling, so inline its spare capacity could take
-    /// kilobytes per connection at 10,000 connections (`benches/hold.rs`); boxed, 16 bytes a
-    /// slot.
-    scopes: SlotMap<ScopeId, Box<Scope>>,
+    /// check is a fraction of a hash lookup (`benches/rcmgr.rs`). Inline, not boxed: a box
+    /// cost a dependent load per scope on that walk, and the vector's spare capacity past the
+    /// live scopes is allocated but never touched, so it is not resident memory.
+    scopes: SlotMap<ScopeId, Scope>,
     next_conn: u64,
     next_stream: u64,
     next_span: u64,
@@ -394,7 +401,7 @@ impl Accountant {
         if matches!(kind, Kind::Peer(_)) {
             self.peer_distributions.add(&ScopeStat::default());
         }
-        self.scopes.insert(Box::new(Scope {
+        self.scopes.insert(Scope {
             kind,
             limit,
             stat: ScopeStat::default(),
@@ -406,7 +413,7 @@ impl Accountant {
             protocol: None,
             service: None,
             allowlisted: false,
-        }))
+        })
     }
 
     pub(crate) fn next_conn_kind(&mut self) -> Kind {
@@ -426,7 +433,7 @@ impl Accountant {
     }
 
     pub(crate) fn scope(&self, id: ScopeId) -> Option<&Scope> {
-        self.scopes.get(id).map(|s| &**s)
+        self.scopes.get(id)
     }
 
     pub(crate) fn scope_mut(&mut self, id: ScopeId) -> &mut Scope {
@@ -455,9 +462,12 @@ impl Accountant {
 
     /// The leaf followed by every scope a reservation on it charges: for a span, its owner's
     /// chain; otherwise its edges.
+    /// A scope that is gone ends the chain (and [`Accountant::check_all`] refuses it).
     fn fill_chain(&self, id: ScopeId, out: &mut Vec<ScopeId>) {
         out.push(id);
-        let s = &self.scopes[id];
+        let Some(s) = self.scopes.get(id) else {
+            return;
+        };
         match s.owner {
             Some(o) => self.fill_chain(o, out),
             None => out.extend_from_slice(&s.edges),
@@ -472,7 +482,7 @@ impl Accountant {
         prio: Priority,
         dir: Option<Direction>,
     ) -> Result<(), Error> {
-        self.ensure_open(id)?;
+        // The leaf comes first in the chain: a closed leaf is refused by its name.
         let mut chain = std::mem::take(&mut self.chain);
         chain.clear();
         self.fill_chain(id, &mut chain);
@@ -484,6 +494,83 @@ impl Accountant {
         }
         self.chain = chain;
         result
+    }
+
+    /// Reserves `bytes` of memory on the scope and everything it charges, and holds the scope
+    /// (the reservation's reference), or nothing: [`Accountant::reserve`] for the most frequent
+    /// reservation, touching the memory counters alone. A refusal goes through `reserve`,
+    /// which names the refusing scope and counts it.
+    pub(crate) fn reserve_memory(
+        &mut self,
+        id: ScopeId,
+        bytes: u64,
+        prio: Priority,
+    ) -> Result<(), Error> {
+        let mut chain = std::mem::take(&mut self.chain);
+        chain.clear();
+        self.fill_chain(id, &mut chain);
+        let fits = chain.iter().all(|&s| {
+            self.scopes.get(s).is_some_and(|s| {
+                !s.done
+                    && s.stat
+                        .memory
+                        .checked_add(bytes)
+                        .is_some_and(|total| total <= memory_threshold(&s.limit, prio))
+            })
+        });
+        if fits {
+            for &s in &chain {
+                let scope = &mut self.scopes[s];
+                let before = scope.stat.memory;
+                scope.stat.memory = before + bytes;
+                if matches!(scope.kind, Kind::Peer(_)) {
+                    self.peer_distributions.memory_moved(before, before + bytes);
+                }
+            }
+            self.scopes[id].refs += 1;
+        }
+        self.chain = chain;
+        if !fits {
+            self.reserve(id, &ScopeStat::memory(bytes), prio, None)?;
+            self.incref(id);
+        }
+        Ok(())
+    }
+
+    /// Releases what [`Accountant::reserve_memory`] reserved, and the scope's reference: as
+    /// [`Accountant::release`] then [`Accountant::decref`], touching the memory counters alone.
+    pub(crate) fn release_memory(&mut self, id: ScopeId, bytes: u64) {
+        let mut chain = std::mem::take(&mut self.chain);
+        chain.clear();
+        self.fill_chain(id, &mut chain);
+        // The leaf and, for a span, its owners up to the first scope with edges: a closed one
+        // ignores the release, and so does everything reached through it (go).
+        let spine = chain
+            .iter()
+            .position(|&s| self.scopes.get(s).is_none_or(|s| s.owner.is_none()))
+            .map_or(chain.len(), |i| i + 1);
+        let mut clamped = None;
+        for (i, &s) in chain.iter().enumerate() {
+            let scope = match self.scopes.get_mut(s) {
+                Some(scope) if !scope.done => scope,
+                _ if i < spine => break,
+                _ => continue,
+            };
+            let before = scope.stat.memory;
+            if before < bytes {
+                clamped = Some(s);
+            }
+            scope.stat.memory = before.saturating_sub(bytes);
+            if matches!(scope.kind, Kind::Peer(_)) {
+                self.peer_distributions
+                    .memory_moved(before, before.saturating_sub(bytes));
+            }
+        }
+        self.chain = chain;
+        if let Some(s) = clamped {
+            self.clamped(s);
+        }
+        self.decref(id);
     }
 
     fn check_all(
@@ -577,15 +664,22 @@ impl Accountant {
         }
     }
 
+    #[inline]
     fn release_one(&mut self, id: ScopeId, d: &ScopeStat) {
         let clamped = match self.scopes.get_mut(id).filter(|s| !s.done) {
             Some(s) => changed(s, &mut self.peer_distributions, |st| st.sub(d)),
             None => false,
         };
         if clamped {
-            let scope = self.name(id);
-            tracing::warn!(target: "rcmgr", %scope, "BUG: released more than reserved; clamped at zero");
+            self.clamped(id);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn clamped(&self, id: ScopeId) {
+        let scope = self.name(id);
+        tracing::warn!(target: "rcmgr", %scope, "BUG: released more than reserved; clamped at zero");
     }
 
     /// Moves a leaf's whole usage to new edges (go `SetPeer`/`SetProtocol`/`SetService`): the
@@ -686,7 +780,7 @@ impl Accountant {
         if !collectable {
             return;
         }
-        let s = *self.scopes.remove(id).unwrap();
+        let s = self.scopes.remove(id).unwrap();
         match s.kind {
             Kind::Peer(p) => {
                 self.peers.remove(&p);

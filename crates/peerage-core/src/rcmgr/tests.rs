@@ -1847,3 +1847,123 @@ fn a_peer_scope_counts_in_the_bucket_of_what_it_holds_now() {
     );
     assert_eq!(d.memory.sum(), 0);
 }
+
+/// One step of [`the_memory_fast_path_equals_the_generic_reserve_and_release`].
+#[derive(Debug, Clone)]
+enum MemOp {
+    /// Memory on the `i`-th leaf (modulo), at a priority.
+    Reserve(usize, u64, u8),
+    /// Drops the `i`-th reservation held.
+    Release(usize),
+    /// A span on the `i`-th leaf.
+    Span(usize),
+    /// Closes the `i`-th leaf (reservations on it stay held).
+    Done(usize),
+}
+
+fn mem_op() -> impl proptest::strategy::Strategy<Value = MemOp> {
+    use proptest::prelude::*;
+    let bytes = prop_oneof![Just(0u64), Just(1024), Just(4096), 1u64..(96 << 10)];
+    prop_oneof![
+        3 => (any::<usize>(), bytes, any::<u8>()).prop_map(|(i, b, p)| MemOp::Reserve(i, b, p)),
+        2 => any::<usize>().prop_map(MemOp::Release),
+        1 => any::<usize>().prop_map(MemOp::Span),
+        1 => any::<usize>().prop_map(MemOp::Done),
+    ]
+}
+
+/// A stream-like leaf charging its peer, protocol, protocol-peer and system scopes and a
+/// connection-like leaf charging its peer, transient and system, with memory limits low
+/// enough that reservations are refused at every level.
+fn memory_dag(a: &mut Accountant, peer: PeerId) -> Vec<ScopeId> {
+    let p = a.peer_scope(peer);
+    let proto = a.protocol_scope("/p");
+    let pp = a.protocol_peer_scope("/p", peer);
+    let (system, transient) = (a.system, a.transient);
+    for (id, memory) in [
+        (system, 256 << 10),
+        (p, 128 << 10),
+        (proto, 160 << 10),
+        (pp, 96 << 10),
+    ] {
+        a.scope_mut(id).limit.memory = memory;
+    }
+    let kind = a.next_stream_kind();
+    let stream = a.create(kind, vec![p, pp, proto, system], None);
+    let kind = a.next_conn_kind();
+    let conn = a.create(kind, vec![p, transient, system], None);
+    for leaf in [stream, conn] {
+        a.scope_mut(leaf).limit.memory = 64 << 10;
+    }
+    vec![stream, conn, p, proto, pp, system, transient]
+}
+
+proptest::proptest! {
+    /// `reserve_memory` and `release_memory` (the hot path of every reservation) leave every
+    /// scope, its references, the peer distributions and the blocked counts as the generic
+    /// `reserve` + `incref` and `release` + `decref` do, through refusals, spans (whose owner
+    /// is charged) and closed scopes (which ignore a release).
+    #[test]
+    fn the_memory_fast_path_equals_the_generic_reserve_and_release(
+        ops in proptest::collection::vec(mem_op(), 1..120)
+    ) {
+        let peer = PeerId::random();
+        let (mut fast, mut generic) = (
+            Accountant::new(LimitConfig::unlimited()),
+            Accountant::new(LimitConfig::unlimited()),
+        );
+        let mut ids = memory_dag(&mut fast, peer);
+        proptest::prop_assert_eq!(&ids, &memory_dag(&mut generic, peer));
+        let mut leaves = vec![ids[0], ids[1]];
+        let mut held: Vec<(ScopeId, u64)> = Vec::new();
+        for op in ops {
+            match op {
+                MemOp::Reserve(i, bytes, prio) => {
+                    let leaf = leaves[i % leaves.len()];
+                    let prio = Priority(prio);
+                    let f = fast.reserve_memory(leaf, bytes, prio);
+                    let g = generic.reserve(leaf, &ScopeStat::memory(bytes), prio, None);
+                    if g.is_ok() {
+                        generic.incref(leaf);
+                        held.push((leaf, bytes));
+                    }
+                    proptest::prop_assert_eq!(
+                        f.map_err(|e| e.to_string()),
+                        g.map_err(|e| e.to_string())
+                    );
+                }
+                MemOp::Release(i) if !held.is_empty() => {
+                    let n = held.len();
+                    let (leaf, bytes) = held.swap_remove(i % n);
+                    fast.release_memory(leaf, bytes);
+                    generic.release(leaf, &ScopeStat::memory(bytes));
+                    generic.decref(leaf);
+                }
+                MemOp::Span(i) => {
+                    let leaf = leaves[i % leaves.len()];
+                    let f = fast.new_span(leaf);
+                    let g = generic.new_span(leaf);
+                    proptest::prop_assert_eq!(f.is_ok(), g.is_ok());
+                    if let (Ok(f), Ok(g)) = (f, g) {
+                        proptest::prop_assert_eq!(f, g);
+                        leaves.push(f);
+                        ids.push(f);
+                    }
+                }
+                MemOp::Done(i) => {
+                    let leaf = leaves[i % leaves.len()];
+                    fast.done(leaf);
+                    generic.done(leaf);
+                }
+                _ => {}
+            }
+            for &id in &ids {
+                proptest::prop_assert_eq!(fast.scope(id).is_some(), generic.scope(id).is_some());
+                proptest::prop_assert_eq!(fast.stat_of(id), generic.stat_of(id));
+                proptest::prop_assert_eq!(fast.refs_of(id), generic.refs_of(id));
+            }
+            proptest::prop_assert_eq!(&fast.peer_distributions, &generic.peer_distributions);
+            proptest::prop_assert_eq!(&fast.blocked, &generic.blocked);
+        }
+    }
+}
