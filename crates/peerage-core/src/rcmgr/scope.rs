@@ -133,7 +133,7 @@ fn check(
             .checked_add(attempted)
             .is_none_or(|total| total > limit)
     };
-    if d.memory > 0 && over(stat.memory, d.memory, memory_threshold(limit, prio)) {
+    if d.memory > 0 && !memory_fits(stat, limit, d.memory, prio) {
         return Err((Resource::Memory, stat.memory, d.memory, limit.memory));
     }
     // A memory reservation, by far the most frequent, counts nothing else.
@@ -177,15 +177,18 @@ fn check(
     Ok(())
 }
 
-/// The memory a reservation at `prio` may take a scope's usage to: `(1 + priority) * limit /
-/// 256` (go `ReserveMemory`), in 128 bits.
+/// True if `bytes` more memory at `prio` keep a scope's usage within `(1 + priority) * limit /
+/// 256` (go `ReserveMemory`), computed in 128 bits.
 #[inline]
-fn memory_threshold(limit: &BaseLimit, prio: Priority) -> u64 {
-    if limit.memory == super::UNLIMITED {
+fn memory_fits(stat: &ScopeStat, limit: &BaseLimit, bytes: u64, prio: Priority) -> bool {
+    let threshold = if limit.memory == super::UNLIMITED {
         u64::MAX
     } else {
         ((1 + u128::from(prio.0)) * u128::from(limit.memory) / 256) as u64
-    }
+    };
+    stat.memory
+        .checked_add(bytes)
+        .is_some_and(|total| total <= threshold)
 }
 
 /// What a scope is; its name is derived from this (go's scope names).
@@ -461,8 +464,7 @@ impl Accountant {
     }
 
     /// The leaf followed by every scope a reservation on it charges: for a span, its owner's
-    /// chain; otherwise its edges.
-    /// A scope that is gone ends the chain (and [`Accountant::check_all`] refuses it).
+    /// chain; otherwise its edges. A scope that is gone ends the chain (and [`Accountant::check_all`] refuses it).
     fn fill_chain(&self, id: ScopeId, out: &mut Vec<ScopeId>) {
         out.push(id);
         let Some(s) = self.scopes.get(id) else {
@@ -510,13 +512,9 @@ impl Accountant {
         chain.clear();
         self.fill_chain(id, &mut chain);
         let fits = chain.iter().all(|&s| {
-            self.scopes.get(s).is_some_and(|s| {
-                !s.done
-                    && s.stat
-                        .memory
-                        .checked_add(bytes)
-                        .is_some_and(|total| total <= memory_threshold(&s.limit, prio))
-            })
+            self.scopes
+                .get(s)
+                .is_some_and(|s| !s.done && memory_fits(&s.stat, &s.limit, bytes, prio))
         });
         if fits {
             for &s in &chain {
