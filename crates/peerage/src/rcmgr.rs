@@ -74,6 +74,7 @@ use prometheus_client::{
 pub use peerage_core::rcmgr::*;
 
 mod guard;
+mod port_reuse;
 
 use self::guard::Guarded;
 pub use self::guard::{HandshakeGuard, HandshakeStat};
@@ -430,6 +431,12 @@ impl AsyncWrite for Substream {
 /// and inbound handshakes, TCP's and QUIC's, guarded by a [`HandshakeGuard`] sized to
 /// `rcmgr`'s limits ([`handshake_guard_for`]). For `SwarmBuilder::with_other_transport`.
 ///
+/// A TCP dial from the listening port whose `bind` or `connect` fails on the local address
+/// (`EADDRINUSE`, `EADDRNOTAVAIL`) is dialed again from a new port, as go-libp2p's
+/// `p2p/net/reuseport/dial.go` does; libp2p-tcp alone retries `EADDRNOTAVAIL` only, and a
+/// listening port the system chose among ports still held in `TIME_WAIT` can fail every dial
+/// with `EADDRINUSE` for up to a minute.
+///
 /// The guard refuses the IPs whose TCP handshakes stall; for the pool to greylist them too,
 /// build the guard yourself and give it to [`transport_guarded`] and to
 /// [`Config::with_handshake_guard`](crate::Config::with_handshake_guard).
@@ -485,7 +492,11 @@ pub fn transport_guarded(
     let accepted = guard.clone();
     #[cfg(feature = "quic")]
     let quic_guard = guard.clone();
-    let tcp = tcp::tokio::Transport::new(tcp_config)
+    let fresh = {
+        let config = tcp_config.clone();
+        move || tcp::tokio::Transport::new(config.clone())
+    };
+    let tcp = port_reuse::PortReuseFallback::new(tcp::tokio::Transport::new(tcp_config), fresh)
         .map(move |stream, endpoint| match &endpoint {
             ConnectedPoint::Listener { send_back_addr, .. } => {
                 accepted.accept(stream, send_back_addr)

@@ -1,0 +1,228 @@
+//! A dial from the listening port that fails on the local address is tried again from a new
+//! port, as go-libp2p's `p2p/net/reuseport/dial.go` does (`reuseErrShouldRetry`).
+//!
+//! rust-libp2p's TCP transport dials from its listening port (`PortUse::Reuse`, so that the
+//! remote sees the address it can dial back) and, if `connect` fails with `EADDRNOTAVAIL`, dials
+//! again from a new port; it does not when the `bind` to the listening port fails with
+//! `EADDRINUSE`. That happens when the listening port was chosen by the system (`/tcp/0`) among
+//! ports still held by connections in `TIME_WAIT` that another socket, without `SO_REUSEADDR`,
+//! left behind: a listener with `SO_REUSEADDR` may take such a port, a dialing socket bound to it
+//! may not, and every dial fails the same way until the `TIME_WAIT` ends (60 s on Linux). Seen
+//! on a loaded machine running many nodes: a node failed to reach its bootstrap point for over
+//! 20 s, each dial "Address already in use (os error 98)".
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use libp2p::{
+    Multiaddr,
+    core::{
+        Transport,
+        transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent},
+    },
+};
+
+/// Wraps a transport so that a dial from its listening port (`PortUse::Reuse`) that fails on
+/// the local address (`EADDRINUSE`, `EADDRNOTAVAIL`) is dialed once more from a new port, on a
+/// transport `fresh` builds (one without listeners; only its dial is used). Any other error,
+/// and any error of a dial from a new port, is returned as it is.
+pub(crate) struct PortReuseFallback<T, F> {
+    inner: T,
+    fresh: F,
+}
+
+impl<T, F> PortReuseFallback<T, F> {
+    pub(crate) fn new(inner: T, fresh: F) -> Self {
+        Self { inner, fresh }
+    }
+}
+
+/// Whether a dial from the listening port failed on the local address, not on the remote.
+fn local_address_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+    )
+}
+
+impl<T, F> Transport for PortReuseFallback<T, F>
+where
+    T: Transport<Error = io::Error> + Unpin,
+    T::Dial: Send + 'static,
+    T::Output: Send + 'static,
+    F: Fn() -> T + Clone + Send + Unpin + 'static,
+{
+    type Output = T::Output;
+    type Error = io::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = BoxFuture<'static, io::Result<T::Output>>;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        let first = self.inner.dial(addr.clone(), opts)?;
+        if opts.port_use != PortUse::Reuse {
+            return Ok(first.boxed());
+        }
+        let fresh = self.fresh.clone();
+        Ok(async move {
+            match first.await {
+                Err(e) if local_address_error(&e) => {
+                    tracing::debug!(%addr, error = %e, "the dial from the listening port failed; dialing from a new port");
+                    let again = DialOpts {
+                        port_use: PortUse::New,
+                        ..opts
+                    };
+                    // The fresh transport goes with this statement: only its dial is awaited.
+                    let dial = fresh().dial(addr, again);
+                    match dial {
+                        Ok(dial) => dial.await,
+                        Err(TransportError::Other(e)) => Err(e),
+                        // The first dial took the address: not reached.
+                        Err(TransportError::MultiaddrNotSupported(_)) => Err(e),
+                    }
+                }
+                other => other,
+            }
+        }
+        .boxed())
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.get_mut().inner).poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::{self, Ready};
+    use libp2p::core::Endpoint;
+
+    use super::*;
+
+    /// A transport whose dials end with what `outcome` says for their port use, recording
+    /// each dial's port use in `dials`.
+    #[derive(Clone)]
+    struct Fake {
+        dials: Arc<Mutex<Vec<PortUse>>>,
+        outcome: fn(PortUse) -> io::Result<u8>,
+    }
+
+    impl Transport for Fake {
+        type Output = u8;
+        type Error = io::Error;
+        type ListenerUpgrade = Ready<io::Result<u8>>;
+        type Dial = Ready<io::Result<u8>>;
+
+        fn listen_on(
+            &mut self,
+            _: ListenerId,
+            a: Multiaddr,
+        ) -> Result<(), TransportError<io::Error>> {
+            Err(TransportError::MultiaddrNotSupported(a))
+        }
+
+        fn remove_listener(&mut self, _: ListenerId) -> bool {
+            false
+        }
+
+        fn dial(
+            &mut self,
+            _: Multiaddr,
+            opts: DialOpts,
+        ) -> Result<Self::Dial, TransportError<io::Error>> {
+            self.dials.lock().unwrap().push(opts.port_use);
+            Ok(future::ready((self.outcome)(opts.port_use)))
+        }
+
+        fn poll(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
+            Poll::Pending
+        }
+    }
+
+    /// Dials once with `port_use` through the fallback over [`Fake`] with `outcome`: the
+    /// result, and the port uses dialed in order.
+    fn dial(
+        port_use: PortUse,
+        outcome: fn(PortUse) -> io::Result<u8>,
+    ) -> (io::Result<u8>, Vec<PortUse>) {
+        let fake = Fake {
+            dials: Arc::default(),
+            outcome,
+        };
+        let dials = fake.dials.clone();
+        let fresh = fake.clone();
+        let mut t = PortReuseFallback::new(fake, move || fresh.clone());
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use,
+        };
+        let result = futures::executor::block_on(
+            t.dial("/ip4/127.0.0.1/tcp/1".parse().unwrap(), opts)
+                .unwrap(),
+        );
+        let dials = dials.lock().unwrap().clone();
+        (result, dials)
+    }
+
+    /// The listening port taken (`EADDRINUSE` at `bind`): dialed again from a new port, and
+    /// that dial's outcome is the result.
+    #[test]
+    fn a_listening_port_in_use_is_dialed_again_from_a_new_port() {
+        let (result, dials) = dial(PortUse::Reuse, |p| match p {
+            PortUse::Reuse => Err(io::ErrorKind::AddrInUse.into()),
+            PortUse::New => Ok(7),
+        });
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(dials, [PortUse::Reuse, PortUse::New]);
+        let (result, dials) = dial(PortUse::Reuse, |p| match p {
+            PortUse::Reuse => Err(io::ErrorKind::AddrNotAvailable.into()),
+            PortUse::New => Err(io::ErrorKind::ConnectionRefused.into()),
+        });
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(dials, [PortUse::Reuse, PortUse::New]);
+    }
+
+    /// An error about the remote is the remote's answer: not dialed again. Nor is a dial that
+    /// used a new port already, whatever its error.
+    #[test]
+    fn other_failures_are_not_dialed_again() {
+        let (result, dials) = dial(PortUse::Reuse, |_| {
+            Err(io::ErrorKind::ConnectionRefused.into())
+        });
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(dials, [PortUse::Reuse]);
+        let (result, dials) = dial(PortUse::New, |_| Err(io::ErrorKind::AddrInUse.into()));
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(dials, [PortUse::New]);
+        let (result, dials) = dial(PortUse::Reuse, |_| Ok(3));
+        assert_eq!(result.unwrap(), 3);
+        assert_eq!(dials, [PortUse::Reuse]);
+    }
+}
