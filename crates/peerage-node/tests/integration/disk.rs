@@ -77,10 +77,25 @@ fn a_full_disk_keeps_the_previous_files_logs_once_and_the_node_runs_on() {
     });
     // Past a peerstore flush (every second) with the hub in it.
     std::thread::sleep(Duration::from_millis(1500));
-    let before = std::fs::read(file.path()).unwrap();
 
-    // The disk is full.
+    // The disk is full. A save under way as the limit fell may still land (its temporary file
+    // written, not yet renamed; on a loaded machine `prlimit` itself takes longer than a save
+    // period): the file as it stands once two reads 300 ms apart agree is the one to keep.
     fsize(pid, "0");
+    let mut before = std::fs::read(file.path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = std::fs::read(file.path()).unwrap();
+        if now == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the peers file kept changing on a full disk"
+        );
+        before = now;
+    }
     let late_dir = tempfile::tempdir().unwrap();
     let late = Running::start_in(late_dir.path(), &["--bootstrap", &addr]);
     let late_id = late.line("peer id: ");
