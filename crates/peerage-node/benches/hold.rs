@@ -11,8 +11,11 @@
 //!
 //! - the server's idle CPU over that window (user + system, from `/proc`), in % of one core;
 //! - its RSS per connection at the end of the window, minus its RSS before the first dial;
-//! - for `peerage run`, the median of 100 `GET /network/stat` at 100 connections and at the
-//!   full count, and of 20 `GET /metrics` at the full count, one request after the other.
+//! - for `peerage run`, the median of 100 `GET /network/stat` at 100 connections (the dials
+//!   paused there) and at the full count, and of 20 `GET /metrics` at the full count, one
+//!   request after the other, each on a new TCP connection; and the median of 100 `GET
+//!   /network/stat` at each count on one kept-alive connection (the server's answer without the
+//!   kernel's connection setup).
 //!
 //! ```text
 //! cargo bench -p peerage-node --bench hold -- [--pairs 3] [--connections 10000]
@@ -46,6 +49,7 @@ use std::{
 
 use common::{
     Args, Bare, BareEvent, Files, Server, Variant, bare_behaviour, median_min_max, time_get,
+    time_get_kept,
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use libp2p::{
@@ -143,6 +147,10 @@ struct Admin {
     stat_100: f64,
     /// Median `GET /network/stat` with every connection held.
     stat: f64,
+    /// Median `GET /network/stat` at 100 connections, over one kept-alive connection.
+    kept_100: f64,
+    /// The same with every connection held.
+    kept: f64,
     /// Median `GET /metrics` with every connection held.
     metrics: f64,
 }
@@ -177,12 +185,12 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
         let mut tasks = Vec::with_capacity(n);
         let mut failed = 0;
         let admin = server.admin.clone();
-        let get = |path: &'static str, times: usize| {
+        let get = |path: &'static str, times: usize, timer: fn(&str, &str, usize) -> f64| {
             let admin = admin.clone();
             async move {
                 match admin {
                     Some(a) => Some(
-                        tokio::task::spawn_blocking(move || time_get(&a, path, times))
+                        tokio::task::spawn_blocking(move || timer(&a, path, times))
                             .await
                             .unwrap(),
                     ),
@@ -191,6 +199,7 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             }
         };
         let mut stat_100 = None;
+        let mut kept_100 = None;
         // Dial the first 100, time `/network/stat` there, then dial the rest.
         for batch in [n.min(100), n.saturating_sub(100)] {
             for mut swarm in swarms.drain(..batch) {
@@ -223,7 +232,8 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
                 failed += usize::from(!rx.recv().await.unwrap());
             }
             if stat_100.is_none() {
-                stat_100 = get("/network/stat", 100).await;
+                stat_100 = get("/network/stat", 100, time_get).await;
+                kept_100 = get("/network/stat", 100, time_get_kept).await;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -231,11 +241,19 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
         tokio::time::sleep(idle).await;
         let cpu = server.cpu() - cpu0;
         let rss = server.rss().saturating_sub(rss0);
-        let admin = match (stat_100, get("/network/stat", 100).await) {
-            (Some(stat_100), Some(stat)) => Some(Admin {
+        let admin = match (
+            stat_100,
+            kept_100,
+            get("/network/stat", 100, time_get).await,
+        ) {
+            (Some(stat_100), Some(kept_100), Some(stat)) => Some(Admin {
                 stat_100,
                 stat,
-                metrics: get("/metrics", 20)
+                kept_100,
+                kept: get("/network/stat", 100, time_get_kept)
+                    .await
+                    .expect("the admin API answered above"),
+                metrics: get("/metrics", 20, time_get)
                     .await
                     .expect("the admin API answered above"),
             }),
@@ -294,8 +312,9 @@ fn main() {
                 h.rss_kb_per_conn,
                 h.idle_cpu_pct,
                 h.admin.as_ref().map_or(String::new(), |a| format!(
-                    ", /network/stat {:.2} ms at 100, {:.2} ms at {n}, /metrics {:.2} ms",
-                    a.stat_100, a.stat, a.metrics
+                    ", /network/stat {:.3} ms at 100, {:.3} ms at {n} (kept-alive {:.3}, \
+                     {:.3}), /metrics {:.2} ms",
+                    a.stat_100, a.stat, a.kept_100, a.kept, a.metrics
                 )),
             );
             results[i].push(h);
@@ -311,23 +330,48 @@ fn main() {
     };
     println!(
         "| server | held | RSS KB/conn | idle CPU, % of a core | `/network/stat` ms at 100 | \
-         at {n} | `/metrics` ms at {n} |"
+         at {n} | kept-alive, at 100 | at {n} | `/metrics` ms at {n} |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (v, runs) in variants.iter().zip(&results) {
         let admin = |f: fn(&Admin) -> f64| {
-            of(runs, &|h| h.admin.as_ref().map(f)).map_or("–".into(), |m| fmt(m, 2))
+            of(runs, &|h| h.admin.as_ref().map(f)).map_or("–".into(), |m| fmt(m, 3))
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             v.name(),
             runs.iter().map(|h| h.held - h.dropped).min().unwrap_or(0),
             fmt(of(runs, &|h| Some(h.rss_kb_per_conn)).unwrap(), 1),
             fmt(of(runs, &|h| Some(h.idle_cpu_pct)).unwrap(), 2),
             admin(|a| a.stat_100),
             admin(|a| a.stat),
+            admin(|a| a.kept_100),
+            admin(|a| a.kept),
             admin(|a| a.metrics),
         );
+    }
+    println!();
+    // The goal's "within 10 % of its value at 100", per round.
+    for (v, runs) in variants.iter().zip(&results) {
+        let growth = |f: fn(&Admin) -> (f64, f64)| {
+            of(runs, &|h| {
+                h.admin.as_ref().map(|a| {
+                    let (at_100, at_n) = f(a);
+                    at_n / at_100
+                })
+            })
+        };
+        if let (Some(new), Some(kept)) = (
+            growth(|a| (a.stat_100, a.stat)),
+            growth(|a| (a.kept_100, a.kept)),
+        ) {
+            println!(
+                "{}: `/network/stat` at {n} / at 100, per round: {}x; kept-alive: {}x",
+                v.name(),
+                fmt(new, 2),
+                fmt(kept, 2)
+            );
+        }
     }
     println!();
     if matches!(variants[0], Variant::Peerage(..)) {
