@@ -48,8 +48,8 @@ use std::{
 };
 
 use common::{
-    Args, Bare, BareEvent, Files, Server, Variant, bare_behaviour, median_min_max, time_get,
-    time_get_kept,
+    Args, Bare, BareEvent, Files, Server, Variant, bare_behaviour, control_server, median_min_max,
+    time_get, time_get_kept,
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use libp2p::{
@@ -164,6 +164,9 @@ struct Hold {
     /// Server CPU over the idle window, in % of one core.
     idle_cpu_pct: f64,
     admin: Option<Admin>,
+    /// The control ([`control_server`]), in ms: a new connection per request at 100 and at the
+    /// full count, then one kept-alive connection at 100 and at the full count.
+    control: [f64; 4],
 }
 
 /// Holds `n` connections to `server` from `sources` source addresses and measures.
@@ -200,8 +203,19 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
         };
         let mut stat_100 = None;
         let mut kept_100 = None;
-        // Dial the first 100, time `/network/stat` there, then dial the rest.
-        for batch in [n.min(100), n.saturating_sub(100)] {
+        let control = control_server();
+        let time_control = |timer: fn(&str, &str, usize) -> f64| {
+            let control = control.clone();
+            async move {
+                tokio::task::spawn_blocking(move || timer(&control, "/", 100))
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut control_100 = None;
+        // Dial the first 100, time `/network/stat` and the control there (the dials paused),
+        // then dial the rest.
+        for (at_100, batch) in [(true, n.min(100)), (false, n.saturating_sub(100))] {
             for mut swarm in swarms.drain(..batch) {
                 let permit = permits.clone().acquire_owned().await.unwrap();
                 let (tx, addr, dropped) = (tx.clone(), server.addr.clone(), dropped.clone());
@@ -231,9 +245,13 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             for _ in 0..batch {
                 failed += usize::from(!rx.recv().await.unwrap());
             }
-            if stat_100.is_none() {
+            if at_100 {
                 stat_100 = get("/network/stat", 100, time_get).await;
                 kept_100 = get("/network/stat", 100, time_get_kept).await;
+                control_100 = Some((
+                    time_control(time_get).await,
+                    time_control(time_get_kept).await,
+                ));
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -259,6 +277,13 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             }),
             _ => None,
         };
+        let (control_new_100, control_kept_100) = control_100.expect("timed at 100");
+        let control = [
+            control_new_100,
+            time_control(time_get).await,
+            control_kept_100,
+            time_control(time_get_kept).await,
+        ];
         for t in tasks {
             t.abort();
         }
@@ -269,6 +294,7 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             rss_kb_per_conn: rss as f64 / 1024.0 / held.max(1) as f64,
             idle_cpu_pct: cpu.as_secs_f64() * 100.0 / idle.as_secs_f64(),
             admin,
+            control,
         }
     })
 }
@@ -305,7 +331,8 @@ fn main() {
             let server = Server::start(&variants[i], &files);
             let h = hold(&server, n, sources, in_flight, idle);
             eprintln!(
-                "round {round} {:<28} {:>6} held ({} dropped) {:>5.1} KB/conn {:>5.2} % idle CPU{}",
+                "round {round} {:<28} {:>6} held ({} dropped) {:>5.1} KB/conn {:>5.2} % idle CPU{}; \
+                 control {:.3} ms at 100, {:.3} ms at {n} (kept-alive {:.3}, {:.3})",
                 variants[i].name(),
                 h.held,
                 h.dropped,
@@ -316,6 +343,10 @@ fn main() {
                      {:.3}), /metrics {:.2} ms",
                     a.stat_100, a.stat, a.kept_100, a.kept, a.metrics
                 )),
+                h.control[0],
+                h.control[1],
+                h.control[2],
+                h.control[3],
             );
             results[i].push(h);
         }
@@ -372,6 +403,18 @@ fn main() {
                 fmt(kept, 2)
             );
         }
+        let control = |at_100: usize, at_n: usize| {
+            fmt(
+                of(runs, &|h| Some(h.control[at_n] / h.control[at_100])).unwrap(),
+                2,
+            )
+        };
+        println!(
+            "{}: the control at {n} / at 100, per round: {}x; kept-alive: {}x",
+            v.name(),
+            control(0, 1),
+            control(2, 3)
+        );
     }
     println!();
     if matches!(variants[0], Variant::Peerage(..)) {
