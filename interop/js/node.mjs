@@ -29,3 +29,19 @@ export async function createNode ({ listen = true, quic = false, connectionManag
     services
   })
 }
+
+// Pings `target` once. js-libp2p's connection monitor pings every connection on its own, and
+// the ping service opens at most one outbound ping stream per connection (`maxOutboundStreams`
+// 1, @libp2p/ping's constants.js): a ping that meets the monitor's fails with
+// TooManyOutboundProtocolStreamsError ("2/1"). That one is tried again, up to 5 times, 200 ms
+// apart; any other error is thrown.
+export async function pingOnce (node, target) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await node.services.ping.ping(target)
+    } catch (err) {
+      if (err.name !== 'TooManyOutboundProtocolStreamsError' || attempt >= 5) throw err
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  }
+}
