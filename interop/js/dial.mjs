@@ -5,7 +5,7 @@
 // it), `JS CONN <remote address>` and `JS PING <ms>` lines on stdout.
 // `TRANSPORT=quic` dials over QUIC instead of TCP. Exits 2 after SECS seconds whatever
 // happens.
-import { createNode, pingOnce } from './node.mjs'
+import { createNode } from './node.mjs'
 import { multiaddr } from '@multiformats/multiaddr'
 
 const secs = Number(process.env.SECS ?? 20)
@@ -34,7 +34,7 @@ console.log('JS ADDRS', JSON.stringify(stored.addresses.map(a => ({
   certified: a.isCertified
 }))))
 for (let i = 0; i < pings; i++) {
-  console.log('JS PING', await pingOnce(node, target))
+  console.log('JS PING', await node.services.ping.ping(target))
 }
 // Let the node's own identify and ping of us complete before leaving.
 await new Promise(resolve => setTimeout(resolve, Number(process.env.LINGER_MS ?? 1500)))

@@ -10,7 +10,11 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 
 export async function createNode ({ listen = true, quic = false, connectionManager } = {}) {
-  const services = { identify: identify(), ping: ping() }
+  // Two outbound ping streams per connection, not @libp2p/ping's one (`maxOutboundStreams`,
+  // its constants.js): js-libp2p's connection monitor pings every connection on its own, and a
+  // script's ping that met the monitor's failed with "Too many outbound protocol streams ...
+  // 2/1" (or the monitor's did, and it closed the connection).
+  const services = { identify: identify(), ping: ping({ maxOutboundStreams: 2 }) }
   if (quic) {
     // Loaded only here: its native binary is not needed by the TCP scripts.
     const { quic: quicTransport } = await import('@chainsafe/libp2p-quic')
@@ -28,20 +32,4 @@ export async function createNode ({ listen = true, quic = false, connectionManag
     connectionManager,
     services
   })
-}
-
-// Pings `target` once. js-libp2p's connection monitor pings every connection on its own, and
-// the ping service opens at most one outbound ping stream per connection (`maxOutboundStreams`
-// 1, @libp2p/ping's constants.js): a ping that meets the monitor's fails with
-// TooManyOutboundProtocolStreamsError ("2/1"). That one is tried again, up to 5 times, 200 ms
-// apart; any other error is thrown.
-export async function pingOnce (node, target) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await node.services.ping.ping(target)
-    } catch (err) {
-      if (err.name !== 'TooManyOutboundProtocolStreamsError' || attempt >= 5) throw err
-      await new Promise(resolve => setTimeout(resolve, 200))
-    }
-  }
 }

@@ -4,7 +4,7 @@
 // prints `JS STREAM <i> <status>` for each (`error <name>` if opening failed), pings the node
 // over the same connection (`JS PING <ms>` or `JS PING failed <name>`), prints
 // `JS CONNECTIONS <n>` and exits 0. Exits 2 after SECS seconds whatever happens.
-import { createNode, pingOnce } from './node.mjs'
+import { createNode } from './node.mjs'
 import { multiaddr } from '@multiformats/multiaddr'
 
 const secs = Number(process.env.SECS ?? 20)
@@ -30,7 +30,7 @@ streams.forEach((s, i) => {
   console.log('JS STREAM', i + 1, s instanceof Error ? `error ${s.name}` : s.status)
 })
 try {
-  console.log('JS PING', await pingOnce(node, target))
+  console.log('JS PING', await node.services.ping.ping(target))
 } catch (err) {
   console.log('JS PING failed', err.name)
 }
