@@ -123,11 +123,15 @@ mod tests {
 
     use super::*;
 
-    /// A transport whose dials end with what `outcome` says for their port use, recording
-    /// each dial's port use in `dials`.
+    /// Each dial: which transport took it, its port use and its role.
+    type Log = Arc<Mutex<Vec<(&'static str, PortUse, Endpoint)>>>;
+
+    /// A transport whose dials end with what `outcome` says for their port use, each dial
+    /// written to `log` under `name`.
     #[derive(Clone)]
     struct Fake {
-        dials: Arc<Mutex<Vec<PortUse>>>,
+        name: &'static str,
+        log: Log,
         outcome: fn(PortUse) -> io::Result<u8>,
     }
 
@@ -154,7 +158,10 @@ mod tests {
             _: Multiaddr,
             opts: DialOpts,
         ) -> Result<Self::Dial, TransportError<io::Error>> {
-            self.dials.lock().unwrap().push(opts.port_use);
+            self.log
+                .lock()
+                .unwrap()
+                .push((self.name, opts.port_use, opts.role));
             Ok(future::ready((self.outcome)(opts.port_use)))
         }
 
@@ -166,63 +173,74 @@ mod tests {
         }
     }
 
-    /// Dials once with `port_use` through the fallback over [`Fake`] with `outcome`: the
-    /// result, and the port uses dialed in order.
+    /// Dials once with `port_use` and `role` through the fallback over an `inner` [`Fake`]
+    /// and `fresh` ones, all with `outcome`: the result, and the dials in order.
     fn dial(
         port_use: PortUse,
+        role: Endpoint,
         outcome: fn(PortUse) -> io::Result<u8>,
-    ) -> (io::Result<u8>, Vec<PortUse>) {
-        let fake = Fake {
-            dials: Arc::default(),
+    ) -> (io::Result<u8>, Vec<(&'static str, PortUse, Endpoint)>) {
+        let log = Log::default();
+        let inner = Fake {
+            name: "inner",
+            log: log.clone(),
             outcome,
         };
-        let dials = fake.dials.clone();
-        let fresh = fake.clone();
-        let mut t = PortReuseFallback::new(fake, move || fresh.clone());
-        let opts = DialOpts {
-            role: Endpoint::Dialer,
-            port_use,
+        let fresh = Fake {
+            name: "fresh",
+            ..inner.clone()
         };
+        let mut t = PortReuseFallback::new(inner, move || fresh.clone());
+        let opts = DialOpts { role, port_use };
         let result = futures::executor::block_on(
             t.dial("/ip4/127.0.0.1/tcp/1".parse().unwrap(), opts)
                 .unwrap(),
         );
-        let dials = dials.lock().unwrap().clone();
+        let dials = log.lock().unwrap().clone();
         (result, dials)
     }
 
-    /// The listening port taken (`EADDRINUSE` at `bind`): dialed again from a new port, and
-    /// that dial's outcome is the result.
+    /// The listening port taken (`EADDRINUSE` at `bind`) or the address unavailable: dialed
+    /// again from a new port on a fresh transport, in the same role, and that dial's outcome
+    /// is the result.
     #[test]
     fn a_listening_port_in_use_is_dialed_again_from_a_new_port() {
-        let (result, dials) = dial(PortUse::Reuse, |p| match p {
-            PortUse::Reuse => Err(io::ErrorKind::AddrInUse.into()),
-            PortUse::New => Ok(7),
+        use Endpoint::{Dialer, Listener};
+        use PortUse::{New, Reuse};
+        let (result, dials) = dial(Reuse, Dialer, |p| match p {
+            Reuse => Err(io::ErrorKind::AddrInUse.into()),
+            New => Ok(7),
         });
         assert_eq!(result.unwrap(), 7);
-        assert_eq!(dials, [PortUse::Reuse, PortUse::New]);
-        let (result, dials) = dial(PortUse::Reuse, |p| match p {
-            PortUse::Reuse => Err(io::ErrorKind::AddrNotAvailable.into()),
-            PortUse::New => Err(io::ErrorKind::ConnectionRefused.into()),
+        assert_eq!(dials, [("inner", Reuse, Dialer), ("fresh", New, Dialer)]);
+        // A dial as the listener (a hole punch) keeps its role.
+        let (result, dials) = dial(Reuse, Listener, |p| match p {
+            Reuse => Err(io::ErrorKind::AddrNotAvailable.into()),
+            New => Err(io::ErrorKind::ConnectionRefused.into()),
         });
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
-        assert_eq!(dials, [PortUse::Reuse, PortUse::New]);
+        assert_eq!(
+            dials,
+            [("inner", Reuse, Listener), ("fresh", New, Listener)]
+        );
     }
 
     /// An error about the remote is the remote's answer: not dialed again. Nor is a dial that
     /// used a new port already, whatever its error.
     #[test]
     fn other_failures_are_not_dialed_again() {
-        let (result, dials) = dial(PortUse::Reuse, |_| {
+        use Endpoint::Dialer;
+        use PortUse::{New, Reuse};
+        let (result, dials) = dial(Reuse, Dialer, |_| {
             Err(io::ErrorKind::ConnectionRefused.into())
         });
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
-        assert_eq!(dials, [PortUse::Reuse]);
-        let (result, dials) = dial(PortUse::New, |_| Err(io::ErrorKind::AddrInUse.into()));
+        assert_eq!(dials, [("inner", Reuse, Dialer)]);
+        let (result, dials) = dial(New, Dialer, |_| Err(io::ErrorKind::AddrInUse.into()));
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::AddrInUse);
-        assert_eq!(dials, [PortUse::New]);
-        let (result, dials) = dial(PortUse::Reuse, |_| Ok(3));
+        assert_eq!(dials, [("inner", New, Dialer)]);
+        let (result, dials) = dial(Reuse, Dialer, |_| Ok(3));
         assert_eq!(result.unwrap(), 3);
-        assert_eq!(dials, [PortUse::Reuse]);
+        assert_eq!(dials, [("inner", Reuse, Dialer)]);
     }
 }
