@@ -310,15 +310,19 @@ pub(crate) fn time_get_kept(addr: &str, path: &str, n: usize) -> f64 {
             let start = Instant::now();
             writer.write_all(request.as_bytes()).unwrap();
             let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
+            let mut read_line = |line: &mut String| {
+                line.clear();
+                let n = reader.read_line(line).unwrap();
+                assert!(n > 0, "GET {path}: the connection closed mid-response");
+            };
+            read_line(&mut line);
             assert!(
                 line.starts_with("HTTP/1.1 200"),
                 "GET {path} failed: {line}"
             );
             let mut length = None;
             loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
+                read_line(&mut line);
                 if line == "\r\n" {
                     break;
                 }

@@ -96,6 +96,11 @@ fn a_full_disk_keeps_the_previous_files_logs_once_and_the_node_runs_on() {
         );
         before = now;
     }
+    // What it settled to is the previous file, whole: not emptied by a failed write.
+    assert!(
+        peers_in(&file).contains(&hub_id),
+        "the peers file lost the hub"
+    );
     let late_dir = tempfile::tempdir().unwrap();
     let late = Running::start_in(late_dir.path(), &["--bootstrap", &addr]);
     let late_id = late.line("peer id: ");
