@@ -151,6 +151,11 @@ struct Admin {
     kept_100: f64,
     /// The same with every connection held.
     kept: f64,
+    /// The admin API thread's time run and time waited runnable for a core, per kept-alive
+    /// request at 100 connections, in µs (`/proc` schedstat; `None` if not found).
+    sched_100: Option<[f64; 2]>,
+    /// The same with every connection held.
+    sched: Option<[f64; 2]>,
     /// Median `GET /metrics` with every connection held.
     metrics: f64,
 }
@@ -203,6 +208,14 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
         };
         let mut stat_100 = None;
         let mut kept_100 = None;
+        let mut sched_100 = None;
+        // The admin thread's run and runnable-wait time per request over a timing of 100.
+        let sched = |before: Option<[u64; 3]>, after: Option<[u64; 3]>| {
+            let (b, a) = (before?, after?);
+            let per_request = |i: usize| a[i].saturating_sub(b[i]) as f64 / 1e3 / 100.0;
+            Some([per_request(0), per_request(1)])
+        };
+        const ADMIN_THREAD: &str = "peerage-admin";
         let control = control_server();
         let time_control = |timer: fn(&str, &str, usize) -> f64| {
             let control = control.clone();
@@ -247,7 +260,9 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             }
             if at_100 {
                 stat_100 = get("/network/stat", 100, time_get).await;
+                let before = server.schedstat(ADMIN_THREAD);
                 kept_100 = get("/network/stat", 100, time_get_kept).await;
+                sched_100 = sched(before, server.schedstat(ADMIN_THREAD));
                 control_100 = Some((
                     time_control(time_get).await,
                     time_control(time_get_kept).await,
@@ -259,18 +274,18 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
         tokio::time::sleep(idle).await;
         let cpu = server.cpu() - cpu0;
         let rss = server.rss().saturating_sub(rss0);
-        let admin = match (
-            stat_100,
-            kept_100,
-            get("/network/stat", 100, time_get).await,
-        ) {
-            (Some(stat_100), Some(kept_100), Some(stat)) => Some(Admin {
+        let stat = get("/network/stat", 100, time_get).await;
+        let before = server.schedstat(ADMIN_THREAD);
+        let kept = get("/network/stat", 100, time_get_kept).await;
+        let sched_n = sched(before, server.schedstat(ADMIN_THREAD));
+        let admin = match (stat_100, kept_100, stat, kept) {
+            (Some(stat_100), Some(kept_100), Some(stat), Some(kept)) => Some(Admin {
                 stat_100,
                 stat,
                 kept_100,
-                kept: get("/network/stat", 100, time_get_kept)
-                    .await
-                    .expect("the admin API answered above"),
+                kept,
+                sched_100,
+                sched: sched_n,
                 metrics: get("/metrics", 20, time_get)
                     .await
                     .expect("the admin API answered above"),
@@ -342,7 +357,13 @@ fn main() {
                     ", /network/stat {:.3} ms at 100, {:.3} ms at {n} (kept-alive {:.3}, \
                      {:.3}), /metrics {:.2} ms",
                     a.stat_100, a.stat, a.kept_100, a.kept, a.metrics
-                )),
+                ) + &match (a.sched_100, a.sched) {
+                    (Some([r0, w0]), Some([r, w])) => format!(
+                        ", admin thread per kept-alive request: run {r0:.1} µs, waited {w0:.1} µs \
+                         at 100; run {r:.1} µs, waited {w:.1} µs at {n}"
+                    ),
+                    _ => String::new(),
+                }),
                 h.control[0],
                 h.control[1],
                 h.control[2],
@@ -401,6 +422,25 @@ fn main() {
                 v.name(),
                 fmt(new, 2),
                 fmt(kept, 2)
+            );
+        }
+        let sched = |f: fn(&Admin) -> Option<[f64; 2]>, i: usize| {
+            of(runs, &|h| h.admin.as_ref().and_then(f).map(|s| s[i]))
+        };
+        if let (Some(r0), Some(w0), Some(r), Some(w)) = (
+            sched(|a| a.sched_100, 0),
+            sched(|a| a.sched_100, 1),
+            sched(|a| a.sched, 0),
+            sched(|a| a.sched, 1),
+        ) {
+            println!(
+                "{}: the admin thread per kept-alive request, µs run / waited for a core: {} / {} \
+                 at 100, {} / {} at {n}",
+                v.name(),
+                fmt(r0, 1),
+                fmt(w0, 1),
+                fmt(r, 1),
+                fmt(w, 1)
             );
         }
         let control = |at_100: usize, at_n: usize| {

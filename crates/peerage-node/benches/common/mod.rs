@@ -221,6 +221,23 @@ impl Server {
         Duration::from_millis(ticks * 1000 / clock_ticks())
     }
 
+    /// The scheduler's figures for its thread named `name` (`/proc/PID/task/TID/schedstat`):
+    /// nanoseconds run, nanoseconds waited runnable for a core, times run; `None` without such
+    /// a thread.
+    pub(crate) fn schedstat(&self, name: &str) -> Option<[u64; 3]> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks).ok()?.find_map(|task| {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if comm.trim_end() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let mut fields = stat.split_whitespace().map(|f| f.parse().ok());
+            Some([fields.next()??, fields.next()??, fields.next()??])
+        })
+    }
+
     /// Resident memory, in bytes.
     pub(crate) fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
