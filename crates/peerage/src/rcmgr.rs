@@ -433,9 +433,9 @@ impl AsyncWrite for Substream {
 ///
 /// A TCP dial from the listening port whose `bind` or `connect` fails on the local address
 /// (`EADDRINUSE`, `EADDRNOTAVAIL`) is dialed again from a new port, as go-libp2p's
-/// `p2p/net/reuseport/dial.go` does; libp2p-tcp alone retries `EADDRNOTAVAIL` only, and a
-/// listening port the system chose among ports still held in `TIME_WAIT` can fail every dial
-/// with `EADDRINUSE` for up to a minute.
+/// `p2p/net/reuseport/dial.go` does; libp2p-tcp alone retries `EADDRNOTAVAIL` only, and a node
+/// whose listening port the system chose (`/tcp/0`) was seen failing every dial with
+/// `EADDRINUSE` for over 20 s (likely a socket in `TIME_WAIT` on that port).
 ///
 /// The guard refuses the IPs whose TCP handshakes stall; for the pool to greylist them too,
 /// build the guard yourself and give it to [`transport_guarded`] and to

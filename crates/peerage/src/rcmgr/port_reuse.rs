@@ -1,15 +1,15 @@
 //! A dial from the listening port that fails on the local address is tried again from a new
 //! port, as go-libp2p's `p2p/net/reuseport/dial.go` does (`reuseErrShouldRetry`).
 //!
-//! rust-libp2p's TCP transport dials from its listening port (`PortUse::Reuse`, so that the
-//! remote sees the address it can dial back) and, if `connect` fails with `EADDRNOTAVAIL`, dials
-//! again from a new port; it does not when the `bind` to the listening port fails with
-//! `EADDRINUSE`. That happens when the listening port was chosen by the system (`/tcp/0`) among
-//! ports still held by connections in `TIME_WAIT` that another socket, without `SO_REUSEADDR`,
-//! left behind: a listener with `SO_REUSEADDR` may take such a port, a dialing socket bound to it
-//! may not, and every dial fails the same way until the `TIME_WAIT` ends (60 s on Linux). Seen
-//! on a loaded machine running many nodes: a node failed to reach its bootstrap point for over
-//! 20 s, each dial "Address already in use (os error 98)".
+//! rust-libp2p's TCP transport (libp2p-tcp 0.45) dials from its listening port (`PortUse::Reuse`,
+//! so that the remote sees the address it can dial back) and, if `connect` fails with
+//! `EADDRNOTAVAIL`, dials again from a new port; it does not when the dial fails with
+//! `EADDRINUSE`. Seen on a loaded machine running many nodes (Linux 6.18): a node whose
+//! listening port the system had chosen (`/tcp/0`) failed every dial of its bootstrap point for
+//! over 20 s, each "Address already in use (os error 98)", and another failed the same way to
+//! redial a peer it had just been disconnected from. The likely cause is a socket in
+//! `TIME_WAIT` on that port (from an earlier connection, of this node or of another process)
+//! that a dialing socket may not share; it lasts up to 60 s on Linux.
 
 use std::{
     io,
