@@ -174,8 +174,29 @@ struct Hold {
     control: [f64; 4],
 }
 
-/// Holds `n` connections to `server` from `sources` source addresses and measures.
-fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Duration) -> Hold {
+/// Times `times` requests for `path` at `addr` with `timer` ([`time_get`], [`time_get_kept`]),
+/// on a blocking thread: the median, in ms.
+async fn timed(
+    addr: String,
+    path: &'static str,
+    times: usize,
+    timer: fn(&str, &str, usize) -> f64,
+) -> f64 {
+    tokio::task::spawn_blocking(move || timer(&addr, path, times))
+        .await
+        .unwrap()
+}
+
+/// Holds `n` connections to `server` from `sources` source addresses and measures, the
+/// control ([`control_server`]) at `control` timed beside the server.
+fn hold(
+    server: &Server,
+    control: &str,
+    n: usize,
+    sources: usize,
+    in_flight: usize,
+    idle: Duration,
+) -> Hold {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -197,11 +218,7 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             let admin = admin.clone();
             async move {
                 match admin {
-                    Some(a) => Some(
-                        tokio::task::spawn_blocking(move || timer(&a, path, times))
-                            .await
-                            .unwrap(),
-                    ),
+                    Some(a) => Some(timed(a, path, times, timer).await),
                     None => None,
                 }
             }
@@ -216,15 +233,8 @@ fn hold(server: &Server, n: usize, sources: usize, in_flight: usize, idle: Durat
             Some([per_request(0), per_request(1)])
         };
         const ADMIN_THREAD: &str = "peerage-admin";
-        let control = control_server();
-        let time_control = |timer: fn(&str, &str, usize) -> f64| {
-            let control = control.clone();
-            async move {
-                tokio::task::spawn_blocking(move || timer(&control, "/", 100))
-                    .await
-                    .unwrap()
-            }
-        };
+        let time_control =
+            |timer: fn(&str, &str, usize) -> f64| timed(control.to_owned(), "/", 100, timer);
         let mut control_100 = None;
         // Dial the first 100, time `/network/stat` and the control there (the dials paused),
         // then dial the rest.
@@ -339,12 +349,14 @@ fn main() {
         idle.as_secs()
     );
     let mut results: Vec<Vec<Hold>> = variants.iter().map(|_| Vec::new()).collect();
+    // One control for the whole run: its thread serves until the bench ends.
+    let control = control_server();
     for round in 0..pairs {
         let mut order: Vec<usize> = (0..variants.len()).collect();
         order.rotate_left(round % variants.len());
         for i in order {
             let server = Server::start(&variants[i], &files);
-            let h = hold(&server, n, sources, in_flight, idle);
+            let h = hold(&server, &control, n, sources, in_flight, idle);
             eprintln!(
                 "round {round} {:<28} {:>6} held ({} dropped) {:>5.1} KB/conn {:>5.2} % idle CPU{}; \
                  control {:.3} ms at 100, {:.3} ms at {n} (kept-alive {:.3}, {:.3})",
