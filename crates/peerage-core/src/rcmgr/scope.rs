@@ -464,7 +464,8 @@ impl Accountant {
     }
 
     /// The leaf followed by every scope a reservation on it charges: for a span, its owner's
-    /// chain; otherwise its edges. A scope that is gone ends the chain (and [`Accountant::check_all`] refuses it).
+    /// chain; otherwise its edges. A scope that is gone ends the chain (and
+    /// [`Accountant::check_all`] refuses it).
     fn fill_chain(&self, id: ScopeId, out: &mut Vec<ScopeId>) {
         out.push(id);
         let Some(s) = self.scopes.get(id) else {
