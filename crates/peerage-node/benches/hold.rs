@@ -24,6 +24,10 @@
 //! ```
 //!
 //! `--only peerage` runs `peerage run` alone (no bare swarm, no ratios), to profile it.
+//! `--requests N` times N kept-alive `GET /network/stat` at each count instead of 100, and
+//! `--perf DIR` records the server with `perf record` (`cpu-clock` at 10 kHz, call graphs,
+//! kernel included) over each of those timings, into `DIR/round<R>-at<COUNT>.data`; read the
+//! admin API thread's share with `perf report -i FILE --comm peerage-admin`.
 //!
 //! `peerage run` gets `--connections` equal to the held count (bounds N/2, N and 3N/2, so the
 //! maintenance neither dials nor closes, and the connection manager's high water 3N/2 is never
@@ -38,7 +42,9 @@ mod common;
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
     pin::Pin,
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -187,8 +193,45 @@ async fn timed(
         .unwrap()
 }
 
+/// How the kept-alive `/network/stat` timings run.
+struct Timing {
+    /// Requests per timing (`--requests`, default 100).
+    requests: usize,
+    /// Where `perf record` writes a recording of each timing (`--perf`), if anywhere.
+    perf: Option<PathBuf>,
+}
+
+/// `perf record` of the process `pid` into `out`, until [`perf_stop`].
+///
+/// # Panics
+///
+/// If `perf` cannot be started.
+fn perf_start(pid: u32, out: &Path) -> Child {
+    let child = Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "10000", "-g", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start `perf record` (is perf installed?)");
+    // Let it attach before the timing starts.
+    std::thread::sleep(Duration::from_millis(500));
+    child
+}
+
+/// Stops a [`perf_start`] as Ctrl-C would, and waits for it to write its file.
+fn perf_stop(mut perf: Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    let _ = perf.wait();
+}
+
 /// Holds `n` connections to `server` from `sources` source addresses and measures, the
-/// control ([`control_server`]) at `control` timed beside the server.
+/// control ([`control_server`]) at `control` timed beside the server; round `round`.
+#[allow(clippy::too_many_arguments)]
 fn hold(
     server: &Server,
     control: &str,
@@ -196,6 +239,8 @@ fn hold(
     sources: usize,
     in_flight: usize,
     idle: Duration,
+    timing: &Timing,
+    round: usize,
 ) -> Hold {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -226,13 +271,38 @@ fn hold(
         let mut stat_100 = None;
         let mut kept_100 = None;
         let mut sched_100 = None;
-        // The admin thread's run and runnable-wait time per request over a timing of 100.
+        // The admin thread's run and runnable-wait time per request over a kept-alive timing.
+        let requests = timing.requests;
         let sched = |before: Option<[u64; 3]>, after: Option<[u64; 3]>| {
             let (b, a) = (before?, after?);
-            let per_request = |i: usize| a[i].saturating_sub(b[i]) as f64 / 1e3 / 100.0;
+            let per_request = |i: usize| a[i].saturating_sub(b[i]) as f64 / 1e3 / requests as f64;
             Some([per_request(0), per_request(1)])
         };
         const ADMIN_THREAD: &str = "peerage-admin";
+        // The kept-alive timing at `count` connections, recorded with `perf` if asked:
+        // the median and the admin thread's schedstat figures.
+        let kept_alive = |count: usize| {
+            let get = &get;
+            async move {
+                let perf = timing
+                    .perf
+                    .as_ref()
+                    .filter(|_| server.admin.is_some())
+                    .map(|dir| {
+                        perf_start(
+                            server.pid(),
+                            &dir.join(format!("round{round}-at{count}.data")),
+                        )
+                    });
+                let before = server.schedstat(ADMIN_THREAD);
+                let kept = get("/network/stat", requests, time_get_kept).await;
+                let sched = sched(before, server.schedstat(ADMIN_THREAD));
+                if let Some(perf) = perf {
+                    perf_stop(perf);
+                }
+                (kept, sched)
+            }
+        };
         let time_control =
             |timer: fn(&str, &str, usize) -> f64| timed(control.to_owned(), "/", 100, timer);
         let mut control_100 = None;
@@ -270,9 +340,7 @@ fn hold(
             }
             if at_100 {
                 stat_100 = get("/network/stat", 100, time_get).await;
-                let before = server.schedstat(ADMIN_THREAD);
-                kept_100 = get("/network/stat", 100, time_get_kept).await;
-                sched_100 = sched(before, server.schedstat(ADMIN_THREAD));
+                (kept_100, sched_100) = kept_alive(batch).await;
                 control_100 = Some((
                     time_control(time_get).await,
                     time_control(time_get_kept).await,
@@ -285,9 +353,7 @@ fn hold(
         let cpu = server.cpu() - cpu0;
         let rss = server.rss().saturating_sub(rss0);
         let stat = get("/network/stat", 100, time_get).await;
-        let before = server.schedstat(ADMIN_THREAD);
-        let kept = get("/network/stat", 100, time_get_kept).await;
-        let sched_n = sched(before, server.schedstat(ADMIN_THREAD));
+        let (kept, sched_n) = kept_alive(n).await;
         let admin = match (stat_100, kept_100, stat, kept) {
             (Some(stat_100), Some(kept_100), Some(stat), Some(kept)) => Some(Admin {
                 stat_100,
@@ -340,6 +406,13 @@ fn main() {
         )
     };
     let idle = Duration::from_secs(idle as u64);
+    let timing = Timing {
+        requests: args.num("--requests", 100),
+        perf: args.flag("--perf").map(PathBuf::from),
+    };
+    if let Some(dir) = &timing.perf {
+        std::fs::create_dir_all(dir).expect("create the --perf directory");
+    }
     let variants = args.variants(false);
     let files = Files::new(n);
 
@@ -356,7 +429,9 @@ fn main() {
         order.rotate_left(round % variants.len());
         for i in order {
             let server = Server::start(&variants[i], &files);
-            let h = hold(&server, &control, n, sources, in_flight, idle);
+            let h = hold(
+                &server, &control, n, sources, in_flight, idle, &timing, round,
+            );
             eprintln!(
                 "round {round} {:<28} {:>6} held ({} dropped) {:>5.1} KB/conn {:>5.2} % idle CPU{}; \
                  control {:.3} ms at 100, {:.3} ms at {n} (kept-alive {:.3}, {:.3})",

@@ -212,6 +212,11 @@ impl Server {
         }
     }
 
+    /// Its process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// User + system CPU time so far.
     pub(crate) fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
@@ -225,16 +230,22 @@ impl Server {
     /// nanoseconds run, nanoseconds waited runnable for a core, times run; `None` without such
     /// a thread.
     pub(crate) fn schedstat(&self, name: &str) -> Option<[u64; 3]> {
+        let tid = self.thread_id(name)?;
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/task/{tid}/schedstat", self.child.id()))
+                .ok()?;
+        let mut fields = stat.split_whitespace().map(|f| f.parse().ok());
+        Some([fields.next()??, fields.next()??, fields.next()??])
+    }
+
+    /// The ID of its thread named `name` (`/proc/PID/task/TID/comm`); `None` without one.
+    pub(crate) fn thread_id(&self, name: &str) -> Option<u32> {
         let tasks = format!("/proc/{}/task", self.child.id());
         std::fs::read_dir(tasks).ok()?.find_map(|task| {
             let dir = task.ok()?.path();
             let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if comm.trim_end() != name {
-                return None;
-            }
-            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
-            let mut fields = stat.split_whitespace().map(|f| f.parse().ok());
-            Some([fields.next()??, fields.next()??, fields.next()??])
+            (comm.trim_end() == name).then_some(())?;
+            dir.file_name()?.to_str()?.parse().ok()
         })
     }
 
