@@ -11,7 +11,8 @@
 //! - the *too many* trigger, a connection that brings the count to `max` or more;
 //! - an external [`Maintenance::trigger`];
 //! - while dialing: the end of a dial; while waiting for points: new points or the end of the
-//!   wait (`looking_for_peers`, 5 s as Octez's "empirical value").
+//!   wait (`looking_for_peers`, 5 s as Octez's "empirical value"; with no connection at all, a
+//!   random 1/5 to all of it, below).
 //!
 //! When woken with `n` active connections and `n < min_threshold`, a dialing round starts: it
 //! dials candidates (never-failed points first, then the oldest miss) until `min_target` is
@@ -37,6 +38,13 @@
 //! - the dialing loop is event-driven rather than a blocking loop over parallel dials;
 //! - a round dials at most `max_trusted_dials` trusted (bootstrap) points, 4 by default, outside
 //!   private mode: a joining node does not dial every bootstrap point at once;
+//! - a node with no connection at all waits a random time between a fifth of
+//!   `looking_for_peers` and all of it (1 to 5 s by default), not all of it: nobody can send it
+//!   points, and the nodes a full bootstrap node refused at the same moment would otherwise
+//!   all come back at the same moment, to be refused again. In a 400-node devnet (every node
+//!   bootstrapping from one node, which keeps 20 nacked connections open at most and refuses
+//!   the others outright) the nodes reached their bounds in 5 s steps of about 50 nodes, 30 s
+//!   in all; see the benches README;
 //! - never-missed candidates are drawn in a per-round order ([`Pool::candidates`]'s `salt`), not
 //!   by address, so joining nodes that learned the same points spread their dials;
 //! - where Octez runs its swap protocol, a node may rotate one connection at an interval
@@ -102,7 +110,8 @@ impl Config {
         self
     }
     /// How long to wait for new points after asking peers for some, before a new dialing round.
-    /// 5 s by default (Octez `time_between_looking_for_peers`).
+    /// 5 s by default (Octez `time_between_looking_for_peers`). A node with no connection
+    /// waits a random time between a fifth of it and all of it (see the module docs).
     pub fn with_looking_for_peers(mut self, d: Duration) -> Self {
         self.looking_for_peers = d;
         self
@@ -198,9 +207,11 @@ enum Phase {
     Dialing {
         round_start: Instant,
     },
-    /// No candidate left: waiting for new points until `until`.
+    /// No candidate left: waiting for new points until `until`; `alone` if the wait was drawn
+    /// for a node with no connection ([`Maintenance::alone_wait`]).
     Waiting {
         until: Instant,
+        alone: bool,
     },
 }
 
@@ -348,7 +359,7 @@ impl Maintenance {
             return None;
         }
         match self.phase {
-            Phase::Waiting { until } => Some(self.next_tick.map_or(until, |t| t.min(until))),
+            Phase::Waiting { until, .. } => Some(self.next_tick.map_or(until, |t| t.min(until))),
             _ => self.next_tick,
         }
     }
@@ -408,7 +419,7 @@ impl Maintenance {
         let tick_due = self.next_tick.is_none_or(|t| now >= t);
         // The idle timer itself, not the first step after activation.
         let idle_tick = self.next_tick.is_some_and(|t| now >= t);
-        let wait_over = matches!(self.phase, Phase::Waiting { until } if now >= until);
+        let wait_over = matches!(self.phase, Phase::Waiting { until, .. } if now >= until);
         if !(self.run_requested || tick_due || wait_over) {
             return Plan::default();
         }
@@ -433,7 +444,13 @@ impl Maintenance {
             Phase::Idle if n >= bounds.min_threshold() => {
                 return self.rotate(now, pool, rng, order, idle_tick, source);
             }
-            Phase::Waiting { until } if now < until && !self.new_points => {
+            Phase::Waiting { until, alone } if now < until && !self.new_points => {
+                if n == 0 && !alone {
+                    // The last connection closed while we waited (a full node that took our
+                    // dial only to refuse it, say): nobody can send us points now.
+                    let until = until.min(now + self.alone_wait(rng));
+                    self.phase = Phase::Waiting { until, alone: true };
+                }
                 return Plan::default();
             }
             // A new round: points seen or missed in the last one may be tried again.
@@ -484,8 +501,15 @@ impl Maintenance {
             }
         }
         if plan.dial.is_empty() && pending == 0 {
+            let alone = n == 0;
+            let wait = if alone {
+                self.alone_wait(rng)
+            } else {
+                self.config.looking_for_peers
+            };
             self.phase = Phase::Waiting {
-                until: now + self.config.looking_for_peers,
+                until: now + wait,
+                alone,
             };
             // A private node asks nobody (Octez: it just sleeps).
             plan.ask_for_points = !pool.config().private_mode();
@@ -495,6 +519,15 @@ impl Maintenance {
 }
 
 impl Maintenance {
+    /// The wait for points of a node with no connection: nobody can send it any, and what may
+    /// help next is a point that refused it (a full bootstrap node, say) having room again.
+    /// A random 1/5 to all of `looking_for_peers` spreads the retries of the nodes a full
+    /// node refused at the same moment.
+    fn alone_wait<R: Rng>(&self, rng: &mut R) -> Duration {
+        let full = self.config.looking_for_peers;
+        rng.random_range(full / 5..=full)
+    }
+
     /// Within the bounds: ends the rotation whose dial has finished (closing one peer if the
     /// dial added a connection), or starts one at the idle tick. See
     /// [`Config::with_rotation_interval`].

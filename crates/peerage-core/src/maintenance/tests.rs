@@ -129,6 +129,8 @@ fn activation_dials_up_to_max_target_in_flight_and_stops_at_min_target() {
 #[test]
 fn no_candidate_asks_for_points_and_waits_for_them() {
     let mut f = Fixture::new();
+    // One peer to ask (with none, the wait is shorter: see below).
+    f.inbound();
     let plan = f.step();
     assert!(plan.dial.is_empty());
     assert!(plan.ask_for_points);
@@ -222,6 +224,7 @@ fn nodes_that_know_the_same_points_dial_different_ones() {
 #[test]
 fn wait_ends_after_looking_for_peers_and_asks_again() {
     let mut f = Fixture::new();
+    f.inbound();
     assert!(f.step().ask_for_points);
     f.now += secs(5);
     let plan = f.step();
@@ -459,10 +462,73 @@ fn private_node_does_not_ask_for_points() {
         pool::Config::new().with_private_mode(true),
     );
     f.learn(0..3);
+    f.inbound();
     let plan = f.step();
     assert!(plan.dial.is_empty(), "untrusted points are not dialed");
     assert!(!plan.ask_for_points);
     assert_eq!(f.m.poll_timeout(), Some(f.now + secs(5)));
+}
+
+/// A node with no connection has nobody to wait on for points: it waits a random 1 to 5 s
+/// (a fifth of `looking_for_peers` to all of it), so that nodes refused at the same moment
+/// by the same full node do not all come back at the same moment.
+#[test]
+fn with_no_connection_the_wait_is_a_random_one_to_five_seconds() {
+    let mut waits = Vec::new();
+    for seed in 0..200 {
+        let mut f = Fixture::new();
+        f.rng = StdRng::seed_from_u64(seed);
+        let plan = f.step();
+        assert!(plan.dial.is_empty() && plan.ask_for_points);
+        let wait = f.m.poll_timeout().expect("waiting") - f.now;
+        assert!((secs(1)..=secs(5)).contains(&wait), "seed {seed}: {wait:?}");
+        // Nothing before the wait is over; a new round (asking again) once it is.
+        f.now += wait - Duration::from_millis(1);
+        assert!(f.step().is_empty(), "seed {seed}: still waiting");
+        f.now += Duration::from_millis(1);
+        assert!(f.step().ask_for_points, "seed {seed}: a new round");
+        waits.push(wait);
+    }
+    waits.sort();
+    // Spread over the range, not bunched at one end.
+    assert!(
+        waits[20] < secs(2) && waits[180] > secs(4),
+        "{:?}",
+        (waits[20], waits[180])
+    );
+    // With one connection, the whole 5 s.
+    let mut f = Fixture::new();
+    f.inbound();
+    assert!(f.step().ask_for_points);
+    assert_eq!(f.m.poll_timeout(), Some(f.now + secs(5)));
+}
+
+/// A node whose last connection closes while it waits (a full node that took its dial only to
+/// refuse it) waits no longer than a node that had none: the rest of its wait is cut to a
+/// random 1 to 5 s from the close, if that is sooner.
+#[test]
+fn losing_the_last_connection_while_waiting_shortens_the_wait() {
+    let mut shortened = 0;
+    for seed in 0..100 {
+        let mut f = Fixture::new();
+        f.rng = StdRng::seed_from_u64(seed);
+        let peer = f.inbound();
+        assert!(f.step().ask_for_points);
+        let until = f.now + secs(5);
+        assert_eq!(f.m.poll_timeout(), Some(until));
+        f.now += Duration::from_millis(200);
+        f.close(peer);
+        assert!(f.step().is_empty(), "seed {seed}: still waiting");
+        let t = f.m.poll_timeout().expect("waiting");
+        assert!(t <= until, "seed {seed}: never longer");
+        assert!(t >= f.now + secs(1), "seed {seed}: at least a fifth");
+        shortened += usize::from(t < until);
+        // Drawn once: another step does not draw again.
+        assert!(f.step().is_empty());
+        assert_eq!(f.m.poll_timeout(), Some(t), "seed {seed}");
+    }
+    // 1 to 5 s from the close, 4.8 s left of the wait: shorter in about 95 of 100.
+    assert!(shortened > 80, "{shortened}");
 }
 
 /// Victims come in the caller's order (the connection manager's), never trusted peers, and
