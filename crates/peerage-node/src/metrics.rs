@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -252,7 +252,9 @@ fn count(counts: &mut [(&'static str, i64)], state: &str) {
 /// `process_open_fds` alone is counted in the background, every [`FD_COUNT_INTERVAL`]: the
 /// count walks `/proc/self/fd`, about 1 µs per descriptor in the kernel (10 ms at 10,000
 /// connections on the 2-core machine of `crates/peerage-core/benches/README.md`), too long for each
-/// scrape.
+/// scrape. The count is the process's, so every collector of a process shares one count and
+/// one counting thread (a devnet runs hundreds of nodes in one process; a thread each walked
+/// the same directory hundreds of times every 10 s: 4 % of a 400-node devnet's CPU).
 #[derive(Debug)]
 pub struct ProcessCollector {
     /// The latest count; [`NO_COUNT`] if `/proc/self/fd` cannot be read.
@@ -268,25 +270,43 @@ fn count_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(NO_COUNT, |d| d.count() as u64)
 }
 
+/// The count the process's collectors share, while any of them lives.
+static OPEN_FDS: Mutex<Weak<AtomicU64>> = Mutex::new(Weak::new());
+
+/// The process's open-descriptor count: the one a live collector already reads, or a new one
+/// counted now and then every [`FD_COUNT_INTERVAL`] on a thread of its own, until the last
+/// collector reading it is dropped.
+fn shared_open_fds() -> Arc<AtomicU64> {
+    let mut shared = OPEN_FDS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(open_fds) = shared.upgrade() {
+        return open_fds;
+    }
+    let open_fds = Arc::new(AtomicU64::new(count_fds()));
+    *shared = Arc::downgrade(&open_fds);
+    let weak = Arc::downgrade(&open_fds);
+    // Without the thread the first count stands; the other figures are still read live.
+    let _ = std::thread::Builder::new()
+        .name("peerage-fd-count".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(FD_COUNT_INTERVAL);
+                let Some(fds) = weak.upgrade() else {
+                    break;
+                };
+                fds.store(count_fds(), Ordering::Relaxed);
+            }
+        });
+    open_fds
+}
+
 impl ProcessCollector {
-    /// Registers it in `registry`: counts the open descriptors once, then every
-    /// [`FD_COUNT_INTERVAL`] on a thread of its own until the registry is dropped.
+    /// Registers it in `registry`. The open descriptors are counted once, then every
+    /// [`FD_COUNT_INTERVAL`] on a thread of their own, shared by every collector of the
+    /// process, until the last one's registry is dropped.
     pub fn register(registry: &mut Registry) {
-        let open_fds = Arc::new(AtomicU64::new(count_fds()));
-        let weak = Arc::downgrade(&open_fds);
-        // Without the thread the first count stands; the other figures are still read live.
-        let _ = std::thread::Builder::new()
-            .name("peerage-fd-count".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(FD_COUNT_INTERVAL);
-                    let Some(fds) = weak.upgrade() else {
-                        break;
-                    };
-                    fds.store(count_fds(), Ordering::Relaxed);
-                }
-            });
-        registry.register_collector(Box::new(Self { open_fds }));
+        registry.register_collector(Box::new(Self {
+            open_fds: shared_open_fds(),
+        }));
     }
 }
 
@@ -402,5 +422,22 @@ impl prometheus_client::collector::Collector for ProcessCollector {
         ConstGauge::new(1_i64)
             .encode(info.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collectors_of_a_process_share_one_count() {
+        let (a, b) = (shared_open_fds(), shared_open_fds());
+        assert!(Arc::ptr_eq(&a, &b), "one count, so one counting thread");
+        if cfg!(target_os = "linux") {
+            let open = a.load(Ordering::Relaxed);
+            assert!(open != NO_COUNT && open > 0, "{open}");
+        }
+        let held = OPEN_FDS.lock().unwrap().upgrade();
+        assert!(held.is_some_and(|h| Arc::ptr_eq(&h, &a)));
     }
 }
