@@ -157,10 +157,7 @@ pub async fn devnet(
         let stopped_at = Instant::now();
         // Every handle of a node must go for it to stop.
         handles.truncate(n - stop);
-        for node in nodes.drain(n - stop..) {
-            drop(node.handle);
-            node.task.await.context("node task")?;
-        }
+        stop_all(nodes.drain(n - stop..)).await?;
         max_established.truncate(n - stop);
         bar.set_length((n - stop) as u64);
         bar.set_message("recovering".to_owned());
@@ -234,11 +231,25 @@ pub async fn devnet(
         task.abort();
     }
     drop(handles);
-    for node in nodes {
-        drop(node.handle);
-        node.task.await.context("node task")?;
-    }
+    stop_all(nodes).await?;
     Ok(report)
+}
+
+/// Stops `nodes` together: every handle goes before any task is awaited. One by one, the
+/// nodes still running took each stop as a lost peer and redialed (a 400-node devnet spent
+/// about 2 s in such a storm on its way out).
+async fn stop_all(nodes: impl IntoIterator<Item = Node>) -> anyhow::Result<()> {
+    let tasks: Vec<_> = nodes
+        .into_iter()
+        .map(|node| {
+            drop(node.handle);
+            node.task
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("node task")?;
+    }
+    Ok(())
 }
 
 /// Samples the nodes until every one is within bounds for `--stable`, or `deadline`; records
