@@ -43,8 +43,9 @@
 //!   points, and the nodes a full bootstrap node refused at the same moment would otherwise
 //!   all come back at the same moment, to be refused again. In a 400-node devnet (every node
 //!   bootstrapping from one node, which keeps 20 nacked connections open at most and refuses
-//!   the others outright) the nodes reached their bounds in 5 s steps of about 50 nodes, 30 s
-//!   in all; see the benches README;
+//!   the others outright) the nodes reached their bounds in 5 s steps of about 50 nodes, in
+//!   34–39 s (the devnet's `elapsed_ms`, its 3 s stability window included); with the random
+//!   wait, in 9–14 s (`crates/peerage-core/benches/README.md`);
 //! - never-missed candidates are drawn in a per-round order ([`Pool::candidates`]'s `salt`), not
 //!   by address, so joining nodes that learned the same points spread their dials;
 //! - where Octez runs its swap protocol, a node may rotate one connection at an interval
