@@ -1035,6 +1035,12 @@ fn greylisting_is_logged() {
     );
 }
 
+thread_local! {
+    /// Makes every peer's key in the pool's point index the same ([`super::peer_key`]), to test
+    /// what a collision does.
+    pub(super) static ALL_KEYS_COLLIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 mod announced {
     //! [`Pool::set_announced_points`] marks every point that names the peer, whatever happened
     //! to the points before: the index it walks (`peer_points`) against a walk of every point.
@@ -1076,7 +1082,13 @@ mod announced {
 
     proptest! {
         #[test]
-        fn every_point_naming_the_peer_gets_its_flag(ops in proptest::collection::vec(op(), 1..400)) {
+        fn every_point_naming_the_peer_gets_its_flag(
+            ops in proptest::collection::vec(op(), 1..400),
+            collide in any::<bool>(),
+        ) {
+            // With `collide`, every peer has the same key in the index, as peers whose keys
+            // collide do: one entry holds all their points.
+            ALL_KEYS_COLLIDE.set(collide);
             // A small table, so that the GC removes points and the index goes stale.
             let mut pool = pool(Config::default().with_max_known_points(Some((16, 12))));
             let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
