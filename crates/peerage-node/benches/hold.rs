@@ -205,9 +205,10 @@ struct Timing {
 ///
 /// # Panics
 ///
-/// If `perf` cannot be started.
+/// If `perf` cannot be started, or exits at once (it could not attach: run as root, or lower
+/// `/proc/sys/kernel/perf_event_paranoid`).
 fn perf_start(pid: u32, out: &Path) -> Child {
-    let child = Command::new("perf")
+    let mut child = Command::new("perf")
         .args(["record", "-q", "-e", "cpu-clock", "-F", "10000", "-g", "-p"])
         .arg(pid.to_string())
         .arg("-o")
@@ -218,6 +219,9 @@ fn perf_start(pid: u32, out: &Path) -> Child {
         .expect("start `perf record` (is perf installed?)");
     // Let it attach before the timing starts.
     std::thread::sleep(Duration::from_millis(500));
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("`perf record -p {pid}` exited at once ({status}): it could not attach");
+    }
     child
 }
 
@@ -406,8 +410,10 @@ fn main() {
         )
     };
     let idle = Duration::from_secs(idle as u64);
+    let requests = args.num("--requests", 100);
+    assert!(requests > 0, "--requests must be at least 1");
     let timing = Timing {
-        requests: args.num("--requests", 100),
+        requests,
         perf: args.flag("--perf").map(PathBuf::from),
     };
     if let Some(dir) = &timing.perf {

@@ -284,7 +284,8 @@ fn shared_open_fds() -> Arc<AtomicU64> {
     let open_fds = Arc::new(AtomicU64::new(count_fds()));
     *shared = Arc::downgrade(&open_fds);
     let weak = Arc::downgrade(&open_fds);
-    // Without the thread the first count stands; the other figures are still read live.
+    // Without the thread the first count stands, for every collector sharing it until the
+    // last is dropped; the other figures are still read live.
     let _ = std::thread::Builder::new()
         .name("peerage-fd-count".into())
         .spawn(move || {

@@ -44,8 +44,9 @@
 //!   all come back at the same moment, to be refused again. In a 400-node devnet (every node
 //!   bootstrapping from one node, which keeps 20 nacked connections open at most and refuses
 //!   the others outright) the nodes reached their bounds in 5 s steps of about 50 nodes, in
-//!   34–39 s (the devnet's `elapsed_ms`, its 3 s stability window included); with the random
-//!   wait, in 9–14 s (`crates/peerage-core/benches/README.md`);
+//!   34.5–39.4 s (the devnet's `elapsed_ms`, its 3 s stability window included); with the
+//!   random wait and two fixes of the devnet itself, in 12.7–13.3 s over five runs
+//!   (`crates/peerage-core/benches/README.md`);
 //! - never-missed candidates are drawn in a per-round order ([`Pool::candidates`]'s `salt`), not
 //!   by address, so joining nodes that learned the same points spread their dials;
 //! - where Octez runs its swap protocol, a node may rotate one connection at an interval

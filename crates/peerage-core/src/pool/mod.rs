@@ -115,11 +115,15 @@ pub struct Pool {
     public_points: HashSet<Multiaddr>,
     /// The points that may name each peer (as their last peer or in their state), so that
     /// [`Pool::set_announced_points`] visits those, not every point: a superset, added to
-    /// whenever a point gets a peer and checked when used. Keyed by [`peer_key`], not by the
-    /// 80-byte `PeerId`, with the usual single point inline: in the simulator's 1,000-node
-    /// runs a `PeerId` key and a `Vec` each made this table 46 KB per node. Peers whose keys
-    /// collide share an entry; each is checked on use, so a collision costs a check.
+    /// whenever a point gets a peer and checked when used. Keyed by [`peer_key`] (a 64-bit
+    /// hash of the peer ID, seeded at random per pool), not by the 80-byte `PeerId`, with the
+    /// usual single point inline: in the simulator's 1,000-node runs a `PeerId` key and a
+    /// `Vec` each made this table 46 KB per node. Peers whose keys collide share an entry, and
+    /// every point of it is checked on use.
     peer_points: HashMap<u64, SmallVec<[Multiaddr; 1]>>,
+    /// The seed of [`peer_key`]; random, so that a remote peer cannot choose an ID whose key
+    /// collides with another's.
+    peer_keys: foldhash::fast::RandomState,
     /// Entries in `peer_points`; when they outnumber twice the points (plus a margin), the
     /// index is rebuilt, so stale ones cost at most that.
     peer_points_len: usize,
@@ -164,6 +168,7 @@ impl Pool {
             trusted_points: HashSet::new(),
             public_points: HashSet::new(),
             peer_points: HashMap::new(),
+            peer_keys: foldhash::fast::RandomState::default(),
             peer_points_len: 0,
             active: 0,
             events: VecDeque::new(),
@@ -445,7 +450,8 @@ impl Pool {
             .map(|(p, _)| p.with(Protocol::P2p(peer)))
             .collect();
         let new = self.register_list_of_new_points(Some(peer), Medium::Identify, &with_id, now);
-        let key = peer_key(&peer);
+        let keys = self.peer_keys.clone();
+        let key = peer_key(&keys, &peer);
         let mut named = self.peer_points.remove(&key).unwrap_or_default();
         self.peer_points_len -= named.len();
         // Points of another peer with the same key, put back as they were.
@@ -455,7 +461,7 @@ impl Pool {
                 return false;
             };
             if info.last_peer_id != Some(peer) && info.state.peer_id() != Some(peer) {
-                let same_key = |p: Option<PeerId>| p.is_some_and(|p| peer_key(&p) == key);
+                let same_key = |p: Option<PeerId>| p.is_some_and(|p| peer_key(&keys, &p) == key);
                 if same_key(info.last_peer_id) || same_key(info.state.peer_id()) {
                     others.push(addr.clone());
                 }
@@ -481,7 +487,8 @@ impl Pool {
     /// [`Pool::set_announced_points`]; rebuilds the index from the points when stale entries
     /// make it more than twice their number.
     fn note_peer_point(&mut self, peer: PeerId, point: &Multiaddr) {
-        let named = self.peer_points.entry(peer_key(&peer)).or_default();
+        let keys = self.peer_keys.clone();
+        let named = self.peer_points.entry(peer_key(&keys, &peer)).or_default();
         if named.contains(point) {
             return;
         }
@@ -491,13 +498,14 @@ impl Pool {
             self.peer_points.clear();
             self.peer_points_len = 0;
             for (addr, info) in &self.points {
-                let state = info.state.peer_id();
-                let last = info.last_peer_id.filter(|p| Some(*p) != state);
-                for p in state.into_iter().chain(last) {
-                    self.peer_points
-                        .entry(peer_key(&p))
-                        .or_default()
-                        .push(addr.clone());
+                let state = info.state.peer_id().map(|p| peer_key(&keys, &p));
+                // Once per key: two peers of one point may share a key.
+                let last = info
+                    .last_peer_id
+                    .map(|p| peer_key(&keys, &p))
+                    .filter(|k| Some(*k) != state);
+                for key in state.into_iter().chain(last) {
+                    self.peer_points.entry(key).or_default().push(addr.clone());
                     self.peer_points_len += 1;
                 }
             }
@@ -1262,17 +1270,16 @@ impl Pool {
     }
 }
 
-/// The key of a peer in [`Pool`]'s index of the points that name it: a 64-bit hash of its ID
-/// with a fixed seed, so that the simulator's runs stay the same. A remote peer may pick an ID
-/// whose key collides with another's; that costs a check of each point of the entry, which the
-/// index does anyway.
-fn peer_key(peer: &PeerId) -> u64 {
+/// The key of a peer in [`Pool`]'s index of the points that name it: a 64-bit hash of its ID,
+/// seeded by `keys`. The index is never walked, only looked up, so the seed reaches no
+/// decision (the simulator's runs stay the same).
+fn peer_key(keys: &foldhash::fast::RandomState, peer: &PeerId) -> u64 {
     use std::hash::BuildHasher;
     #[cfg(test)]
     if tests::ALL_KEYS_COLLIDE.get() {
         return 0;
     }
-    foldhash::fast::FixedState::with_seed(0x7065_6572_6167_6531).hash_one(peer)
+    keys.hash_one(peer)
 }
 
 #[cfg(test)]
