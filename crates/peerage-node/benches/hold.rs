@@ -26,8 +26,9 @@
 //! `--only peerage` runs `peerage run` alone (no bare swarm, no ratios), to profile it.
 //! `--requests N` times N kept-alive `GET /network/stat` at each count instead of 100, and
 //! `--perf DIR` records the server with `perf record` (`cpu-clock` at 10 kHz, call graphs,
-//! kernel included) over each of those timings, into `DIR/round<R>-at<COUNT>.data`; read the
-//! admin API thread's share with `perf report -i FILE --comm peerage-admin`.
+//! kernel included) over each of those timings, into `DIR/round<R>-at<COUNT>.data`; `perf
+//! script -i FILE -F comm,ip,sym,dso` prints each sample's thread and call chain, whose first
+//! line is the sampled function (the admin API's thread is `peerage-admin`).
 //!
 //! `peerage run` gets `--connections` equal to the held count (bounds N/2, N and 3N/2, so the
 //! maintenance neither dials nor closes, and the connection manager's high water 3N/2 is never
