@@ -454,18 +454,14 @@ impl Pool {
         let key = peer_key(&keys, &peer);
         let mut named = self.peer_points.remove(&key).unwrap_or_default();
         self.peer_points_len -= named.len();
-        // Points of another peer with the same key, put back as they were.
-        let mut others = SmallVec::<[Multiaddr; 1]>::new();
         named.retain(|addr| {
             let Some(info) = self.points.get_mut(addr) else {
                 return false;
             };
             if info.last_peer_id != Some(peer) && info.state.peer_id() != Some(peer) {
+                // Kept for another peer with the same key; dropped if stale.
                 let same_key = |p: Option<PeerId>| p.is_some_and(|p| peer_key(&keys, &p) == key);
-                if same_key(info.last_peer_id) || same_key(info.state.peer_id()) {
-                    others.push(addr.clone());
-                }
-                return false;
+                return same_key(info.last_peer_id) || same_key(info.state.peer_id());
             }
             info.known_public = public;
             if public {
@@ -475,7 +471,6 @@ impl Pool {
             }
             true
         });
-        named.extend(others);
         if !named.is_empty() {
             self.peer_points_len += named.len();
             self.peer_points.insert(key, named);
