@@ -556,18 +556,26 @@ impl Pool {
     /// candidate is left.
     fn gc_points(&mut self, target: usize, now: Instant) {
         let to_remove = self.points.len().saturating_sub(target);
-        let mut candidates: Vec<(Instant, Multiaddr)> = self
+        if to_remove == 0 {
+            return;
+        }
+        let mut candidates: Vec<(Instant, &Multiaddr)> = self
             .points
             .iter()
             .filter(|(_, p)| p.state == point::State::Disconnected && !p.trusted)
-            .map(|(a, p)| (p.last_miss().unwrap_or(now), a.clone()))
+            .map(|(a, p)| (p.last_miss().unwrap_or(now), a))
             .collect();
-        candidates.sort();
-        let mut removed = 0;
-        for (_, addr) in candidates.into_iter().take(to_remove) {
+        // The first `to_remove` in (last miss, address) order, a total order: which points go
+        // does not depend on the table's order, and needs no full sort.
+        if candidates.len() > to_remove {
+            candidates.select_nth_unstable(to_remove - 1);
+            candidates.truncate(to_remove);
+        }
+        let doomed: Vec<Multiaddr> = candidates.into_iter().map(|(_, a)| a.clone()).collect();
+        let removed = doomed.len();
+        for addr in doomed {
             self.points.remove(&addr);
             self.public_points.remove(&addr);
-            removed += 1;
         }
         if removed > 0 {
             self.events.push_back(Event::GcPoints(removed));
