@@ -308,19 +308,22 @@ impl SimNode {
     /// Logs an answer by its size and a hash of its points, not its text: answers are most
     /// of the log, and formatting them most of its cost.
     fn trace_answer(&mut self, t: Nanos, dir: char, what: &str, response: &node::pex::Response) {
-        let mut h = blake3::Hasher::new();
+        // The bytes are gathered first and hashed at once: one call per piece cost more than
+        // the hashing itself (the digest is of the same bytes).
+        let mut bytes = Vec::with_capacity(response.points.len() * 64);
         for p in &response.points {
-            h.update(p.addr.as_ref());
+            bytes.extend_from_slice(p.addr.as_ref());
             if let Some(peer) = &p.peer {
-                h.update(&peer.to_bytes());
+                // As `PeerId::to_bytes`, without its allocation; writing to a `Vec` cannot fail.
+                let _ = peer.as_ref().write(&mut bytes);
             }
-            h.update(b" ");
+            bytes.push(b' ');
         }
         for r in response.records.iter().chain(&response.record) {
-            h.update(r);
-            h.update(b" ");
+            bytes.extend_from_slice(r);
+            bytes.push(b' ');
         }
-        let digest = h.finalize();
+        let digest = blake3::hash(&bytes);
         let _ = writeln!(
             self.log,
             "{t} {} {dir} {what} points={} records={} nack={} {}",
