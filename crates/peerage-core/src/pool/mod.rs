@@ -110,9 +110,6 @@ pub struct Pool {
     /// The points whose `trusted` is set: few (the configured ones), so that whether a peer is
     /// trusted does not walk every point.
     trusted_points: HashSet<Multiaddr>,
-    /// The points whose `known_public` is set, the only ones an answer may advertise: an
-    /// answer walks them, not every point (most points are only heard of).
-    public_points: HashSet<Multiaddr>,
     /// The points that may name each peer (as their last peer or in their state), so that
     /// [`Pool::set_announced_points`] visits those, not every point: a superset, added to
     /// whenever a point gets a peer and checked when used. Keyed by [`peer_key`] (a 64-bit
@@ -166,7 +163,6 @@ impl Pool {
             peers: HashMap::new(),
             own_points: HashSet::new(),
             trusted_points: HashSet::new(),
-            public_points: HashSet::new(),
             peer_points: HashMap::new(),
             peer_keys: foldhash::fast::RandomState::default(),
             peer_points_len: 0,
@@ -300,7 +296,6 @@ impl Pool {
         if let Ok((point, _)) = point::split(addr) {
             self.points.remove(&point);
             self.trusted_points.remove(&point);
-            self.public_points.remove(&point);
             self.own_points.insert(point);
         }
     }
@@ -361,7 +356,6 @@ impl Pool {
     /// Forgets a point (Octez `unregister_point`). A connection through it stays open.
     pub fn unregister_point(&mut self, point: &Multiaddr) -> bool {
         self.trusted_points.remove(point);
-        self.public_points.remove(point);
         self.points.remove(point).is_some()
     }
 
@@ -464,11 +458,6 @@ impl Pool {
                 return same_key(info.last_peer_id) || same_key(info.state.peer_id());
             }
             info.known_public = public;
-            if public {
-                self.public_points.insert(addr.clone());
-            } else {
-                self.public_points.remove(addr);
-            }
             true
         });
         if !named.is_empty() {
@@ -575,7 +564,6 @@ impl Pool {
         let removed = doomed.len();
         for addr in doomed {
             self.points.remove(&addr);
-            self.public_points.remove(&addr);
         }
         if removed > 0 {
             self.events.push_back(Event::GcPoints(removed));
