@@ -302,7 +302,14 @@ impl Info {
     }
     /// The peer ID to dial the point with: the expected one, else the last one seen.
     pub fn dial_peer_id(&self) -> Option<PeerId> {
-        self.expected_peer_id().or(self.last_peer_id)
+        self.dial_peer_id_ref().copied()
+    }
+    /// [`Info::dial_peer_id`] by reference: a `PeerId` is 80 bytes.
+    pub(crate) fn dial_peer_id_ref(&self) -> Option<&PeerId> {
+        self.history
+            .as_deref()
+            .and_then(|h| h.expected_peer_id.as_ref())
+            .or(self.last_peer_id.as_ref())
     }
     /// Whether the point may be advertised to others: its peer, over a live connection,
     /// announced it as a listen address and speaks the peer exchange (it is not a private

@@ -150,13 +150,15 @@ impl Pool {
                 .iter()
                 .filter(|(_, p)| p.known_public)
                 .filter_map(|(a, p)| {
-                    let id = p.dial_peer_id();
-                    if (requester.is_some() && id == requester) || self.is_point_banned(a, now) {
+                    let id = p.dial_peer_id_ref();
+                    if (requester.is_some() && id == requester.as_ref())
+                        || self.is_point_banned(a, now)
+                    {
                         return None;
                     }
-                    let peer = id.and_then(|id| self.peers.get(&id));
+                    let peer = id.and_then(|id| self.peers.get(id));
                     // `Pool::is_peer_banned`, with the peer looked up once.
-                    if id.is_some_and(|id| self.acl.is_peer_banned(&id))
+                    if id.is_some_and(|id| self.acl.is_peer_banned(id))
                         && !peer.is_some_and(|i| i.record.trusted)
                     {
                         return None;
@@ -197,7 +199,10 @@ impl Pool {
         } else {
             known.sort_unstable_by(Known::octez_order);
         }
-        known.into_iter().map(|k| (k.addr, k.peer)).collect()
+        known
+            .into_iter()
+            .map(|k| (k.addr, k.peer.copied()))
+            .collect()
     }
 }
 
@@ -209,7 +214,9 @@ struct Known<'a> {
     connected: bool,
     seen: Option<Instant>,
     addr: &'a Multiaddr,
-    peer: Option<PeerId>,
+    /// By reference: the candidates are moved about by the selection, and a `PeerId` is 80
+    /// bytes.
+    peer: Option<&'a PeerId>,
 }
 
 impl Known<'_> {
