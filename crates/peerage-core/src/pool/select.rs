@@ -143,7 +143,7 @@ impl Pool {
         // A walk of the whole point table: an index of the public points (about 40 % of the
         // table in the simulator's churn runs) cost more, as each had to be looked up again
         // by its address. The order of the walk reaches no decision: the selection below is by
-        // a total order. Sized once, for the table: growing it cost more than the walk.
+        // a total order. Sized once, for the table, rather than grown as it fills.
         let mut known: Vec<Known<'_>> = Vec::with_capacity(self.points.len());
         known.extend(
             self.points
