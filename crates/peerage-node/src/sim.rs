@@ -36,9 +36,11 @@ pub fn sim(args: &SimArgs, json: bool) -> anyhow::Result<ExitCode> {
     }
     scenario.validate()?;
     let total = scenario.duration;
+    // The command exits after the report: it need not wait for the nodes to be freed.
     let mut options = Options::new(scenario)
         .with_seed(args.seed)
-        .with_threads(usize::from(args.threads.unwrap_or(1)));
+        .with_threads(usize::from(args.threads.unwrap_or(1)))
+        .with_free_in_background(true);
     if let Some(path) = &args.log {
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create the log file {}", path.display()))?;
