@@ -153,16 +153,11 @@ impl Pool {
                     let id = p.dial_peer_id_ref();
                     if (requester.is_some() && id == requester.as_ref())
                         || self.is_point_banned(a, now)
+                        || id.is_some_and(|id| self.is_peer_banned(id))
                     {
                         return None;
                     }
                     let peer = id.and_then(|id| self.peers.get(id));
-                    // `Pool::is_peer_banned`, with the peer looked up once.
-                    if id.is_some_and(|id| self.acl.is_peer_banned(id))
-                        && !peer.is_some_and(|i| i.record.trusted)
-                    {
-                        return None;
-                    }
                     let peer_running = peer.is_some_and(|i| i.state == peer::State::Running);
                     let connected = p.state != point::State::Disconnected || peer_running;
                     let peer_seen = peer
