@@ -25,9 +25,9 @@
 //! - **Honest nodes**: [`EclipseOptions::honest`] of them (10,000 by default) in
 //!   [`EclipseOptions::honest_groups`] IPv4 /16 groups (a fifth as many as nodes by default),
 //!   each with a peer ID and an address `/ip4/a.b.c.d/tcp/4001` in its group, reachable with
-//!   probability 0.7 ([`REACHABLE`]). Every simulated hour 10 % of them
-//!   ([`EclipseOptions::churn_per_hour`]) leave and as many join, at new addresses: old
-//!   addresses go stale. A dial to a live,
+//!   probability 0.7 ([`REACHABLE`]). They leave one at a time, 10 % of them an hour
+//!   ([`EclipseOptions::churn_per_hour`]; a Poisson process, one departure every 3.6 s on
+//!   average), and a new one joins at a new address for each: old addresses go stale. A dial to a live,
 //!   reachable honest node succeeds after a round trip of 100 ms ([`LATENCY`] each way); any
 //!   other dial fails after [`DIAL_TIMEOUT`] (5 s). An honest peer sends identify (its listen
 //!   address, the peer exchange among its protocols) and answers each request for points
@@ -106,7 +106,7 @@
 
 use std::{
     cmp::Ordering,
-    collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap, HashMap},
     fmt::Write as _,
     net::Ipv4Addr,
     sync::{
@@ -1290,7 +1290,9 @@ impl Sim {
         }
         let first = exponential(&mut sim.rng, HONEST_INBOUND_INTERVAL);
         sim.push(first, Ev::HonestInbound);
-        sim.push(nanos(Duration::from_secs(3600)), Ev::Churn);
+        if let Some(at) = sim.next_churn() {
+            sim.push(at, Ev::Churn);
+        }
         sim.push(nanos(SAMPLE_INTERVAL), Ev::Sample);
         sim.push(restart_at, Ev::Restart);
         sim
@@ -1479,7 +1481,9 @@ impl Sim {
                 self.attack(t, now);
             }
             Ev::Churn => {
-                self.push(t + nanos(Duration::from_secs(3600)), Ev::Churn);
+                if let Some(after) = self.next_churn() {
+                    self.push(t + after, Ev::Churn);
+                }
                 self.churn(t, now);
             }
             Ev::Sample => {
@@ -1824,27 +1828,32 @@ impl Sim {
         }
     }
 
-    /// An hour of churn: 10 % of the live honest nodes (not the trusted ones) leave, closing
-    /// their connections, and as many join at new addresses.
+    /// The time to the next departure: churn is a Poisson process of
+    /// `churn_per_hour × live` departures an hour (one every 3.6 s on average at the
+    /// defaults), drawn from the world's RNG; `None` without churn.
+    fn next_churn(&mut self) -> Option<Nanos> {
+        let per_hour = self.churn_per_hour * self.net.honest.len() as f64;
+        (per_hour > 0.0).then(|| {
+            let mean = Duration::from_secs_f64(3600.0 / per_hour);
+            exponential(&mut self.world_rng, mean)
+        })
+    }
+
+    /// One departure: a live honest node drawn uniformly leaves (nothing happens if it is a
+    /// trusted one, which never leaves), closing its connections, and a new one joins at a
+    /// new address.
     fn churn(&mut self, t: Nanos, now: Instant) {
         let live = self.net.honest.len();
-        let k = (live as f64 * self.churn_per_hour).round() as usize;
-        let mut leaving: Vec<usize> = rand::seq::index::sample(&mut self.world_rng, live, k)
-            .into_iter()
-            .filter(|&i| !self.net.honest[i].stable)
-            .collect();
-        leaving.sort_unstable_by(|a, b| b.cmp(a));
-        let mut gone = BTreeSet::new();
-        for &i in &leaving {
-            gone.insert(self.net.leave(i).peer);
+        let i = self.world_rng.random_range(0..live);
+        if self.net.honest[i].stable {
+            return;
         }
-        for _ in 0..leaving.len() {
-            self.net.join(&mut self.world_rng, false);
-        }
+        let gone = self.net.leave(i).peer;
+        self.net.join(&mut self.world_rng, false);
         let closing: Vec<u64> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.side == Side::Honest && gone.contains(&c.peer))
+            .filter(|(_, c)| c.side == Side::Honest && c.peer == gone)
             .map(|(id, _)| *id)
             .collect();
         for conn in closing {
