@@ -249,11 +249,21 @@ impl AddrBook {
         false
     }
 
+    /// Whether neither heard of nor connected to for
+    /// [`stale_after`](super::Config::with_stale_after).
+    pub(super) fn is_stale(&self, e: &Entry, now: Stamp) -> bool {
+        let seen = e.last_success.map_or(e.heard, |t| t.max(e.heard));
+        now - seen > self.config.stale_after.as_millis() as i64
+    }
+
     /// Bitcoin `AddrInfo::GetChance`: ×0.01 if tried in the last 10 minutes, ×0.66 per failed
-    /// attempt up to 8.
-    fn chance(e: &Entry, now: Stamp) -> f64 {
+    /// attempt up to 8; and ours, ×0.01 if [stale](super::Config::with_stale_after).
+    fn chance(&self, e: &Entry, now: Stamp) -> f64 {
         let mut chance = 1.0;
         if e.last_try.is_some_and(|t| now - t < 600_000) {
+            chance *= 0.01;
+        }
+        if self.is_stale(e, now) {
             chance *= 0.01;
         }
         chance * 0.66f64.powi(e.attempts.min(8) as i32)
@@ -336,8 +346,11 @@ impl AddrBook {
             }
             let other = &self.entries[&existing];
             let refs = self.entries[&id].new_buckets.len();
-            // Overwrite a terrible entry, or one with other copies when this one has none.
-            insert = self.is_terrible(other, now) || (other.new_buckets.len() > 1 && refs == 0);
+            // Overwrite a terrible or stale entry, or one with other copies when this one has
+            // none.
+            insert = self.is_terrible(other, now)
+                || self.is_stale(other, now)
+                || (other.new_buckets.len() > 1 && refs == 0);
         }
         if insert {
             self.clear_new(bucket, pos);
@@ -534,7 +547,8 @@ impl AddrBook {
 
     /// Draws a dial candidate (Bitcoin `AddrMan::Select`): `tried` or `new` with even odds
     /// (only `new` if `new_only`, for a feeler), a slot at random, kept with its
-    /// [`chance`](Self) or drawn again with the odds raised ×1.2. `None` if the table is empty.
+    /// chance (Bitcoin `GetChance`, and ×0.01 if stale) or drawn again with the odds raised ×1.2.
+    /// `None` if the table is empty.
     pub fn select(&self, new_only: bool, now: Instant, rng: &mut impl Rng) -> Option<Candidate> {
         let now = self.stamp(now);
         let tried_len = self.tried_len();
@@ -553,7 +567,7 @@ impl AddrBook {
         loop {
             let id = table.draw(rng, self.config.bucket_size)?;
             let e = &self.entries[&id];
-            if rng.random::<f64>() < factor * Self::chance(e, now) {
+            if rng.random::<f64>() < factor * self.chance(e, now) {
                 return Some(Candidate {
                     addr: e.addr.clone(),
                     peer: e.peer,

@@ -227,6 +227,78 @@ fn selection_shuns_recent_tries_and_repeated_failures() {
 }
 
 #[test]
+fn an_entry_unheard_of_for_a_day_is_stale_and_yields_its_new_slot() {
+    // One new slot: every address collides with the one already there.
+    let config = Config::new().with_new_buckets(1).with_bucket_size(1);
+    let t0 = Instant::now();
+    let mut b = AddrBook::new(config, Grouping::new(), [5, 6], t0);
+    let mut rng = StdRng::seed_from_u64(3);
+    let src = addr(9, 9, 9, 9);
+    let (first, second, third) = (addr(1, 1, 1, 1), addr(2, 2, 2, 2), addr(3, 3, 3, 3));
+    let hour = 3600;
+    assert_eq!(b.add([(&first, None)], &src, t0, &mut rng), 1);
+    // Within the day, the incumbent keeps its slot, as Bitcoin Core keeps it for 30 days.
+    assert_eq!(
+        b.add([(&second, None)], &src, t0 + secs(23 * hour), &mut rng),
+        0
+    );
+    assert_eq!(b.place(&first), Some(Place::New));
+    // Heard of again at 23 h: fresh for another day.
+    b.add([(&first, None)], &src, t0 + secs(23 * hour), &mut rng);
+    assert_eq!(
+        b.add([(&second, None)], &src, t0 + secs(25 * hour), &mut rng),
+        0
+    );
+    assert_eq!(b.place(&first), Some(Place::New));
+    // Unheard of for a day and a second: the newcomer takes the slot, the incumbent is gone.
+    let later = t0 + secs(47 * hour + 1);
+    assert_eq!(b.add([(&third, None)], &src, later, &mut rng), 1);
+    assert_eq!(b.place(&first), None);
+    assert_eq!(b.place(&third), Some(Place::New));
+    b.check();
+    // A longer setting keeps it.
+    let config = Config::new()
+        .with_new_buckets(1)
+        .with_bucket_size(1)
+        .with_stale_after(secs(30 * 86_400));
+    let mut b = AddrBook::new(config, Grouping::new(), [5, 6], t0);
+    b.add([(&first, None)], &src, t0, &mut rng);
+    assert_eq!(b.add([(&third, None)], &src, later, &mut rng), 0);
+    assert_eq!(b.place(&first), Some(Place::New));
+}
+
+#[test]
+fn stale_entries_are_drawn_a_hundredth_as_often() {
+    let (mut b, t0, mut rng) = book();
+    let (stale, fresh) = (addr(1, 1, 1, 1), addr(2, 2, 2, 2));
+    b.add([(&stale, None)], &addr(9, 9, 9, 9), t0, &mut rng);
+    let now = t0 + secs(25 * 3600);
+    b.add([(&fresh, None)], &addr(8, 8, 8, 8), now, &mut rng);
+    let mut picks = [0; 2];
+    for _ in 0..2000 {
+        let c = b.select(false, now, &mut rng).unwrap();
+        picks[usize::from(c.addr == stale)] += 1;
+    }
+    // Chance 1 vs 0.01: with the ×1.2 raise the stale one still comes up, but rarely.
+    assert!(picks[1] > 0 && picks[1] * 20 < picks[0], "{picks:?}");
+    // A day later both are stale: a draw still ends, with even odds again.
+    let much_later = now + secs(25 * 3600);
+    let mut picks = [0; 2];
+    for _ in 0..2000 {
+        let c = b.select(false, much_later, &mut rng).unwrap();
+        picks[usize::from(c.addr == stale)] += 1;
+    }
+    assert!(picks.iter().all(|&n| (800..1200).contains(&n)), "{picks:?}");
+    // A connection refreshes an address: `stale` connected to at 49 h is fresh again.
+    let t = much_later - secs(1);
+    b.attempt(&stale, false, t - secs(700));
+    assert!(b.good(&stale, t));
+    let e = &b.entries[&b.by_addr[&stale]];
+    assert!(!b.is_stale(e, b.stamp(much_later)));
+    assert!(b.is_stale(e, b.stamp(t + secs(86_400 + 1))));
+}
+
+#[test]
 fn tried_and_new_are_drawn_with_even_odds() {
     let (mut b, now, mut rng) = book();
     let src = addr(9, 9, 9, 9);
