@@ -121,6 +121,12 @@ pub struct AddrBook {
     last_good: Stamp,
 }
 
+/// A duration in milliseconds as a [`Stamp`] difference, saturating (`Duration::MAX` for a
+/// rule that never fires).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl AddrBook {
     /// An empty book keyed with `key`, the per-node secret that makes placement unpredictable
     /// to an attacker (Bitcoin `nKey`; draw it from the node's RNG and keep it with the book).
@@ -226,7 +232,7 @@ impl AddrBook {
     /// Bitcoin `AddrInfo::IsTerrible`: not worth keeping or dialing.
     pub(super) fn is_terrible(&self, e: &Entry, now: Stamp) -> bool {
         let c = &self.config;
-        let ms = |d: Duration| d.as_millis() as i64;
+        let ms = millis;
         // Never drop what was tried in the last minute.
         if e.last_try
             .is_some_and(|t| now - t <= ms(Duration::from_secs(60)))
@@ -253,7 +259,7 @@ impl AddrBook {
     /// [`stale_after`](super::Config::with_stale_after).
     pub(super) fn is_stale(&self, e: &Entry, now: Stamp) -> bool {
         let seen = e.last_success.map_or(e.heard, |t| t.max(e.heard));
-        now - seen > self.config.stale_after.as_millis() as i64
+        now - seen > millis(self.config.stale_after)
     }
 
     /// Bitcoin `AddrInfo::GetChance`: ×0.01 if tried in the last 10 minutes, ×0.66 per failed
@@ -640,7 +646,7 @@ impl AddrBook {
     /// than `test_window` (40 min) without the incumbent being tested, it gives way too.
     pub fn resolve_collisions(&mut self, now: Instant) {
         let now = self.stamp(now);
-        let ms = |d: Duration| d.as_millis() as i64;
+        let ms = millis;
         let mut ids: Vec<u32> = self.collisions.iter().copied().collect();
         ids.sort_unstable();
         for id in ids {

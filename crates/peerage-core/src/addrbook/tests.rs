@@ -265,6 +265,19 @@ fn an_entry_unheard_of_for_a_day_is_stale_and_yields_its_new_slot() {
     b.add([(&first, None)], &src, t0, &mut rng);
     assert_eq!(b.add([(&third, None)], &src, later, &mut rng), 0);
     assert_eq!(b.place(&first), Some(Place::New));
+    // And `Duration::MAX` turns the rule off (no wrap to a negative time).
+    let config = Config::new()
+        .with_new_buckets(1)
+        .with_bucket_size(1)
+        .with_stale_after(Duration::MAX)
+        .with_horizon(Duration::MAX);
+    let mut b = AddrBook::new(config, Grouping::new(), [5, 6], t0);
+    b.add([(&first, None)], &src, t0, &mut rng);
+    assert_eq!(
+        b.add([(&third, None)], &src, t0 + secs(365 * 86_400), &mut rng),
+        0
+    );
+    assert_eq!(b.place(&first), Some(Place::New));
 }
 
 #[test]
