@@ -256,8 +256,12 @@ impl AddrBook {
     }
 
     /// Whether neither heard of nor connected to for
-    /// [`stale_after`](super::Config::with_stale_after).
+    /// [`stale_after`](super::Config::with_stale_after); never one tried in the last minute
+    /// (as [`is_terrible`](Self::is_terrible)), so that a dial in flight keeps its entry.
     pub(super) fn is_stale(&self, e: &Entry, now: Stamp) -> bool {
+        if e.last_try.is_some_and(|t| now - t <= 60_000) {
+            return false;
+        }
         let seen = e.last_success.map_or(e.heard, |t| t.max(e.heard));
         now - seen > millis(self.config.stale_after)
     }
@@ -685,7 +689,8 @@ impl AddrBook {
     }
 
     /// Addresses to advertise (Bitcoin `AddrMan::GetAddr`): a random `max_pct` percent of the
-    /// book, at most `max`, leaving out terrible ones; each with `/p2p` when its peer is known.
+    /// book, at most `max`, leaving out terrible and stale ones; each with `/p2p` when its peer
+    /// is known.
     pub fn advertise(
         &self,
         max: usize,
@@ -704,7 +709,7 @@ impl AddrBook {
             let j = rng.random_range(i..order.len());
             order.swap(i, j);
             let e = &self.entries[&order[i]];
-            if !self.is_terrible(e, now) {
+            if !self.is_terrible(e, now) && !self.is_stale(e, now) {
                 out.push((e.addr.clone(), e.peer));
             }
         }
