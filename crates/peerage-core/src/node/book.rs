@@ -111,10 +111,23 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     }
 
     /// The book as it can be saved, with the anchors: the [`MAX_ANCHORS`] outbound peers we
-    /// hold longest (trusted ones aside, as they are dialed anyway).
+    /// hold longest (trusted ones aside, as they are dialed anyway). The points of the
+    /// outbound connections open now are saved as heard of now, as their end would record
+    /// them ([`AddrBook::connected`]): a peer held for days is not restored
+    /// [stale](crate::addrbook::Config::with_stale_after).
     pub fn addrbook_snapshot(&self, now: Instant) -> Option<Snapshot> {
         let b = self.book.as_ref()?;
         let mut snap = b.book.snapshot(now);
+        let open: HashSet<&Multiaddr> = self
+            .outbound_connections()
+            .filter(|(_, c)| !c.nacked)
+            .filter_map(|(_, c)| c.point.as_ref())
+            .collect();
+        if !open.is_empty() {
+            for e in snap.entries.iter_mut().filter(|e| open.contains(&e.addr)) {
+                e.heard_ago = 0;
+            }
+        }
         snap.anchors = self.anchors();
         Some(snap)
     }

@@ -1206,6 +1206,13 @@ mod book {
             .map(|&i| public(i, i, i).with(multiaddr::Protocol::P2p(peer(i))))
             .collect();
         assert_eq!(snap.anchors, expected);
+        // Held for three days: the open connections' points are saved as heard of now (as
+        // their end would record them), so that they are not restored stale.
+        let held = m
+            .addrbook_snapshot(t0 + Duration::from_secs(3 * 86_400))
+            .unwrap();
+        assert_eq!(held.entries.len(), 3);
+        assert!(held.entries.iter().all(|e| e.heard_ago == 0), "{held:?}");
         // Restart: a new machine, the book restored; the first round dials the anchors first.
         let t1 = t0 + Duration::from_secs(3600);
         let mut m = with_book(bounds, t1);
