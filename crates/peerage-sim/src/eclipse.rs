@@ -1482,7 +1482,7 @@ impl Sim {
             }
             Ev::Churn => {
                 if let Some(after) = self.next_churn() {
-                    self.push(t + after, Ev::Churn);
+                    self.push(t.saturating_add(after), Ev::Churn);
                 }
                 self.churn(t, now);
             }
@@ -1829,14 +1829,14 @@ impl Sim {
     }
 
     /// The time to the next departure: churn is a Poisson process of
-    /// `churn_per_hour × live` departures an hour (one every 3.6 s on average at the
-    /// defaults), drawn from the world's RNG; `None` without churn.
+    /// `churn_per_hour × live` draws an hour (one every 3.6 s on average at the defaults;
+    /// a draw of a trusted node does nothing), from the world's RNG; `None` without churn.
     fn next_churn(&mut self) -> Option<Nanos> {
         let per_hour = self.churn_per_hour * self.net.honest.len() as f64;
-        (per_hour > 0.0).then(|| {
-            let mean = Duration::from_secs_f64(3600.0 / per_hour);
-            exponential(&mut self.world_rng, mean)
-        })
+        // A mean beyond 10^15 s (a rate too small to matter, which would overflow a
+        // `Duration` once scaled) is no churn.
+        let mean = 3600.0 / per_hour;
+        (mean <= 1e15).then(|| exponential(&mut self.world_rng, Duration::from_secs_f64(mean)))
     }
 
     /// One departure: a live honest node drawn uniformly leaves (nothing happens if it is a
