@@ -31,12 +31,13 @@
 //!   `IsTerrible`): not heard of for 30 days, 3 failures and never a success, or 10 failures
 //!   in 7 days; never one tried in the last minute.
 //! - "Stale" addresses (ours, [`Config::with_stale_after`]): neither heard of nor connected
-//!   to for 24 hours, they give way to newcomers in `new` as terrible ones do.
+//!   to for 24 hours, they give way to newcomers in `new` and are not advertised, as
+//!   terrible ones; never one tried in the last minute.
 //! - Selection ([`AddrBook::select`]) picks tried or new with even odds, then a random slot,
 //!   kept with a chance of ×0.01 if tried in the last 10 minutes, ×0.01 if stale and ×0.66
-//!   per failed attempt (up to 8), raised ×1.2 on each redraw. Among addresses heard of in
-//!   the last day there is no bias toward fresh ones (Heilman's countermeasure 2, Bitcoin
-//!   Core PR #5941).
+//!   per failed attempt (up to 8), raised ×1.2 on each redraw. Among addresses heard of or
+//!   connected to in the last day there is no bias toward fresh ones (Heilman's
+//!   countermeasure 2, Bitcoin Core PR #5941).
 //! - **Test-before-evict** (Bitcoin Core PR #9037): an address that would take a tried slot
 //!   already held waits in a buffer of 10 until a feeler ([`AddrBook::tried_collision`])
 //!   tests the incumbent; an incumbent that answered in the last 4 hours stays, and the
@@ -57,14 +58,16 @@
 //! - The stale rule. Bitcoin Core keeps an unheard address for 30 days (`ADDRMAN_HORIZON`),
 //!   which suits nodes that keep an address for weeks. Where nodes come and go within hours
 //!   at new addresses, a 30-day book is mostly the gone: in `peerage sim --scenario eclipse`
-//!   (10 % of 10,000 nodes replaced an hour) 259 of its 65,740 entries answered a dial after
-//!   30 days, and a node short of an outbound connection dialed for half a minute. With the
-//!   rule, 2,300 to 2,600 did and a draw from `new` connected about a fifth of the times.
-//!   Its price is a coarse bias toward fresh addresses, the bias Heilman et al. exploited
-//!   with addresses sent unasked and stamped fresh: here addresses come only in answers to
-//!   our requests, budgeted per source and per source group, and a live address is named
-//!   again by honest answers (in that model, about every 6 hours). A network so large that a
-//!   live address goes unnamed for a day wants a longer setting.
+//!   (10 % of 10,000 nodes replaced an hour) 259 of the 64,249 entries of `new` answered a
+//!   dial after 30 days, and a node short of an outbound connection dialed for about half a
+//!   minute (21 short minutes in a day of about 35 lost connections). With the rule, 2,300
+//!   to 2,600 of about 60,500 did. Its price is a coarse bias toward fresh addresses, the
+//!   bias Heilman et al. exploited with addresses sent unasked and stamped fresh: here
+//!   addresses come only in answers to our requests and from peers we dialed, for
+//!   themselves, budgeted per source and per source group, and a live address is named
+//!   again by honest answers (in that model about every 6 hours: 23,500 answers of 50
+//!   points in 31 days, over 10,000 live nodes). A network so large that a live address
+//!   goes unnamed for a day wants a longer setting.
 //! - The hash is SipHash-1-3 keyed with 128 bits, not double SHA-256 keyed with 256.
 //! - Addresses are multiaddrs; DNS, relayed and loopback addresses each form one group
 //!   ([`Group`]).
@@ -93,7 +96,8 @@ pub const ADDR_RATE_PER_SECOND: f64 = 0.1;
 /// and the credit an answer to our own request gets.
 pub const ADDR_BUCKET_CAP: f64 = 1000.0;
 
-/// The address book's shapes and rules. Defaults are Bitcoin Core's (`src/addrman_impl.h`).
+/// The address book's shapes and rules. Defaults are Bitcoin Core's (`src/addrman_impl.h`),
+/// but for the stale rule, which is ours ([`Config::with_stale_after`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub(crate) new_buckets: u32,
@@ -219,19 +223,24 @@ impl Config {
     }
 
     /// An address neither heard of nor connected to for this long is stale: it gives up its
-    /// new slot to a newcomer as a terrible one does, and a draw keeps it a hundredth as
-    /// often (as one tried in the last 10 minutes). Default: 24 hours.
+    /// new slot to a newcomer and is left out of answers as a terrible one is, and a draw
+    /// keeps it a hundredth as often (as one tried in the last 10 minutes). One tried in the
+    /// last minute is never stale (its dial may be in flight). Default: 24 hours;
+    /// `Duration::MAX` turns the rule off.
     ///
     /// Bitcoin Core has no such rule: its 30-day horizon suits nodes that keep an address for
     /// weeks. Where nodes come and go within hours, at new addresses, a book of 65,536 new
     /// slots fills with the gone: in `peerage sim --scenario eclipse` (10 % of 10,000 nodes
-    /// replaced an hour) after 30 days 259 of its 65,740 entries answered a dial, and a lost
-    /// outbound connection took half a minute to replace with 16 dials in flight. A live
-    /// address is heard of again (every answer names live nodes) and an outbound peer's
-    /// address is refreshed when its connection ends, so they stay fresh; a stale address
-    /// keeps its place until a newcomer needs it. The price: where an attacker's addresses
-    /// reach the book (only in answers to our requests, placed by their source's group), an
-    /// entry nobody named for a day yields to them, where Bitcoin Core holds it for 30 days.
+    /// replaced an hour) after 30 days 259 of the 64,249 entries of `new` answered a dial,
+    /// and a lost outbound connection took about half a minute to replace with 16 dials in
+    /// flight. A live address is heard of again (every answer names live nodes) and an
+    /// outbound peer's address is refreshed when its connection ends or the book is saved
+    /// with it open, so they stay fresh; a stale address keeps its place until a newcomer
+    /// needs it. Time offline does not count: a saved book keeps ages, not dates
+    /// ([`Snapshot`]). The price: where an attacker's addresses reach the book (in answers to
+    /// our requests, or for themselves when we dialed them; placed by their source's group),
+    /// an entry nobody named for a day yields to them, where Bitcoin Core holds it for 30
+    /// days.
     pub fn with_stale_after(mut self, d: Duration) -> Self {
         self.stale_after = d;
         self
