@@ -40,6 +40,7 @@
 //! outbound_target = 8             # automatic outbound connections kept
 //! max_inbound = 100               # inbound slots; default: the high threshold minus the target
 //! max_inbound_per_group = 7       # inbound slots of one public group; default: ⌈max_inbound / 16⌉
+//! stale_after = "1day"            # unheard of and unconnected this long: yields its slot
 //! ```
 //!
 //! Unknown keys and bad values are errors naming the key and the reason. The checks of Octez's
@@ -158,6 +159,10 @@ pub struct AddrbookFile {
     pub max_inbound: Option<usize>,
     /// Inbound slots one public network group may hold. By default ⌈max_inbound / 16⌉.
     pub max_inbound_per_group: Option<usize>,
+    /// An address neither heard of nor connected to for this long is stale: it yields its
+    /// slot to a newcomer, is not advertised and is drawn a hundredth as often
+    /// (`addrbook::Config::with_stale_after`). `"1day"` by default.
+    pub stale_after: Option<String>,
 }
 
 /// The address book's settings from `[addrbook]`.
@@ -177,6 +182,8 @@ pub struct AddrbookSettings {
     /// Inbound slots of one public network group; `None` for ⌈max inbound / 16⌉
     /// (`peerage::node::Config::with_max_inbound_per_group`).
     pub max_inbound_per_group: Option<usize>,
+    /// When an address turns stale (`peerage::addrbook::Config::with_stale_after`).
+    pub stale_after: Duration,
 }
 
 impl Default for AddrbookSettings {
@@ -188,6 +195,7 @@ impl Default for AddrbookSettings {
             outbound_target: 8,
             max_inbound: None,
             max_inbound_per_group: None,
+            stale_after: Duration::from_secs(86_400),
         }
     }
 }
@@ -545,7 +553,14 @@ pub fn resolve_file(
         outbound_target: ab.outbound_target.unwrap_or(defaults.outbound_target),
         max_inbound: ab.max_inbound.or(defaults.max_inbound),
         max_inbound_per_group: ab.max_inbound_per_group.or(defaults.max_inbound_per_group),
+        stale_after: match &ab.stale_after {
+            Some(value) => duration("addrbook.stale_after", value)?,
+            None => defaults.stale_after,
+        },
     };
+    if addrbook.stale_after.is_zero() {
+        bail!("addrbook.stale_after: must be positive");
+    }
     for (key, n) in [
         ("addrbook.max_inbound", addrbook.max_inbound),
         (
@@ -608,6 +623,7 @@ pub fn resolve_file(
             outbound_target: Some(addrbook.outbound_target),
             max_inbound: addrbook.max_inbound,
             max_inbound_per_group: addrbook.max_inbound_per_group,
+            stale_after: Some(humantime::format_duration(addrbook.stale_after).to_string()),
         }),
     };
     Ok(Effective {

@@ -467,7 +467,9 @@ fn build_swarm(
                 grouping = grouping.with_asmap(asmap);
             }
             config
-                .with_addrbook(Some(peerage::addrbook::Config::new()))
+                .with_addrbook(Some(
+                    peerage::addrbook::Config::new().with_stale_after(settings.stale_after),
+                ))
                 .with_grouping(grouping)
                 .with_outbound_target(settings.outbound_target)
                 .with_max_inbound(settings.max_inbound)

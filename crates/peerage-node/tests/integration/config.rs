@@ -28,6 +28,9 @@ grace_period = "30s"
 [pool]
 max_known_points = [100, 80]
 peer_greylist_size = 7
+
+[addrbook]
+stale_after = "3days"
 "#,
     );
     let (code, stdout, stderr) = output(&[
@@ -70,6 +73,7 @@ peer_greylist_size = 7
     );
     assert_eq!(p["peer_greylist_size"].as_integer(), Some(7));
     assert_eq!(p["ip_greylist_cleanup_delay"].as_str(), Some("1day"));
+    assert_eq!(shown["addrbook"]["stale_after"].as_str(), Some("3days"));
     // No name server given: the system's (an empty list).
     assert_eq!(shown["dns_servers"].as_array().map(Vec::len), Some(0));
     // And the file alone checks.
@@ -137,6 +141,14 @@ fn bad_config_files_name_the_key_and_the_reason() {
             "--admin 0.0.0.0:8732 is not a loopback address: it needs --admin-token",
         ),
         ("limits = \"missing.json\"\n", "reading the limits file"),
+        (
+            "[addrbook]\nstale_after = \"a while\"\n",
+            "addrbook.stale_after: \"a while\" is not a duration",
+        ),
+        (
+            "[addrbook]\nstale_after = \"0s\"\n",
+            "addrbook.stale_after: must be positive",
+        ),
         ("data_dir = ", "TOML parse error at line 1"),
     ];
     for (text, expected) in cases {
