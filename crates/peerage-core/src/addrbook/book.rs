@@ -229,14 +229,17 @@ impl AddrBook {
         (h % u64::from(self.config.bucket_size)) as u8
     }
 
+    /// Whether `e` was dialed in the last minute: neither terrible nor stale then, as its dial
+    /// may be in flight (Bitcoin `IsTerrible`'s first rule).
+    fn tried_in_the_last_minute(e: &Entry, now: Stamp) -> bool {
+        e.last_try.is_some_and(|t| now - t <= 60_000)
+    }
+
     /// Bitcoin `AddrInfo::IsTerrible`: not worth keeping or dialing.
     pub(super) fn is_terrible(&self, e: &Entry, now: Stamp) -> bool {
         let c = &self.config;
         let ms = millis;
-        // Never drop what was tried in the last minute.
-        if e.last_try
-            .is_some_and(|t| now - t <= ms(Duration::from_secs(60)))
-        {
+        if Self::tried_in_the_last_minute(e, now) {
             return false;
         }
         // Heard of in the future (only a restored file can say so).
@@ -259,7 +262,7 @@ impl AddrBook {
     /// [`stale_after`](super::Config::with_stale_after); never one tried in the last minute
     /// (as [`is_terrible`](Self::is_terrible)), so that a dial in flight keeps its entry.
     pub(super) fn is_stale(&self, e: &Entry, now: Stamp) -> bool {
-        if e.last_try.is_some_and(|t| now - t <= 60_000) {
+        if Self::tried_in_the_last_minute(e, now) {
             return false;
         }
         let seen = e.last_success.map_or(e.heard, |t| t.max(e.heard));
