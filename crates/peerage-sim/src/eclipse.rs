@@ -27,8 +27,8 @@
 //!   each with a peer ID and an address `/ip4/a.b.c.d/tcp/4001` in its group, reachable with
 //!   probability 0.7 ([`REACHABLE`]). They leave one at a time, 10 % of them an hour
 //!   ([`EclipseOptions::churn_per_hour`]; a Poisson process, one departure every 3.6 s on
-//!   average), and a new one joins at a new address for each: old addresses go stale. A dial to a live,
-//!   reachable honest node succeeds after a round trip of 100 ms ([`LATENCY`] each way); any
+//!   average), and a new one joins at a new address for each: old addresses go dead. A
+//!   dial to a live, reachable honest node succeeds after a round trip of 100 ms ([`LATENCY`] each way); any
 //!   other dial fails after [`DIAL_TIMEOUT`] (5 s). An honest peer sends identify (its listen
 //!   address, the peer exchange among its protocols) and answers each request for points
 //!   with 50 points ([`HONEST_ANSWER`]) drawn uniformly from the live honest nodes, with
