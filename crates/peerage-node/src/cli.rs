@@ -317,6 +317,11 @@ pub struct EclipseArgs {
     /// its addresses spread through the honest network). Default: 0.
     #[arg(long, value_name = "SHARE")]
     pub honest_relay: Option<f64>,
+    /// `eclipse`: keep each seed's report in DIR (`seed-N-book-on.json`): seeds already there
+    /// are read, not run, so a long run resumes where it stopped. One directory per set of
+    /// options and per build of the simulator.
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
 }
 
 impl EclipseArgs {
@@ -340,6 +345,7 @@ impl EclipseArgs {
                 self.attacker_inbound_answers.is_some(),
             ),
             ("--honest-relay", self.honest_relay.is_some()),
+            ("--runs-dir", self.runs_dir.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))

@@ -125,6 +125,7 @@ fn eclipse(args: &SimArgs, json: bool) -> anyhow::Result<ExitCode> {
             .map_or(defaults.attacker_answers_inbound, |t| t == Toggle::On),
         honest_relay: e.honest_relay.unwrap_or(defaults.honest_relay),
         threads: args.threads.map(usize::from),
+        runs_dir: e.runs_dir.clone(),
     };
     options.validate()?;
     let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

@@ -109,6 +109,7 @@ use std::{
     collections::{BTreeMap, BinaryHeap, HashMap},
     fmt::Write as _,
     net::Ipv4Addr,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{self, AtomicUsize},
@@ -127,7 +128,7 @@ use peerage_core::{
     pool,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::world::mix;
 
@@ -215,6 +216,16 @@ pub struct EclipseOptions {
     /// Threads running seeds in parallel; `None` for one per core. Results do not depend on
     /// it. Default: `None`.
     pub threads: Option<usize>,
+    /// A directory that keeps each seed's report, so that a long run (1,000 seeds at full
+    /// size take about a day of CPU) survives an interruption and grows by parts: a seed whose
+    /// file is there is read instead of run, and each seed run is written there as soon as it
+    /// ends (to a temporary file, then renamed). The file of seed `N` is
+    /// `seed-N-book-on.json` (`-off` without the book): a one-seed [`EclipseReport`], the
+    /// JSON that `peerage sim --scenario eclipse --seed N --json` prints. A file written with
+    /// other options is an error, not a result; the file does not record the simulator's
+    /// code, so a directory belongs to one build. [`curve`] keeps each group count in its own
+    /// subdirectory, `groups-N`. Default: `None`.
+    pub runs_dir: Option<PathBuf>,
 }
 
 impl Default for EclipseOptions {
@@ -233,6 +244,7 @@ impl Default for EclipseOptions {
             attacker_answers_inbound: true,
             honest_relay: 0.0,
             threads: None,
+            runs_dir: None,
         }
     }
 }
@@ -241,6 +253,32 @@ impl Default for EclipseOptions {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid eclipse options: {0}")]
 pub struct InvalidOptions(pub String);
+
+/// A run could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The options do not describe a run.
+    #[error(transparent)]
+    Options(#[from] InvalidOptions),
+    /// A seed's file in [`EclipseOptions::runs_dir`] could not be read or written, or holds
+    /// something else than that seed's report under these options.
+    #[error("{}: {reason}", path.display())]
+    RunsDir {
+        /// The file, or the directory.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    fn runs_dir(path: &Path, reason: impl std::fmt::Display) -> Self {
+        Self::RunsDir {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+}
 
 impl EclipseOptions {
     /// The defaults.
@@ -315,7 +353,7 @@ impl EclipseOptions {
 }
 
 /// One seed's outcome.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeedReport {
     /// The seed.
     pub seed: u64,
@@ -383,7 +421,7 @@ pub struct SeedReport {
 }
 
 /// The outcome over seeds. See the [module docs](self) for the definitions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EclipseReport {
     /// Whether the victim kept an address book.
     pub addrbook: bool,
@@ -423,7 +461,8 @@ pub struct EclipseReport {
     pub attacker_share_before_restart: f64,
     /// The mean over seeds of [`SeedReport::known_attacker_share`].
     pub known_attacker_share: f64,
-    /// Wall time of the whole run, all seeds.
+    /// Wall time of the whole run, all seeds (those read from
+    /// [`EclipseOptions::runs_dir`] cost nothing).
     pub wall_ms: u64,
     /// Each seed, in seed order.
     pub runs: Vec<SeedReport>,
@@ -573,43 +612,78 @@ impl Comparison {
     }
 }
 
-/// Runs every seed of `options`, in parallel over threads, and gathers the figures.
+/// Runs every seed of `options`, in parallel over threads, and gathers the figures; with
+/// [`EclipseOptions::runs_dir`], reads the seeds already there and writes the others.
 ///
 /// # Errors
 ///
-/// [`InvalidOptions`] if the options do not describe a run.
-pub fn run(options: &EclipseOptions) -> Result<EclipseReport, InvalidOptions> {
+/// [`Error::Options`] if the options do not describe a run; [`Error::RunsDir`] if a seed's
+/// file cannot be read or written, or holds another run (the seeds that could be written
+/// are kept).
+pub fn run(options: &EclipseOptions) -> Result<EclipseReport, Error> {
     options.validate()?;
     let started = Instant::now();
     let seeds: Vec<u64> = (0..options.seeds)
         .map(|i| options.seed.wrapping_add(u64::from(i)))
         .collect();
+    let mut done: Vec<Option<SeedReport>> = vec![None; seeds.len()];
+    if let Some(dir) = &options.runs_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::runs_dir(dir, e))?;
+        for (slot, &seed) in done.iter_mut().zip(&seeds) {
+            *slot = read_seed(options, dir, seed)?;
+        }
+    }
+    let todo: Vec<usize> = (0..seeds.len()).filter(|&i| done[i].is_none()).collect();
     let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, seeds.len());
+        .clamp(1, todo.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<SeedReport>>> = Mutex::new(vec![None; seeds.len()]);
+    let results = Mutex::new(done);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    let report = Sim::new(options, seed).run();
+                    let k = next.fetch_add(1, atomic::Ordering::Relaxed);
+                    let Some(&i) = todo.get(k) else { break };
+                    let began = Instant::now();
+                    let report = Sim::new(options, seeds[i]).run();
+                    if let Some(dir) = &options.runs_dir
+                        && let Err(e) = write_seed(options, dir, &report, began)
+                    {
+                        failure
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                    }
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(report);
                 }
             });
         }
     });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
     let runs: Vec<SeedReport> = results
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
         .map(|r| r.expect("every seed ran"))
         .collect();
-    let mean = |f: fn(&SeedReport) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
-    Ok(EclipseReport {
+    Ok(summarize(options, options.seed, runs, started))
+}
+
+/// The report of `runs`, the seeds from `seed` on, run under `options` since `started`.
+fn summarize(
+    options: &EclipseOptions,
+    seed: u64,
+    runs: Vec<SeedReport>,
+    started: Instant,
+) -> EclipseReport {
+    let n = runs.len().max(1) as f64;
+    let mean = |f: fn(&SeedReport) -> f64| runs.iter().map(f).sum::<f64>() / n;
+    EclipseReport {
         addrbook: options.addrbook,
         honest: options.honest,
         honest_groups: options.honest_groups(),
@@ -620,8 +694,8 @@ pub fn run(options: &EclipseOptions) -> Result<EclipseReport, InvalidOptions> {
         attack_interval_ms: u64::try_from(options.attack_interval.as_millis()).unwrap_or(u64::MAX),
         attacker_answers_inbound: options.attacker_answers_inbound,
         honest_relay: options.honest_relay,
-        seed: options.seed,
-        seeds: options.seeds,
+        seed,
+        seeds: u32::try_from(runs.len()).expect("at most 2^32 seeds"),
         attacker_outbound_share: mean(|r| r.attacker_share),
         eclipsed_seeds: runs.iter().filter(|r| r.eclipsed).count() as u32,
         samples_with_8_outbound: mean(|r| r.samples_with_8_outbound),
@@ -635,15 +709,102 @@ pub fn run(options: &EclipseOptions) -> Result<EclipseReport, InvalidOptions> {
         known_attacker_share: mean(|r| r.known_attacker_share),
         wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         runs,
-    })
+    }
+}
+
+impl EclipseReport {
+    /// The first option in which `self` and `other` differ, by its JSON name (seeds, results
+    /// and wall time aside).
+    fn other_setup(&self, other: &EclipseReport) -> Option<&'static str> {
+        [
+            ("addrbook", self.addrbook == other.addrbook),
+            ("honest", self.honest == other.honest),
+            ("honest_groups", self.honest_groups == other.honest_groups),
+            ("attacker_ips", self.attacker_ips == other.attacker_ips),
+            (
+                "attacker_groups",
+                self.attacker_groups == other.attacker_groups,
+            ),
+            ("days", self.days == other.days),
+            (
+                "churn_per_hour",
+                self.churn_per_hour == other.churn_per_hour,
+            ),
+            (
+                "attack_interval_ms",
+                self.attack_interval_ms == other.attack_interval_ms,
+            ),
+            (
+                "attacker_answers_inbound",
+                self.attacker_answers_inbound == other.attacker_answers_inbound,
+            ),
+            ("honest_relay", self.honest_relay == other.honest_relay),
+        ]
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(name, _)| name)
+    }
+}
+
+/// Seed `seed`'s file in `dir`.
+fn seed_path(options: &EclipseOptions, dir: &Path, seed: u64) -> PathBuf {
+    let book = if options.addrbook { "on" } else { "off" };
+    dir.join(format!("seed-{seed}-book-{book}.json"))
+}
+
+/// Seed `seed`'s report from `dir`, `None` if it has no file.
+fn read_seed(options: &EclipseOptions, dir: &Path, seed: u64) -> Result<Option<SeedReport>, Error> {
+    let path = seed_path(options, dir, seed);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::runs_dir(&path, e)),
+    };
+    let file: EclipseReport = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::runs_dir(&path, format_args!("not a seed's report: {e}")))?;
+    let expected = summarize(options, seed, Vec::new(), Instant::now());
+    if let Some(name) = expected.other_setup(&file) {
+        return Err(Error::runs_dir(
+            &path,
+            format_args!("written with another {name}: use another directory"),
+        ));
+    }
+    match file.runs.as_slice() {
+        [run] if file.seed == seed && run.seed == seed => Ok(Some(run.clone())),
+        _ => Err(Error::runs_dir(
+            &path,
+            format_args!(
+                "holds {} run(s) from seed {}, not seed {seed}'s",
+                file.runs.len(),
+                file.seed
+            ),
+        )),
+    }
+}
+
+/// Writes `report` into its file in `dir`, atomically.
+fn write_seed(
+    options: &EclipseOptions,
+    dir: &Path,
+    report: &SeedReport,
+    started: Instant,
+) -> Result<(), Error> {
+    let path = seed_path(options, dir, report.seed);
+    let file = summarize(options, report.seed, vec![report.clone()], started);
+    let mut bytes = serde_json::to_vec(&file).expect("a report serializes");
+    bytes.push(b'\n');
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::runs_dir(&path, e))
 }
 
 /// Runs `options` with the book off, then on.
 ///
 /// # Errors
 ///
-/// [`InvalidOptions`] if the options do not describe a run.
-pub fn compare(options: &EclipseOptions) -> Result<Comparison, InvalidOptions> {
+/// As [`run`].
+pub fn compare(options: &EclipseOptions) -> Result<Comparison, Error> {
     let off = run(&EclipseOptions {
         addrbook: false,
         ..options.clone()
@@ -665,16 +826,21 @@ pub struct Curve {
     pub points: Vec<Comparison>,
 }
 
-/// Runs [`compare`] at each of [`CURVE_GROUPS`] (`options.attacker_groups` is ignored).
+/// Runs [`compare`] at each of [`CURVE_GROUPS`] (`options.attacker_groups` is ignored), each
+/// in its own subdirectory `groups-N` of [`EclipseOptions::runs_dir`].
 ///
 /// # Errors
 ///
-/// [`InvalidOptions`] if the options do not describe a run at some group count.
-pub fn curve(options: &EclipseOptions) -> Result<Curve, InvalidOptions> {
+/// As [`run`], at some group count.
+pub fn curve(options: &EclipseOptions) -> Result<Curve, Error> {
     let options: Vec<EclipseOptions> = CURVE_GROUPS
         .iter()
         .map(|&attacker_groups| EclipseOptions {
             attacker_groups,
+            runs_dir: options
+                .runs_dir
+                .as_ref()
+                .map(|d| d.join(format!("groups-{attacker_groups}"))),
             ..options.clone()
         })
         .collect();

@@ -147,3 +147,92 @@ fn the_curve_compares_each_group_count_and_plots_them() {
         assert!(svg.contains(series), "no series {series}");
     }
 }
+
+/// With a runs directory, each seed's report is written as it ends, and seeds already there
+/// are read rather than run: a run of 3 seeds over a directory holding 2 gives the report of a
+/// run of 3 without it, and takes what the files say. A file of other options, or one that
+/// is not a report, is an error naming the file and what was wrong.
+#[test]
+fn a_runs_dir_resumes_a_run_and_refuses_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EclipseOptions {
+        honest: 500,
+        attacker_ips: 256,
+        days: 0.1,
+        attack_interval: Duration::from_secs(10),
+        threads: Some(2),
+        ..EclipseOptions::new()
+    };
+    let kept = |seeds| EclipseOptions {
+        seeds,
+        runs_dir: Some(dir.path().to_path_buf()),
+        ..options.clone()
+    };
+    let first = eclipse::run(&kept(2)).unwrap();
+    let file = |seed: u64| dir.path().join(format!("seed-{seed}-book-on.json"));
+    assert!(file(1).is_file() && file(2).is_file() && !file(3).exists());
+    // A seed's file is the one-seed report `--seed N --json` prints.
+    let one: serde_json::Value = serde_json::from_slice(&std::fs::read(file(2)).unwrap()).unwrap();
+    assert_eq!(one["seed"], 2);
+    assert_eq!(one["seeds"], 1);
+    assert_eq!(
+        one["runs"][0],
+        serde_json::to_value(&first.runs[1]).unwrap()
+    );
+
+    // Seed 1's file says something the simulator would not: the merged report takes it.
+    let mut edited = one.clone();
+    edited["seed"] = 1.into();
+    edited["runs"][0] = serde_json::to_value(&first.runs[0]).unwrap();
+    edited["runs"][0]["dials"] = 123_456_789.into();
+    std::fs::write(file(1), serde_json::to_vec(&edited).unwrap()).unwrap();
+    let resumed = eclipse::run(&kept(3)).unwrap();
+    let fresh = eclipse::run(&EclipseOptions {
+        seeds: 3,
+        ..options.clone()
+    })
+    .unwrap();
+    assert_eq!(resumed.runs.len(), 3);
+    assert_eq!(
+        resumed.runs[0].dials, 123_456_789,
+        "seed 1 was read, not run"
+    );
+    assert_eq!(resumed.runs[1..], fresh.runs[1..]);
+    assert_eq!(
+        resumed.attacker_outbound_share,
+        fresh.attacker_outbound_share
+    );
+    assert!(file(3).is_file(), "seed 3 was run and written");
+
+    // Another option: refused, naming the file and the option.
+    let err = eclipse::run(&EclipseOptions {
+        honest: 600,
+        ..kept(1)
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, eclipse::Error::RunsDir { ref path, .. } if *path == file(1)),
+        "{text}"
+    );
+    assert!(text.contains("another honest"), "{text}");
+
+    // The book off is another file, not a mismatch.
+    assert!(
+        eclipse::run(&EclipseOptions {
+            addrbook: false,
+            ..kept(1)
+        })
+        .is_ok()
+    );
+    assert!(dir.path().join("seed-1-book-off.json").is_file());
+
+    // A truncated file: an error, and the file is left as it was.
+    std::fs::write(file(2), b"{\"addrbook\":tr").unwrap();
+    let err = eclipse::run(&kept(2)).unwrap_err().to_string();
+    assert!(
+        err.contains("seed-2-book-on.json") && err.contains("not a seed's report"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(file(2)).unwrap(), b"{\"addrbook\":tr");
+}

@@ -81,3 +81,45 @@ fn sim_writes_its_report_and_log_and_names_a_bad_scenario() {
         "{stderr}"
     );
 }
+
+/// `--scenario eclipse --runs-dir DIR`: each seed's report lands in DIR as the one-seed JSON
+/// `--seed N --json` prints, a second run reads it back (the same figures), and the flag is
+/// refused outside the eclipse scenario.
+#[test]
+fn sim_eclipse_keeps_each_seed_in_its_runs_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let args = [
+        "--scenario",
+        "eclipse",
+        "--honest",
+        "400",
+        "--attacker-ips",
+        "128",
+        "--days",
+        "0.05",
+        "--attack-interval",
+        "10s",
+        "--seeds",
+        "2",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ];
+    let first = sim(&args);
+    assert_eq!(first["seeds"], 2);
+    let seed2: Value =
+        serde_json::from_slice(&std::fs::read(runs.join("seed-2-book-on.json")).unwrap()).unwrap();
+    assert_eq!(seed2["seeds"], 1);
+    assert_eq!(seed2["runs"][0], first["runs"][1]);
+    let alone = sim(&[&args[..10], &["--seed", "2"]].concat());
+    assert_eq!(
+        alone["runs"], seed2["runs"],
+        "the file is what --seed 2 prints"
+    );
+    let again = sim(&args);
+    assert_eq!(again["runs"], first["runs"]);
+
+    let (code, _, stderr) = output(&["sim", "--runs-dir", runs.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--runs-dir"), "{stderr}");
+}
