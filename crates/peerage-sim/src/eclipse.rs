@@ -1313,6 +1313,16 @@ impl node::ConnectionManager for Shared {
     fn admit(&self, peer: &PeerId) -> Result<(), connmgr::HardCapReached> {
         self.lock().admit(peer)
     }
+    fn is_protected(&self, peer: &PeerId) -> bool {
+        self.lock().is_protected(peer, "")
+    }
+    fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
+        let cm = self.lock();
+        peers
+            .iter()
+            .map(|p| (cm.tag_value(p), cm.is_protected(p, "")))
+            .collect()
+    }
 }
 
 /// The protection tag of trusted peers, as the glue's.

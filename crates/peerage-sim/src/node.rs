@@ -134,6 +134,16 @@ impl node::ConnectionManager for Shared {
     fn admit(&self, peer: &PeerId) -> Result<(), peerage_core::connmgr::HardCapReached> {
         self.lock().admit(peer)
     }
+    fn is_protected(&self, peer: &PeerId) -> bool {
+        self.lock().is_protected(peer, "")
+    }
+    fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
+        let cm = self.lock();
+        peers
+            .iter()
+            .map(|p| (cm.tag_value(p), cm.is_protected(p, "")))
+            .collect()
+    }
 }
 
 /// A simulated node.

@@ -779,4 +779,12 @@ impl peerage_core::node::ConnectionManager for Handle {
     fn is_protected(&self, peer: &PeerId) -> bool {
         Handle::is_protected(self, peer, "")
     }
+
+    fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
+        let s = self.lock();
+        peers
+            .iter()
+            .map(|p| (s.core.tag_value(p), s.core.is_protected(p, "")))
+            .collect()
+    }
 }

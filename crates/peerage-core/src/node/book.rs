@@ -362,9 +362,13 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         if inbound.len() + pending < self.config.max_inbound() && !full {
             return true;
         }
+        let peers: Vec<PeerId> = inbound.iter().map(|(_, c)| c.peer).collect();
+        let standing = self.connmgr.standing(&peers);
+        debug_assert_eq!(standing.len(), peers.len(), "one standing per peer");
         let mut candidates: Vec<evict::Candidate<C>> = inbound
             .iter()
-            .map(|(id, c)| {
+            .zip(standing)
+            .map(|((id, c), (tag_value, protected))| {
                 let group = c.group.unwrap_or_else(|| b.book.group(&c.remote));
                 let link = self.links.get(&c.peer);
                 evict::Candidate {
@@ -373,8 +377,8 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
                     connected: c.since,
                     min_ping: link.and_then(|l| l.min_ping),
                     last_useful: link.and_then(|l| l.last_useful),
-                    tag_value: self.connmgr.tag_value(&c.peer),
-                    protected: self.connmgr.is_protected(&c.peer),
+                    tag_value,
+                    protected,
                     prefer_evict: false,
                     disadvantaged: matches!(group, Group::Loopback | Group::Relay),
                 }

@@ -356,6 +356,16 @@ pub trait ConnectionManager: Send {
         let _ = peer;
         false
     }
+    /// Each of `peers`' tag value and whether it is protected, in order: what an inbound
+    /// eviction weighs, asked in one call per decision (an implementation behind a lock takes
+    /// it once rather than twice per inbound peer). By default,
+    /// [`ConnectionManager::tag_value`] and [`ConnectionManager::is_protected`] of each.
+    fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
+        peers
+            .iter()
+            .map(|p| (self.tag_value(p), self.is_protected(p)))
+            .collect()
+    }
 }
 
 /// The resource manager as the machine consults it, by connection ID: a connection's scope is
