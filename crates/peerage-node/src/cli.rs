@@ -317,9 +317,10 @@ pub struct EclipseArgs {
     /// its addresses spread through the honest network). Default: 0.
     #[arg(long, value_name = "SHARE")]
     pub honest_relay: Option<f64>,
-    /// `eclipse`: keep each seed's report in DIR (`seed-N-book-on.json`): seeds already there
-    /// are read, not run, so a long run resumes where it stopped. One directory per set of
-    /// options and per build of the simulator.
+    /// `eclipse`: keep each seed's report in DIR (`seed-N-book-on.json`, `-off` without the
+    /// book; `--curve` in `groups-N/`): seeds already there are read, not run, so a long run
+    /// resumes where it stopped. A file written with other options is an error; the files do
+    /// not record the build, so use one directory per build of the simulator.
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
 }

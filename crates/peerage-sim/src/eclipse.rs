@@ -76,9 +76,9 @@
 //! sample. Over seeds ([`EclipseReport`]): the mean share, the eclipsed seeds, the mean share
 //! of samples with 8, the largest per-group count.
 //!
-//! A seed at full size costs a minute or two of CPU (the attacker's 2.7 million inbound
+//! A seed at full size costs one to three minutes of CPU (the attacker's 2.7 million inbound
 //! attempts, most of them an eviction decision), so the 1,000 seeds the goal was set with take
-//! about a day on two cores: [`EclipseOptions::runs_dir`] keeps each seed's report as it ends,
+//! a day or more on two cores: [`EclipseOptions::runs_dir`] keeps each seed's report as it ends,
 //! and a run over the same directory reads them back and runs only the rest.
 //!
 //! # Modelled, not real
@@ -117,7 +117,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{self, AtomicUsize},
+        atomic::{self, AtomicBool, AtomicUsize},
     },
     time::{Duration, Instant},
 };
@@ -222,7 +222,7 @@ pub struct EclipseOptions {
     /// it. Default: `None`.
     pub threads: Option<usize>,
     /// A directory that keeps each seed's report, so that a long run (1,000 seeds at full
-    /// size take about a day of CPU) survives an interruption and grows by parts: a seed whose
+    /// size take a day or more on two cores) survives an interruption and grows by parts: a seed whose
     /// file is there is read instead of run, and each seed run is written there as soon as it
     /// ends (to a temporary file, then renamed). The file of seed `N` is
     /// `seed-N-book-on.json` (`-off` without the book): a one-seed [`EclipseReport`], the
@@ -352,6 +352,13 @@ impl EclipseOptions {
         }
         if self.attack_interval < Duration::from_millis(1) {
             return bad("the attack interval must be at least 1 ms".into());
+        }
+        if !self.attack_interval.subsec_nanos().is_multiple_of(1_000_000) {
+            // The report, and a runs directory's check of its files, count it in milliseconds.
+            return bad(format!(
+                "the attack interval must be whole milliseconds, not {:?}",
+                self.attack_interval
+            ));
         }
         Ok(())
     }
@@ -623,8 +630,8 @@ impl Comparison {
 /// # Errors
 ///
 /// [`Error::Options`] if the options do not describe a run; [`Error::RunsDir`] if a seed's
-/// file cannot be read or written, or holds another run (the seeds that could be written
-/// are kept).
+/// file cannot be read or holds another run (nothing is run then), or cannot be written
+/// (the run stops: the seeds written are kept, the seeds running are lost).
 pub fn run(options: &EclipseOptions) -> Result<EclipseReport, Error> {
     options.validate()?;
     let started = Instant::now();
@@ -646,10 +653,12 @@ pub fn run(options: &EclipseOptions) -> Result<EclipseReport, Error> {
     let next = AtomicUsize::new(0);
     let results = Mutex::new(done);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                loop {
+                // A failed write stops the run: what was written stays, the rest would be lost.
+                while !failed.load(atomic::Ordering::Relaxed) {
                     let k = next.fetch_add(1, atomic::Ordering::Relaxed);
                     let Some(&i) = todo.get(k) else { break };
                     let began = Instant::now();
@@ -657,6 +666,7 @@ pub fn run(options: &EclipseOptions) -> Result<EclipseReport, Error> {
                     if let Some(dir) = &options.runs_dir
                         && let Err(e) = write_seed(options, dir, &report, began)
                     {
+                        failed.store(true, atomic::Ordering::Relaxed);
                         failure
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -700,7 +710,7 @@ fn summarize(
         attacker_answers_inbound: options.attacker_answers_inbound,
         honest_relay: options.honest_relay,
         seed,
-        seeds: u32::try_from(runs.len()).expect("at most 2^32 seeds"),
+        seeds: u32::try_from(runs.len()).expect("fewer than 2^32 seeds"),
         attacker_outbound_share: mean(|r| r.attacker_share),
         eclipsed_seeds: runs.iter().filter(|r| r.eclipsed).count() as u32,
         samples_with_8_outbound: mean(|r| r.samples_with_8_outbound),
@@ -787,21 +797,30 @@ fn read_seed(options: &EclipseOptions, dir: &Path, seed: u64) -> Result<Option<S
     }
 }
 
-/// Writes `report` into its file in `dir`, atomically.
+/// Writes `report` into its file in `dir`, atomically: to a temporary file of this process,
+/// synced, then renamed over the seed's file.
 fn write_seed(
     options: &EclipseOptions,
     dir: &Path,
     report: &SeedReport,
     started: Instant,
 ) -> Result<(), Error> {
+    use std::io::Write as _;
     let path = seed_path(options, dir, report.seed);
     let file = summarize(options, report.seed, vec![report.clone()], started);
     let mut bytes = serde_json::to_vec(&file).expect("a report serializes");
     bytes.push(b'\n');
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::runs_dir(&path, e))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::runs_dir(&path, e)
+        })
 }
 
 /// Runs `options` with the book off, then on.

@@ -236,3 +236,57 @@ fn a_runs_dir_resumes_a_run_and_refuses_another() {
     );
     assert_eq!(std::fs::read(file(2)).unwrap(), b"{\"addrbook\":tr");
 }
+
+/// Options that describe no run are refused before anything runs, each naming what is wrong.
+#[test]
+fn bad_options_are_refused_naming_the_option() {
+    let cases = [
+        (
+            EclipseOptions {
+                seeds: 0,
+                ..EclipseOptions::new()
+            },
+            "at least one seed",
+        ),
+        (
+            EclipseOptions {
+                days: 0.0,
+                ..EclipseOptions::new()
+            },
+            "days must be in (0, 3650], not 0",
+        ),
+        (
+            EclipseOptions {
+                churn_per_hour: 1.5,
+                ..EclipseOptions::new()
+            },
+            "churn per hour must be in [0, 1], not 1.5",
+        ),
+        (
+            EclipseOptions {
+                attacker_ips: 0,
+                honest_relay: 0.01,
+                ..EclipseOptions::new()
+            },
+            "cannot relay the points of an attacker without IPs",
+        ),
+        (
+            EclipseOptions {
+                attack_interval: Duration::from_micros(500),
+                ..EclipseOptions::new()
+            },
+            "at least 1 ms",
+        ),
+        (
+            EclipseOptions {
+                attack_interval: Duration::from_micros(1500),
+                ..EclipseOptions::new()
+            },
+            "whole milliseconds, not 1.5ms",
+        ),
+    ];
+    for (options, says) in cases {
+        let err = eclipse::run(&options).unwrap_err().to_string();
+        assert!(err.contains(says), "{err:?} does not say {says:?}");
+    }
+}

@@ -116,8 +116,17 @@ fn sim_eclipse_keeps_each_seed_in_its_runs_dir() {
         alone["runs"], seed2["runs"],
         "the file is what --seed 2 prints"
     );
+    // Seed 2's file, edited: a run over the directory takes what it says.
+    let mut edited = seed2.clone();
+    edited["runs"][0]["dials"] = 987_654_321.into();
+    std::fs::write(
+        runs.join("seed-2-book-on.json"),
+        serde_json::to_vec(&edited).unwrap(),
+    )
+    .unwrap();
     let again = sim(&args);
-    assert_eq!(again["runs"], first["runs"]);
+    assert_eq!(again["runs"][0], first["runs"][0]);
+    assert_eq!(again["runs"][1], edited["runs"][0], "seed 2 read, not run");
 
     let (code, _, stderr) = output(&["sim", "--runs-dir", runs.to_str().unwrap()]);
     assert_ne!(code, 0);
