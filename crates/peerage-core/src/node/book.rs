@@ -363,8 +363,20 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             return true;
         }
         let peers: Vec<PeerId> = inbound.iter().map(|(_, c)| c.peer).collect();
-        let standing = self.connmgr.standing(&peers);
-        debug_assert_eq!(standing.len(), peers.len(), "one standing per peer");
+        let mut standing = self.connmgr.standing(&peers);
+        if standing.len() != peers.len() {
+            // A connection manager that breaks the contract: ask peer by peer rather than
+            // leave some inbound peers out of the decision.
+            tracing::warn!(
+                peers = peers.len(),
+                entries = standing.len(),
+                "ConnectionManager::standing gave a wrong number of entries"
+            );
+            standing = peers
+                .iter()
+                .map(|p| (self.connmgr.tag_value(p), self.connmgr.is_protected(p)))
+                .collect();
+        }
         let mut candidates: Vec<evict::Candidate<C>> = inbound
             .iter()
             .zip(standing)

@@ -356,8 +356,8 @@ pub trait ConnectionManager: Send {
         let _ = peer;
         false
     }
-    /// Each of `peers`' tag value and whether it is protected, in order: what an inbound
-    /// eviction weighs, asked in one call per decision (an implementation behind a lock takes
+    /// Each of `peers`' tag value and whether it is protected, exactly one entry per peer, in
+    /// order: what an inbound eviction weighs, asked in one call per decision (an implementation behind a lock takes
     /// it once rather than twice per inbound peer). By default,
     /// [`ConnectionManager::tag_value`] and [`ConnectionManager::is_protected`] of each.
     fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {

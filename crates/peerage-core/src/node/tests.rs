@@ -1260,12 +1260,26 @@ mod book {
     /// attacker's from one group, younger (connection and peer 100..=115, at `t0 + 100..=115`
     /// s); nothing closed.
     fn crowded_inbound(t0: Instant) -> Machine<u64> {
+        crowded_inbound_with(Box::new(Plain), t0)
+    }
+
+    /// [`crowded_inbound`] beside the connection manager `cm`.
+    fn crowded_inbound_with(cm: Box<dyn ConnectionManager>, t0: Instant) -> Machine<u64> {
         let config = Config::new()
             .with_addrbook(Some(addrbook::Config::new()))
             .with_maintenance_enabled(false)
             .with_max_inbound(Some(40))
             .with_max_inbound_per_group(Some(40));
-        let mut m = machine(config, t0);
+        let local = peer(0);
+        let mut m = Machine::new(
+            local,
+            config,
+            Peerstore::memory(peerstore::Config::default()),
+            cm,
+            Box::new(Unsigned::new(local)),
+            StdRng::seed_from_u64(1),
+            t0,
+        );
         for i in 1..=24u8 {
             let t = t0 + Duration::from_secs(u64::from(i));
             let a = inbound(&mut m, u64::from(i), i, &public(50 + i, 1, 1), t);
@@ -1297,6 +1311,40 @@ mod book {
         assert_eq!(evicted, Some((peer(115), Group::Ipv4([200, 1]))));
         // Another in the same instant evicts another, not the same one again.
         inbound(&mut m, 501, 201, &public(91, 1, 1), t);
+        assert_eq!(closed(&drain(&mut m)), vec![114]);
+    }
+
+    /// Protects the peers it holds, and answers `standing` with nothing, as a faulty
+    /// implementation might.
+    struct ShortStanding(Vec<PeerId>);
+
+    impl ConnectionManager for ShortStanding {
+        fn close_order(&self, peers: &[PeerId], _: Instant) -> Vec<PeerId> {
+            peers.to_vec()
+        }
+        fn tag_value(&self, _: &PeerId) -> i64 {
+            0
+        }
+        fn is_protected(&self, peer: &PeerId) -> bool {
+            self.0.contains(peer)
+        }
+        fn standing(&self, _: &[PeerId]) -> Vec<(i64, bool)> {
+            Vec::new()
+        }
+    }
+
+    /// The connection manager's protection reaches the eviction through `standing`: the
+    /// youngest attacker connection is protected, the next youngest goes; an implementation
+    /// whose `standing` leaves peers out is asked peer by peer, with the same outcome.
+    #[test]
+    fn eviction_spares_the_peers_the_connection_manager_protects() {
+        let t0 = Instant::now();
+        let t = t0 + Duration::from_secs(200);
+        let mut m = crowded_inbound_with(Box::new(Protecting(vec![peer(115)])), t0);
+        inbound(&mut m, 500, 200, &public(90, 1, 1), t);
+        assert_eq!(closed(&drain(&mut m)), vec![114]);
+        let mut m = crowded_inbound_with(Box::new(ShortStanding(vec![peer(115)])), t0);
+        inbound(&mut m, 500, 200, &public(90, 1, 1), t);
         assert_eq!(closed(&drain(&mut m)), vec![114]);
     }
 
