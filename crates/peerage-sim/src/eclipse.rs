@@ -353,7 +353,11 @@ impl EclipseOptions {
         if self.attack_interval < Duration::from_millis(1) {
             return bad("the attack interval must be at least 1 ms".into());
         }
-        if !self.attack_interval.subsec_nanos().is_multiple_of(1_000_000) {
+        if !self
+            .attack_interval
+            .subsec_nanos()
+            .is_multiple_of(1_000_000)
+        {
             // The report, and a runs directory's check of its files, count it in milliseconds.
             return bad(format!(
                 "the attack interval must be whole milliseconds, not {:?}",
