@@ -222,9 +222,10 @@ pub struct EclipseOptions {
     /// it. Default: `None`.
     pub threads: Option<usize>,
     /// A directory that keeps each seed's report, so that a long run (1,000 seeds at full
-    /// size take a day or more on two cores) survives an interruption and grows by parts: a seed whose
-    /// file is there is read instead of run, and each seed run is written there as soon as it
-    /// ends (to a temporary file, then renamed). The file of seed `N` is
+    /// size take a day or more on two cores) survives an interruption and grows by parts: a
+    /// seed whose file is there is read instead of run, and each seed run is written there as
+    /// soon as it ends (to a temporary file of the process, synced, then renamed; a failed
+    /// write stops the run). The file of seed `N` is
     /// `seed-N-book-on.json` (`-off` without the book): a one-seed [`EclipseReport`], the
     /// JSON that `peerage sim --scenario eclipse --seed N --json` prints. A file written with
     /// other options is an error, not a result; the file does not record the simulator's

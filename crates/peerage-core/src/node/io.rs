@@ -357,8 +357,9 @@ pub trait ConnectionManager: Send {
         false
     }
     /// Each of `peers`' tag value and whether it is protected, exactly one entry per peer, in
-    /// order: what an inbound eviction weighs, asked in one call per decision (an implementation behind a lock takes
-    /// it once rather than twice per inbound peer). By default,
+    /// order (a wrong count is warned of, and the machine asks peer by peer): what an inbound
+    /// eviction weighs, asked in one call per decision, so that an implementation behind a
+    /// lock takes it once rather than twice per inbound peer. By default,
     /// [`ConnectionManager::tag_value`] and [`ConnectionManager::is_protected`] of each.
     fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
         peers
