@@ -313,6 +313,11 @@ pub struct EclipseArgs {
     /// dialed). Default: on.
     #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
     pub attacker_inbound_answers: Option<Toggle>,
+    /// `eclipse`: whether the attacker holds the connections the victim dialed to it for good
+    /// (`off`: it closes each after 12 h on average, as honest peers do, a stand-in for a
+    /// victim that rotates its outbound connections). Default: on.
+    #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
+    pub attacker_holds_outbound: Option<Toggle>,
     /// `eclipse`: share of the points in an honest answer that are the attacker's (how far
     /// its addresses spread through the honest network). Default: 0.
     #[arg(long, value_name = "SHARE")]
@@ -344,6 +349,10 @@ impl EclipseArgs {
             (
                 "--attacker-inbound-answers",
                 self.attacker_inbound_answers.is_some(),
+            ),
+            (
+                "--attacker-holds-outbound",
+                self.attacker_holds_outbound.is_some(),
             ),
             ("--honest-relay", self.honest_relay.is_some()),
             ("--runs-dir", self.runs_dir.is_some()),

@@ -123,6 +123,9 @@ fn eclipse(args: &SimArgs, json: bool) -> anyhow::Result<ExitCode> {
         attacker_answers_inbound: e
             .attacker_inbound_answers
             .map_or(defaults.attacker_answers_inbound, |t| t == Toggle::On),
+        attacker_holds_outbound: e
+            .attacker_holds_outbound
+            .map_or(defaults.attacker_holds_outbound, |t| t == Toggle::On),
         honest_relay: e.honest_relay.unwrap_or(defaults.honest_relay),
         threads: args.threads.map(usize::from),
         runs_dir: e.runs_dir.clone(),

@@ -212,6 +212,11 @@ pub struct EclipseOptions {
     /// victim dialed it always answers. Default: true. Off, it shows how much of the attack
     /// goes through the victim's requests to inbound peers.
     pub attacker_answers_inbound: bool,
+    /// Whether the attacker holds the connections the victim dialed to it for good (`true`),
+    /// or closes each after an exponential time of mean 12 h ([`HONEST_OUTBOUND_LIFETIME`])
+    /// as honest peers do (`false`): a stand-in for a victim that rotates its outbound
+    /// connections at the honest peers' pace, whoever they go to. Default: true.
+    pub attacker_holds_outbound: bool,
     /// Share of the points in an honest answer that are the attacker's (drawn uniformly from
     /// its IPs): how far its addresses have spread through the honest network, which relays
     /// what it was told. 0 keeps them out of honest answers entirely; the attacker's share of
@@ -248,6 +253,7 @@ impl Default for EclipseOptions {
             churn_per_hour: CHURN_PER_HOUR,
             attack_interval: ATTACKER_INTERVAL,
             attacker_answers_inbound: true,
+            attacker_holds_outbound: true,
             honest_relay: 0.0,
             threads: None,
             runs_dir: None,
@@ -437,6 +443,10 @@ pub struct SeedReport {
     pub answers_from_attacker_inbound: u64,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// The outcome over seeds. See the [module docs](self) for the definitions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EclipseReport {
@@ -458,6 +468,10 @@ pub struct EclipseReport {
     pub attack_interval_ms: u64,
     /// Whether the attacker answered requests on the connections it dialed.
     pub attacker_answers_inbound: bool,
+    /// Whether the attacker held the connections the victim dialed for good (true in the
+    /// files of runs before the option).
+    #[serde(default = "yes")]
+    pub attacker_holds_outbound: bool,
     /// Share of the points in an honest answer that were the attacker's.
     pub honest_relay: f64,
     /// The first seed.
@@ -522,8 +536,13 @@ impl EclipseReport {
         } else {
             String::new()
         };
+        let held = if self.attacker_holds_outbound {
+            ""
+        } else {
+            ", the attacker closing outbound connections as honest peers do"
+        };
         format!(
-            "eclipse: {} honest nodes in {} /16s, attacker {} IPs in {} /16s{relay}, {} days then a restart and 24 h of samples, {seeds}",
+            "eclipse: {} honest nodes in {} /16s, attacker {} IPs in {} /16s{relay}{held}, {} days then a restart and 24 h of samples, {seeds}",
             self.honest, self.honest_groups, self.attacker_ips, self.attacker_groups, self.days,
         )
     }
@@ -713,6 +732,7 @@ fn summarize(
         churn_per_hour: options.churn_per_hour,
         attack_interval_ms: u64::try_from(options.attack_interval.as_millis()).unwrap_or(u64::MAX),
         attacker_answers_inbound: options.attacker_answers_inbound,
+        attacker_holds_outbound: options.attacker_holds_outbound,
         honest_relay: options.honest_relay,
         seed,
         seeds: u32::try_from(runs.len()).expect("fewer than 2^32 seeds"),
@@ -757,6 +777,10 @@ impl EclipseReport {
             (
                 "attacker_answers_inbound",
                 self.attacker_answers_inbound == other.attacker_answers_inbound,
+            ),
+            (
+                "attacker_holds_outbound",
+                self.attacker_holds_outbound == other.attacker_holds_outbound,
             ),
             ("honest_relay", self.honest_relay == other.honest_relay),
         ]
@@ -1412,6 +1436,7 @@ struct Sim {
     churn_per_hour: f64,
     attack_interval: Nanos,
     attacker_answers_inbound: bool,
+    attacker_holds_outbound: bool,
     honest_relay: f64,
     base: Instant,
     /// The population and its churn: the same for the book on and off.
@@ -1462,6 +1487,7 @@ impl Sim {
             churn_per_hour: options.churn_per_hour,
             attack_interval: nanos(options.attack_interval),
             attacker_answers_inbound: options.attacker_answers_inbound,
+            attacker_holds_outbound: options.attacker_holds_outbound,
             honest_relay: options.honest_relay,
             base,
             world_rng,
@@ -1822,7 +1848,9 @@ impl Sim {
                             && self.establish(t, now, conn, target, listen, remote, false)
                         {
                             self.push(t + nanos(LATENCY), Ev::Identify { conn });
-                            if target.side == Side::Honest {
+                            // (No draw for the attacker by default: the runs before the
+                            // option stay as they were.)
+                            if target.side == Side::Honest || !self.attacker_holds_outbound {
                                 let life = exponential(&mut self.rng, HONEST_OUTBOUND_LIFETIME);
                                 self.push(t + life, Ev::RemoteClose { conn });
                             }
