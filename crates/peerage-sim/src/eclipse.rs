@@ -52,8 +52,9 @@
 //!   with their peer IDs (on its inbound connections only if
 //!   [`EclipseOptions::attacker_answers_inbound`]);
 //!   (3) sends identify with its address and the peer exchange; (4) accepts every dial of
-//!   the victim to one of its IPs (any port: it owns the host). It can do nothing else: the
-//!   victim's admission decides what it holds.
+//!   the victim to one of its IPs (any port: it owns the host) and holds the connection for
+//!   good (unless [`EclipseOptions::attacker_holds_outbound`] is off). It can do nothing
+//!   else: the victim's admission decides what it holds.
 //! - **The run**: [`EclipseOptions::days`] (30) of simulated time, then the victim
 //!   **restarts**: a new machine, with the address book saved and restored
 //!   ([`Machine::addrbook_snapshot`], [`Machine::restore_addrbook`]) when it keeps one, the
