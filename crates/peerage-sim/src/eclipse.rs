@@ -1371,11 +1371,7 @@ impl node::ConnectionManager for Shared {
         self.lock().is_protected(peer, "")
     }
     fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
-        let cm = self.lock();
-        peers
-            .iter()
-            .map(|p| (cm.tag_value(p), cm.is_protected(p, "")))
-            .collect()
+        self.lock().standing(peers)
     }
 }
 

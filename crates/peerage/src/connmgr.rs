@@ -781,10 +781,6 @@ impl peerage_core::node::ConnectionManager for Handle {
     }
 
     fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
-        let s = self.lock();
-        peers
-            .iter()
-            .map(|p| (s.core.tag_value(p), s.core.is_protected(p, "")))
-            .collect()
+        self.lock().core.standing(peers)
     }
 }

@@ -632,6 +632,16 @@ impl<C: Copy + Eq + Hash + fmt::Debug> ConnManager<C> {
         self.index.get(peer).map_or(0, |&i| self.hot[i].value)
     }
 
+    /// Each of `peers`' [`tag_value`](Self::tag_value) and whether it is protected under any
+    /// tag, in order: what the node machine's inbound eviction weighs
+    /// (`node::ConnectionManager::standing`).
+    pub fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
+        peers
+            .iter()
+            .map(|p| (self.tag_value(p), self.is_protected(p, "")))
+            .collect()
+    }
+
     /// What is known of a peer: first seen, total value, tags (decaying ones under their name)
     /// and connections; `None` for an unknown peer (go `GetTagInfo`).
     pub fn tag_info(&self, peer: &PeerId) -> Option<TagInfo> {
