@@ -270,11 +270,11 @@ impl Config {
 /// per-node randomizer). Protected candidates are never chosen. The result does not depend on
 /// the order of `candidates` (ids distinct).
 pub fn select<K: Copy + Ord>(
-    candidates: Vec<Candidate<K>>,
+    candidates: &[Candidate<K>],
     key: u64,
     config: &Config,
 ) -> Option<Victim<K>> {
-    let c = candidates.as_slice();
+    let c = candidates;
     let mut work = survivors(c, key, config);
     if work.is_empty() {
         return None;
@@ -470,7 +470,7 @@ mod tests {
     }
 
     fn select_default(c: Vec<C>, key: u64) -> Option<Victim<u32>> {
-        select(c, key, &Config::default())
+        select(&c, key, &Config::default())
     }
 
     /// Bitcoin `IsEvicted`: shuffle, select, and whether the victim is one of `ids`.
@@ -734,7 +734,7 @@ mod tests {
                 ..plain(2, v4(1, 1), b)
             },
         ];
-        let v = select(c, 7, &none).unwrap();
+        let v = select(&c, 7, &none).unwrap();
         assert_eq!((v.id, v.group_size), (1, 1));
     }
 
@@ -828,7 +828,7 @@ mod tests {
             prefer_evict: true,
             ..plain(3, v4(2, 2), b)
         });
-        let v = select(c.clone(), 1, &none).unwrap();
+        let v = select(&c, 1, &none).unwrap();
         assert_eq!(
             v,
             Victim {
@@ -840,7 +840,7 @@ mod tests {
         );
         // Without it, the youngest of group 1.
         c[3].prefer_evict = false;
-        let v = select(c, 1, &none).unwrap();
+        let v = select(&c, 1, &none).unwrap();
         assert_eq!(
             v,
             Victim {
@@ -868,13 +868,13 @@ mod tests {
             plain(4, v4(2, 2), at(b, 6)),
             plain(5, v4(3, 3), at(b, 9)),
         ];
-        assert_eq!(select(c.clone(), 0, &none).unwrap().id, 4);
+        assert_eq!(select(&c, 0, &none).unwrap().id, 4);
         // Equal times: the larger id is the younger.
         let c: Vec<C> = c
             .into_iter()
             .map(|x| Candidate { connected: b, ..x })
             .collect();
-        assert_eq!(select(c, 0, &none).unwrap().id, 4);
+        assert_eq!(select(&c, 0, &none).unwrap().id, 4);
     }
 
     #[test]
@@ -1058,8 +1058,8 @@ mod tests {
             } else {
                 Config::default()
             };
-            let victim = select(c.clone(), key, &config);
-            prop_assert_eq!(victim, select(shuffled, key, &config));
+            let victim = select(&c, key, &config);
+            prop_assert_eq!(victim, select(&shuffled, key, &config));
             prop_assert_eq!(
                 victim.map(|v| (v.id, v.group, v.group_size)),
                 reference(c.clone(), key, &config)

@@ -401,7 +401,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
         // asked of the chosen victim only, and the choice made again without it if it is
         // trusted (rare: trusted peers are few, and mostly dialed by us).
         let victim = loop {
-            let Some(victim) = evict::select(candidates.clone(), key, &self.config.eviction) else {
+            let Some(victim) = evict::select(&candidates, key, &self.config.eviction) else {
                 tracing::debug!(%peer, "inbound: full, every inbound peer protected");
                 return false;
             };

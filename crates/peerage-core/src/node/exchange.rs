@@ -14,13 +14,17 @@ const PRUNE_AT: usize = 32;
 
 impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
     /// The connected peers that may be asked for points now ([`Machine::may_ask`], not a
-    /// first request), in the links' order.
+    /// first request), in peer ID order (the links are hashed; the order feeds the machine's
+    /// random draws, so it must not depend on a hasher's seed).
     pub(super) fn askable(&self, now: Instant) -> Vec<PeerId> {
-        self.links
+        let mut peers: Vec<PeerId> = self
+            .links
             .keys()
             .filter(|p| self.may_ask(p, false, now))
             .copied()
-            .collect()
+            .collect();
+        peers.sort_unstable();
+        peers
     }
 
     /// Whether `peer` may be asked for points now: it offers the exchange, has a connection

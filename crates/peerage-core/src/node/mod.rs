@@ -233,7 +233,9 @@ pub struct Machine<C> {
     /// The IDs of the outbound ones among `connections`, so that what looks at the outbound
     /// connections walks those alone (a node may hold thousands of inbound ones).
     outbound: BTreeSet<C>,
-    links: BTreeMap<PeerId, Link>,
+    /// Per connected peer. Hashed (looked up once per inbound peer at each eviction); walked
+    /// only by [`Machine::askable`], which sorts.
+    links: HashMap<PeerId, Link>,
     /// Dials in flight, by connection ID.
     dials: HashMap<C, Multiaddr>,
     /// Connections admitted, not yet established.
@@ -322,7 +324,7 @@ impl<C: Copy + Ord + std::hash::Hash + fmt::Debug> Machine<C> {
             rng,
             connections: BTreeMap::new(),
             outbound: BTreeSet::new(),
-            links: BTreeMap::new(),
+            links: HashMap::new(),
             dials: HashMap::new(),
             accepted: HashMap::new(),
             pending_inbound: HashMap::new(),
