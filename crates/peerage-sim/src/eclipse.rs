@@ -117,7 +117,7 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{self, AtomicBool, AtomicUsize},
     },
     time::{Duration, Instant},
@@ -136,7 +136,7 @@ use peerage_core::{
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::world::mix;
+use crate::{node::Shared, world::mix};
 
 /// Automatic outbound connections the victim keeps (Bitcoin Core
 /// `MAX_OUTBOUND_FULL_RELAY_CONNECTIONS`).
@@ -1343,35 +1343,6 @@ impl Ord for Item {
     /// Earliest first (the heap is a max-heap), then in the order pushed.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.t, other.seq).cmp(&(self.t, self.seq))
-    }
-}
-
-/// The connection manager shared by the machine (which reads it) and the driver (which feeds
-/// it), as the multi-node simulator's.
-#[derive(Clone)]
-struct Shared(Arc<Mutex<ConnManager<u64>>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ConnManager<u64>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl node::ConnectionManager for Shared {
-    fn close_order(&self, peers: &[PeerId], now: Instant) -> Vec<PeerId> {
-        self.lock().close_order(peers, now)
-    }
-    fn tag_value(&self, peer: &PeerId) -> i64 {
-        self.lock().tag_value(peer)
-    }
-    fn admit(&self, peer: &PeerId) -> Result<(), connmgr::HardCapReached> {
-        self.lock().admit(peer)
-    }
-    fn is_protected(&self, peer: &PeerId) -> bool {
-        self.lock().is_protected(peer, "")
-    }
-    fn standing(&self, peers: &[PeerId]) -> Vec<(i64, bool)> {
-        self.lock().standing(peers)
     }
 }
 

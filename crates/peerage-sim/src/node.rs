@@ -114,12 +114,13 @@ pub(crate) struct Counts {
     pub(crate) records_opened: u64,
 }
 
-/// The connection manager shared by the machine (which reads it) and the node (which feeds it).
+/// The connection manager shared by the machine (which reads it) and the node (which feeds it);
+/// the eclipse scenario's victim uses it too.
 #[derive(Clone)]
-struct Shared(Arc<Mutex<ConnManager<u64>>>);
+pub(crate) struct Shared(pub(crate) Arc<Mutex<ConnManager<u64>>>);
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ConnManager<u64>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ConnManager<u64>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
