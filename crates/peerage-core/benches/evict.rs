@@ -4,8 +4,8 @@
 //! tag values, a few protected and prefer-evict candidates. Target: at most 50 µs.
 //!
 //! Alongside, in the same run, the baseline `sort_by_uptime`: one sort of the same candidates by
-//! connection time (what each of Bitcoin Core's steps costs, done with a full sort). Both are
-//! timed on a copy made outside the timing.
+//! connection time (what each of Bitcoin Core's steps costs, done with a full sort), timed on a
+//! copy made outside the timing; `select` borrows the candidates.
 //!
 //! `cargo bench -p peerage-core --bench evict`.
 
