@@ -166,7 +166,10 @@ pub struct RunArgs {
     /// `/ip4/0.0.0.0/udp/9732/quic-v1`.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
-    /// Keep the peerstore in memory only, instead of `peerstore.redb` in the data directory.
+    /// Keep the node's state in memory only: the peerstore (`peerstore.redb`), the peers file
+    /// (`peers.json`), the address book and its anchors (`addrbook.json`) and limits set at
+    /// run time are neither read from nor written to the data directory. The identity key
+    /// and the lock file stay there.
     #[arg(long)]
     pub ephemeral: bool,
     /// Bootstrap point, trusted, with or without /p2p/PEER_ID (repeatable).

@@ -115,7 +115,8 @@ pub struct FileConfig {
     pub bootstrap: Option<Vec<String>>,
     /// Name servers (`IP` or `IP:PORT`) for host names in addresses; the system's if empty.
     pub dns_servers: Option<Vec<String>>,
-    /// Keep the peerstore in memory.
+    /// Keep the node's state in memory: no peerstore, peers file, address book or run-time
+    /// limits in the data directory (`--ephemeral`).
     pub ephemeral: Option<bool>,
     /// Private mode.
     pub private_mode: Option<bool>,
@@ -307,7 +308,8 @@ pub struct Effective {
     pub listen: Vec<Multiaddr>,
     /// Bootstrap points.
     pub bootstrap: Vec<Multiaddr>,
-    /// In-memory peerstore.
+    /// The node's state in memory only (`--ephemeral`): peerstore, peers file, address book,
+    /// run-time limits.
     pub ephemeral: bool,
     /// The connection bounds.
     pub bounds: Bounds,

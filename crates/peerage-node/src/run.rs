@@ -169,7 +169,7 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
         peerstore,
         limits,
         pool,
-        peers_file: Some(data_dir.join(peerage::peers_file::FILE_NAME)),
+        peers_file: (!ephemeral).then(|| data_dir.join(peerage::peers_file::FILE_NAME)),
         peers_file_period,
         limits_file: (!ephemeral).then(|| data_dir.join(LIMITS_FILE)),
         allowlist: resource_manager.allowlist,
@@ -184,11 +184,15 @@ pub async fn run(config: Effective) -> anyhow::Result<()> {
     tracing::info!(%peer_id, ?origin, data_dir = %data_dir.display(), %bounds, "node started");
     println!("peer id: {peer_id}");
     println!("peerstore: {described}");
-    let known = handle.snapshot().await?.known_peers;
-    println!(
-        "peers file: {} ({known} peers)",
-        data_dir.join(peerage::peers_file::FILE_NAME).display()
-    );
+    if ephemeral {
+        println!("peers file: none (ephemeral)");
+    } else {
+        let known = handle.snapshot().await?.known_peers;
+        println!(
+            "peers file: {} ({known} peers)",
+            data_dir.join(peerage::peers_file::FILE_NAME).display()
+        );
+    }
     for addr in handle.listen_addrs() {
         println!("listening on {}", addr.clone().with(Protocol::P2p(peer_id)));
     }

@@ -155,14 +155,44 @@ fn zero_connections_and_zero_high_water_are_refused() {
 }
 
 #[test]
-fn ephemeral_keeps_the_peerstore_in_memory() {
+fn ephemeral_keeps_the_node_state_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
+    // Files a stateful node would read at start (and refuse or set aside: none of them
+    // parses) and write again at its stop. An ephemeral one does neither.
+    let stale = ["peers.json", "addrbook.json", "limits.json"];
+    for name in stale {
+        std::fs::write(dir.path().join(name), format!("not a {name}")).unwrap();
+    }
     let node = Running::start(&["--data-dir", data, "--listen", LOOPBACK, "--ephemeral"]);
     node.line("peer id: ");
     assert_eq!(node.line("peerstore: "), "in memory");
+    assert_eq!(node.line("peers file: "), "none (ephemeral)");
     assert!(node.terminate().success());
     assert!(!dir.path().join("peerstore.redb").exists());
+    for name in stale {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(name)).unwrap(),
+            format!("not a {name}"),
+            "{name} was written"
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "addrbook.json",
+            "identity.key",
+            "limits.json",
+            "lock",
+            "peers.json"
+        ],
+        "nothing else in the data directory"
+    );
 }
 
 #[test]
