@@ -2216,3 +2216,179 @@ fn new_machine(
     );
     (machine, cm)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The churn model itself: its rate, what a departure takes with it, who never leaves.
+
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// 2,000 honest nodes, the attacker's 256 IPs trying every 10 s: small enough for a test.
+    fn options() -> EclipseOptions {
+        EclipseOptions {
+            honest: 2000,
+            attacker_ips: 256,
+            attack_interval: Duration::from_secs(10),
+            ..EclipseOptions::new()
+        }
+    }
+
+    /// Departures are a Poisson process of `churn_per_hour × live` an hour: at 2,000 nodes
+    /// and 0.1 an hour, 2,000 in 10 h within five standard deviations (√2,000 ≈ 45), with
+    /// exponential gaps (their squared coefficient of variation is 1; its standard error at
+    /// 2,000 gaps is √(8/2,000) ≈ 0.063, so 0.7 to 1.3 is five of them). No churn at a rate
+    /// of 0.
+    #[test]
+    fn departures_come_at_the_churn_rate() {
+        let mut sim = Sim::new(&options(), 7);
+        let horizon = nanos(Duration::from_secs(10 * 3600));
+        let mut gaps = Vec::new();
+        let mut t = 0;
+        while let Some(gap) = sim.next_churn() {
+            t += gap;
+            if t > horizon {
+                break;
+            }
+            gaps.push(gap as f64);
+        }
+        let n = gaps.len() as f64;
+        assert!((n - 2000.0).abs() < 5.0 * 2000f64.sqrt(), "{n} departures");
+        let mean = gaps.iter().sum::<f64>() / n;
+        let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let cv2 = variance / (mean * mean);
+        assert!(
+            (0.7..1.3).contains(&cv2),
+            "squared coefficient of variation {cv2}"
+        );
+        // A tenth of the population an hour: 18 s between departures at 2,000 nodes.
+        assert!(
+            (mean / 1e9 - 18.0).abs() < 18.0 * 5.0 / n.sqrt(),
+            "mean gap {mean} ns"
+        );
+
+        sim.churn_per_hour = 0.0;
+        assert_eq!(sim.next_churn(), None);
+    }
+
+    /// A departure takes the node's address with it (a dial there reaches no one, or someone
+    /// else), a newcomer joins at another address in one of the honest groups, the population
+    /// keeps its size and its index stays whole, a share of about 0.7 is reachable, and the
+    /// victim's trusted points never leave.
+    #[test]
+    fn a_departure_takes_its_address_and_a_newcomer_joins() {
+        let mut sim = Sim::new(&options(), 3);
+        let size = sim.net.honest.len();
+        let groups: HashSet<[u8; 2]> = sim.net.honest_groups.iter().copied().collect();
+        let first: Vec<(PeerId, Multiaddr)> = sim
+            .net
+            .honest
+            .iter()
+            .map(|h| (h.peer, h.addr.clone()))
+            .collect();
+        let trusted: Vec<PeerId> = sim
+            .net
+            .honest
+            .iter()
+            .filter(|h| h.stable)
+            .map(|h| h.peer)
+            .collect();
+        assert_eq!(trusted.len(), TRUSTED);
+        let now = sim.instant(0);
+        // Five times the population: nearly every node but the trusted ones leaves.
+        for _ in 0..5 * size {
+            sim.churn(0, now);
+        }
+        let net = &sim.net;
+        assert_eq!(net.honest.len(), size);
+        assert_eq!(net.honest_by_ip.len(), size);
+        for (i, h) in net.honest.iter().enumerate() {
+            assert_eq!(
+                net.honest_by_ip.get(&h.ip),
+                Some(&(i as u32)),
+                "index of {i}"
+            );
+            let [a, b, ..] = Ipv4Addr::from(h.ip).octets();
+            assert!(
+                groups.contains(&[a, b]),
+                "{} outside the honest groups",
+                h.addr
+            );
+        }
+        let live: HashSet<PeerId> = net.honest.iter().map(|h| h.peer).collect();
+        for peer in &trusted {
+            assert!(live.contains(peer), "a trusted point left");
+        }
+        let mut departed = 0;
+        for (peer, addr) in &first {
+            if live.contains(peer) {
+                continue;
+            }
+            departed += 1;
+            let answer = net.resolve(addr).map(|t| t.peer);
+            assert!(answer != Some(*peer), "{addr} still answers as {peer}");
+        }
+        // Each of the 1,992 others stays with probability (1 − 1/2,000)^10,000 ≈ e^−5.
+        assert!(departed > size * 98 / 100, "{departed} of {size} left");
+        let reachable = net
+            .honest
+            .iter()
+            .filter(|h| h.reachable && !h.stable)
+            .count() as f64
+            / (size - TRUSTED) as f64;
+        let sd = (REACHABLE * (1.0 - REACHABLE) / (size - TRUSTED) as f64).sqrt();
+        assert!(
+            (reachable - REACHABLE).abs() < 5.0 * sd,
+            "{reachable} reachable"
+        );
+    }
+
+    /// A departure closes the victim's connections to the node that left: after every one in
+    /// 4 simulated hours of the full model, neither the simulator nor the victim's machine
+    /// holds a connection to a node that is gone. Some departures did close one.
+    #[test]
+    fn a_departure_closes_the_victims_connections_to_it() {
+        let mut sim = Sim::new(&options(), 5);
+        let end = nanos(Duration::from_secs(4 * 3600));
+        let (mut departures, mut closing) = (0, 0);
+        while let Some(Item { t, ev, .. }) = sim.queue.pop() {
+            if t > end {
+                break;
+            }
+            let is_churn = matches!(ev, Ev::Churn);
+            let held: HashSet<PeerId> = if is_churn {
+                sim.conns
+                    .values()
+                    .filter(|c| c.side == Side::Honest)
+                    .map(|c| c.peer)
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            sim.process(t, ev);
+            if !is_churn {
+                continue;
+            }
+            departures += 1;
+            let live: HashSet<PeerId> = sim.net.honest.iter().map(|h| h.peer).collect();
+            closing += held.iter().filter(|p| !live.contains(p)).count();
+            for c in sim.conns.values().filter(|c| c.side == Side::Honest) {
+                assert!(
+                    live.contains(&c.peer),
+                    "the simulator holds a departed peer"
+                );
+            }
+            let attacker: HashSet<PeerId> = sim.net.attackers.iter().map(|a| a.peer).collect();
+            for (_, c) in sim.machine.connections() {
+                assert!(
+                    live.contains(&c.peer) || attacker.contains(&c.peer),
+                    "the victim holds a departed peer"
+                );
+            }
+        }
+        // 0.1 an hour of 2,000 for 4 h: about 800.
+        assert!((600..1000).contains(&departures), "{departures} departures");
+        assert!(closing > 0, "no departure closed a connection");
+    }
+}
