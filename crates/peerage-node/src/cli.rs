@@ -199,8 +199,8 @@ pub struct RunArgs {
     /// addrman; `off`: Octez's single table of points). Default: on (`[addrbook] enabled`).
     #[arg(long, value_name = "on|off", value_enum, hide_possible_values = true)]
     pub addrbook: Option<Toggle>,
-    /// How often `peers.json` in the data directory is saved (it is also saved at shutdown).
-    /// Default: 30s.
+    /// How often `peers.json` in the data directory is saved (it is also saved at shutdown;
+    /// never with `--ephemeral`). Default: 30s.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub peers_file_period: Option<std::time::Duration>,
 }

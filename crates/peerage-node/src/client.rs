@@ -146,7 +146,8 @@ pub enum ClientCommand {
     },
     /// The resource manager's limits (go-libp2p JSON): `show` (default) or `set FILE`. A set
     /// is merged into the current limits, checked as at startup, and saved in the node's data
-    /// directory (`limits.json`) for its next start, where a limits file given to `run` wins.
+    /// directory (`limits.json`) for its next start, where a limits file given to `run` wins
+    /// (a node run with `--ephemeral` applies it without saving it).
     Limits {
         /// `show` or `set`.
         action: Option<String>,

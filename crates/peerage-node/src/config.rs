@@ -7,6 +7,7 @@
 //! bootstrap = ["/dns4/boot.example.org/tcp/9732/p2p/12D3KooW..."]
 //! dns_servers = ["9.9.9.9", "127.0.0.1:5353"]   # default: the system's (/etc/resolv.conf)
 //! private_mode = false
+//! ephemeral = false               # true: the node's state in memory only (`--ephemeral`)
 //! peers_file_period = "30s"
 //! limits = "limits.json"          # go-libp2p JSON, relative to the config file
 //! admin = "127.0.0.1:8732"

@@ -922,7 +922,8 @@ async fn event_loop(
                     flushing = Some(tokio::spawn(flush(peerstore.clone())));
                 }
             }
-            _ = save_tick.tick() => {
+            // Nothing to save without files (`--ephemeral`): the state is not even exported.
+            _ = save_tick.tick(), if peers_file.is_some() || addrbook_file.is_some() => {
                 if idle(&saving) {
                     let (file, entries) = (peers_file.clone(), swarm.behaviour().export_peers());
                     let book = (addrbook_file.clone(), swarm.behaviour().export_addrbook());

@@ -2235,13 +2235,13 @@ mod tests {
         }
     }
 
-    /// Departures are a Poisson process of `churn_per_hour × live` an hour: at 2,000 nodes
-    /// and 0.1 an hour, 2,000 in 10 h within five standard deviations (√2,000 ≈ 45), with
-    /// exponential gaps (their squared coefficient of variation is 1; its standard error at
-    /// 2,000 gaps is √(8/2,000) ≈ 0.063, so 0.7 to 1.3 is five of them). No churn at a rate
-    /// of 0.
+    /// Draws of a departing node (a draw of a trusted node does nothing, 8 in 2,000 here) are
+    /// a Poisson process of `churn_per_hour × live` an hour: at 2,000 nodes and 0.1 an hour,
+    /// 2,000 in 10 h within five standard deviations (√2,000 ≈ 45), with exponential gaps
+    /// (their squared coefficient of variation is 1, with a standard error of 2/√n, 0.045 at
+    /// 2,000 gaps: 0.78 to 1.22 is five of them). No churn at a rate of 0.
     #[test]
-    fn departures_come_at_the_churn_rate() {
+    fn draws_come_at_the_churn_rate() {
         let mut sim = Sim::new(&options(), 7);
         let horizon = nanos(Duration::from_secs(10 * 3600));
         let mut gaps = Vec::new();
@@ -2254,39 +2254,42 @@ mod tests {
             gaps.push(gap as f64);
         }
         let n = gaps.len() as f64;
-        assert!((n - 2000.0).abs() < 5.0 * 2000f64.sqrt(), "{n} departures");
+        assert!((n - 2000.0).abs() < 5.0 * 2000f64.sqrt(), "{n} draws");
         let mean = gaps.iter().sum::<f64>() / n;
         let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0);
         let cv2 = variance / (mean * mean);
         assert!(
-            (0.7..1.3).contains(&cv2),
+            (0.78..1.22).contains(&cv2),
             "squared coefficient of variation {cv2}"
-        );
-        // A tenth of the population an hour: 18 s between departures at 2,000 nodes.
-        assert!(
-            (mean / 1e9 - 18.0).abs() < 18.0 * 5.0 / n.sqrt(),
-            "mean gap {mean} ns"
         );
 
         sim.churn_per_hour = 0.0;
         assert_eq!(sim.next_churn(), None);
     }
 
-    /// A departure takes the node's address with it (a dial there reaches no one, or someone
-    /// else), a newcomer joins at another address in one of the honest groups, the population
-    /// keeps its size and its index stays whole, a share of about 0.7 is reachable, and the
-    /// victim's trusted points never leave.
+    /// A departure takes the node's address with it (the index of live addresses stays whole
+    /// and holds no one gone; a dial that reached the node reaches no one, or someone else),
+    /// a newcomer joins at another address in one of the
+    /// honest groups, the population keeps its size and its index stays whole, a share of
+    /// about 0.7 is reachable, and the victim's trusted points never leave.
     #[test]
     fn a_departure_takes_its_address_and_a_newcomer_joins() {
         let mut sim = Sim::new(&options(), 3);
         let size = sim.net.honest.len();
         let groups: HashSet<[u8; 2]> = sim.net.honest_groups.iter().copied().collect();
+        // The nodes a dial reaches before the churn.
         let first: Vec<(PeerId, Multiaddr)> = sim
             .net
             .honest
             .iter()
+            .filter(|h| sim.net.resolve(&h.addr).map(|t| t.peer) == Some(h.peer))
             .map(|h| (h.peer, h.addr.clone()))
             .collect();
+        assert!(
+            first.len() > size / 2,
+            "{} of {size} reachable",
+            first.len()
+        );
         let trusted: Vec<PeerId> = sim
             .net
             .honest
@@ -2326,11 +2329,18 @@ mod tests {
                 continue;
             }
             departed += 1;
+            // What takes the address is the index checked above (whole, and only of live
+            // nodes); this says it for the addresses that answered before.
             let answer = net.resolve(addr).map(|t| t.peer);
             assert!(answer != Some(*peer), "{addr} still answers as {peer}");
         }
-        // Each of the 1,992 others stays with probability (1 − 1/2,000)^10,000 ≈ e^−5.
-        assert!(departed > size * 98 / 100, "{departed} of {size} left");
+        // Each of them but the trusted ones stays with probability (1 − 1/2,000)^10,000 ≈
+        // e^−5: about 1 % of them.
+        assert!(
+            departed > first.len() * 97 / 100,
+            "{departed} of {} left",
+            first.len()
+        );
         let reachable = net
             .honest
             .iter()
@@ -2344,14 +2354,15 @@ mod tests {
         );
     }
 
-    /// A departure closes the victim's connections to the node that left: after every one in
+    /// A departure closes the victim's connections to the node that left: after every draw in
     /// 4 simulated hours of the full model, neither the simulator nor the victim's machine
-    /// holds a connection to a node that is gone. Some departures did close one.
+    /// holds a connection to a node that is gone. Seed 5 has 771 draws, 7 of which closed a
+    /// connection: the bound below is loose, and a model change that made it 0 would fail.
     #[test]
     fn a_departure_closes_the_victims_connections_to_it() {
         let mut sim = Sim::new(&options(), 5);
         let end = nanos(Duration::from_secs(4 * 3600));
-        let (mut departures, mut closing) = (0, 0);
+        let (mut draws, mut closing) = (0, 0);
         while let Some(Item { t, ev, .. }) = sim.queue.pop() {
             if t > end {
                 break;
@@ -2370,7 +2381,7 @@ mod tests {
             if !is_churn {
                 continue;
             }
-            departures += 1;
+            draws += 1;
             let live: HashSet<PeerId> = sim.net.honest.iter().map(|h| h.peer).collect();
             closing += held.iter().filter(|p| !live.contains(p)).count();
             for c in sim.conns.values().filter(|c| c.side == Side::Honest) {
@@ -2388,7 +2399,7 @@ mod tests {
             }
         }
         // 0.1 an hour of 2,000 for 4 h: about 800.
-        assert!((600..1000).contains(&departures), "{departures} departures");
-        assert!(closing > 0, "no departure closed a connection");
+        assert!((600..1000).contains(&draws), "{draws} draws");
+        assert!(closing >= 3, "{closing} departures closed a connection");
     }
 }

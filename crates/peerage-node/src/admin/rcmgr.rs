@@ -37,8 +37,9 @@ pub(super) async fn get_limits(State(s): State<AppState>) -> Result<Response, Ap
 
 /// Replaces the limits, from go-libp2p's JSON format; what the body leaves out comes from the
 /// current limits. They are checked as at startup (the system's connection limit not below the
-/// connection manager's high water) and saved in the data directory for the next start. A bad
-/// body, or one that cannot be saved, changes nothing.
+/// connection manager's high water) and saved in the data directory for the next start (a node
+/// run with `--ephemeral` applies them without saving them). A bad body, or one that cannot be
+/// saved, changes nothing.
 #[utoipa::path(
     put,
     path = "/rcmgr/limits",

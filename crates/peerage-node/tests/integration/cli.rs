@@ -164,10 +164,31 @@ fn ephemeral_keeps_the_node_state_in_memory() {
     for name in stale {
         std::fs::write(dir.path().join(name), format!("not a {name}")).unwrap();
     }
-    let node = Running::start(&["--data-dir", data, "--listen", LOOPBACK, "--ephemeral"]);
+    let node = Running::start(&[
+        "--data-dir",
+        data,
+        "--listen",
+        LOOPBACK,
+        "--ephemeral",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     node.line("peer id: ");
     assert_eq!(node.line("peerstore: "), "in memory");
     assert_eq!(node.line("peers file: "), "none (ephemeral)");
+    // Limits set at run time apply, and are not saved for a next start.
+    let admin = node.line("admin API: http://");
+    let limits = format!("http://{admin}/rcmgr/limits");
+    let mut put = ureq::put(&limits)
+        .send(r#"{"System": {"ConnsInbound": 123}}"#)
+        .unwrap();
+    let set: serde_json::Value =
+        serde_json::from_str(&put.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(set["System"]["ConnsInbound"], 123, "{set}");
+    let mut get = ureq::get(&limits).call().unwrap();
+    let applied: serde_json::Value =
+        serde_json::from_str(&get.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(applied["System"]["ConnsInbound"], 123, "{applied}");
     assert!(node.terminate().success());
     assert!(!dir.path().join("peerstore.redb").exists());
     for name in stale {

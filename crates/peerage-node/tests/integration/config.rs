@@ -300,7 +300,10 @@ fn loopback_exempt_false_puts_loopback_under_the_per_ip_limit() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     for exempt in [false, true] {
-        let mut text = "ephemeral = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n".to_owned();
+        // A data directory of its own (relative to the file): not the user's.
+        let mut text = format!(
+            "data_dir = \"data-{exempt}\"\nephemeral = true\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n"
+        );
         if !exempt {
             text.push_str("[resource_manager]\nloopback_exempt = false\n");
         }
