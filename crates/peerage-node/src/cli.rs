@@ -20,15 +20,28 @@ pub struct Cli {
     #[command(flatten)]
     pub client: crate::client::ClientArgs,
     /// How logs on stderr are written: `text` (coloured only when stderr is a terminal) or
-    /// `json` (one object per line, for log collectors).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// `json` (one object per line, for log collectors). Default: `text`, or for `run` the
+    /// config file's `log_format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--log-format`, and `log_format` in the config file.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
+    #[default]
     Text,
     /// One JSON object per line.
     Json,

@@ -11,8 +11,9 @@
 //! peers_file_period = "30s"
 //! limits = "limits.json"          # go-libp2p JSON, relative to the config file
 //! admin = "127.0.0.1:8732"
-//! metrics = "127.0.0.1:9732"      # /metrics alone, without the admin API
+//! metrics = "127.0.0.1:9090"      # /metrics alone, without the admin API
 //! log = "info"
+//! log_format = "text"             # or "json", one object per line (`--log-format`)
 //!
 //! [connections]                   # Octez's bounds and go's watermarks
 //! connections = 50                # or min / expected / max
@@ -39,8 +40,9 @@
 //! asmap = "asmap.dat"             # group by AS number (Bitcoin Core's -asmap format)
 //! loopback_as_public = false      # count 127.a.b.c by /16 (tests on one machine)
 //! outbound_target = 8             # automatic outbound connections kept
-//! max_inbound = 100               # inbound slots; default: the high threshold minus the target
-//! max_inbound_per_group = 7       # inbound slots of one public group; default: ⌈max_inbound / 16⌉
+//! max_inbound = 59                # inbound slots; default: the high threshold minus the target
+//!                                 # (here 67 - 8: `connections = 50` refuses inbound at 67)
+//! max_inbound_per_group = 4       # inbound slots of one public group; default: ⌈max_inbound / 16⌉
 //! stale_after = "1day"            # unheard of and unconnected this long: yields its slot
 //! ```
 //!
@@ -60,7 +62,7 @@ use peerage::{connmgr, maintenance::Bounds, pool};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::{ConnectionArgs, RunArgs},
+    cli::{ConnectionArgs, LogFormat, RunArgs},
     client::ClientArgs,
 };
 
@@ -133,6 +135,8 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     /// The log filter (`info`, `peerage=debug`).
     pub log: Option<String>,
+    /// How logs are written: `"text"` or `"json"` (`--log-format`).
+    pub log_format: Option<LogFormat>,
     /// Connection bounds and watermarks.
     pub connections: Option<ConnectionsFile>,
     /// Pool tables and greylists.
@@ -334,6 +338,8 @@ pub struct Effective {
     pub dns_servers: Vec<SocketAddr>,
     /// Log filter.
     pub log: String,
+    /// How logs are written.
+    pub log_format: LogFormat,
 }
 
 /// A log filter (`RUST_LOG`'s syntax: `info,peerage=debug`).
@@ -380,17 +386,22 @@ fn addrs(key: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
         .collect()
 }
 
-/// Merges the file (if `--config`), then the flags, over the defaults, and checks the result.
+/// Merges the file (if `--config`), then the flags (`log_format`: the global `--log-format`),
+/// over the defaults, and checks the result.
 ///
 /// # Errors
 ///
 /// A bad file (see [`FileConfig::load`]) or a bad value, naming the key or flag and the reason.
-pub fn resolve(args: &RunArgs, admin: &ClientArgs) -> anyhow::Result<Effective> {
+pub fn resolve(
+    args: &RunArgs,
+    admin: &ClientArgs,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<Effective> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    resolve_file(file, args, admin)
+    resolve_file(file, args, admin, log_format)
 }
 
 /// As [`resolve`], with the file already read (`args.config` is not read). Reads no file: the
@@ -403,6 +414,7 @@ pub fn resolve_file(
     file: FileConfig,
     args: &RunArgs,
     admin: &ClientArgs,
+    log_format: Option<LogFormat>,
 ) -> anyhow::Result<Effective> {
     let c = file.connections.clone().unwrap_or_default();
     let p = file.pool.clone().unwrap_or_default();
@@ -510,6 +522,7 @@ pub fn resolve_file(
     if let Err(e) = log_filter(&log) {
         bail!("log: {log:?}: {e}");
     }
+    let log_format = log_format.or(file.log_format).unwrap_or_default();
     let limits = args.limits.clone().or(file.limits.clone());
     let metrics = args.metrics.or(file.metrics);
     // The flags replace the file's servers, as `--listen` replaces its addresses.
@@ -588,6 +601,7 @@ pub fn resolve_file(
         metrics,
         admin_token: admin.admin_token.as_ref().map(|_| "(set)".to_owned()),
         log: Some(log.clone()),
+        log_format: Some(log_format),
         connections: Some(ConnectionsFile {
             connections: None,
             min: Some(bounds.min()),
@@ -646,6 +660,7 @@ pub fn resolve_file(
         addrbook,
         dns_servers,
         log,
+        log_format,
     })
 }
 

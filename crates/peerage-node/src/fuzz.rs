@@ -30,13 +30,13 @@ pub fn config_toml(data: &[u8]) {
     let Command::Run(args) = cli.command else {
         unreachable!("parsed as run");
     };
-    let Ok(effective) = config::resolve_file(file, &args, &admin) else {
+    let Ok(effective) = config::resolve_file(file, &args, &admin, None) else {
         return;
     };
     let shown = config::show(&effective);
     let again = FileConfig::parse(&shown, Path::new("/elsewhere"))
         .unwrap_or_else(|e| panic!("config show printed what does not parse: {e:#}\n{shown}"));
-    let again = config::resolve_file(again, &args, &admin)
+    let again = config::resolve_file(again, &args, &admin, None)
         .unwrap_or_else(|e| panic!("config show printed what does not pass: {e:#}\n{shown}"));
     assert_eq!(
         config::show(&again),

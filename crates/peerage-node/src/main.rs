@@ -45,8 +45,8 @@ fn run_args(extra: &[&str]) -> peerage_node::cli::RunArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = cli.log_format;
-    let init_tracing = |default: &str| init_tracing(default, format);
+    let format = cli.log_format.unwrap_or_default();
+    let init_logs = |default: &str| init_tracing(default, format);
     let result = match cli.command {
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
         Command::Client(command) => {
-            init_tracing("warn");
+            init_logs("warn");
             let args = cli.client.clone();
             tokio::task::spawn_blocking(move || peerage_node::client::run(&args, &command))
                 .await
@@ -69,15 +69,15 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 })
         }
-        Command::Run(args) => match config::resolve(&args, &cli.client) {
+        Command::Run(args) => match config::resolve(&args, &cli.client, cli.log_format) {
             Ok(effective) => {
-                init_tracing(&effective.log);
+                init_tracing(&effective.log, effective.log_format);
                 run::run(effective).await.map(|()| ExitCode::SUCCESS)
             }
             Err(e) => Err(e),
         },
         Command::Config(ConfigCommand::Show(args)) => {
-            config::resolve(&args, &cli.client).map(|effective| {
+            config::resolve(&args, &cli.client, cli.log_format).map(|effective| {
                 print!("{}", config::show(&effective));
                 ExitCode::SUCCESS
             })
@@ -85,7 +85,7 @@ async fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => {
             let args = run_args(&["--config", &file.to_string_lossy()]);
             // Every check `run` makes before it opens anything, not only the file's.
-            config::resolve(&args, &cli.client)
+            config::resolve(&args, &cli.client, cli.log_format)
                 .and_then(|effective| run::check(&effective))
                 .map(|_| {
                     println!("ok: {}", file.display());
@@ -93,7 +93,7 @@ async fn main() -> ExitCode {
                 })
         }
         Command::Config(ConfigCommand::Init { file }) => {
-            config::resolve(&run_args(&[]), &cli.client).and_then(|effective| {
+            config::resolve(&run_args(&[]), &cli.client, cli.log_format).and_then(|effective| {
                 let text = format!(
                     "# peerage run --config {}: every setting at its default.\n{}",
                     file.display(),
@@ -110,11 +110,11 @@ async fn main() -> ExitCode {
             })
         }
         Command::Sim(args) => {
-            init_tracing("warn");
+            init_logs("warn");
             sim::sim(&args, cli.client.json)
         }
         Command::Devnet(args) => {
-            init_tracing("warn");
+            init_logs("warn");
             let json = cli.client.json;
             let print = |report: &devnet::Report| {
                 if json {

@@ -171,8 +171,9 @@ pub struct LogLine {
     /// Seconds since the Unix epoch.
     pub time: f64,
     /// What happened: `connection_established`, `connection_closed`, `dial_failed`,
-    /// `identified`, `points_received`, `points_refused`, `nacked`, `trimmed`, `new_point`,
-    /// `new_peer`, `disconnect`, `gc_points`, `gc_peers`, `maintenance`.
+    /// `identified`, `points_received`, `points_refused`, `nacked`, `trimmed`, `evicted`,
+    /// `disconnected` (with its reason), `new_point`, `new_peer`, `disconnect`, `gc_points`,
+    /// `gc_peers`, `maintenance`.
     pub event: &'static str,
     /// The peer involved, if one is.
     pub peer: Option<String>,

@@ -5,7 +5,9 @@
 //! Every handler reaches the node through [`Handle::call`], the event loop's bounded command
 //! channel; no lock is shared with the event loop. Errors are JSON `{"error": ..., "detail":
 //! ...}` with the status that fits: 400 for a bad path or body, 404 for an unknown peer or
-//! point, 409 for a refused action, 401 without the token, 503 once the node has stopped.
+//! point, 409 for a refused action, 401 without the token, 405 and 413 for a wrong method or a
+//! body too large (axum's own, turned into JSON), 500 when `PUT /rcmgr/limits` cannot save the
+//! limits (then not applied either), 503 once the node has stopped.
 
 mod addrbook;
 mod connmgr;

@@ -280,28 +280,27 @@ fn completions_and_the_man_page_are_printed() {
     assert!(man.contains("devnet"), "subcommands are listed");
 }
 
-/// `--log-format json` writes one JSON object per line on stderr; text logs carry no colour
-/// codes when stderr is not a terminal (here, a pipe).
+/// `--log-format json` (or `log_format = "json"` in the config file) writes one JSON object
+/// per line on stderr; text logs carry no colour codes when stderr is not a terminal (here, a
+/// pipe).
 #[test]
 fn logs_are_json_on_request_and_plain_in_a_pipe() {
-    for (format, check) in [
-        (
-            "json",
-            (|l: &str| serde_json::from_str::<serde_json::Value>(l).is_ok()) as fn(&str) -> bool,
-        ),
-        ("text", |l: &str| {
-            !l.contains('\u{1b}') && l.contains("INFO")
-        }),
+    let json = (|l: &str| serde_json::from_str::<serde_json::Value>(l).is_ok()) as fn(&str) -> bool;
+    let text = (|l: &str| !l.contains('\u{1b}') && l.contains("INFO")) as fn(&str) -> bool;
+    for (format, file, check) in [
+        (Some("json"), "", json),
+        (Some("text"), "", text),
+        (None, "log_format = \"json\"\n", json),
+        (Some("text"), "log_format = \"json\"\n", text),
     ] {
         let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("peerage.toml");
+        std::fs::write(&config, file).unwrap();
         let mut child = peerage()
             .args(["run", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args([
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--log-format",
-                format,
-            ])
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--config", config.to_str().unwrap()])
+            .args(format.iter().flat_map(|f| ["--log-format", f]))
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -314,6 +313,6 @@ fn logs_are_json_on_request_and_plain_in_a_pipe() {
             .unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        assert!(check(&first), "{format}: {first:?}");
+        assert!(check(&first), "{format:?} {file:?}: {first:?}");
     }
 }

@@ -20,6 +20,7 @@ listen = ["/ip4/127.0.0.1/tcp/0"]
 private_mode = true
 peers_file_period = "5s"
 log = "warn"
+log_format = "json"
 
 [connections]
 connections = 10
@@ -51,6 +52,7 @@ stale_after = "3days"
     );
     assert_eq!(shown["private_mode"].as_bool(), Some(true));
     assert_eq!(shown["peers_file_period"].as_str(), Some("5s"));
+    assert_eq!(shown["log_format"].as_str(), Some("json"));
     let c = &shown["connections"];
     // --connections 10 from the file (5/10/15), the flag's max 20 over it.
     assert_eq!(
@@ -96,6 +98,21 @@ stale_after = "3days"
         shown["dns_servers"],
         toml::Value::Array(vec!["[::1]:53".into()])
     );
+    // The global `--log-format` over the file's `log_format`; `text` without either.
+    let (code, stdout, stderr) =
+        output(&["config", "show", "--config", &file, "--log-format", "text"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(shown["log_format"].as_str(), Some("text"));
+    let (code, stdout, stderr) =
+        output(&["--log-format", "json", "config", "show", "--config", &dns]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(shown["log_format"].as_str(), Some("json"));
+    let (code, stdout, stderr) = output(&["config", "show", "--config", &dns]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(shown["log_format"].as_str(), Some("text"));
 }
 
 #[test]
@@ -126,6 +143,10 @@ fn bad_config_files_name_the_key_and_the_reason() {
             "pool.max_known_peers: the low bound 300 is above the high bound 10",
         ),
         ("log = \"info,[\"\n", "log:"),
+        (
+            "log_format = \"xml\"\n",
+            "unknown variant `xml`, expected `text` or `json`",
+        ),
         // tracing-subscriber 0.3.23 panicked on this one (found by fuzzing).
         (
             "log = \"i  , [ķ{\"\n",

@@ -295,7 +295,7 @@ async fn forty_js_peers_stay_connected_and_are_never_asked_for_points() {
     let Sub::Run(args) = cli.command else {
         panic!("run")
     };
-    let effective = peerage_node::config::resolve(&args, &cli.client).unwrap();
+    let effective = peerage_node::config::resolve(&args, &cli.client, cli.log_format).unwrap();
     assert_eq!(
         (
             effective.connmgr.low_water(),
