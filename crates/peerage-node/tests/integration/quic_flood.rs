@@ -31,7 +31,7 @@ const SPRAY_EVERY: Duration = Duration::from_millis(200);
 const HONEST: u8 = 20;
 const SECS: u64 = 20;
 
-/// Sends a fresh QUIC Initial from `source` to `target` every 100 ms until `until`.
+/// Sends a fresh QUIC Initial from `source` to `target` every [`SPRAY_EVERY`] until `until`.
 async fn spray(
     source: Ipv4Addr,
     target: SocketAddr,
