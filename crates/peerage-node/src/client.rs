@@ -26,7 +26,7 @@ pub struct ClientArgs {
     )]
     pub admin_token: Option<String>,
     /// JSON on stdout instead of a table: the API's JSON for the client commands, one report
-    /// object for `devnet` (logs and progress go to stderr).
+    /// object for `devnet` and `sim` (logs and progress go to stderr).
     #[arg(long, global = true)]
     pub json: bool,
 }
