@@ -3,6 +3,13 @@
 
 use crate::support::{Running, output};
 
+/// The TOML `peerage ARGS` prints (a `config show`), which must succeed.
+fn shown_toml(args: &[&str]) -> toml::Value {
+    let (code, stdout, stderr) = output(args);
+    assert_eq!(code, 0, "{stderr}");
+    toml::from_str(&stdout).unwrap()
+}
+
 fn write(dir: &tempfile::TempDir, text: &str) -> String {
     let path = dir.path().join("peerage.toml");
     std::fs::write(&path, text).unwrap();
@@ -34,7 +41,7 @@ peer_greylist_size = 7
 stale_after = "3days"
 "#,
     );
-    let (code, stdout, stderr) = output(&[
+    let shown = shown_toml(&[
         "config",
         "show",
         "--config",
@@ -42,9 +49,6 @@ stale_after = "3days"
         "--max-connections",
         "20",
     ]);
-
-    assert_eq!(code, 0, "{stderr}");
-    let shown: toml::Value = toml::from_str(&stdout).unwrap();
     assert_eq!(
         shown["data_dir"].as_str().unwrap(),
         dir.path().join("data").to_str().unwrap(),
@@ -83,35 +87,22 @@ stale_after = "3days"
     assert_eq!((code, stdout.trim()), (0, format!("ok: {file}").as_str()));
     // The file's name servers (port 53 when none is given), and the flags' over them.
     let dns = write(&dir, "dns_servers = [\"9.9.9.9\", \"127.0.0.1:5353\"]\n");
-    let (code, stdout, stderr) = output(&["config", "show", "--config", &dns]);
-    assert_eq!(code, 0, "{stderr}");
-    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    let shown = shown_toml(&["config", "show", "--config", &dns]);
     assert_eq!(
         shown["dns_servers"],
         toml::Value::Array(vec!["9.9.9.9:53".into(), "127.0.0.1:5353".into()])
     );
-    let (code, stdout, stderr) =
-        output(&["config", "show", "--config", &dns, "--dns-server", "::1"]);
-    assert_eq!(code, 0, "{stderr}");
-    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    let shown = shown_toml(&["config", "show", "--config", &dns, "--dns-server", "::1"]);
     assert_eq!(
         shown["dns_servers"],
         toml::Value::Array(vec!["[::1]:53".into()])
     );
     // The global `--log-format` over the file's `log_format`; `text` without either.
-    let (code, stdout, stderr) =
-        output(&["config", "show", "--config", &file, "--log-format", "text"]);
-    assert_eq!(code, 0, "{stderr}");
-    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    let shown = shown_toml(&["config", "show", "--config", &file, "--log-format", "text"]);
     assert_eq!(shown["log_format"].as_str(), Some("text"));
-    let (code, stdout, stderr) =
-        output(&["--log-format", "json", "config", "show", "--config", &dns]);
-    assert_eq!(code, 0, "{stderr}");
-    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    let shown = shown_toml(&["--log-format", "json", "config", "show", "--config", &dns]);
     assert_eq!(shown["log_format"].as_str(), Some("json"));
-    let (code, stdout, stderr) = output(&["config", "show", "--config", &dns]);
-    assert_eq!(code, 0, "{stderr}");
-    let shown: toml::Value = toml::from_str(&stdout).unwrap();
+    let shown = shown_toml(&["config", "show", "--config", &dns]);
     assert_eq!(shown["log_format"].as_str(), Some("text"));
 }
 
