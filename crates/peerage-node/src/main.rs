@@ -11,6 +11,11 @@ use peerage_node::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// With the `mimalloc` feature, mimalloc allocates for the whole process.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs to stderr, filtered by `RUST_LOG` if it is set and valid, else by `default`.
 fn init_tracing(default: &str, format: LogFormat) {
     let filter = std::env::var(EnvFilter::DEFAULT_ENV)
