@@ -63,13 +63,20 @@ async fn a_restart_keeps_the_book_and_dials_an_anchor_first() {
     let seed_addr = seed.handle.listen_addrs()[0]
         .clone()
         .with(Protocol::P2p(seed.handle.peer_id()));
+    // The others keep no book and are content with one connection (Octez bounds 1/1/8):
+    // once they hold the seed they dial no one, so they cannot reach the node under test
+    // first and leave it holding them inbound, with no outbound connection to make.
     let mut others = Vec::new();
     for _ in 0..3 {
-        let n = Node::start(config(
-            Keypair::generate_ed25519(),
-            vec![seed_addr.clone()],
-            None,
-        ))
+        let n = Node::start(NodeConfig {
+            bootstrap: vec![seed_addr.clone()],
+            addrbook: None,
+            ..NodeConfig::new(
+                Keypair::generate_ed25519(),
+                vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                Bounds::new(1, 1, 8).unwrap(),
+            )
+        })
         .await
         .unwrap();
         others.push(n);
@@ -99,11 +106,19 @@ async fn a_restart_keeps_the_book_and_dials_an_anchor_first() {
         .call(|swarm| {
             let m = swarm.behaviour().machine();
             let (stats, ..) = m.addrbook_stats().unwrap();
-            serde_json::json!({ "tried": stats.tried, "anchors": m.anchors().len() })
+            serde_json::json!({
+                "tried": stats.tried,
+                "collisions": stats.collisions,
+                "anchors": m.anchors().len(),
+            })
         })
         .await
         .unwrap();
-    assert!(info["tried"].as_u64().unwrap() >= 2, "{info}");
+    // Each outbound peer's address is good: in `tried`, or waiting for its tried slot (Bitcoin
+    // Core's test-before-evict) when another address holds it. On 127.0.0.1, one network
+    // group, two of them drew the same slot in 1 of 200 runs.
+    let good = info["tried"].as_u64().unwrap() + info["collisions"].as_u64().unwrap();
+    assert!(good >= 2, "{info}");
     assert_eq!(info["anchors"], 2);
     drop(b.handle);
     b.task.await.unwrap();
@@ -112,6 +127,8 @@ async fn a_restart_keeps_the_book_and_dials_an_anchor_first() {
     // trusted point).
     let saved = AddrBookFile::new(&path).load().unwrap().expect("saved");
     assert!(saved.entries.len() >= 3, "{}", saved.entries.len());
+    let saved_tried = saved.entries.iter().filter(|e| e.tried).count();
+    assert!(saved_tried >= 1, "{saved_tried}");
     assert_eq!(saved.anchors.len(), 2);
     let anchor_ids: Vec<PeerId> = saved
         .anchors
@@ -135,7 +152,7 @@ async fn a_restart_keeps_the_book_and_dials_an_anchor_first() {
         .call(|swarm| swarm.behaviour().machine().addrbook().unwrap().tried_len())
         .await
         .unwrap();
-    assert!(tried >= 2, "{tried}");
+    assert!(tried >= saved_tried, "{tried} < {saved_tried}");
     until("an anchor connected", async || {
         outbound(&b).await.iter().any(|p| anchor_ids.contains(p))
     })
