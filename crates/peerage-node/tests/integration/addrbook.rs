@@ -69,13 +69,9 @@ async fn a_restart_keeps_the_book_and_dials_an_anchor_first() {
     let mut others = Vec::new();
     for _ in 0..3 {
         let n = Node::start(NodeConfig {
-            bootstrap: vec![seed_addr.clone()],
             addrbook: None,
-            ..NodeConfig::new(
-                Keypair::generate_ed25519(),
-                vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-                Bounds::new(1, 1, 8).unwrap(),
-            )
+            bounds: Bounds::new(1, 1, 8).unwrap(),
+            ..config(Keypair::generate_ed25519(), vec![seed_addr.clone()], None)
         })
         .await
         .unwrap();
