@@ -268,19 +268,25 @@ impl Behaviour {
     /// those of its signed record, certified) go to the peerstore and the pool, its protocols
     /// say whether it offers the peer exchange. With rust-libp2p's identify:
     ///
-    /// ```ignore
-    /// identify::Event::Received { peer_id, info, .. } => swarm.behaviour_mut().peerage.identified(
-    ///     peer_id,
-    ///     peerage::node::Identify {
-    ///         listen_addrs: info.listen_addrs,
-    ///         protocols: info.protocols.iter().map(ToString::to_string).collect(),
-    ///         agent_version: info.agent_version,
-    ///         protocol_version: info.protocol_version,
-    ///         // rust-libp2p's identify 0.48 keeps only records in its legacy domain, which
-    ///         // the peerstore does not take.
-    ///         signed_peer_record: None,
-    ///     },
-    /// ),
+    /// ```
+    /// use libp2p::identify;
+    ///
+    /// fn on_identify(peerage: &mut peerage::Behaviour, event: identify::Event) {
+    ///     if let identify::Event::Received { peer_id, info, .. } = event {
+    ///         peerage.identified(
+    ///             peer_id,
+    ///             peerage::node::Identify {
+    ///                 listen_addrs: info.listen_addrs,
+    ///                 protocols: info.protocols.iter().map(ToString::to_string).collect(),
+    ///                 agent_version: info.agent_version,
+    ///                 protocol_version: info.protocol_version,
+    ///                 // rust-libp2p's identify 0.48 keeps only records in its legacy domain,
+    ///                 // which the peerstore does not take.
+    ///                 signed_peer_record: None,
+    ///             },
+    ///         );
+    ///     }
+    /// }
     /// ```
     pub fn identified(&mut self, peer: PeerId, info: node::Identify) {
         self.handle(Instant::now(), Input::Identified { peer, info });
